@@ -1,0 +1,100 @@
+/* fastrnn C kernels: recurrent forward / backpropagation through time.
+ *
+ * Plain C99 + OpenMP. BLAS is reached only through fr_blas, a table of
+ * Fortran-ABI gemm pointers that the caller fills (the Cython bindings take
+ * them from scipy.linalg.cython_blas), so nothing links BLAS at build time.
+ *
+ * Layouts: every matrix is row-major. Sequences are batch-first,
+ * X (B, T, I), Y (B, T, ldy) with the direction's H columns at the pointer
+ * given. Weights follow PyTorch: W_ih (G*H, I), W_hh (G*H, H), biases (G*H).
+ */
+#ifndef FASTRNN_H
+#define FASTRNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef void (*fr_sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
+                            float *alpha, float *a, int *lda, float *b, int *ldb,
+                            float *beta, float *c, int *ldc);
+typedef void (*fr_dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
+                            double *alpha, double *a, int *lda, double *b, int *ldb,
+                            double *beta, double *c, int *ldc);
+
+typedef struct {
+    fr_sgemm_fn sgemm;
+    fr_dgemm_fn dgemm;
+} fr_blas;
+
+enum fr_cell { FR_LSTM = 0, FR_GRU = 1, FR_RNN_TANH = 2, FR_RNN_RELU = 3 };
+
+enum fr_status {
+    FR_OK = 0,
+    FR_ERR_ARG = -1,      /* a null pointer, unknown cell or non-positive size */
+    FR_ERR_TOO_LARGE = -2 /* a GEMM argument would not fit BLAS's 32-bit int */
+};
+
+/* One layer, one direction. lengths (B) may be NULL (every sample has T steps);
+ * a sample b is active at step t when t < lengths[b]. Inactive steps keep the
+ * state, write 0 to Y, and a reverse direction starts at the last valid step. */
+typedef struct {
+    int cell;
+    int64_t batch, steps, inputs, hidden;
+    int reverse;
+    const int32_t *lengths;
+} fr_shape;
+
+int fr_gates(int cell); /* G: 4 for LSTM, 3 for GRU, 1 for RNN */
+int fr_check_shape(const fr_shape *s, int64_t ldy);
+
+/* Elements of workspace the forward pass needs. A training workspace holds what
+ * backward reads and must be passed to it unchanged. */
+int64_t fr_forward_workspace(const fr_shape *s, int training);
+/* Elements of scratch the backward pass needs (besides the forward workspace). */
+int64_t fr_backward_workspace(const fr_shape *s);
+
+/* Forward. h0/c0 (B, H) may be NULL (zeros); c0/cN only for LSTM. hN/cN (B, H)
+ * receive the final state. ws holds fr_forward_workspace(s, training) elements. */
+int fr_forward_f32(const fr_blas *blas, const fr_shape *s, const float *X,
+                   const float *W_ih, const float *W_hh, const float *b_ih, const float *b_hh,
+                   const float *h0, const float *c0, float *Y, int64_t ldy,
+                   float *hN, float *cN, float *ws, int training, int n_threads);
+int fr_forward_f64(const fr_blas *blas, const fr_shape *s, const double *X,
+                   const double *W_ih, const double *W_hh, const double *b_ih, const double *b_hh,
+                   const double *h0, const double *c0, double *Y, int64_t ldy,
+                   double *hN, double *cN, double *ws, int training, int n_threads);
+
+/* Backward through one layer/direction after a training forward with the same
+ * arguments. dY (with ldy), dhN, dcN may be NULL (zero). Weight and bias
+ * gradients are accumulated (+=). dX (B, T, I) is overwritten, or accumulated
+ * when accumulate_dx, and may be NULL. dh0/dc0 (B, H) are always written
+ * (dc0 only for LSTM). bws holds fr_backward_workspace(s) elements. */
+int fr_backward_f32(const fr_blas *blas, const fr_shape *s, const float *X,
+                    const float *W_ih, const float *W_hh, const float *ws,
+                    const float *dY, int64_t ldy, const float *dhN, const float *dcN,
+                    float *dX, int accumulate_dx, float *dW_ih, float *dW_hh,
+                    float *db_ih, float *db_hh, float *dh0, float *dc0,
+                    float *bws, int n_threads);
+int fr_backward_f64(const fr_blas *blas, const fr_shape *s, const double *X,
+                    const double *W_ih, const double *W_hh, const double *ws,
+                    const double *dY, int64_t ldy, const double *dhN, const double *dcN,
+                    double *dX, int accumulate_dx, double *dW_ih, double *dW_hh,
+                    double *db_ih, double *db_hh, double *dh0, double *dc0,
+                    double *bws, int n_threads);
+
+/* Vectorisable activations, exposed for the accuracy tests. */
+void fr_sigmoid_f32(const float *x, float *y, int64_t n);
+void fr_tanh_f32(const float *x, float *y, int64_t n);
+
+/* 1 when built with OpenMP, and the thread count OpenMP would use. */
+int fr_openmp_enabled(void);
+int fr_max_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

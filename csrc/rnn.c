@@ -1,0 +1,160 @@
+/* Shared helpers, then the kernels instantiated for float and double from
+ * rnn_impl.h. */
+#include "fastrnn.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Wider SIMD without -march=native: the loader picks the best clone at run
+ * time. Only where GCC's ifunc-based clones are known to work. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FR_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#else
+#define FR_CLONES
+#endif
+
+/* Elementwise passes smaller than this run on one thread: an OpenMP fork
+ * costs more than the work. */
+#define FR_PAR_MIN 2048
+/* Columns per work item of the elementwise pass, so batch 1 still splits. */
+#define FR_BLOCK 256
+
+int fr_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int fr_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int fr_threads(int n_threads)
+{
+    return n_threads > 0 ? n_threads : fr_max_threads();
+}
+
+int fr_gates(int cell)
+{
+    switch (cell) {
+    case FR_LSTM: return 4;
+    case FR_GRU: return 3;
+    case FR_RNN_TANH:
+    case FR_RNN_RELU: return 1;
+    default: return 0;
+    }
+}
+
+static int fr_fits(int64_t a, int64_t b) /* a * b <= INT_MAX, for a, b >= 1 */
+{
+    return a <= INT_MAX / b;
+}
+
+int fr_check_shape(const fr_shape *s, int64_t ldy)
+{
+    if (!s) return FR_ERR_ARG;
+    int64_t G = fr_gates(s->cell);
+    if (G == 0 || s->batch < 1 || s->steps < 1 || s->inputs < 1 || s->hidden < 1 || ldy < s->hidden)
+        return FR_ERR_ARG;
+    /* The int arguments handed to gemm: B*T rows (projection, weight
+     * gradients), G*H*T and H*T leading dimensions of the per-step GEMMs. */
+    if (!fr_fits(s->batch, s->steps) || !fr_fits(s->hidden, G) || !fr_fits(G * s->hidden, s->steps) ||
+        s->inputs > INT_MAX)
+        return FR_ERR_TOO_LARGE;
+    return FR_OK;
+}
+
+int64_t fr_forward_workspace(const fr_shape *s, int training)
+{
+    if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK) return -1;
+    int64_t B = s->batch, T = s->steps, H = s->hidden, G = fr_gates(s->cell);
+    int lstm = s->cell == FR_LSTM, gru = s->cell == FR_GRU;
+    int64_t n = B * T * G * H; /* gates */
+    if (training)
+        n += B * T * H * (1 + (lstm ? 2 : gru ? 1 : 0)); /* h_prev [c_prev, tanh c | h_n] */
+    else
+        n += B * H * (2 + (lstm ? 2 : 0) + ((lstm || gru) ? 1 : 0));
+    if (gru) n += B * 3 * H; /* W_hh h for one step */
+    return n;
+}
+
+int64_t fr_backward_workspace(const fr_shape *s)
+{
+    if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK) return -1;
+    int64_t n = s->batch * s->steps * fr_gates(s->cell) * s->hidden;
+    return s->cell == FR_GRU ? 2 * n : n;
+}
+
+/* float activations: a Cephes-style exp that the compiler can vectorise
+ * (libm's expf is a call per element), accurate to ~1e-7 relative. Inputs are
+ * clamped so no finite x gives inf or NaN; NaN stays NaN. */
+static inline float fr_expf(float x)
+{
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln 2) */
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+static inline float fr_sigmoidf(float x) { return 1.0f / (1.0f + fr_expf(-x)); }
+static inline float fr_tanhf(float x) { return 1.0f - 2.0f / (1.0f + fr_expf(2.0f * x)); }
+static inline double fr_sigmoidd(double x) { return 1.0 / (1.0 + exp(-x)); }
+static inline double fr_tanhd(double x) { return tanh(x); }
+
+FR_CLONES void fr_sigmoid_f32(const float *x, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = fr_sigmoidf(x[i]);
+}
+
+FR_CLONES void fr_tanh_f32(const float *x, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = fr_tanhf(x[i]);
+}
+
+#define real float
+#define FR_(name) name##_f32
+#define FR_GEMM sgemm
+#define FR_SIGMOID fr_sigmoidf
+#define FR_TANH fr_tanhf
+#include "rnn_impl.h"
+#undef real
+#undef FR_
+#undef FR_GEMM
+#undef FR_SIGMOID
+#undef FR_TANH
+
+#define real double
+#define FR_(name) name##_f64
+#define FR_GEMM dgemm
+#define FR_SIGMOID fr_sigmoidd
+#define FR_TANH fr_tanhd
+#include "rnn_impl.h"
+#undef real
+#undef FR_
+#undef FR_GEMM
+#undef FR_SIGMOID
+#undef FR_TANH

@@ -1,0 +1,345 @@
+/* Recurrent kernels for one precision. Included by rnn.c with `real`, FR_(),
+ * FR_GEMM, FR_SIGMOID and FR_TANH defined; no include guard on purpose.
+ *
+ * Forward, per layer and direction:
+ *   gates = X W_ih^T                      one GEMM over all B*T rows
+ *   for each step t (reversed for the backward direction):
+ *     gates[t] += h_prev W_hh^T           one GEMM (GRU: into its own buffer)
+ *     one fused pass: biases, activations, cell update, outputs, and what
+ *     backward reads, stored in place
+ * Backward walks the steps in the opposite order with one fused pass and one
+ * GEMM for dh per step; dW_ih, dW_hh, dX and the bias sums come after the loop.
+ *
+ * Training workspace, all batch-first (B, T, .):
+ *   gates (G*H) activated gates (LSTM i,f,g,o; GRU r,z,n; RNN h)
+ *   h_prev (H)  state entering step t
+ *   LSTM: c_prev (H), tanh(c_t) (H);   GRU: W_hn h_prev + b_hn (H)
+ */
+
+/* Row-major C = op(A) op(B) through column-major gemm: C^T = op(B)^T op(A)^T. */
+static void FR_(gemm_rm)(const fr_blas *blas, int trans_a, int trans_b, int64_t M, int64_t N,
+                         int64_t K, real alpha, const real *A, int64_t lda, const real *B,
+                         int64_t ldb, real beta, real *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+    int m = (int)N, n = (int)M, k = (int)K, la = (int)lda, lb = (int)ldb, lc = (int)ldc;
+    blas->FR_GEMM(&tb, &ta, &m, &n, &k, &alpha, (real *)B, &lb, (real *)A, &la, &beta, C, &lc);
+}
+
+FR_CLONES static void FR_(lstm_forward_row)(int64_t n, int64_t H, real *restrict g,
+                                            const real *restrict bi, const real *restrict bh,
+                                            const real *restrict cp, real *restrict hn,
+                                            real *restrict cn, real *restrict y,
+                                            real *restrict tc)
+{
+    real *restrict gi = g, *restrict gf = g + H, *restrict gg = g + 2 * H, *restrict go = g + 3 * H;
+    for (int64_t j = 0; j < n; j++) {
+        real i = FR_SIGMOID(gi[j] + bi[j] + bh[j]);
+        real f = FR_SIGMOID(gf[j] + bi[H + j] + bh[H + j]);
+        real c_in = FR_TANH(gg[j] + bi[2 * H + j] + bh[2 * H + j]);
+        real o = FR_SIGMOID(go[j] + bi[3 * H + j] + bh[3 * H + j]);
+        real c = f * cp[j] + i * c_in;
+        real t = FR_TANH(c);
+        real h = o * t;
+        gi[j] = i;
+        gf[j] = f;
+        gg[j] = c_in;
+        go[j] = o;
+        cn[j] = c;
+        tc[j] = t;
+        hn[j] = h;
+        y[j] = h;
+    }
+}
+
+FR_CLONES static void FR_(gru_forward_row)(int64_t n, int64_t H, real *restrict g,
+                                           const real *restrict gh, const real *restrict bi,
+                                           const real *restrict bh, const real *restrict hp,
+                                           real *restrict hn, real *restrict y,
+                                           real *restrict a)
+{
+    real *restrict gr = g, *restrict gz = g + H, *restrict gn = g + 2 * H;
+    for (int64_t j = 0; j < n; j++) {
+        real r = FR_SIGMOID(gr[j] + bi[j] + gh[j] + bh[j]);
+        real z = FR_SIGMOID(gz[j] + bi[H + j] + gh[H + j] + bh[H + j]);
+        real hh = gh[2 * H + j] + bh[2 * H + j];
+        real nn = FR_TANH(gn[j] + bi[2 * H + j] + r * hh);
+        real h = (1 - z) * nn + z * hp[j];
+        gr[j] = r;
+        gz[j] = z;
+        gn[j] = nn;
+        a[j] = hh;
+        hn[j] = h;
+        y[j] = h;
+    }
+}
+
+FR_CLONES static void FR_(rnn_forward_row)(int64_t n, int relu, real *restrict g,
+                                           const real *restrict bi, const real *restrict bh,
+                                           real *restrict hn, real *restrict y)
+{
+    if (relu) {
+        for (int64_t j = 0; j < n; j++) {
+            real v = g[j] + bi[j] + bh[j];
+            real h = v > 0 ? v : 0;
+            g[j] = h;
+            hn[j] = h;
+            y[j] = h;
+        }
+    } else {
+        for (int64_t j = 0; j < n; j++) {
+            real h = FR_TANH(g[j] + bi[j] + bh[j]);
+            g[j] = h;
+            hn[j] = h;
+            y[j] = h;
+        }
+    }
+}
+
+FR_CLONES static void FR_(lstm_backward_row)(int64_t n, int64_t H, const real *restrict g,
+                                             const real *restrict tc, const real *restrict cp,
+                                             real *restrict dh, real *restrict dc,
+                                             real *restrict dg)
+{
+    const real *restrict gi = g, *restrict gf = g + H, *restrict gg = g + 2 * H,
+                         *restrict go = g + 3 * H;
+    for (int64_t j = 0; j < n; j++) {
+        real i = gi[j], f = gf[j], c_in = gg[j], o = go[j], t = tc[j];
+        real d_h = dh[j];
+        real d_c = dc[j] + d_h * o * (1 - t * t);
+        dg[j] = d_c * c_in * i * (1 - i);
+        dg[H + j] = d_c * cp[j] * f * (1 - f);
+        dg[2 * H + j] = d_c * i * (1 - c_in * c_in);
+        dg[3 * H + j] = d_h * t * o * (1 - o);
+        dc[j] = d_c * f;
+        dh[j] = 0; /* the GEMM with W_hh adds the rest */
+    }
+}
+
+FR_CLONES static void FR_(gru_backward_row)(int64_t n, int64_t H, const real *restrict g,
+                                            const real *restrict a, const real *restrict hp,
+                                            real *restrict dh, real *restrict dgx,
+                                            real *restrict dgh)
+{
+    const real *restrict gr = g, *restrict gz = g + H, *restrict gn = g + 2 * H;
+    for (int64_t j = 0; j < n; j++) {
+        real r = gr[j], z = gz[j], nn = gn[j];
+        real d_h = dh[j];
+        real d_n = d_h * (1 - z) * (1 - nn * nn);
+        real d_r = d_n * a[j] * r * (1 - r);
+        real d_z = d_h * (hp[j] - nn) * z * (1 - z);
+        dgx[j] = d_r;
+        dgx[H + j] = d_z;
+        dgx[2 * H + j] = d_n;
+        dgh[j] = d_r;
+        dgh[H + j] = d_z;
+        dgh[2 * H + j] = d_n * r;
+        dh[j] = d_h * z;
+    }
+}
+
+FR_CLONES static void FR_(rnn_backward_row)(int64_t n, int relu, const real *restrict g,
+                                            real *restrict dh, real *restrict dg)
+{
+    if (relu) {
+        for (int64_t j = 0; j < n; j++) {
+            dg[j] = g[j] > 0 ? dh[j] : 0;
+            dh[j] = 0;
+        }
+    } else {
+        for (int64_t j = 0; j < n; j++) {
+            real h = g[j];
+            dg[j] = dh[j] * (1 - h * h);
+            dh[j] = 0;
+        }
+    }
+}
+
+/* out[j] += sum over rows of A[r, j], accumulated in double. */
+static void FR_(colsum_add)(const real *A, int64_t rows, int64_t cols, real *out, int nth)
+{
+    int64_t nblk = (cols + 63) / 64;
+#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1 && rows * cols >= 16 * FR_PAR_MIN)
+    for (int64_t k = 0; k < nblk; k++) {
+        double acc[64] = {0};
+        int64_t j0 = k * 64, w = cols - j0 < 64 ? cols - j0 : 64;
+        for (int64_t r = 0; r < rows; r++) {
+            const real *a = A + r * cols + j0;
+            for (int64_t j = 0; j < w; j++) acc[j] += a[j];
+        }
+        for (int64_t j = 0; j < w; j++) out[j0 + j] += (real)acc[j];
+    }
+}
+
+static void FR_(copy_rows)(real *dst, int64_t s_dst, const real *src, int64_t B, int64_t H)
+{
+    for (int64_t b = 0; b < B; b++) {
+        if (src)
+            memcpy(dst + b * s_dst, src + b * H, (size_t)H * sizeof(real));
+        else
+            memset(dst + b * s_dst, 0, (size_t)H * sizeof(real));
+    }
+}
+
+int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const real *W_ih,
+                    const real *W_hh, const real *b_ih, const real *b_hh, const real *h0,
+                    const real *c0, real *Y, int64_t ldy, real *hN, real *cN, real *ws,
+                    int training, int n_threads)
+{
+    int rc = fr_check_shape(s, ldy);
+    if (rc != FR_OK) return rc;
+    const int cell = s->cell, lstm = cell == FR_LSTM, gru = cell == FR_GRU;
+    const int relu = cell == FR_RNN_RELU;
+    if (!blas || !blas->FR_GEMM || !X || !W_ih || !W_hh || !b_ih || !b_hh || !Y || !hN || !ws ||
+        (lstm && !cN))
+        return FR_ERR_ARG;
+    const int64_t B = s->batch, T = s->steps, I = s->inputs, H = s->hidden, GH = fr_gates(cell) * H, BT = B * T;
+    const int32_t *len = s->lengths;
+    const int nth = fr_threads(n_threads);
+
+    real *gates = ws, *p = ws + BT * GH;
+    real *hbuf, *cbuf = NULL, *aux = NULL, *gh = NULL;
+    int64_t s_buf, s_aux;
+    if (training) { /* per-step buffers live in the (B, T, H) arrays */
+        hbuf = p; p += BT * H;
+        if (lstm) { cbuf = p; p += BT * H; }
+        if (lstm || gru) { aux = p; p += BT * H; }
+        s_buf = T * H;
+        s_aux = T * H;
+    } else { /* two (B, H) state buffers, swapped each step */
+        hbuf = p; p += 2 * B * H;
+        if (lstm) { cbuf = p; p += 2 * B * H; }
+        if (lstm || gru) { aux = p; p += B * H; }
+        s_buf = H;
+        s_aux = H;
+    }
+    if (gru) gh = p;
+
+    FR_(gemm_rm)(blas, 0, 1, BT, GH, I, 1, X, I, W_ih, I, 0, gates, GH);
+
+    const int64_t t_first = s->reverse ? T - 1 : 0;
+    real *hp = training ? hbuf + t_first * H : hbuf;
+    real *cp = lstm ? (training ? cbuf + t_first * H : cbuf) : NULL;
+    FR_(copy_rows)(hp, s_buf, h0, B, H);
+    if (lstm) FR_(copy_rows)(cp, s_buf, c0, B, H);
+    int64_t s_hp = s_buf;
+
+    const int64_t nblk = (H + FR_BLOCK - 1) / FR_BLOCK;
+    for (int64_t step = 0; step < T; step++) {
+        const int64_t t = s->reverse ? T - 1 - step : step;
+        const int last = step == T - 1;
+        real *hn, *cn = NULL;
+        int64_t s_hn;
+        if (last) {
+            hn = hN; cn = cN; s_hn = H;
+        } else if (training) {
+            int64_t tn = s->reverse ? t - 1 : t + 1;
+            hn = hbuf + tn * H; s_hn = T * H;
+            if (lstm) cn = cbuf + tn * H;
+        } else {
+            int64_t slot = (step + 1) & 1;
+            hn = hbuf + slot * B * H; s_hn = H;
+            if (lstm) cn = cbuf + slot * B * H;
+        }
+        real *g_t = gates + t * GH;
+        real *aux_t = aux ? (training ? aux + t * H : aux) : NULL;
+        if (gru)
+            FR_(gemm_rm)(blas, 0, 1, B, GH, H, 1, hp, s_hp, W_hh, H, 0, gh, GH);
+        else
+            FR_(gemm_rm)(blas, 0, 1, B, GH, H, 1, hp, s_hp, W_hh, H, 1, g_t, T * GH);
+
+#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1 && B * GH >= FR_PAR_MIN)
+        for (int64_t w = 0; w < B * nblk; w++) {
+            const int64_t b = w / nblk, j0 = (w % nblk) * FR_BLOCK;
+            const int64_t nj = H - j0 < FR_BLOCK ? H - j0 : FR_BLOCK;
+            real *g = g_t + b * T * GH + j0, *y = Y + (b * T + t) * ldy + j0;
+            const real *hpb = hp + b * s_hp + j0;
+            real *hnb = hn + b * s_hn + j0;
+            real *cpb = lstm ? cp + b * s_hp + j0 : NULL, *cnb = lstm ? cn + b * s_hn + j0 : NULL;
+            real *auxb = aux_t ? aux_t + b * s_aux + j0 : NULL;
+            if (len && t >= len[b]) { /* past this sample's end: keep the state */
+                memcpy(hnb, hpb, (size_t)nj * sizeof(real));
+                if (lstm) memcpy(cnb, cpb, (size_t)nj * sizeof(real));
+                memset(y, 0, (size_t)nj * sizeof(real));
+            } else if (lstm) {
+                FR_(lstm_forward_row)(nj, H, g, b_ih + j0, b_hh + j0, cpb, hnb, cnb, y, auxb);
+            } else if (gru) {
+                FR_(gru_forward_row)(nj, H, g, gh + b * GH + j0, b_ih + j0, b_hh + j0, hpb, hnb, y,
+                                     auxb);
+            } else {
+                FR_(rnn_forward_row)(nj, relu, g, b_ih + j0, b_hh + j0, hnb, y);
+            }
+        }
+        hp = hn; cp = cn; s_hp = s_hn;
+    }
+    return FR_OK;
+}
+
+int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, const real *W_ih,
+                     const real *W_hh, const real *ws, const real *dY, int64_t ldy,
+                     const real *dhN, const real *dcN, real *dX, int accumulate_dx,
+                     real *dW_ih, real *dW_hh, real *db_ih, real *db_hh, real *dh0, real *dc0,
+                     real *bws, int n_threads)
+{
+    int rc = fr_check_shape(s, dY ? ldy : s ? s->hidden : 0);
+    if (rc != FR_OK) return rc;
+    const int cell = s->cell, lstm = cell == FR_LSTM, gru = cell == FR_GRU;
+    const int relu = cell == FR_RNN_RELU;
+    if (!blas || !blas->FR_GEMM || !X || !W_ih || !W_hh || !ws || !dW_ih || !dW_hh || !db_ih ||
+        !db_hh || !dh0 || !bws || (lstm && !dc0))
+        return FR_ERR_ARG;
+    const int64_t B = s->batch, T = s->steps, I = s->inputs, H = s->hidden, GH = fr_gates(cell) * H, BT = B * T;
+    const int32_t *len = s->lengths;
+    const int nth = fr_threads(n_threads);
+
+    const real *gates = ws, *hprev = ws + BT * GH;
+    const real *cprev = lstm ? hprev + BT * H : NULL;
+    const real *aux = lstm ? cprev + BT * H : gru ? hprev + BT * H : NULL;
+    real *dgx = bws, *dgh = gru ? bws + BT * GH : bws;
+
+    /* dh0 / dc0 carry the running gradient of the state through the loop. */
+    FR_(copy_rows)(dh0, H, dhN, B, H);
+    if (lstm) FR_(copy_rows)(dc0, H, dcN, B, H);
+
+    const int64_t nblk = (H + FR_BLOCK - 1) / FR_BLOCK;
+    for (int64_t step = T - 1; step >= 0; step--) {
+        const int64_t t = s->reverse ? T - 1 - step : step;
+#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1 && B * GH >= FR_PAR_MIN)
+        for (int64_t w = 0; w < B * nblk; w++) {
+            const int64_t b = w / nblk, j0 = (w % nblk) * FR_BLOCK;
+            const int64_t nj = H - j0 < FR_BLOCK ? H - j0 : FR_BLOCK;
+            const int64_t row = b * T + t;
+            real *dh = dh0 + b * H + j0;
+            real *dgx_b = dgx + row * GH + j0, *dgh_b = dgh + row * GH + j0;
+            if (len && t >= len[b]) { /* Y was 0 here and the state passed through */
+                for (int64_t k = 0; k < GH / H; k++) {
+                    memset(dgx_b + k * H, 0, (size_t)nj * sizeof(real));
+                    if (gru) memset(dgh_b + k * H, 0, (size_t)nj * sizeof(real));
+                }
+                continue;
+            }
+            if (dY) {
+                const real *dy = dY + row * ldy + j0;
+                for (int64_t j = 0; j < nj; j++) dh[j] += dy[j];
+            }
+            const real *g = gates + row * GH + j0;
+            if (lstm)
+                FR_(lstm_backward_row)(nj, H, g, aux + row * H + j0, cprev + row * H + j0, dh,
+                                       dc0 + b * H + j0, dgx_b);
+            else if (gru)
+                FR_(gru_backward_row)(nj, H, g, aux + row * H + j0, hprev + row * H + j0, dh,
+                                      dgx_b, dgh_b);
+            else
+                FR_(rnn_backward_row)(nj, relu, g, dh, dgx_b);
+        }
+        FR_(gemm_rm)(blas, 0, 0, B, H, GH, 1, dgh + t * GH, T * GH, W_hh, H, 1, dh0, H);
+    }
+
+    FR_(gemm_rm)(blas, 1, 0, GH, I, BT, 1, dgx, GH, X, I, 1, dW_ih, I);
+    FR_(gemm_rm)(blas, 1, 0, GH, H, BT, 1, dgh, GH, hprev, H, 1, dW_hh, H);
+    FR_(colsum_add)(dgx, BT, GH, db_ih, nth);
+    FR_(colsum_add)(dgh, BT, GH, db_hh, nth);
+    if (dX) FR_(gemm_rm)(blas, 0, 0, BT, I, GH, 1, dgx, GH, W_ih, I, accumulate_dx ? 1 : 0, dX, I);
+    return FR_OK;
+}

@@ -1,0 +1,54 @@
+# C declarations of csrc/fastrnn.h, shared by the Cython modules.
+from libc.stdint cimport int32_t, int64_t
+
+cdef extern from "fastrnn.h" nogil:
+    ctypedef void (*fr_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *,
+                                 int *, float *, int *, float *, float *, int *)
+    ctypedef void (*fr_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *,
+                                 int *, double *, int *, double *, double *, int *)
+    ctypedef struct fr_blas:
+        fr_sgemm_fn sgemm
+        fr_dgemm_fn dgemm
+
+    enum:
+        FR_LSTM, FR_GRU, FR_RNN_TANH, FR_RNN_RELU
+        FR_OK, FR_ERR_ARG, FR_ERR_TOO_LARGE
+
+    ctypedef struct fr_shape:
+        int cell
+        int64_t batch, steps, inputs, hidden
+        int reverse
+        const int32_t *lengths
+
+    int fr_gates(int cell)
+    int fr_check_shape(const fr_shape *s, int64_t ldy)
+    int64_t fr_forward_workspace(const fr_shape *s, int training)
+    int64_t fr_backward_workspace(const fr_shape *s)
+
+    int fr_forward_f32(const fr_blas *blas, const fr_shape *s, const float *X,
+                       const float *W_ih, const float *W_hh, const float *b_ih,
+                       const float *b_hh, const float *h0, const float *c0, float *Y,
+                       int64_t ldy, float *hN, float *cN, float *ws, int training,
+                       int n_threads)
+    int fr_forward_f64(const fr_blas *blas, const fr_shape *s, const double *X,
+                       const double *W_ih, const double *W_hh, const double *b_ih,
+                       const double *b_hh, const double *h0, const double *c0, double *Y,
+                       int64_t ldy, double *hN, double *cN, double *ws, int training,
+                       int n_threads)
+    int fr_backward_f32(const fr_blas *blas, const fr_shape *s, const float *X,
+                        const float *W_ih, const float *W_hh, const float *ws,
+                        const float *dY, int64_t ldy, const float *dhN, const float *dcN,
+                        float *dX, int accumulate_dx, float *dW_ih, float *dW_hh,
+                        float *db_ih, float *db_hh, float *dh0, float *dc0,
+                        float *bws, int n_threads)
+    int fr_backward_f64(const fr_blas *blas, const fr_shape *s, const double *X,
+                        const double *W_ih, const double *W_hh, const double *ws,
+                        const double *dY, int64_t ldy, const double *dhN, const double *dcN,
+                        double *dX, int accumulate_dx, double *dW_ih, double *dW_hh,
+                        double *db_ih, double *db_hh, double *dh0, double *dc0,
+                        double *bws, int n_threads)
+
+    void fr_sigmoid_f32(const float *x, float *y, int64_t n)
+    void fr_tanh_f32(const float *x, float *y, int64_t n)
+    int fr_openmp_enabled()
+    int fr_max_threads()

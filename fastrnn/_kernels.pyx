@@ -1,0 +1,244 @@
+# cython: language_level=3
+"""Bindings of the C kernels in csrc/.
+
+Fills the BLAS table from scipy.linalg.cython_blas (nothing links BLAS at
+build time), checks dtypes, shapes and contiguity once per call, and releases
+the GIL around every kernel. Callers are the engine modules (fastrnn.layers);
+users do not call these functions directly.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+from fastrnn._kernels cimport *
+
+cnp.import_array()
+
+cdef fr_blas BLAS
+BLAS.sgemm = <fr_sgemm_fn>sgemm
+BLAS.dgemm = <fr_dgemm_fn>dgemm
+
+cdef extern from *:
+    """
+    #ifndef FASTRNN_COMPILE_ARGS
+    #define FASTRNN_COMPILE_ARGS "unknown"
+    #endif
+    """
+    const char *FASTRNN_COMPILE_ARGS
+
+CELLS = {"lstm": FR_LSTM, "gru": FR_GRU, "rnn_tanh": FR_RNN_TANH, "rnn_relu": FR_RNN_RELU}
+
+
+def compile_args():
+    """Compiler flags the extension was built with."""
+    return FASTRNN_COMPILE_ARGS.decode()
+
+
+def openmp_enabled():
+    return bool(fr_openmp_enabled())
+
+
+def max_threads():
+    return fr_max_threads()
+
+
+def gates(int cell):
+    return fr_gates(cell)
+
+
+cdef int _raise(int rc, str what) except -1:
+    if rc == FR_ERR_TOO_LARGE:
+        raise ValueError(f"{what}: sizes too large for BLAS's 32-bit integer arguments "
+                         "(batch*timesteps, or timesteps*gates*hidden, must stay below 2**31)")
+    if rc != FR_OK:
+        raise ValueError(f"{what}: invalid arguments (code {rc})")
+    return 0
+
+
+cdef fr_shape _shape(int cell, int64_t B, int64_t T, int64_t I, int64_t H, bint reverse,
+                     object lengths) except *:
+    cdef fr_shape s
+    s.cell = cell
+    s.batch = B
+    s.steps = T
+    s.inputs = I
+    s.hidden = H
+    s.reverse = reverse
+    s.lengths = <const int32_t *>_data(lengths, np.int32, (B,), "lengths", True)
+    return s
+
+
+def check_shape(int cell, int64_t B, int64_t T, int64_t I, int64_t H):
+    """Raise ValueError when the kernels cannot take this shape."""
+    cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
+    _raise(fr_check_shape(&s, H), "recurrent layer")
+
+
+def workspace_size(int cell, int64_t B, int64_t T, int64_t I, int64_t H, bint training):
+    """Elements of scratch a forward pass needs (training: kept for backward)."""
+    check_shape(cell, B, T, I, H)
+    cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
+    return fr_forward_workspace(&s, training)
+
+
+def backward_workspace_size(int cell, int64_t B, int64_t T, int64_t I, int64_t H):
+    check_shape(cell, B, T, I, H)
+    cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
+    return fr_backward_workspace(&s)
+
+
+cdef char *_data(object a, object dtype, tuple shape, str name, bint optional) except? NULL:
+    """Pointer to a's data after checking it; NULL for an optional None."""
+    if a is None:
+        if optional:
+            return NULL
+        raise ValueError(f"{name} is required")
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if arr.dtype != dtype:
+        raise ValueError(f"{name} must have dtype {np.dtype(dtype)}, got {arr.dtype}")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
+    return <char *>cnp.PyArray_DATA(arr)
+
+
+cdef char *_out(object a, object dtype, tuple shape, str name, bint optional) except? NULL:
+    if a is not None and not (<cnp.ndarray?>a).flags.writeable:
+        raise ValueError(f"{name} must be writeable")
+    return _data(a, dtype, shape, name, optional)
+
+
+cdef char *_workspace(object ws, object dtype, int64_t n, str name) except NULL:
+    cdef char *p = _out(ws, dtype, None, name, False)
+    if ws.ndim != 1 or ws.shape[0] < n:
+        raise ValueError(f"{name} must be 1-D with at least {n} elements")
+    return p
+
+
+def forward(int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN, cN,
+            lengths, bint reverse, ws, bint training, int n_threads):
+    """One layer, one direction. X (B, T, I); Y (B, T, ldy) receives H columns
+    from y_col; hN/cN (B, H) the final state; ws from workspace_size."""
+    if not isinstance(X, np.ndarray) or X.ndim != 3:
+        raise ValueError("X must be a 3-D NumPy array (batch, time, features)")
+    if not isinstance(W_hh, np.ndarray) or W_hh.ndim != 2:
+        raise ValueError("W_hh must be a 2-D NumPy array")
+    dtype = X.dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise ValueError(f"X must be float32 or float64, got {dtype}")
+    cdef int64_t B = X.shape[0], T = X.shape[1], I = X.shape[2], H = W_hh.shape[1]
+    cdef int64_t G = fr_gates(cell)
+    if G == 0:
+        raise ValueError(f"unknown cell code {cell}")
+    if not isinstance(Y, np.ndarray) or Y.ndim != 3:
+        raise ValueError("Y must be a 3-D NumPy array")
+    cdef int64_t ldy = Y.shape[2]
+    if y_col < 0 or y_col + H > ldy:
+        raise ValueError("Y has too few columns for this direction")
+    cdef fr_shape s = _shape(cell, B, T, I, H, reverse, lengths)
+    _raise(fr_check_shape(&s, ldy), "forward")
+    cdef int64_t need = fr_forward_workspace(&s, training)
+    cdef char *x = _data(X, dtype, (B, T, I), "X", False)
+    cdef char *wih = _data(W_ih, dtype, (G * H, I), "weight_ih", False)
+    cdef char *whh = _data(W_hh, dtype, (G * H, H), "weight_hh", False)
+    cdef char *bih = _data(b_ih, dtype, (G * H,), "bias_ih", False)
+    cdef char *bhh = _data(b_hh, dtype, (G * H,), "bias_hh", False)
+    cdef char *ph0 = _data(h0, dtype, (B, H), "h0", True)
+    cdef char *pc0 = _data(c0, dtype, (B, H), "c0", True)
+    cdef char *y = _out(Y, dtype, (B, T, ldy), "Y", False)
+    cdef char *phN = _out(hN, dtype, (B, H), "hN", False)
+    cdef char *pcN = _out(cN, dtype, (B, H), "cN", cell != FR_LSTM)
+    cdef char *w = _workspace(ws, dtype, need, "workspace")
+    cdef int rc
+    if dtype == np.float32:
+        with nogil:
+            rc = fr_forward_f32(&BLAS, &s, <float *>x, <float *>wih, <float *>whh,
+                                <float *>bih, <float *>bhh, <float *>ph0, <float *>pc0,
+                                (<float *>y) + y_col, ldy, <float *>phN, <float *>pcN,
+                                <float *>w, training, n_threads)
+    else:
+        with nogil:
+            rc = fr_forward_f64(&BLAS, &s, <double *>x, <double *>wih, <double *>whh,
+                                <double *>bih, <double *>bhh, <double *>ph0, <double *>pc0,
+                                (<double *>y) + y_col, ldy, <double *>phN, <double *>pcN,
+                                <double *>w, training, n_threads)
+    _raise(rc, "forward")
+
+
+def backward(int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX, bint accumulate_dx,
+             dW_ih, dW_hh, db_ih, db_hh, dh0, dc0, lengths, bint reverse, bws, int n_threads):
+    """Backward through one layer/direction after forward(..., training=True).
+    Weight and bias gradients are accumulated; dX is written (or accumulated)."""
+    if not isinstance(X, np.ndarray) or X.ndim != 3:
+        raise ValueError("X must be a 3-D NumPy array (batch, time, features)")
+    if not isinstance(W_hh, np.ndarray) or W_hh.ndim != 2:
+        raise ValueError("W_hh must be a 2-D NumPy array")
+    dtype = X.dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise ValueError(f"X must be float32 or float64, got {dtype}")
+    cdef int64_t B = X.shape[0], T = X.shape[1], I = X.shape[2], H = W_hh.shape[1]
+    cdef int64_t G = fr_gates(cell)
+    if G == 0:
+        raise ValueError(f"unknown cell code {cell}")
+    cdef int64_t ldy = H
+    if dY is not None:
+        if not isinstance(dY, np.ndarray) or dY.ndim != 3:
+            raise ValueError("dY must be a 3-D NumPy array")
+        ldy = dY.shape[2]
+        if y_col < 0 or y_col + H > ldy:
+            raise ValueError("dY has too few columns for this direction")
+    cdef fr_shape s = _shape(cell, B, T, I, H, reverse, lengths)
+    _raise(fr_check_shape(&s, ldy), "backward")
+    cdef char *x = _data(X, dtype, (B, T, I), "X", False)
+    cdef char *wih = _data(W_ih, dtype, (G * H, I), "weight_ih", False)
+    cdef char *whh = _data(W_hh, dtype, (G * H, H), "weight_hh", False)
+    cdef char *w = _workspace(ws, dtype, fr_forward_workspace(&s, True), "workspace")
+    cdef char *dy = _data(dY, dtype, (B, T, ldy), "dY", True)
+    cdef char *dhn = _data(dhN, dtype, (B, H), "dhN", True)
+    cdef char *dcn = _data(dcN, dtype, (B, H), "dcN", True)
+    cdef char *dx = _out(dX, dtype, (B, T, I), "dX", True)
+    cdef char *dwih = _out(dW_ih, dtype, (G * H, I), "grad weight_ih", False)
+    cdef char *dwhh = _out(dW_hh, dtype, (G * H, H), "grad weight_hh", False)
+    cdef char *dbih = _out(db_ih, dtype, (G * H,), "grad bias_ih", False)
+    cdef char *dbhh = _out(db_hh, dtype, (G * H,), "grad bias_hh", False)
+    cdef char *dh = _out(dh0, dtype, (B, H), "dh0", False)
+    cdef char *dc = _out(dc0, dtype, (B, H), "dc0", cell != FR_LSTM)
+    cdef char *bw = _workspace(bws, dtype, fr_backward_workspace(&s), "backward workspace")
+    cdef int rc
+    if dtype == np.float32:
+        with nogil:
+            rc = fr_backward_f32(&BLAS, &s, <float *>x, <float *>wih, <float *>whh,
+                                 <float *>w, (<float *>dy) + (y_col if dy != NULL else 0), ldy,
+                                 <float *>dhn, <float *>dcn, <float *>dx, accumulate_dx,
+                                 <float *>dwih, <float *>dwhh, <float *>dbih, <float *>dbhh,
+                                 <float *>dh, <float *>dc, <float *>bw, n_threads)
+    else:
+        with nogil:
+            rc = fr_backward_f64(&BLAS, &s, <double *>x, <double *>wih, <double *>whh,
+                                 <double *>w, (<double *>dy) + (y_col if dy != NULL else 0), ldy,
+                                 <double *>dhn, <double *>dcn, <double *>dx, accumulate_dx,
+                                 <double *>dwih, <double *>dwhh, <double *>dbih, <double *>dbhh,
+                                 <double *>dh, <double *>dc, <double *>bw, n_threads)
+    _raise(rc, "backward")
+
+
+def sigmoid_f32(const float[::1] x):
+    """The kernels' float32 sigmoid, for accuracy tests."""
+    out = np.empty(x.shape[0], np.float32)
+    cdef float[::1] y = out
+    with nogil:
+        fr_sigmoid_f32(&x[0], &y[0], x.shape[0])
+    return out
+
+
+def tanh_f32(const float[::1] x):
+    """The kernels' float32 tanh, for accuracy tests."""
+    out = np.empty(x.shape[0], np.float32)
+    cdef float[::1] y = out
+    with nogil:
+        fr_tanh_f32(&x[0], &y[0], x.shape[0])
+    return out

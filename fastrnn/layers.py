@@ -1,0 +1,340 @@
+"""Recurrent stacks over NumPy arrays: LSTM, GRU and RNN.
+
+Each stack mirrors ``torch.nn.LSTM/GRU/RNN(batch_first=True)``: the same
+parameter names, shapes and gate order, so PyTorch weights load as they are::
+
+    >>> import numpy as np
+    >>> from fastrnn.layers import LSTM
+    >>> lstm = LSTM(input_size=3, hidden_size=5, num_layers=2, random_state=0)
+    >>> X = np.random.default_rng(0).normal(size=(4, 7, 3)).astype(np.float32)
+    >>> Y, (h, c) = lstm.forward(X, lengths=[7, 5, 3, 1], training=True)
+    >>> Y.shape, h.shape
+    ((4, 7, 5), (2, 4, 5))
+    >>> dX, (dh0, dc0) = lstm.backward(np.ones_like(Y))
+    >>> sorted(lstm.grads)[:2]
+    ['bias_hh_l0', 'bias_hh_l1']
+
+The time loop runs in C (csrc/rnn_impl.h) with the GIL released. Parameters
+and their gradients are views into two flat buffers, ``flat_params`` and
+``flat_grads``, which an owner (a network, an optimizer) may provide.
+"""
+import numpy as np
+
+from fastrnn import _kernels
+from fastrnn._threads import blas_threads, resolve_n_threads
+
+_PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def as_float_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def check_lengths(lengths, n_samples, n_steps):
+    """int32 lengths in [1, n_steps], or None when every sample is full length."""
+    if lengths is None:
+        return None
+    lengths = np.asarray(lengths)
+    if lengths.shape != (n_samples,):
+        raise ValueError(f"lengths must have shape ({n_samples},), got {lengths.shape}")
+    if lengths.dtype.kind not in "iu":
+        if lengths.dtype.kind != "f" or not np.all(lengths == np.round(lengths)):
+            raise ValueError("lengths must be integers")
+    if lengths.min() < 1 or lengths.max() > n_steps:
+        raise ValueError(f"lengths must lie in [1, {n_steps}], got min {lengths.min()} "
+                         f"and max {lengths.max()}")
+    if lengths.min() == n_steps:
+        return None
+    return np.ascontiguousarray(lengths, dtype=np.int32)
+
+
+class RecurrentStack:
+    """A stack of recurrent layers (base of LSTM, GRU, RNN).
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    num_layers : int, default 1
+    bidirectional : bool, default False
+        The reverse direction's outputs follow the forward ones on the last axis.
+    dropout : float, default 0
+        Dropout on the outputs of every layer but the last, in training only.
+    dtype : float32 (default) or float64
+    n_threads : int or None
+        None: what OpenMP allows; -1: every CPU; else that many.
+    random_state : int, Generator or None
+        Seeds PyTorch's default initialisation U(-1/sqrt(H), 1/sqrt(H)) and dropout.
+    flat_params, flat_grads : 1-D arrays of ``n_params(...)`` elements, optional
+        Buffers to place parameters and gradients in (views are taken).
+    """
+
+    cell = None  # kernel cell name, set by subclasses
+    n_gates = None
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False,
+                 dropout=0.0, dtype=np.float32, n_threads=None, random_state=None,
+                 flat_params=None, flat_grads=None):
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.bidirectional = bool(bidirectional)
+        self.dropout = float(dropout)
+        self.dtype = as_float_dtype(dtype)
+        self.n_threads = n_threads
+        self.rng = np.random.default_rng(random_state)
+        n = self.n_params(self.input_size, self.hidden_size, self.num_layers,
+                          self.bidirectional)
+        self.flat_params = self._buffer(flat_params, n, "flat_params")
+        self.flat_grads = self._buffer(flat_grads, n, "flat_grads")
+        self.params = self._views(self.flat_params)
+        self.grads = self._views(self.flat_grads)
+        if flat_params is None:
+            self.reset_parameters()
+        self._cache = None
+
+    # ----- parameters -------------------------------------------------------------------
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    @classmethod
+    def param_shapes(cls, input_size, hidden_size, num_layers=1, bidirectional=False):
+        """[(name, shape)] in PyTorch's order and names."""
+        G, H = cls.n_gates, hidden_size
+        dirs = ("", "_reverse") if bidirectional else ("",)
+        shapes = []
+        for k in range(num_layers):
+            layer_in = input_size if k == 0 else H * len(dirs)
+            for sfx in dirs:
+                shapes += [(f"weight_ih_l{k}{sfx}", (G * H, layer_in)),
+                           (f"weight_hh_l{k}{sfx}", (G * H, H)),
+                           (f"bias_ih_l{k}{sfx}", (G * H,)),
+                           (f"bias_hh_l{k}{sfx}", (G * H,))]
+        return shapes
+
+    @classmethod
+    def n_params(cls, input_size, hidden_size, num_layers=1, bidirectional=False):
+        return sum(int(np.prod(s)) for _, s in
+                   cls.param_shapes(input_size, hidden_size, num_layers, bidirectional))
+
+    def _buffer(self, buf, n, name):
+        if buf is None:
+            return np.zeros(n, dtype=self.dtype)
+        if (not isinstance(buf, np.ndarray) or buf.shape != (n,) or buf.dtype != self.dtype
+                or not buf.flags.c_contiguous):
+            raise ValueError(f"{name} must be a contiguous 1-D {self.dtype} array of {n} "
+                             "elements")
+        return buf
+
+    def _views(self, flat):
+        views, offset = {}, 0
+        for name, shape in self.param_shapes(self.input_size, self.hidden_size,
+                                             self.num_layers, self.bidirectional):
+            size = int(np.prod(shape))
+            views[name] = flat[offset:offset + size].reshape(shape)
+            offset += size
+        return views
+
+    def reset_parameters(self):
+        """PyTorch's default: every parameter ~ U(-1/sqrt(H), 1/sqrt(H))."""
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        self.flat_params[:] = self.rng.uniform(-bound, bound, self.flat_params.size)
+
+    def zero_grad(self):
+        self.flat_grads[:] = 0
+
+    def state_dict(self):
+        """Copies of the parameters, keyed by PyTorch's names."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, state):
+        """Load parameters from a dict of arrays named as in PyTorch (any float dtype,
+        e.g. ``{k: v.numpy() for k, v in torch_lstm.state_dict().items()}``)."""
+        missing = sorted(set(self.params) - set(state))
+        unexpected = sorted(set(state) - set(self.params))
+        if missing or unexpected:
+            raise ValueError(f"state dict does not match this {type(self).__name__}: "
+                             f"missing {missing}, unexpected {unexpected}")
+        arrays = {}
+        for name, view in self.params.items():
+            value = np.asarray(state[name])
+            if value.shape != view.shape:
+                raise ValueError(f"{name} has shape {value.shape}, expected {view.shape}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{name} holds NaN or inf")
+            arrays[name] = value
+        for name, value in arrays.items():
+            self.params[name][...] = value
+
+    # ----- forward / backward ---------------------------------------------------------------
+    def _check_input(self, X):
+        X = np.asarray(X)
+        if X.ndim != 3:
+            raise ValueError(f"X must be 3-D (batch, time, features), got shape {X.shape}")
+        if X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"X is empty: shape {X.shape}")
+        if X.shape[2] != self.input_size:
+            raise ValueError(f"X has {X.shape[2]} features, this layer expects "
+                             f"{self.input_size}")
+        if X.dtype.kind not in "fiub":
+            raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
+        X = np.ascontiguousarray(X, dtype=self.dtype)
+        if not np.all(np.isfinite(X)):
+            raise ValueError("X holds NaN or inf")
+        return X
+
+    def _check_state(self, state, B, name):
+        if state is None:
+            return None
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        state = np.ascontiguousarray(state, dtype=self.dtype)
+        if state.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {state.shape}")
+        if not np.all(np.isfinite(state)):
+            raise ValueError(f"{name} holds NaN or inf")
+        return state
+
+    def forward(self, X, lengths=None, h0=None, c0=None, training=False):
+        """Run the stack over batch-first X (B, T, input_size).
+
+        lengths : (B,) ints, right padding; outputs past a length are 0 and the
+            final state is the one at the last valid step.
+        h0 (and c0 for LSTM) : (num_layers * num_directions, B, H), default zeros.
+        training : keep what backward needs (and apply dropout).
+
+        Returns Y (B, T, num_directions * H) and hN, or (hN, cN) for LSTM.
+        """
+        X = self._check_input(X)
+        B, T, _ = X.shape
+        lengths = check_lengths(lengths, B, T)
+        lstm = self.cell == "lstm"
+        h0 = self._check_state(h0, B, "h0")
+        c0 = self._check_state(c0, B, "c0") if lstm else None
+        if c0 is not None and not lstm:
+            raise ValueError("c0 is only for LSTM")
+        H, D, cell = self.hidden_size, self.num_directions, _kernels.CELLS[self.cell]
+        n_threads = resolve_n_threads(self.n_threads)
+        hN = np.empty((self.num_layers * D, B, H), self.dtype)
+        cN = np.empty_like(hN) if lstm else None
+        cache = []
+        layer_in = X
+        shared_ws = None
+        with blas_threads(n_threads):
+            for k in range(self.num_layers):
+                Y = np.empty((B, T, D * H), self.dtype)
+                workspaces = []
+                for d in range(D):
+                    sfx = "_reverse" if d else ""
+                    idx = k * D + d
+                    n_ws = _kernels.workspace_size(cell, B, T, layer_in.shape[2], H, training)
+                    if training:
+                        ws = np.empty(n_ws, self.dtype)
+                    else:  # inference keeps nothing: one buffer serves every call
+                        if shared_ws is None or shared_ws.size < n_ws:
+                            shared_ws = np.empty(n_ws, self.dtype)
+                        ws = shared_ws
+                    p = self.params
+                    _kernels.forward(cell, layer_in, p[f"weight_ih_l{k}{sfx}"],
+                                     p[f"weight_hh_l{k}{sfx}"], p[f"bias_ih_l{k}{sfx}"],
+                                     p[f"bias_hh_l{k}{sfx}"],
+                                     None if h0 is None else h0[idx],
+                                     None if c0 is None else c0[idx],
+                                     Y, d * H, hN[idx], None if cN is None else cN[idx],
+                                     lengths, d == 1, ws, training, n_threads)
+                    workspaces.append(ws)
+                mask = None
+                if training and self.dropout > 0 and k < self.num_layers - 1:
+                    keep = 1.0 - self.dropout
+                    mask = (self.rng.random(Y.shape) < keep).astype(self.dtype) / keep
+                cache.append((layer_in, workspaces, mask))
+                layer_in = Y if mask is None else Y * mask
+        self._cache = (cache, lengths, B, T) if training else None
+        return layer_in, ((hN, cN) if lstm else hN)
+
+    def backward(self, dY, dhN=None, dcN=None, input_grad=True):
+        """Backpropagate through the last training forward.
+
+        dY : gradient of the loss w.r.t. Y (or None); dhN/dcN w.r.t. the final
+        states. Parameter gradients are accumulated into ``grads``.
+        Returns dX (None when input_grad is False) and dh0, or (dh0, dc0) for LSTM.
+        """
+        if self._cache is None:
+            raise RuntimeError("backward() needs a preceding forward(..., training=True)")
+        cache, lengths, B, T = self._cache
+        H, D, cell = self.hidden_size, self.num_directions, _kernels.CELLS[self.cell]
+        lstm = self.cell == "lstm"
+        shape = (B, T, D * H)
+        if dY is not None:
+            dY = np.ascontiguousarray(dY, dtype=self.dtype)
+            if dY.shape != shape:
+                raise ValueError(f"dY must have shape {shape}, got {dY.shape}")
+        dhN = self._check_state(dhN, B, "dhN")
+        dcN = self._check_state(dcN, B, "dcN") if lstm else None
+        n_threads = resolve_n_threads(self.n_threads)
+        dh0 = np.empty((self.num_layers * D, B, H), self.dtype)
+        dc0 = np.empty_like(dh0) if lstm else None
+        bws = None
+        with blas_threads(n_threads):
+            for k in range(self.num_layers - 1, -1, -1):
+                layer_in, workspaces, _ = cache[k]
+                need_dx = k > 0 or input_grad
+                dX = np.empty(layer_in.shape, self.dtype) if need_dx else None
+                for d in range(D):
+                    sfx = "_reverse" if d else ""
+                    idx = k * D + d
+                    n_bws = _kernels.backward_workspace_size(cell, B, T, layer_in.shape[2], H)
+                    if bws is None or bws.size < n_bws:
+                        bws = np.empty(n_bws, self.dtype)
+                    p, g = self.params, self.grads
+                    _kernels.backward(cell, layer_in, p[f"weight_ih_l{k}{sfx}"],
+                                      p[f"weight_hh_l{k}{sfx}"], workspaces[d], dY, d * H,
+                                      None if dhN is None else dhN[idx],
+                                      None if dcN is None else dcN[idx], dX, d > 0,
+                                      g[f"weight_ih_l{k}{sfx}"], g[f"weight_hh_l{k}{sfx}"],
+                                      g[f"bias_ih_l{k}{sfx}"], g[f"bias_hh_l{k}{sfx}"],
+                                      dh0[idx], None if dc0 is None else dc0[idx],
+                                      lengths, d == 1, bws, n_threads)
+                if k > 0:
+                    prev_mask = cache[k - 1][2]
+                    dY = dX if prev_mask is None else dX * prev_mask
+                else:
+                    dY = dX
+        self._cache = None
+        return dY, ((dh0, dc0) if lstm else dh0)
+
+
+class LSTM(RecurrentStack):
+    """LSTM stack, gates i, f, g, o as in ``torch.nn.LSTM(batch_first=True)``."""
+    cell = "lstm"
+    n_gates = 4
+
+
+class GRU(RecurrentStack):
+    """GRU stack, gates r, z, n with the reset gate applied after W_hn h
+    (``torch.nn.GRU(batch_first=True)``)."""
+    cell = "gru"
+    n_gates = 3
+
+
+class RNN(RecurrentStack):
+    """Elman RNN stack, ``nonlinearity`` 'tanh' or 'relu' (``torch.nn.RNN``)."""
+    n_gates = 1
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", **kwargs):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self.cell = "rnn_" + nonlinearity
+        super().__init__(input_size, hidden_size, num_layers, **kwargs)
+
+
+STACKS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}

@@ -1,0 +1,77 @@
+"""Plain NumPy recurrent layers: the slow, obvious version of every kernel.
+
+Kept beside the C kernels and tested against them; also handy to read. One
+step loop per layer and direction, no workspace, no tricks.
+"""
+import numpy as np
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def cell_step(cell, x, h, c, W_ih, W_hh, b_ih, b_hh):
+    """One step of one cell for a batch: returns (h', c') (c' is None but for LSTM)."""
+    gx = x @ W_ih.T + b_ih
+    gh = h @ W_hh.T + b_hh
+    if cell == "lstm":
+        i, f, g, o = np.split(gx + gh, 4, axis=1)
+        c_new = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        return _sigmoid(o) * np.tanh(c_new), c_new
+    if cell == "gru":
+        xr, xz, xn = np.split(gx, 3, axis=1)
+        hr, hz, hn = np.split(gh, 3, axis=1)
+        r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
+        n = np.tanh(xn + r * hn)
+        return (1 - z) * n + z * h, None
+    if cell == "rnn_tanh":
+        return np.tanh(gx + gh), None
+    if cell == "rnn_relu":
+        return np.maximum(gx + gh, 0), None
+    raise ValueError(f"unknown cell {cell!r}")
+
+
+def layer_forward(cell, X, W_ih, W_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
+                  reverse=False):
+    """One layer, one direction over batch-first X (B, T, I).
+
+    Returns Y (B, T, H) with zeros past each length, and the final (h, c)."""
+    B, T, _ = X.shape
+    H = W_hh.shape[1]
+    lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
+    h = np.zeros((B, H)) if h0 is None else np.array(h0, dtype=np.float64)
+    c = np.zeros((B, H)) if c0 is None else np.array(c0, dtype=np.float64)
+    Y = np.zeros((B, T, H))
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        h_new, c_new = cell_step(cell, X[:, t], h, c, W_ih, W_hh, b_ih, b_hh)
+        active = (t < lengths)[:, None]
+        h = np.where(active, h_new, h)
+        if c_new is not None:
+            c = np.where(active, c_new, c)
+        Y[:, t] = np.where(active, h_new, 0.0)
+    return Y, h, c
+
+
+def stack_forward(cell, params, X, num_layers=1, bidirectional=False, lengths=None,
+                  h0=None, c0=None):
+    """A whole stack from a PyTorch-named parameter dict. Returns (Y, hN, cN)
+    with hN/cN shaped (num_layers * num_directions, B, H)."""
+    X = np.asarray(X, dtype=np.float64)
+    dirs = ("", "_reverse") if bidirectional else ("",)
+    hs, cs = [], []
+    layer_in = X
+    for k in range(num_layers):
+        outs = []
+        for d, sfx in enumerate(dirs):
+            idx = k * len(dirs) + d
+            p = {n: np.asarray(params[f"{n}_l{k}{sfx}"], dtype=np.float64)
+                 for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            Y, h, c = layer_forward(cell, layer_in, p["weight_ih"], p["weight_hh"],
+                                    p["bias_ih"], p["bias_hh"],
+                                    None if h0 is None else h0[idx],
+                                    None if c0 is None else c0[idx], lengths, reverse=d == 1)
+            outs.append(Y)
+            hs.append(h)
+            cs.append(c)
+        layer_in = np.concatenate(outs, axis=2)
+    return layer_in, np.stack(hs), np.stack(cs)
