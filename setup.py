@@ -66,8 +66,9 @@ config_macros = [
 extensions = [
     Extension(
         "fastrnn._kernels",
-        sources=["fastrnn/_kernels.pyx", "csrc/rnn.c"],
-        depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "fastrnn/_kernels.pxd"],
+        sources=["fastrnn/_kernels.pyx", "csrc/rnn.c", "csrc/optim.c"],
+        depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "csrc/optim_impl.h",
+                 "fastrnn/_kernels.pxd"],
         include_dirs=["csrc", numpy.get_include()],
         define_macros=config_macros,
         extra_compile_args=compile_args,

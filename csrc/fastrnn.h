@@ -86,6 +86,30 @@ int fr_backward_f64(const fr_blas *blas, const fr_shape *s, const double *X,
                     double *db_ih, double *db_hh, double *dh0, double *dc0,
                     double *bws, int n_threads);
 
+/* Optimizers: one fused pass over a flat parameter buffer. The gradient used
+ * is grad_scale * g + l2 * decay_mask * w (decay_mask may be NULL: decay
+ * everything; grad_scale carries clipping and loss normalisation).
+ * m and v are the optimizer's state buffers (as many elements as w; unused
+ * ones may be NULL). step counts from 1 (Adam's bias correction). */
+enum fr_solver { FR_SGD = 0, FR_RMSPROP = 1, FR_ADAGRAD = 2, FR_ADAM = 3 };
+
+typedef struct {
+    int solver;
+    double lr, l2, grad_scale;
+    double momentum; int nesterov;  /* sgd */
+    double rho;                     /* rmsprop */
+    double beta1, beta2, eps;       /* adam (eps also rmsprop, adagrad) */
+    int64_t step;
+} fr_optim;
+
+int fr_optim_step_f32(const fr_optim *o, int64_t n, float *w, const float *g, float *m,
+                      float *v, const float *decay_mask, int n_threads);
+int fr_optim_step_f64(const fr_optim *o, int64_t n, double *w, const double *g, double *m,
+                      double *v, const double *decay_mask, int n_threads);
+/* Sum of squares, accumulated in double (for clipping by global norm). */
+double fr_sumsq_f32(const float *x, int64_t n, int n_threads);
+double fr_sumsq_f64(const double *x, int64_t n, int n_threads);
+
 /* Vectorisable activations, exposed for the accuracy tests. */
 void fr_sigmoid_f32(const float *x, float *y, int64_t n);
 void fr_tanh_f32(const float *x, float *y, int64_t n);

@@ -10,18 +10,20 @@
 #endif
 
 /* Wider SIMD without -march=native: the loader picks the best clone at run
- * time. Only where GCC's ifunc-based clones are known to work. */
+ * time. Feature names, not arch= names: an arch= clone is chosen only on that
+ * exact CPU model, so a newer or virtualised CPU would get the default one.
+ * Only where GCC's ifunc-based clones are known to work. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FR_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#define FR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define FR_CLONES
 #endif
 
-/* Elementwise passes smaller than this run on one thread: an OpenMP fork
- * costs more than the work. */
-#define FR_PAR_MIN 2048
-/* Columns per work item of the elementwise pass, so batch 1 still splits. */
-#define FR_BLOCK 256
+/* A step with fewer multiply-adds than this runs on one thread: a barrier
+ * per step would cost more than the work saved. */
+#define FR_PAR_MIN_FLOPS 16384
+/* Thread slices of the hidden units start at multiples of this (SIMD width). */
+#define FR_UNIT_ALIGN 16
 
 int fr_openmp_enabled(void)
 {
@@ -41,9 +43,42 @@ int fr_max_threads(void)
 #endif
 }
 
-static int fr_threads(int n_threads)
+static int fr_thread_id(void)
 {
-    return n_threads > 0 ? n_threads : fr_max_threads();
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static int fr_team(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Threads for one layer call: as asked (or OpenMP's default), but one when a
+ * step is too small to share, and never more than there are unit slices. */
+static int fr_team_size(int n_threads, int64_t B, int64_t H, int64_t row_width)
+{
+    int n = n_threads > 0 ? n_threads : fr_max_threads();
+    if (B * H * row_width < FR_PAR_MIN_FLOPS) return 1;
+    int64_t slices = (H + FR_UNIT_ALIGN - 1) / FR_UNIT_ALIGN;
+    return n > slices ? (int)slices : n;
+}
+
+/* [lo, hi) of n items for thread tid of nt, slice starts aligned to align. */
+static void fr_split(int64_t n, int nt, int tid, int64_t align, int64_t *lo, int64_t *hi)
+{
+    int64_t chunk = (n + nt - 1) / nt;
+    chunk = (chunk + align - 1) / align * align;
+    int64_t a = chunk * tid, b = a + chunk;
+    *lo = a < n ? a : n;
+    *hi = b < n ? b : n;
 }
 
 int fr_gates(int cell)

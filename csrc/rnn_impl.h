@@ -156,19 +156,18 @@ FR_CLONES static void FR_(rnn_backward_row)(int64_t n, int relu, const real *res
     }
 }
 
-/* out[j] += sum over rows of A[r, j], accumulated in double. */
-static void FR_(colsum_add)(const real *A, int64_t rows, int64_t cols, real *out, int nth)
+/* out[j] += sum over rows of A[r, j] for j in [j0, j1), accumulated in double. */
+static void FR_(colsum_add)(const real *A, int64_t rows, int64_t cols, int64_t j0, int64_t j1,
+                            real *out)
 {
-    int64_t nblk = (cols + 63) / 64;
-#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1 && rows * cols >= 16 * FR_PAR_MIN)
-    for (int64_t k = 0; k < nblk; k++) {
+    for (int64_t k0 = j0; k0 < j1; k0 += 64) {
         double acc[64] = {0};
-        int64_t j0 = k * 64, w = cols - j0 < 64 ? cols - j0 : 64;
+        int64_t w = j1 - k0 < 64 ? j1 - k0 : 64;
         for (int64_t r = 0; r < rows; r++) {
-            const real *a = A + r * cols + j0;
+            const real *a = A + r * cols + k0;
             for (int64_t j = 0; j < w; j++) acc[j] += a[j];
         }
-        for (int64_t j = 0; j < w; j++) out[j0 + j] += (real)acc[j];
+        for (int64_t j = 0; j < w; j++) out[k0 + j] += (real)acc[j];
     }
 }
 
@@ -182,6 +181,12 @@ static void FR_(copy_rows)(real *dst, int64_t s_dst, const real *src, int64_t B,
     }
 }
 
+/* Threads: one OpenMP region spans the whole time loop. Each thread owns a
+ * slice of the hidden units (all gates of those units), runs its own
+ * single-threaded GEMMs for that slice and its part of the fused pass, and
+ * waits at one barrier per step. BLAS must be single-threaded meanwhile (the
+ * Python layer sees to it): one pool of threads, no fork per step. */
+
 int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const real *W_ih,
                     const real *W_hh, const real *b_ih, const real *b_hh, const real *h0,
                     const real *c0, real *Y, int64_t ldy, real *hN, real *cN, real *ws,
@@ -194,84 +199,97 @@ int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const
     if (!blas || !blas->FR_GEMM || !X || !W_ih || !W_hh || !b_ih || !b_hh || !Y || !hN || !ws ||
         (lstm && !cN))
         return FR_ERR_ARG;
-    const int64_t B = s->batch, T = s->steps, I = s->inputs, H = s->hidden, GH = fr_gates(cell) * H, BT = B * T;
+    const int64_t B = s->batch, T = s->steps, I = s->inputs, H = s->hidden;
+    const int64_t G = fr_gates(cell), GH = G * H, BT = B * T;
     const int32_t *len = s->lengths;
-    const int nth = fr_threads(n_threads);
+    const int nth = fr_team_size(n_threads, B, H, GH + I);
 
     real *gates = ws, *p = ws + BT * GH;
     real *hbuf, *cbuf = NULL, *aux = NULL, *gh = NULL;
-    int64_t s_buf, s_aux;
-    if (training) { /* per-step buffers live in the (B, T, H) arrays */
+    int64_t s_buf;
+    if (training) { /* per-step state lives in the (B, T, H) arrays */
         hbuf = p; p += BT * H;
         if (lstm) { cbuf = p; p += BT * H; }
         if (lstm || gru) { aux = p; p += BT * H; }
         s_buf = T * H;
-        s_aux = T * H;
     } else { /* two (B, H) state buffers, swapped each step */
         hbuf = p; p += 2 * B * H;
         if (lstm) { cbuf = p; p += 2 * B * H; }
         if (lstm || gru) { aux = p; p += B * H; }
         s_buf = H;
-        s_aux = H;
     }
     if (gru) gh = p;
 
-    FR_(gemm_rm)(blas, 0, 1, BT, GH, I, 1, X, I, W_ih, I, 0, gates, GH);
-
     const int64_t t_first = s->reverse ? T - 1 : 0;
-    real *hp = training ? hbuf + t_first * H : hbuf;
-    real *cp = lstm ? (training ? cbuf + t_first * H : cbuf) : NULL;
-    FR_(copy_rows)(hp, s_buf, h0, B, H);
-    if (lstm) FR_(copy_rows)(cp, s_buf, c0, B, H);
-    int64_t s_hp = s_buf;
+    FR_(copy_rows)(training ? hbuf + t_first * H : hbuf, s_buf, h0, B, H);
+    if (lstm) FR_(copy_rows)(training ? cbuf + t_first * H : cbuf, s_buf, c0, B, H);
 
-    const int64_t nblk = (H + FR_BLOCK - 1) / FR_BLOCK;
-    for (int64_t step = 0; step < T; step++) {
-        const int64_t t = s->reverse ? T - 1 - step : step;
-        const int last = step == T - 1;
-        real *hn, *cn = NULL;
-        int64_t s_hn;
-        if (last) {
-            hn = hN; cn = cN; s_hn = H;
-        } else if (training) {
-            int64_t tn = s->reverse ? t - 1 : t + 1;
-            hn = hbuf + tn * H; s_hn = T * H;
-            if (lstm) cn = cbuf + tn * H;
-        } else {
-            int64_t slot = (step + 1) & 1;
-            hn = hbuf + slot * B * H; s_hn = H;
-            if (lstm) cn = cbuf + slot * B * H;
-        }
-        real *g_t = gates + t * GH;
-        real *aux_t = aux ? (training ? aux + t * H : aux) : NULL;
-        if (gru)
-            FR_(gemm_rm)(blas, 0, 1, B, GH, H, 1, hp, s_hp, W_hh, H, 0, gh, GH);
-        else
-            FR_(gemm_rm)(blas, 0, 1, B, GH, H, 1, hp, s_hp, W_hh, H, 1, g_t, T * GH);
-
-#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1 && B * GH >= FR_PAR_MIN)
-        for (int64_t w = 0; w < B * nblk; w++) {
-            const int64_t b = w / nblk, j0 = (w % nblk) * FR_BLOCK;
-            const int64_t nj = H - j0 < FR_BLOCK ? H - j0 : FR_BLOCK;
-            real *g = g_t + b * T * GH + j0, *y = Y + (b * T + t) * ldy + j0;
-            const real *hpb = hp + b * s_hp + j0;
-            real *hnb = hn + b * s_hn + j0;
-            real *cpb = lstm ? cp + b * s_hp + j0 : NULL, *cnb = lstm ? cn + b * s_hn + j0 : NULL;
-            real *auxb = aux_t ? aux_t + b * s_aux + j0 : NULL;
-            if (len && t >= len[b]) { /* past this sample's end: keep the state */
-                memcpy(hnb, hpb, (size_t)nj * sizeof(real));
-                if (lstm) memcpy(cnb, cpb, (size_t)nj * sizeof(real));
-                memset(y, 0, (size_t)nj * sizeof(real));
-            } else if (lstm) {
-                FR_(lstm_forward_row)(nj, H, g, b_ih + j0, b_hh + j0, cpb, hnb, cnb, y, auxb);
-            } else if (gru) {
-                FR_(gru_forward_row)(nj, H, g, gh + b * GH + j0, b_ih + j0, b_hh + j0, hpb, hnb, y,
-                                     auxb);
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        const int tid = fr_thread_id(), nt = fr_team();
+        int64_t r0, r1, j0, j1;
+        fr_split(BT, nt, tid, 1, &r0, &r1);
+        FR_(gemm_rm)(blas, 0, 1, r1 - r0, GH, I, 1, X + r0 * I, I, W_ih, I, 0, gates + r0 * GH,
+                     GH);
+        fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
+        const int64_t nj = j1 - j0;
+        real *hp = training ? hbuf + t_first * H : hbuf;
+        real *cp = lstm ? (training ? cbuf + t_first * H : cbuf) : NULL;
+        int64_t s_hp = s_buf;
+#pragma omp barrier
+        for (int64_t step = 0; step < T; step++) {
+            const int64_t t = s->reverse ? T - 1 - step : step;
+            real *hn, *cn = NULL;
+            int64_t s_hn;
+            if (step == T - 1) {
+                hn = hN; cn = cN; s_hn = H;
+            } else if (training) {
+                int64_t tn = s->reverse ? t - 1 : t + 1;
+                hn = hbuf + tn * H; s_hn = T * H;
+                if (lstm) cn = cbuf + tn * H;
             } else {
-                FR_(rnn_forward_row)(nj, relu, g, b_ih + j0, b_hh + j0, hnb, y);
+                int64_t slot = (step + 1) & 1;
+                hn = hbuf + slot * B * H; s_hn = H;
+                if (lstm) cn = cbuf + slot * B * H;
             }
+            real *g_t = gates + t * GH;
+            real *aux_t = aux ? (training ? aux + t * H : aux) : NULL;
+            const int64_t s_aux = training ? T * H : H;
+            if (nj > 0) {
+                for (int64_t k = 0; k < G; k++) {
+                    const real *w = W_hh + (k * H + j0) * H;
+                    if (gru)
+                        FR_(gemm_rm)(blas, 0, 1, B, nj, H, 1, hp, s_hp, w, H, 0,
+                                     gh + k * H + j0, GH);
+                    else
+                        FR_(gemm_rm)(blas, 0, 1, B, nj, H, 1, hp, s_hp, w, H, 1,
+                                     g_t + k * H + j0, T * GH);
+                }
+                for (int64_t b = 0; b < B; b++) {
+                    real *g = g_t + b * T * GH + j0, *y = Y + (b * T + t) * ldy + j0;
+                    const real *hpb = hp + b * s_hp + j0;
+                    real *hnb = hn + b * s_hn + j0;
+                    real *cpb = lstm ? cp + b * s_hp + j0 : NULL;
+                    real *cnb = lstm ? cn + b * s_hn + j0 : NULL;
+                    real *auxb = aux_t ? aux_t + b * s_aux + j0 : NULL;
+                    if (len && t >= len[b]) { /* past this sample's end: keep the state */
+                        memcpy(hnb, hpb, (size_t)nj * sizeof(real));
+                        if (lstm) memcpy(cnb, cpb, (size_t)nj * sizeof(real));
+                        memset(y, 0, (size_t)nj * sizeof(real));
+                    } else if (lstm) {
+                        FR_(lstm_forward_row)(nj, H, g, b_ih + j0, b_hh + j0, cpb, hnb, cnb, y,
+                                              auxb);
+                    } else if (gru) {
+                        FR_(gru_forward_row)(nj, H, g, gh + b * GH + j0, b_ih + j0, b_hh + j0,
+                                             hpb, hnb, y, auxb);
+                    } else {
+                        FR_(rnn_forward_row)(nj, relu, g, b_ih + j0, b_hh + j0, hnb, y);
+                    }
+                }
+            }
+            hp = hn; cp = cn; s_hp = s_hn;
+#pragma omp barrier
         }
-        hp = hn; cp = cn; s_hp = s_hn;
     }
     return FR_OK;
 }
@@ -289,9 +307,10 @@ int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, cons
     if (!blas || !blas->FR_GEMM || !X || !W_ih || !W_hh || !ws || !dW_ih || !dW_hh || !db_ih ||
         !db_hh || !dh0 || !bws || (lstm && !dc0))
         return FR_ERR_ARG;
-    const int64_t B = s->batch, T = s->steps, I = s->inputs, H = s->hidden, GH = fr_gates(cell) * H, BT = B * T;
+    const int64_t B = s->batch, T = s->steps, I = s->inputs, H = s->hidden;
+    const int64_t G = fr_gates(cell), GH = G * H, BT = B * T;
     const int32_t *len = s->lengths;
-    const int nth = fr_threads(n_threads);
+    const int nth = fr_team_size(n_threads, B, H, GH + I);
 
     const real *gates = ws, *hprev = ws + BT * GH;
     const real *cprev = lstm ? hprev + BT * H : NULL;
@@ -302,44 +321,56 @@ int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, cons
     FR_(copy_rows)(dh0, H, dhN, B, H);
     if (lstm) FR_(copy_rows)(dc0, H, dcN, B, H);
 
-    const int64_t nblk = (H + FR_BLOCK - 1) / FR_BLOCK;
-    for (int64_t step = T - 1; step >= 0; step--) {
-        const int64_t t = s->reverse ? T - 1 - step : step;
-#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1 && B * GH >= FR_PAR_MIN)
-        for (int64_t w = 0; w < B * nblk; w++) {
-            const int64_t b = w / nblk, j0 = (w % nblk) * FR_BLOCK;
-            const int64_t nj = H - j0 < FR_BLOCK ? H - j0 : FR_BLOCK;
-            const int64_t row = b * T + t;
-            real *dh = dh0 + b * H + j0;
-            real *dgx_b = dgx + row * GH + j0, *dgh_b = dgh + row * GH + j0;
-            if (len && t >= len[b]) { /* Y was 0 here and the state passed through */
-                for (int64_t k = 0; k < GH / H; k++) {
-                    memset(dgx_b + k * H, 0, (size_t)nj * sizeof(real));
-                    if (gru) memset(dgh_b + k * H, 0, (size_t)nj * sizeof(real));
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        const int tid = fr_thread_id(), nt = fr_team();
+        int64_t j0, j1, q0, q1, r0, r1;
+        fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
+        const int64_t nj = j1 - j0;
+        for (int64_t step = T - 1; step >= 0; step--) {
+            const int64_t t = s->reverse ? T - 1 - step : step;
+            for (int64_t b = 0; b < B && nj > 0; b++) {
+                const int64_t row = b * T + t;
+                real *dh = dh0 + b * H + j0;
+                real *dgx_b = dgx + row * GH + j0, *dgh_b = dgh + row * GH + j0;
+                if (len && t >= len[b]) { /* Y was 0 here and the state passed through */
+                    for (int64_t k = 0; k < G; k++) {
+                        memset(dgx_b + k * H, 0, (size_t)nj * sizeof(real));
+                        if (gru) memset(dgh_b + k * H, 0, (size_t)nj * sizeof(real));
+                    }
+                    continue;
                 }
-                continue;
+                if (dY) {
+                    const real *dy = dY + row * ldy + j0;
+                    for (int64_t j = 0; j < nj; j++) dh[j] += dy[j];
+                }
+                const real *g = gates + row * GH + j0;
+                if (lstm)
+                    FR_(lstm_backward_row)(nj, H, g, aux + row * H + j0, cprev + row * H + j0,
+                                           dh, dc0 + b * H + j0, dgx_b);
+                else if (gru)
+                    FR_(gru_backward_row)(nj, H, g, aux + row * H + j0, hprev + row * H + j0,
+                                          dh, dgx_b, dgh_b);
+                else
+                    FR_(rnn_backward_row)(nj, relu, g, dh, dgx_b);
             }
-            if (dY) {
-                const real *dy = dY + row * ldy + j0;
-                for (int64_t j = 0; j < nj; j++) dh[j] += dy[j];
-            }
-            const real *g = gates + row * GH + j0;
-            if (lstm)
-                FR_(lstm_backward_row)(nj, H, g, aux + row * H + j0, cprev + row * H + j0, dh,
-                                       dc0 + b * H + j0, dgx_b);
-            else if (gru)
-                FR_(gru_backward_row)(nj, H, g, aux + row * H + j0, hprev + row * H + j0, dh,
-                                      dgx_b, dgh_b);
-            else
-                FR_(rnn_backward_row)(nj, relu, g, dh, dgx_b);
+#pragma omp barrier
+            /* dh[:, j0:j1] += dG_t W_hh[:, j0:j1]: reads every unit's dG_t */
+            FR_(gemm_rm)(blas, 0, 0, B, nj, GH, 1, dgh + t * GH, T * GH, W_hh + j0, H, 1,
+                         dh0 + j0, H);
         }
-        FR_(gemm_rm)(blas, 0, 0, B, H, GH, 1, dgh + t * GH, T * GH, W_hh, H, 1, dh0, H);
+#pragma omp barrier
+        /* weight gradients split by output rows, dX by input rows */
+        fr_split(GH, nt, tid, FR_UNIT_ALIGN, &q0, &q1);
+        FR_(gemm_rm)(blas, 1, 0, q1 - q0, I, BT, 1, dgx + q0, GH, X, I, 1, dW_ih + q0 * I, I);
+        FR_(gemm_rm)(blas, 1, 0, q1 - q0, H, BT, 1, dgh + q0, GH, hprev, H, 1, dW_hh + q0 * H,
+                     H);
+        FR_(colsum_add)(dgx, BT, GH, q0, q1, db_ih);
+        FR_(colsum_add)(dgh, BT, GH, q0, q1, db_hh);
+        fr_split(BT, nt, tid, 1, &r0, &r1);
+        if (dX)
+            FR_(gemm_rm)(blas, 0, 0, r1 - r0, I, GH, 1, dgx + r0 * GH, GH, W_ih, I,
+                         accumulate_dx ? 1 : 0, dX + r0 * I, I);
     }
-
-    FR_(gemm_rm)(blas, 1, 0, GH, I, BT, 1, dgx, GH, X, I, 1, dW_ih, I);
-    FR_(gemm_rm)(blas, 1, 0, GH, H, BT, 1, dgh, GH, hprev, H, 1, dW_hh, H);
-    FR_(colsum_add)(dgx, BT, GH, db_ih, nth);
-    FR_(colsum_add)(dgh, BT, GH, db_hh, nth);
-    if (dX) FR_(gemm_rm)(blas, 0, 0, BT, I, GH, 1, dgx, GH, W_ih, I, accumulate_dx ? 1 : 0, dX, I);
     return FR_OK;
 }

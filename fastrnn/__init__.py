@@ -2,7 +2,16 @@
 scikit-learn API. See README.md."""
 __version__ = "0.1.0"
 
-from fastrnn._config import show_config, build_info  # noqa: E402
+from fastrnn._config import build_info, show_config  # noqa: E402
+from fastrnn.estimators import (  # noqa: E402
+    FastGRU, FastGRUClassifier, FastGRURegressor, FastLSTM, FastLSTMClassifier,
+    FastLSTMRegressor, FastRNN, FastRNNClassifier, FastRNNRegressor, TrainingDivergedError)
 from fastrnn.layers import GRU, LSTM, RNN  # noqa: E402
+from fastrnn.persistence import load  # noqa: E402
 
-__all__ = ["__version__", "show_config", "build_info", "LSTM", "GRU", "RNN"]
+__all__ = [
+    "__version__", "show_config", "build_info", "load", "LSTM", "GRU", "RNN",
+    "FastLSTM", "FastGRU", "FastRNN", "FastLSTMClassifier", "FastLSTMRegressor",
+    "FastGRUClassifier", "FastGRURegressor", "FastRNNClassifier", "FastRNNRegressor",
+    "TrainingDivergedError",
+]

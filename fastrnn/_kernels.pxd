@@ -52,3 +52,22 @@ cdef extern from "fastrnn.h" nogil:
     void fr_tanh_f32(const float *x, float *y, int64_t n)
     int fr_openmp_enabled()
     int fr_max_threads()
+
+    enum:
+        FR_SGD, FR_RMSPROP, FR_ADAGRAD, FR_ADAM
+
+    ctypedef struct fr_optim:
+        int solver
+        double lr, l2, grad_scale
+        double momentum
+        int nesterov
+        double rho
+        double beta1, beta2, eps
+        int64_t step
+
+    int fr_optim_step_f32(const fr_optim *o, int64_t n, float *w, const float *g, float *m,
+                          float *v, const float *decay_mask, int n_threads)
+    int fr_optim_step_f64(const fr_optim *o, int64_t n, double *w, const double *g, double *m,
+                          double *v, const double *decay_mask, int n_threads)
+    double fr_sumsq_f32(const float *x, int64_t n, int n_threads)
+    double fr_sumsq_f64(const double *x, int64_t n, int n_threads)

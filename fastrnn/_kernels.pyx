@@ -242,3 +242,65 @@ def tanh_f32(const float[::1] x):
     with nogil:
         fr_tanh_f32(&x[0], &y[0], x.shape[0])
     return out
+
+
+SOLVERS = {"sgd": FR_SGD, "rmsprop": FR_RMSPROP, "adagrad": FR_ADAGRAD, "adam": FR_ADAM}
+
+
+def sumsq(x, int n_threads=1):
+    """Sum of squares of a contiguous float array, accumulated in double."""
+    dtype = x.dtype
+    cdef char *p = _data(x, dtype, None, "x", False)
+    cdef int64_t n = x.size
+    cdef double total
+    if dtype == np.float32:
+        with nogil:
+            total = fr_sumsq_f32(<float *>p, n, n_threads)
+    elif dtype == np.float64:
+        with nogil:
+            total = fr_sumsq_f64(<double *>p, n, n_threads)
+    else:
+        raise ValueError(f"x must be float32 or float64, got {dtype}")
+    return total
+
+
+def optim_step(str solver, w, g, m, v, decay_mask, double lr, double l2, double grad_scale,
+               double momentum, bint nesterov, double rho, double beta1, double beta2,
+               double eps, int64_t step, int n_threads):
+    """One fused update of the flat buffer w from gradient g (see csrc/fastrnn.h)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}")
+    cdef fr_optim o
+    o.solver = SOLVERS[solver]
+    o.lr = lr
+    o.l2 = l2
+    o.grad_scale = grad_scale
+    o.momentum = momentum
+    o.nesterov = nesterov
+    o.rho = rho
+    o.beta1 = beta1
+    o.beta2 = beta2
+    o.eps = eps
+    o.step = step
+    if not isinstance(w, np.ndarray) or w.ndim != 1:
+        raise ValueError("w must be a 1-D NumPy array")
+    dtype = w.dtype
+    cdef int64_t n = w.shape[0]
+    cdef tuple shape = (n,)
+    cdef char *pw = _out(w, dtype, shape, "w", False)
+    cdef char *pg = _data(g, dtype, shape, "g", False)
+    cdef char *pm = _out(m, dtype, shape, "m", True)
+    cdef char *pv = _out(v, dtype, shape, "v", True)
+    cdef char *pmask = _data(decay_mask, dtype, shape, "decay_mask", True)
+    cdef int rc
+    if dtype == np.float32:
+        with nogil:
+            rc = fr_optim_step_f32(&o, n, <float *>pw, <float *>pg, <float *>pm, <float *>pv,
+                                   <float *>pmask, n_threads)
+    elif dtype == np.float64:
+        with nogil:
+            rc = fr_optim_step_f64(&o, n, <double *>pw, <double *>pg, <double *>pm,
+                                   <double *>pv, <double *>pmask, n_threads)
+    else:
+        raise ValueError(f"w must be float32 or float64, got {dtype}")
+    _raise(rc, "optimizer step")

@@ -1,11 +1,17 @@
-"""Thread counts: one number for OpenMP (our elementwise passes) and BLAS."""
+"""Thread counts. Our C kernels parallelise with OpenMP over slices of the
+hidden units and call BLAS from inside those threads, so BLAS itself must run
+single-threaded meanwhile: one pool of threads, never two oversubscribing."""
 import os
+import threading
 from contextlib import contextmanager
 
 from threadpoolctl import ThreadpoolController
 
 from fastrnn import _kernels
 
+_lock = threading.Lock()
+_depth = 0
+_limiter = None
 _controller = None
 
 
@@ -21,8 +27,7 @@ def resolve_n_threads(n_threads):
     this process may run on; a positive int: that many."""
     if n_threads is None:
         return max(1, min(_kernels.max_threads(), available_cpus()))
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int,)) and not hasattr(
-            n_threads, "__index__"):
+    if isinstance(n_threads, bool) or not hasattr(n_threads, "__index__"):
         raise ValueError(f"n_threads must be None, -1 or a positive int, got {n_threads!r}")
     n = int(n_threads)
     if n == -1:
@@ -33,15 +38,22 @@ def resolve_n_threads(n_threads):
 
 
 @contextmanager
-def blas_threads(n):
-    """Run BLAS with n threads inside the block, so that BLAS and our OpenMP
-    loops (which run one after the other) never oversubscribe."""
-    global _controller
-    if _controller is None:
-        _controller = ThreadpoolController()
-    blas = _controller.select(user_api="blas")
-    if all(info["num_threads"] == n for info in blas.info()):
+def single_threaded_blas():
+    """BLAS on one thread inside the block. Re-entrant and thread-safe: nested
+    or concurrent blocks share one limit, restored when the last one leaves, so
+    a training loop pays for threadpoolctl once, not per call."""
+    global _depth, _limiter, _controller
+    with _lock:
+        if _depth == 0:
+            if _controller is None:
+                _controller = ThreadpoolController()
+            _limiter = _controller.limit(limits=1, user_api="blas")
+        _depth += 1
+    try:
         yield
-        return
-    with blas.limit(limits=n):
-        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _limiter.restore_original_limits()
+                _limiter = None

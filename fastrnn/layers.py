@@ -21,7 +21,7 @@ and their gradients are views into two flat buffers, ``flat_params`` and
 import numpy as np
 
 from fastrnn import _kernels
-from fastrnn._threads import blas_threads, resolve_n_threads
+from fastrnn._threads import resolve_n_threads, single_threaded_blas
 
 _PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -228,7 +228,7 @@ class RecurrentStack:
         cache = []
         layer_in = X
         shared_ws = None
-        with blas_threads(n_threads):
+        with single_threaded_blas():
             for k in range(self.num_layers):
                 Y = np.empty((B, T, D * H), self.dtype)
                 workspaces = []
@@ -283,7 +283,7 @@ class RecurrentStack:
         dh0 = np.empty((self.num_layers * D, B, H), self.dtype)
         dc0 = np.empty_like(dh0) if lstm else None
         bws = None
-        with blas_threads(n_threads):
+        with single_threaded_blas():
             for k in range(self.num_layers - 1, -1, -1):
                 layer_in, workspaces, _ = cache[k]
                 need_dx = k > 0 or input_grad
