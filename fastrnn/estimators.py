@@ -26,6 +26,7 @@ from sklearn.utils import check_array
 from sklearn.utils import ClassifierTags, RegressorTags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
@@ -220,7 +221,7 @@ class _BaseFastRNN(BaseEstimator):
                 values = self._check_tokens(values)
                 if reset:
                     self.n_features_in_ = values.shape[1]
-            elif np.ndim(X) == 3:
+            elif np.asarray(X).ndim == 3:
                 values = check_array(X, dtype=[np.float64, np.float32], allow_nd=True)
                 kind = "3d"
             else:
@@ -304,7 +305,9 @@ class _BaseFastRNN(BaseEstimator):
         y = np.asarray(y)
         if y.ndim == 3:
             return True
-        return y.ndim == 2 and self.task_ == "classification"
+        # (n, T) labels are per step; an (n, 1) column is one label per sequence
+        return (y.ndim == 2 and self.task_ == "classification"
+                and y.shape[1] == data.values.shape[1] and y.shape[1] > 1)
 
     def _prepare_y(self, y, data, reset):
         """Targets as rows matching the network's output rows, plus the row ->
@@ -347,6 +350,8 @@ class _BaseFastRNN(BaseEstimator):
         if self.task_ == "classification":
             if flat.dtype.kind == "f" and not np.all(np.isfinite(flat)):
                 raise ValueError("Input y contains NaN or infinity.")
+            if reset and not self.per_step_:
+                check_classification_targets(flat)
             if reset:
                 self.classes_ = np.unique(flat) if not hasattr(self, "_partial_classes") \
                     else self._partial_classes
@@ -415,6 +420,9 @@ class _BaseFastRNN(BaseEstimator):
 
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         self._validate_params()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
+                             "is None")
         first = not (hasattr(self, "model_") and (incremental or self.warm_start))
         if first:
             self._rng = np.random.default_rng(self.random_state)
@@ -732,6 +740,7 @@ class _BaseFastRNN(BaseEstimator):
 
 
 class _ClassifierMixin(ClassifierMixin):
+    score = _BaseFastRNN.score  # per-step aware; ClassifierMixin's would come first
     def predict_proba(self, X):
         """Class probabilities, (n, n_classes) or per step (n, T, n_classes)."""
         out, data = self._decision(X)
@@ -750,6 +759,7 @@ class _ClassifierMixin(ClassifierMixin):
 
 
 class _RegressorMixin(RegressorMixin):
+    score = _BaseFastRNN.score
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.regressor_tags = RegressorTags()

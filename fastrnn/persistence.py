@@ -7,6 +7,7 @@ executes no code from the file; a class is only ever taken from fastrnn's own
 list of estimators.
 """
 import json
+import zipfile
 
 import numpy as np
 
@@ -68,10 +69,14 @@ def load(path):
     from fastrnn.estimators import ESTIMATORS
     from fastrnn.network import Network
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):  # a plain .npy array
+            raise ValueError("not an .npz archive")
+        with archive:
             files = {name: archive[name] for name in archive.files}
         meta = json.loads(str(files.pop("metadata")))
-    except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+            json.JSONDecodeError) as exc:
         raise ValueError(f"{path} is not a fastrnn model file ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a fastrnn model file")

@@ -1,0 +1,380 @@
+"""The scikit-learn estimators: API conformance, input forms, training loop,
+persistence, and learning on real data."""
+import pickle
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import fastrnn
+from fastrnn import (FastGRU, FastGRUClassifier, FastGRURegressor, FastLSTM, FastLSTMClassifier,
+                     FastLSTMRegressor, FastRNN, FastRNNClassifier, FastRNNRegressor,
+                     TrainingDivergedError)
+from fastrnn import estimators as est_module
+
+FIXED = [FastLSTMClassifier, FastLSTMRegressor, FastGRUClassifier, FastGRURegressor,
+         FastRNNClassifier, FastRNNRegressor]
+SAMPLE_WEIGHT_REASON = (
+    "shuffled mini-batch training: repeating a sample changes the batches and the number of "
+    "updates, so integer weights and repetitions give different (equally valid) fits")
+
+
+def _expected_failures(estimator):
+    return {"check_sample_weight_equivalence_on_dense_data": SAMPLE_WEIGHT_REASON}
+
+
+@parametrize_with_checks([cls(hidden_size=32, max_iter=100, learning_rate_init=0.01,
+                              random_state=0) for cls in FIXED],
+                         expected_failed_checks=_expected_failures)
+def test_scikit_learn_conformance(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).reshape(-1, 8, 8)  # 8 rows of 8 pixels: an 8-step sequence
+    return train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+
+
+def quiet_fit(est, *args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(*args, **kw)
+
+
+# ----- learning on real tasks -----------------------------------------------------------------
+
+
+def test_digits_classification_reaches_95_percent(digits):
+    Xtr, Xte, ytr, yte = digits
+    clf = quiet_fit(FastLSTMClassifier(hidden_size=64, max_iter=40, learning_rate_init=0.005,
+                                       random_state=0), Xtr, ytr)
+    assert clf.score(Xte, yte) >= 0.95
+    proba = clf.predict_proba(Xte)
+    assert proba.shape == (len(Xte), 10)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], clf.predict(Xte))
+
+
+def _noisy_sine_windows(n=600, lookback=20, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n + lookback + 1)
+    series = np.sin(0.2 * t) + 0.5 * np.sin(0.031 * t) + 0.05 * rng.normal(size=t.size)
+    X = np.stack([series[i:i + lookback] for i in range(n)])
+    y = series[lookback:lookback + n]
+    return X, y
+
+
+def test_sine_forecast_beats_naive_last_value():
+    X, y = _noisy_sine_windows()
+    Xtr, Xte, ytr, yte = X[:500], X[500:], y[:500], y[500:]
+    reg = quiet_fit(FastGRURegressor(hidden_size=32, max_iter=60, learning_rate_init=0.01,
+                                     random_state=0), Xtr, ytr)
+    mse = np.mean((reg.predict(Xte) - yte) ** 2)
+    naive = np.mean((Xte[:, -1] - yte) ** 2)
+    assert mse < 0.3 * naive, (mse, naive)
+
+
+def test_token_classifier_learns_order():
+    """Label: does token 1 come before token 2? Needs order, not counts."""
+    rng = np.random.default_rng(0)
+    n, T = 1200, 10
+    X = rng.integers(3, 10, size=(n, T))
+    y = rng.integers(0, 2, size=n)
+    for i in range(n):
+        a, b = sorted(rng.choice(T, 2, replace=False))
+        X[i, a], X[i, b] = (1, 2) if y[i] else (2, 1)
+    clf = quiet_fit(FastLSTMClassifier(embedding_dim=8, hidden_size=32, max_iter=30,
+                                       learning_rate_init=0.01, random_state=0),
+                    X[:1000], y[:1000])
+    assert clf.score(X[1000:], y[1000:]) >= 0.9
+    assert "embedding.weight" in clf.model_.state_dict()
+
+
+# ----- input and target forms -----------------------------------------------------------------
+
+
+def test_task_is_inferred_from_y():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 5, 2))
+    labels = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    values = X[:, :, 0].sum(axis=1)
+    assert quiet_fit(FastLSTM(max_iter=2), X, labels).task_ == "classification"
+    assert quiet_fit(FastGRU(max_iter=2), X, values).task_ == "regression"
+    assert quiet_fit(FastRNN(max_iter=2), X, np.where(labels, "yes", "no")).task_ == \
+        "classification"
+    assert quiet_fit(FastLSTM(max_iter=2, task="regression"), X, labels).task_ == "regression"
+    reg = quiet_fit(FastLSTM(max_iter=2), X, values)
+    assert not hasattr(reg, "predict_proba")
+    with pytest.raises(ValueError, match="task"):
+        FastLSTM(task="clustering").fit(X, labels)
+
+
+def test_string_labels_and_binary_output():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 4, 3))
+    y = np.where(X[:, :, 0].mean(axis=1) > 0, "up", "down")
+    clf = quiet_fit(FastGRUClassifier(max_iter=30, learning_rate_init=0.02, random_state=0),
+                    X, y)
+    assert set(clf.predict(X)) <= {"up", "down"}
+    assert clf.model_.config["output_size"] == 1  # binary: one sigmoid output
+    assert clf.score(X, y) > 0.8
+
+
+def test_ragged_list_input_matches_padded_with_lengths():
+    rng = np.random.default_rng(2)
+    seqs = [rng.normal(size=(L, 3)) for L in rng.integers(2, 9, size=50)]
+    y = np.array([s[:, 0].sum() > 0 for s in seqs]).astype(int)
+    clf = quiet_fit(FastLSTMClassifier(max_iter=3, random_state=0), seqs, y)
+    proba = clf.predict_proba(seqs)
+    # the same sequences padded with garbage after their end give the same answer
+    T = max(len(s) for s in seqs)
+    padded = [np.vstack([s, np.full((T - len(s), 3), 7.0)]) for s in seqs]
+    lengths_matter = clf.predict_proba(padded)
+    assert not np.allclose(proba, lengths_matter)
+    one_by_one = np.vstack([clf.predict_proba(s[None]) for s in seqs])
+    np.testing.assert_allclose(proba, one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_per_step_tagging_masks_padding():
+    rng = np.random.default_rng(3)
+    seqs = [rng.integers(0, 4, size=L) for L in rng.integers(3, 12, size=300)]
+    tags = [(s >= 2).astype(int) for s in seqs]  # tag depends on the token itself
+    clf = quiet_fit(FastGRUClassifier(embedding_dim=4, hidden_size=16, max_iter=15,
+                                      learning_rate_init=0.02, random_state=0), seqs, tags)
+    assert clf.per_step_
+    pred = clf.predict(seqs)
+    assert [len(p) for p in pred] == [len(s) for s in seqs]
+    assert clf.score(seqs, tags) > 0.95
+    proba = clf.predict_proba(seqs[:2])
+    assert proba[0].shape == (len(seqs[0]), 2)
+
+
+def test_many_to_many_and_multi_output_regression():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(80, 6, 2))
+    y_steps = np.cumsum(X, axis=1)  # (n, T, 2): running sums
+    reg = quiet_fit(FastLSTMRegressor(max_iter=40, learning_rate_init=0.02, random_state=0),
+                    X, y_steps)
+    assert reg.per_step_ and reg.predict(X).shape == (80, 6, 2)
+    assert reg.score(X, y_steps) > 0.8
+    y_multi = X.sum(axis=1)  # (n, 2)
+    reg2 = quiet_fit(FastGRURegressor(max_iter=40, learning_rate_init=0.02, random_state=0),
+                     X, y_multi)
+    assert not reg2.per_step_ and reg2.predict(X).shape == (80, 2)
+
+
+def test_bad_inputs_raise_clear_errors():
+    X = np.zeros((10, 4, 2))
+    y = np.arange(10) % 2
+    with pytest.raises(ValueError, match="NaN"):
+        FastLSTMClassifier().fit(np.full((10, 4, 2), np.nan), y)
+    with pytest.raises(ValueError, match="samples"):
+        FastLSTMClassifier().fit(X, y[:5])
+    with pytest.raises(ValueError, match="2 classes"):
+        FastLSTMClassifier().fit(X, np.zeros(10))
+    with pytest.raises(ValueError, match="hidden_size"):
+        FastLSTMClassifier(hidden_size=0).fit(X, y)
+    with pytest.raises(ValueError, match="solver"):
+        FastLSTMClassifier(solver="lbfgs").fit(X, y)
+    with pytest.raises(ValueError, match="token"):
+        FastLSTMClassifier(embedding_dim=4).fit(np.full((10, 4), 0.5), y)
+    clf = quiet_fit(FastLSTMClassifier(max_iter=1), X, y)
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(np.zeros((3, 4, 5)))
+    tok = quiet_fit(FastLSTMClassifier(max_iter=1, embedding_dim=3), np.arange(40).reshape(10, 4)
+                    % 5, y)
+    with pytest.raises(ValueError, match="not seen"):
+        tok.predict(np.full((2, 4), 9))
+
+
+# ----- training loop -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_task():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(120, 6, 3))
+    y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    return X, y
+
+
+@pytest.mark.parametrize("solver", ["sgd", "rmsprop", "adagrad", "adam"])
+@pytest.mark.parametrize("schedule", ["constant", "exponential", "step", "plateau"])
+def test_every_solver_and_schedule_learns(solver, schedule, small_task):
+    X, y = small_task
+    lr = {"sgd": 0.1, "rmsprop": 0.01, "adagrad": 0.1, "adam": 0.01}[solver]
+    clf = quiet_fit(FastGRUClassifier(solver=solver, learning_rate=schedule,
+                                      learning_rate_init=lr, lr_decay=0.9, lr_decay_every=3,
+                                      max_iter=25, hidden_size=16, random_state=0), X, y)
+    assert clf.loss_curve_[-1] < 0.6 * clf.loss_curve_[0]
+    assert clf.score(X, y) > 0.85
+
+
+def test_fit_is_reproducible_bit_for_bit(small_task):
+    X, y = small_task
+    a = quiet_fit(FastLSTMClassifier(max_iter=3, dropout=0.3, num_layers=2, random_state=7),
+                  X, y)
+    b = quiet_fit(FastLSTMClassifier(max_iter=3, dropout=0.3, num_layers=2, random_state=7),
+                  X, y)
+    np.testing.assert_array_equal(a.model_.flat_params, b.model_.flat_params)
+    c = quiet_fit(FastLSTMClassifier(max_iter=3, dropout=0.3, num_layers=2, random_state=8),
+                  X, y)
+    assert not np.array_equal(a.model_.flat_params, c.model_.flat_params)
+
+
+def test_early_stopping_keeps_best_weights(small_task):
+    X, y = small_task
+    clf = quiet_fit(FastLSTMClassifier(early_stopping=True, n_iter_no_change=3, max_iter=100,
+                                       learning_rate_init=0.02, random_state=0), X, y)
+    assert clf.n_iter_ < 100
+    assert len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+
+
+def test_class_weight_and_sample_weight_shift_predictions(small_task):
+    X, y = small_task
+    base = quiet_fit(FastGRUClassifier(max_iter=10, random_state=0), X, y)
+    heavy = quiet_fit(FastGRUClassifier(max_iter=10, random_state=0, class_weight={0: 1, 1: 20}),
+                      X, y)
+    assert heavy.predict_proba(X)[:, 1].mean() > base.predict_proba(X)[:, 1].mean()
+    balanced = quiet_fit(FastGRUClassifier(max_iter=2, class_weight="balanced"), X, y)
+    assert balanced.n_iter_ == 2
+    sw = np.where(y == 1, 20.0, 1.0)
+    weighted = quiet_fit(FastGRUClassifier(max_iter=10, random_state=0), X, y, sample_weight=sw)
+    assert weighted.predict_proba(X)[:, 1].mean() > base.predict_proba(X)[:, 1].mean()
+
+
+def test_warm_start_and_partial_fit_continue(small_task):
+    X, y = small_task
+    clf = quiet_fit(FastLSTMClassifier(max_iter=2, warm_start=True, random_state=0), X, y)
+    quiet_fit(clf, X, y)
+    assert clf.n_iter_ == 4 and len(clf.loss_curve_) == 4
+    with pytest.raises(ValueError, match="classes"):
+        FastLSTMClassifier().partial_fit(X, y)
+    inc = FastLSTMClassifier(random_state=0)
+    inc.partial_fit(X[:10], y[:10], classes=[0, 1, 2])
+    inc.partial_fit(X, y)
+    assert inc.n_iter_ == 2 and list(inc.classes_) == [0, 1, 2]
+    assert inc.predict_proba(X).shape == (len(X), 3)
+
+
+def test_divergence_stops_with_clear_error_and_finite_weights(small_task):
+    X, y = small_task
+    reg = FastRNNRegressor(solver="sgd", learning_rate_init=1e6, momentum=0.0, clip_norm=None,
+                           nonlinearity="relu", max_iter=50, random_state=0)
+    with pytest.raises(TrainingDivergedError, match="learning_rate_init"):
+        reg.fit(X * 100, X[:, :, 0].sum(axis=1) * 1e3)
+    assert np.all(np.isfinite(reg.model_.flat_params))
+
+
+def test_ctrl_c_keeps_last_finished_epoch(small_task, monkeypatch):
+    X, y = small_task
+    clf = FastLSTMClassifier(max_iter=10, batch_size=30, random_state=0)
+    calls = {"n": 0}
+    original = est_module.Network.backward
+
+    def interrupting_backward(self, d_out):
+        calls["n"] += 1
+        if calls["n"] == 2 * 4 + 2:  # in the middle of epoch 3 (4 batches an epoch)
+            raise KeyboardInterrupt
+        return original(self, d_out)
+
+    monkeypatch.setattr(est_module.Network, "backward", interrupting_backward)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        clf.fit(X, y)
+    assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2
+    assert clf.predict(X).shape == (len(X),)
+
+
+def test_verbose_prints_epoch_lines(small_task, capsys):
+    X, y = small_task
+    quiet_fit(FastGRUClassifier(max_iter=2, verbose=True), X, y)
+    out = capsys.readouterr().out
+    assert "epoch 1: loss" in out and "epoch 2: loss" in out
+
+
+# ----- prediction -------------------------------------------------------------------------------
+
+
+def test_predict_in_batches_and_from_threads(small_task, monkeypatch):
+    X, y = small_task
+    clf = quiet_fit(FastLSTMClassifier(max_iter=3, random_state=0), X, y)
+    whole = clf.predict_proba(X)
+    monkeypatch.setattr(est_module, "PREDICT_BATCH", 7)
+    np.testing.assert_allclose(clf.predict_proba(X), whole, rtol=1e-6, atol=1e-7)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(clf.predict_proba, [X] * 8))
+    for r in results:
+        np.testing.assert_allclose(r, whole, rtol=1e-6, atol=1e-7)
+
+
+# ----- persistence ------------------------------------------------------------------------------
+
+
+def test_pickle_joblib_and_save_load_round_trip(small_task, tmp_path):
+    X, y = small_task
+    labels = np.where(y == 1, "pos", "neg")
+    clf = quiet_fit(FastGRUClassifier(max_iter=2, bidirectional=True, class_weight={"pos": 2.0,
+                                      "neg": 1.0}, random_state=0), X, labels)
+    expected = clf.predict_proba(X)
+    for restored in (pickle.loads(pickle.dumps(clf)),
+                     joblib.load(joblib.dump(clf, tmp_path / "m.joblib")[0])):
+        np.testing.assert_array_equal(restored.predict_proba(X), expected)
+    path = tmp_path / "model.npz"
+    clf.save(path)
+    loaded = fastrnn.load(path)
+    assert type(loaded) is FastGRUClassifier
+    np.testing.assert_array_equal(loaded.predict_proba(X), expected)
+    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+    assert loaded.get_params() == clf.get_params()
+    assert loaded.loss_curve_ == clf.loss_curve_
+
+
+def test_load_refuses_corrupt_and_foreign_files(small_task, tmp_path):
+    X, y = small_task
+    good = tmp_path / "good.npz"
+    quiet_fit(FastLSTMRegressor(max_iter=1), X, X[:, 0, 0]).save(good)
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(good.read_bytes()[:200])
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, weights=np.zeros(3))
+    pickled = tmp_path / "pickled.npz"
+    pickled.write_bytes(pickle.dumps({"evil": 1}))
+    for path in (corrupt, foreign, pickled, tmp_path / "missing.npz"):
+        with pytest.raises(ValueError, match="fastrnn model file"):
+            fastrnn.load(path)
+
+
+# ----- inside scikit-learn ---------------------------------------------------------------------
+
+
+def test_pipeline_grid_search_cross_val_and_clone():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(90, 8))  # 2-D: univariate sequences of 8 steps
+    y = (X[:, :4].sum(axis=1) > X[:, 4:].sum(axis=1)).astype(int)
+    pipe = make_pipeline(StandardScaler(), FunctionTransformer(lambda Z: Z[:, :, None]),
+                         FastGRUClassifier(max_iter=10, random_state=0))
+    quiet_fit(pipe, X, y)
+    assert pipe.predict(X).shape == (90,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        grid = GridSearchCV(FastRNNClassifier(max_iter=5, random_state=0),
+                            {"hidden_size": [8, 16]}, cv=2, n_jobs=2).fit(X, y)
+        scores = cross_val_score(FastLSTMClassifier(max_iter=5, random_state=0), X, y, cv=3)
+    assert grid.best_params_["hidden_size"] in (8, 16)
+    assert scores.shape == (3,)
+    fresh = clone(FastGRUClassifier(hidden_size=12, dropout=0.1))
+    assert fresh.get_params()["hidden_size"] == 12 and not hasattr(fresh, "model_")
