@@ -110,6 +110,43 @@ int fr_optim_step_f64(const fr_optim *o, int64_t n, double *w, const double *g, 
 double fr_sumsq_f32(const float *x, int64_t n, int n_threads);
 double fr_sumsq_f64(const double *x, int64_t n, int n_threads);
 
+/* Token generation: the whole sampling loop in C. A unidirectional stack of
+ * num_layers layers over embedded tokens, a dense head, then per token:
+ * temperature softmax, top-k / top-p filtering, and a draw from a seeded
+ * xoshiro256** stream per sample (sample i's stream depends only on seed and
+ * i). The head's output o means token out_tokens[o]; a head with one output is
+ * a binary (sigmoid) head whose two classes are out_tokens[0], out_tokens[1]. */
+typedef struct {
+    int cell;
+    int64_t num_layers, hidden, embed_dim, vocab, n_outputs;
+    const void *embedding;     /* (vocab, embed_dim) */
+    const void *const *W_ih;   /* per layer (G*H, in) */
+    const void *const *W_hh;   /* per layer (G*H, H) */
+    const void *const *b_ih, *const *b_hh;
+    const void *head_W;        /* (n_outputs, H) */
+    const void *head_b;        /* (n_outputs) */
+    const int32_t *out_tokens; /* n_outputs, or 2 for a binary head */
+} fr_generator;
+
+typedef struct {
+    double temperature; /* <= 0: greedy */
+    int64_t top_k;      /* <= 0: off */
+    double top_p;       /* >= 1: off */
+    uint64_t seed;
+} fr_sampling;
+
+/* Feeds prompt (n_samples, n_prompt) token by token, then samples n_new
+ * tokens into out (n_samples, n_new). h0/c0 (num_layers, n_samples, H) may be
+ * NULL. ws: fr_generate_workspace elements. */
+int64_t fr_generate_workspace(const fr_generator *g, int64_t n_samples);
+int fr_generate_f32(const fr_blas *blas, const fr_generator *g, const fr_sampling *opt,
+                    int64_t n_samples, const int32_t *prompt, int64_t n_prompt,
+                    const float *h0, const float *c0, int64_t n_new, int32_t *out, float *ws);
+int fr_generate_f64(const fr_blas *blas, const fr_generator *g, const fr_sampling *opt,
+                    int64_t n_samples, const int32_t *prompt, int64_t n_prompt,
+                    const double *h0, const double *c0, int64_t n_new, int32_t *out,
+                    double *ws);
+
 /* Vectorisable activations, exposed for the accuracy tests. */
 void fr_sigmoid_f32(const float *x, float *y, int64_t n);
 void fr_tanh_f32(const float *x, float *y, int64_t n);

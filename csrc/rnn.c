@@ -3,6 +3,7 @@
 #include "fastrnn.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <math.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -159,6 +160,89 @@ static inline float fr_sigmoidf(float x) { return 1.0f / (1.0f + fr_expf(-x)); }
 static inline float fr_tanhf(float x) { return 1.0f - 2.0f / (1.0f + fr_expf(2.0f * x)); }
 static inline double fr_sigmoidd(double x) { return 1.0 / (1.0 + exp(-x)); }
 static inline double fr_tanhd(double x) { return tanh(x); }
+
+int64_t fr_generate_workspace(const fr_generator *g, int64_t n)
+{
+    int64_t G = fr_gates(g->cell), H = g->hidden, L = g->num_layers;
+    int64_t V = g->n_outputs > 1 ? g->n_outputs : 2;
+    /* state h, c (2 buffers each), gates, GRU's W_hh h, two scratch rows, the
+     * embedded inputs and the logits */
+    return 4 * L * n * H + n * G * H + n * 3 * H + 2 * H + n * g->embed_dim + n * V;
+}
+
+/* xoshiro256** seeded through splitmix64: small, fast, reproducible. */
+typedef struct { uint64_t s[4]; } fr_rng;
+
+static uint64_t fr_splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static void fr_rng_seed(fr_rng *r, uint64_t seed, uint64_t stream)
+{
+    uint64_t x = seed ^ (stream * 0xD1B54A32D192ED03ULL);
+    for (int i = 0; i < 4; i++) r->s[i] = fr_splitmix64(&x);
+}
+
+static uint64_t fr_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static double fr_rng_uniform(fr_rng *r) /* [0, 1) */
+{
+    uint64_t *s = r->s;
+    uint64_t result = fr_rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= t; s[3] = fr_rotl(s[3], 45);
+    return (double)(result >> 11) * 0x1.0p-53;
+}
+
+typedef struct { double p; int64_t index; } fr_prob;
+
+static int fr_prob_desc(const void *a, const void *b)
+{
+    double pa = ((const fr_prob *)a)->p, pb = ((const fr_prob *)b)->p;
+    if (pa != pb) return pa < pb ? 1 : -1;
+    int64_t ia = ((const fr_prob *)a)->index, ib = ((const fr_prob *)b)->index;
+    return ia < ib ? -1 : ia > ib;
+}
+
+/* Draw an output index from logits (double, V of them). probs holds V pairs. */
+static int64_t fr_sample(const double *logits, int64_t V, const fr_sampling *opt, fr_rng *rng,
+                         fr_prob *probs)
+{
+    int64_t best = 0;
+    for (int64_t v = 1; v < V; v++)
+        if (logits[v] > logits[best]) best = v;
+    if (opt->temperature <= 0) return best;
+    double total = 0;
+    for (int64_t v = 0; v < V; v++) {
+        probs[v].p = exp((logits[v] - logits[best]) / opt->temperature);
+        probs[v].index = v;
+        total += probs[v].p;
+    }
+    int64_t keep = V;
+    if ((opt->top_k > 0 && opt->top_k < V) || opt->top_p < 1) {
+        qsort(probs, (size_t)V, sizeof *probs, fr_prob_desc);
+        if (opt->top_k > 0 && opt->top_k < V) keep = opt->top_k;
+        if (opt->top_p < 1) { /* smallest prefix holding top_p of the mass */
+            double mass = 0;
+            for (int64_t v = 0; v < keep; v++) {
+                mass += probs[v].p / total;
+                if (mass >= opt->top_p) { keep = v + 1; break; }
+            }
+        }
+        total = 0;
+        for (int64_t v = 0; v < keep; v++) total += probs[v].p;
+    }
+    double u = fr_rng_uniform(rng) * total, acc = 0;
+    for (int64_t v = 0; v < keep; v++) {
+        acc += probs[v].p;
+        if (u < acc) return probs[v].index;
+    }
+    return probs[keep - 1].index;
+}
 
 FR_CLONES void fr_sigmoid_f32(const float *x, float *y, int64_t n)
 {

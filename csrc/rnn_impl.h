@@ -374,3 +374,94 @@ int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, cons
     }
     return FR_OK;
 }
+
+int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampling *opt,
+                     int64_t n, const int32_t *prompt, int64_t n_prompt, const real *h0,
+                     const real *c0, int64_t n_new, int32_t *out, real *ws)
+{
+    if (!blas || !blas->FR_GEMM || !g || !opt || !out || !ws || n < 1 || n_new < 0 ||
+        n_prompt < 1 || !prompt || fr_gates(g->cell) == 0 || g->num_layers < 1 ||
+        g->hidden < 1 || g->embed_dim < 1 || g->vocab < 1 || g->n_outputs < 1)
+        return FR_ERR_ARG;
+    const int cell = g->cell, lstm = cell == FR_LSTM, gru = cell == FR_GRU;
+    const int relu = cell == FR_RNN_RELU;
+    const int64_t L = g->num_layers, H = g->hidden, E = g->embed_dim, G = fr_gates(cell);
+    const int64_t GH = G * H, V = g->n_outputs > 1 ? g->n_outputs : 2;
+    if (!fr_fits(n, GH) || !fr_fits(n, V) || !fr_fits(n, E)) return FR_ERR_TOO_LARGE;
+    for (int64_t i = 0; i < n * n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= g->vocab) return FR_ERR_ARG;
+    for (int64_t o = 0; o < V; o++) /* every sampled token must have an embedding */
+        if (g->out_tokens[o] < 0 || g->out_tokens[o] >= g->vocab) return FR_ERR_ARG;
+
+    real *h = ws, *c = h + 2 * L * n * H, *gates = c + 2 * L * n * H, *gh = gates + n * GH;
+    real *y_row = gh + n * 3 * H, *aux_row = y_row + H, *x = aux_row + H;
+    real *logits_r = x + n * E;
+    /* the non-`real` scratch, allocated once before the loop */
+    void *mem = malloc((size_t)V * (sizeof(double) + sizeof(fr_prob)) +
+                       (size_t)n * (sizeof(fr_rng) + sizeof(int32_t)));
+    if (!mem) return FR_ERR_ARG;
+    fr_prob *probs = (fr_prob *)mem;
+    fr_rng *rngs = (fr_rng *)(probs + V);
+    double *logits = (double *)(rngs + n);
+    int32_t *token = (int32_t *)(logits + V);
+    for (int64_t i = 0; i < n; i++) fr_rng_seed(&rngs[i], opt->seed, (uint64_t)i);
+    /* buffer `cur` holds the state of every layer; the step writes the other */
+    int cur = 0;
+    for (int64_t l = 0; l < L; l++) {
+        FR_(copy_rows)(h + l * n * H, H, h0 ? h0 + l * n * H : NULL, n, H);
+        FR_(copy_rows)(c + l * n * H, H, c0 ? c0 + l * n * H : NULL, n, H);
+    }
+    const real *emb = (const real *)g->embedding;
+    for (int64_t step = 0; step < n_prompt - 1 + n_new; step++) {
+        for (int64_t i = 0; i < n; i++) {
+            int32_t tok = step < n_prompt ? prompt[i * n_prompt + step] : token[i];
+            memcpy(x + i * E, emb + (int64_t)tok * E, (size_t)E * sizeof(real));
+        }
+        const real *layer_in = x;
+        int64_t in_dim = E;
+        for (int64_t l = 0; l < L; l++) {
+            real *hp = h + (cur * L + l) * n * H, *hn = h + ((1 - cur) * L + l) * n * H;
+            real *cp = c + (cur * L + l) * n * H, *cn = c + ((1 - cur) * L + l) * n * H;
+            const real *Wih = (const real *)g->W_ih[l], *Whh = (const real *)g->W_hh[l];
+            const real *bi = (const real *)g->b_ih[l], *bh = (const real *)g->b_hh[l];
+            FR_(gemm_rm)(blas, 0, 1, n, GH, in_dim, 1, layer_in, in_dim, Wih, in_dim, 0, gates, GH);
+            if (gru)
+                FR_(gemm_rm)(blas, 0, 1, n, GH, H, 1, hp, H, Whh, H, 0, gh, GH);
+            else
+                FR_(gemm_rm)(blas, 0, 1, n, GH, H, 1, hp, H, Whh, H, 1, gates, GH);
+            for (int64_t i = 0; i < n; i++) {
+                real *gi = gates + i * GH, *hni = hn + i * H;
+                if (lstm)
+                    FR_(lstm_forward_row)(H, H, gi, bi, bh, cp + i * H, hni, cn + i * H, y_row,
+                                          aux_row);
+                else if (gru)
+                    FR_(gru_forward_row)(H, H, gi, gh + i * GH, bi, bh, hp + i * H, hni, y_row,
+                                         aux_row);
+                else
+                    FR_(rnn_forward_row)(H, relu, gi, bi, bh, hni, y_row);
+            }
+            layer_in = hn;
+            in_dim = H;
+        }
+        cur = 1 - cur;
+        if (step < n_prompt - 1) continue; /* still reading the prompt */
+        const real *top = h + (cur * L + L - 1) * n * H;
+        FR_(gemm_rm)(blas, 0, 1, n, g->n_outputs, H, 1, top, H, (const real *)g->head_W, H, 0,
+                     logits_r, g->n_outputs);
+        const real *hb = (const real *)g->head_b;
+        for (int64_t i = 0; i < n; i++) {
+            const real *z = logits_r + i * g->n_outputs;
+            if (g->n_outputs == 1) { /* binary head: logits (0, z) */
+                logits[0] = 0;
+                logits[1] = (double)z[0] + (double)hb[0];
+            } else {
+                for (int64_t v = 0; v < V; v++) logits[v] = (double)z[v] + (double)hb[v];
+            }
+            int64_t o = fr_sample(logits, V, opt, &rngs[i], probs);
+            token[i] = g->out_tokens[o];
+            out[i * n_new + (step - (n_prompt - 1))] = token[i];
+        }
+    }
+    free(mem);
+    return FR_OK;
+}

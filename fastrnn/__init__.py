@@ -6,6 +6,8 @@ from fastrnn._config import build_info, show_config  # noqa: E402
 from fastrnn.estimators import (  # noqa: E402
     FastGRU, FastGRUClassifier, FastGRURegressor, FastLSTM, FastLSTMClassifier,
     FastLSTMRegressor, FastRNN, FastRNNClassifier, FastRNNRegressor, TrainingDivergedError)
+from fastrnn.forecaster import Forecaster, make_windows  # noqa: E402
+from fastrnn.generator import SequenceGenerator  # noqa: E402
 from fastrnn.layers import GRU, LSTM, RNN  # noqa: E402
 from fastrnn.persistence import load  # noqa: E402
 
@@ -13,5 +15,5 @@ __all__ = [
     "__version__", "show_config", "build_info", "load", "LSTM", "GRU", "RNN",
     "FastLSTM", "FastGRU", "FastRNN", "FastLSTMClassifier", "FastLSTMRegressor",
     "FastGRUClassifier", "FastGRURegressor", "FastRNNClassifier", "FastRNNRegressor",
-    "TrainingDivergedError",
+    "TrainingDivergedError", "SequenceGenerator", "Forecaster", "make_windows",
 ]

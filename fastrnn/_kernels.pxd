@@ -1,5 +1,5 @@
 # C declarations of csrc/fastrnn.h, shared by the Cython modules.
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 cdef extern from "fastrnn.h" nogil:
     ctypedef void (*fr_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *,
@@ -71,3 +71,31 @@ cdef extern from "fastrnn.h" nogil:
                           double *v, const double *decay_mask, int n_threads)
     double fr_sumsq_f32(const float *x, int64_t n, int n_threads)
     double fr_sumsq_f64(const double *x, int64_t n, int n_threads)
+
+    ctypedef struct fr_generator:
+        int cell
+        int64_t num_layers, hidden, embed_dim, vocab, n_outputs
+        const void *embedding
+        const void *const *W_ih
+        const void *const *W_hh
+        const void *const *b_ih
+        const void *const *b_hh
+        const void *head_W
+        const void *head_b
+        const int32_t *out_tokens
+
+    ctypedef struct fr_sampling:
+        double temperature
+        int64_t top_k
+        double top_p
+        uint64_t seed
+
+    int64_t fr_generate_workspace(const fr_generator *g, int64_t n_samples)
+    int fr_generate_f32(const fr_blas *blas, const fr_generator *g, const fr_sampling *opt,
+                        int64_t n_samples, const int32_t *prompt, int64_t n_prompt,
+                        const float *h0, const float *c0, int64_t n_new, int32_t *out,
+                        float *ws)
+    int fr_generate_f64(const fr_blas *blas, const fr_generator *g, const fr_sampling *opt,
+                        int64_t n_samples, const int32_t *prompt, int64_t n_prompt,
+                        const double *h0, const double *c0, int64_t n_new, int32_t *out,
+                        double *ws)

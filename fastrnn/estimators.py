@@ -46,7 +46,7 @@ class TrainingDivergedError(FloatingPointError):
 # Hyper-parameters shared by every estimator, in signature order, with defaults.
 COMMON_PARAMS = dict(
     hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0, embedding_dim=None,
-    per_step="auto", solver="adam", learning_rate="constant", learning_rate_init=0.001,
+    vocab_size=None, per_step="auto", solver="adam", learning_rate="constant", learning_rate_init=0.001,
     lr_decay=0.5, lr_decay_every=10, momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
     beta_2=0.999, epsilon=1e-8, rho=0.9, batch_size="auto", max_iter=200, shuffle=True,
     alpha=1e-4, clip_norm=5.0, early_stopping=False, validation_fraction=0.1,
@@ -66,6 +66,8 @@ PARAMS_DOC = """
     embedding_dim : int or None, default=None
         When set, X holds integer token ids and an embedding of this size is
         learned with the rest.
+    vocab_size : int or None, default=None
+        Token ids lie in [0, vocab_size); None: the largest id seen in fit + 1.
     per_step : "auto" or bool, default="auto"
         One prediction per time step instead of per sequence. "auto": y of
         shape (n, T, k), or (n, T) class labels, or a list of per-sample arrays.
@@ -133,19 +135,27 @@ def _is_ragged(X):
 
 
 class _SequenceData:
-    """X (and y) as arrays the network takes: values (n, T, F) float or (n, T)
-    token ids, lengths (n,) or None."""
+    """X as arrays the network takes: values (n, T, F) float or (n, T) token
+    ids, lengths (n,) or None, and conditions (n, d) or None (conditioned
+    generation)."""
 
-    def __init__(self, values, lengths):
-        self.values, self.lengths = values, lengths
+    def __init__(self, values, lengths, conditions=None):
+        self.values, self.lengths, self.conditions = values, lengths, conditions
 
     def __len__(self):
         return self.values.shape[0]
 
+    def subset(self, idx):
+        return _SequenceData(self.values[idx],
+                             None if self.lengths is None else self.lengths[idx],
+                             None if self.conditions is None else self.conditions[idx])
+
     def batch(self, idx):
+        """values (trimmed to the batch's longest sequence), lengths, conditions."""
         lengths = None if self.lengths is None else self.lengths[idx]
         T = self.values.shape[1] if lengths is None else int(lengths.max())
-        return self.values[idx, :T], lengths  # trim padding the batch does not need
+        conditions = None if self.conditions is None else self.conditions[idx]
+        return self.values[idx, :T], lengths, conditions
 
 
 def _pad(seqs, dtype):
@@ -174,6 +184,8 @@ class _BaseFastRNN(BaseEstimator):
             positive_int(name)
         if self.embedding_dim is not None:
             positive_int("embedding_dim")
+        if self.vocab_size is not None:
+            positive_int("vocab_size")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         if self.learning_rate not in ("constant", "exponential", "step", "plateau"):
@@ -229,16 +241,16 @@ class _BaseFastRNN(BaseEstimator):
                 values = values[:, :, None]
                 kind = "2d"
             lengths = None
-        if tokens and values.size and values.max() >= getattr(self, "n_tokens_", np.inf) \
-                and not reset:
-            raise ValueError(f"token id {values.max()} was not seen in fit (vocabulary of "
-                             f"{self.n_tokens_} ids)")
         if reset:
             self.input_kind_ = kind
             if kind in ("3d", "list"):
                 self.n_features_in_ = values.shape[2]
             if tokens:
-                self.n_tokens_ = int(values.max()) + 1
+                self.n_tokens_ = (int(values.max()) + 1 if self.vocab_size is None
+                                  else int(self.vocab_size))
+        if tokens and values.max() >= self.n_tokens_:
+            raise ValueError(f"token id {values.max()} is outside the vocabulary of "
+                             f"{self.n_tokens_} ids seen in fit (set vocab_size)")
         else:
             self._check_same_form(kind, values)
         if not tokens:
@@ -279,9 +291,6 @@ class _BaseFastRNN(BaseEstimator):
             raise ValueError(f"X was a {fitted} input in fit, got {kind} now")
         if kind in ("3d", "list") and values.shape[2] != self.n_features_in_:
             raise ValueError(f"X has {values.shape[2]} features, but {type(self).__name__} "
-                             f"is expecting {self.n_features_in_} features as input")
-        if kind == "tokens" and fitted == "tokens" and values.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {values.shape[1]} features, but {type(self).__name__} "
                              f"is expecting {self.n_features_in_} features as input")
 
     # ----- targets -----------------------------------------------------------------------
@@ -400,6 +409,7 @@ class _BaseFastRNN(BaseEstimator):
             num_layers=self.num_layers, bidirectional=self.bidirectional, dropout=self.dropout,
             nonlinearity=getattr(self, "nonlinearity", "tanh"),
             vocab_size=self.n_tokens_ if tokens else None, per_step=self.per_step_,
+            condition_size=None if data.conditions is None else data.conditions.shape[1],
             dtype=as_float_dtype(self.dtype), n_threads=self.n_threads,
             random_state=self._rng)
         self._optimizer = None
@@ -418,7 +428,7 @@ class _BaseFastRNN(BaseEstimator):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
-    def _fit(self, X, y, sample_weight, incremental, classes=None):
+    def _fit(self, X, y, sample_weight, incremental, classes=None, conditions=None):
         self._validate_params()
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
@@ -430,6 +440,10 @@ class _BaseFastRNN(BaseEstimator):
                 if hasattr(self, attr):
                     delattr(self, attr)
         data = self._prepare_X(X, reset=first)
+        if conditions is not None:
+            data.conditions = check_array(conditions, dtype=np.float64)
+            if len(data.conditions) != len(data):
+                raise ValueError(f"conditions has {len(data.conditions)} rows, X {len(data)}")
         if first:
             self.task_ = self._infer_task(y)
             if classes is not None:
@@ -535,8 +549,9 @@ class _BaseFastRNN(BaseEstimator):
                 try:
                     for b in range(n_batches):
                         idx = order[b * batch:(b + 1) * batch]
-                        values, lengths = data.batch(idx)
-                        out = net.forward(values, lengths=lengths, training=True)
+                        values, lengths, conditions = data.batch(idx)
+                        out = net.forward(values, lengths=lengths, conditions=conditions,
+                                          training=True)
                         r = self._rows_of(idx, rows, data.lengths, T)
                         out_rows = out.reshape(-1, out.shape[-1])
                         if self.per_step_:
@@ -652,8 +667,8 @@ class _BaseFastRNN(BaseEstimator):
         with single_threaded_blas():
             for start in range(0, len(data), PREDICT_BATCH):
                 idx = np.arange(start, min(start + PREDICT_BATCH, len(data)))
-                values, lengths = data.batch(idx)
-                out = net.forward(values, lengths=lengths)
+                values, lengths, conditions = data.batch(idx)
+                out = net.forward(values, lengths=lengths, conditions=conditions)
                 if self.per_step_:
                     padded = np.zeros((len(idx), data.values.shape[1], out.shape[2]), out.dtype)
                     padded[:, :out.shape[1]] = out
@@ -699,8 +714,7 @@ class _BaseFastRNN(BaseEstimator):
 
     def _score_data(self, data, target, rows, idx):
         """Accuracy or R^2 on samples idx of prepared data (validation)."""
-        sub = _SequenceData(data.values[idx],
-                            None if data.lengths is None else data.lengths[idx])
+        sub = data.subset(idx)
         out = self._forward(sub)
         r = self._rows_of(idx, rows, data.lengths, data.values.shape[1])
         out = out.reshape(-1, out.shape[-1])

@@ -38,7 +38,8 @@ class Network:
 
     def __init__(self, cell, input_size, hidden_size, output_size, num_layers=1,
                  bidirectional=False, dropout=0.0, nonlinearity="tanh", vocab_size=None,
-                 per_step=False, dtype=np.float32, n_threads=None, random_state=None):
+                 per_step=False, condition_size=None, dtype=np.float32, n_threads=None,
+                 random_state=None):
         if cell not in STACKS:
             raise ValueError(f"cell must be one of {sorted(STACKS)}, got {cell!r}")
         self.config = dict(cell=cell, input_size=int(input_size), hidden_size=int(hidden_size),
@@ -46,7 +47,8 @@ class Network:
                            bidirectional=bool(bidirectional), dropout=float(dropout),
                            nonlinearity=nonlinearity,
                            vocab_size=None if vocab_size is None else int(vocab_size),
-                           per_step=bool(per_step))
+                           per_step=bool(per_step),
+                           condition_size=None if condition_size is None else int(condition_size))
         self.dtype = as_float_dtype(dtype)
         self.n_threads = n_threads
         self.rng = np.random.default_rng(random_state)
@@ -62,6 +64,10 @@ class Network:
             shapes.append(("embedding.weight", (c["vocab_size"], c["input_size"])))
         shapes.append(("stack", (self._stack_class().n_params(
             c["input_size"], c["hidden_size"], c["num_layers"], c["bidirectional"]),)))
+        if c["condition_size"] is not None:  # features -> initial state of every layer
+            n_states = c["num_layers"] * D * c["hidden_size"]
+            shapes.append(("condition.weight", (n_states, c["condition_size"])))
+            shapes.append(("condition.bias", (n_states,)))
         shapes.append(("head.weight", (c["output_size"], D * c["hidden_size"])))
         shapes.append(("head.bias", (c["output_size"],)))
         return shapes
@@ -126,8 +132,11 @@ class Network:
                 view[:] = 0
                 if c["cell"] == "lstm" and name.startswith("bias_ih"):
                     view[H:2 * H] = 1.0
-        self.params["head.weight"][:] = glorot_uniform(rng, *self.params["head.weight"].shape)
-        self.params["head.bias"][:] = 0
+        for name in ("head", "condition"):
+            if f"{name}.weight" in self.params:
+                self.params[f"{name}.weight"][:] = glorot_uniform(
+                    rng, *self.params[f"{name}.weight"].shape)
+                self.params[f"{name}.bias"][:] = 0
 
     def state_dict(self):
         return {name: view.copy() for name, view in self.named_params()}
@@ -157,11 +166,27 @@ class Network:
         self.flat_params[:] = flat
 
     # ----- forward / backward ------------------------------------------------------------
-    def forward(self, X, lengths=None, h0=None, training=False):
-        """X: (B, T, input_size) floats, or (B, T) token ids when an embedding is
-        used. h0: optional initial hidden state of the stack. Returns the head's
-        output: (B, output_size), or (B, T, output_size) when per_step."""
+    def initial_state(self, conditions):
+        """h0 (num_layers * D, B, H) = tanh(conditions W^T + b) for a
+        conditioned network (features of shape (B, condition_size))."""
         c = self.config
+        conditions = np.asarray(conditions, self.dtype)
+        flat = np.tanh(conditions @ self.params["condition.weight"].T
+                       + self.params["condition.bias"])
+        B = conditions.shape[0]
+        return np.ascontiguousarray(flat.reshape(B, -1, c["hidden_size"]).transpose(1, 0, 2))
+
+    def forward(self, X, lengths=None, h0=None, conditions=None, training=False):
+        """X: (B, T, input_size) floats, or (B, T) token ids when an embedding is
+        used. h0: optional initial hidden state of the stack, or conditions
+        (B, condition_size) for a conditioned network. Returns the head's output:
+        (B, output_size), or (B, T, output_size) when per_step."""
+        c = self.config
+        if (conditions is None) != (c["condition_size"] is None):
+            raise ValueError("conditions are required exactly when the network has "
+                             "condition_size")
+        if conditions is not None:
+            h0 = self.initial_state(conditions)
         tokens = None
         if c["vocab_size"] is not None:
             tokens = np.asarray(X)
@@ -175,7 +200,7 @@ class Network:
             features = np.concatenate(list(hN[-D:]), axis=1)
         out = features @ self.params["head.weight"].T + self.params["head.bias"]
         if training:
-            self._cache = (tokens, features, Y.shape, state)
+            self._cache = (tokens, features, Y.shape, state, conditions, h0)
         if c["per_step"]:
             out = out.reshape(Y.shape[0], Y.shape[1], -1)
         return out
@@ -185,7 +210,7 @@ class Network:
         d(loss)/d(h0) of the stack."""
         if self._cache is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
-        tokens, features, y_shape, state = self._cache
+        tokens, features, y_shape, state, conditions, h0 = self._cache
         self._cache = None
         c = self.config
         H, D = c["hidden_size"], self.stack.num_directions
@@ -206,7 +231,12 @@ class Network:
         if need_dx:
             np.add.at(self.grads["embedding.weight"], tokens.reshape(-1),
                       dX.reshape(-1, dX.shape[-1]))
-        return dstate[0] if isinstance(dstate, tuple) else dstate
+        dh0 = dstate[0] if isinstance(dstate, tuple) else dstate
+        if conditions is not None:
+            d_pre = (dh0 * (1 - h0 * h0)).transpose(1, 0, 2).reshape(len(conditions), -1)
+            self.grads["condition.weight"] += d_pre.T @ np.asarray(conditions, self.dtype)
+            self.grads["condition.bias"] += d_pre.sum(axis=0)
+        return dh0
 
     def zero_grad(self):
         self.flat_grads[:] = 0

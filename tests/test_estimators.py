@@ -196,7 +196,7 @@ def test_bad_inputs_raise_clear_errors():
         clf.predict(np.zeros((3, 4, 5)))
     tok = quiet_fit(FastLSTMClassifier(max_iter=1, embedding_dim=3), np.arange(40).reshape(10, 4)
                     % 5, y)
-    with pytest.raises(ValueError, match="not seen"):
+    with pytest.raises(ValueError, match="outside the vocabulary"):
         tok.predict(np.full((2, 4), 9))
 
 
