@@ -13,9 +13,11 @@
 /* Wider SIMD without -march=native: the loader picks the best clone at run
  * time. Feature names, not arch= names: an arch= clone is chosen only on that
  * exact CPU model, so a newer or virtualised CPU would get the default one.
+ * "fma" rather than "avx2": -mavx2 does not enable FMA, and the dispatcher
+ * would prefer an avx2 clone over an fma one.
  * Only where GCC's ifunc-based clones are known to work. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define FR_CLONES __attribute__((target_clones("avx512f", "fma", "default")))
 #else
 #define FR_CLONES
 #endif
@@ -23,8 +25,42 @@
 /* A step with fewer multiply-adds than this runs on one thread: a barrier
  * per step would cost more than the work saved. */
 #define FR_PAR_MIN_FLOPS 16384
-/* Thread slices of the hidden units start at multiples of this (SIMD width). */
-#define FR_UNIT_ALIGN 16
+/* Thread slices of the hidden units start at multiples of this: the packed
+ * recurrent GEMM's panel width for float (32), a multiple of double's (16). */
+#define FR_UNIT_ALIGN 32
+
+/* The per-step recurrent GEMMs run on W_hh packed once per layer call into
+ * column panels, with a register-blocked kernel in GCC vector extensions
+ * (64-byte vectors: one zmm in the avx512f clone, two ymm in the fma one).
+ * BLAS would repack W_hh at every step. Without AVX2 or GCC's extensions the
+ * steps call BLAS instead. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FR_HAVE_PACKED 1
+typedef float fr_vec_f32 __attribute__((vector_size(64), aligned(4)));
+typedef double fr_vec_f64 __attribute__((vector_size(64), aligned(8)));
+static int fr_packed_supported(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+}
+static int fr_avx512_supported(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f");
+    }
+    return cached;
+}
+#else
+#define FR_HAVE_PACKED 0
+static int fr_packed_supported(void) { return 0; }
+#endif
+#define FR_MR 4 /* rows of the micro-kernel */
 
 int fr_openmp_enabled(void)
 {
@@ -259,21 +295,25 @@ FR_CLONES void fr_tanh_f32(const float *x, float *y, int64_t n)
 #define FR_GEMM sgemm
 #define FR_SIGMOID fr_sigmoidf
 #define FR_TANH fr_tanhf
+#define FR_VEC fr_vec_f32
 #include "rnn_impl.h"
 #undef real
 #undef FR_
 #undef FR_GEMM
 #undef FR_SIGMOID
 #undef FR_TANH
+#undef FR_VEC
 
 #define real double
 #define FR_(name) name##_f64
 #define FR_GEMM dgemm
 #define FR_SIGMOID fr_sigmoidd
 #define FR_TANH fr_tanhd
+#define FR_VEC fr_vec_f64
 #include "rnn_impl.h"
 #undef real
 #undef FR_
 #undef FR_GEMM
 #undef FR_SIGMOID
 #undef FR_TANH
+#undef FR_VEC

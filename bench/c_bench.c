@@ -1,0 +1,105 @@
+/* C-level benchmark of the recurrent kernels: no Python in the timing.
+ *
+ * Built against csrc/ and the OpenBLAS of the scipy-openblas32 wheel (the
+ * same library family SciPy uses) by bench/build_c_bench.sh. Times
+ * forward-train, backward and forward-inference of one layer, and the
+ * machine's SGEMM rate, and prints GFLOP/s (forward 2*G*H*(I+H) per
+ * sample-step, backward 2x that).
+ *
+ *   bench/bin/c_bench [cell B T I H threads reps]     cell: lstm gru rnn
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fastrnn.h"
+
+void scipy_sgemm_(char *, char *, int *, int *, int *, float *, float *, int *, float *, int *,
+                  float *, float *, int *);
+void scipy_dgemm_(char *, char *, int *, int *, int *, double *, double *, int *, double *,
+                  int *, double *, double *, int *);
+void scipy_openblas_set_num_threads(int);
+char *scipy_openblas_get_corename(void);
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static float *randn(size_t n, unsigned *seed)
+{
+    float *x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)rand_r(seed) / RAND_MAX * 0.2f - 0.1f;
+    return x;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cell_name = argc > 1 ? argv[1] : "lstm";
+    int64_t B = argc > 2 ? atol(argv[2]) : 64, T = argc > 3 ? atol(argv[3]) : 100;
+    int64_t I = argc > 4 ? atol(argv[4]) : 128, H = argc > 5 ? atol(argv[5]) : 256;
+    int threads = argc > 6 ? atoi(argv[6]) : 1, reps = argc > 7 ? atoi(argv[7]) : 10;
+    int cell = !strcmp(cell_name, "gru") ? FR_GRU : !strcmp(cell_name, "rnn") ? FR_RNN_TANH
+                                                                             : FR_LSTM;
+    int64_t G = fr_gates(cell);
+    /* our kernels call BLAS from inside their own OpenMP threads */
+    scipy_openblas_set_num_threads(1);
+
+    fr_blas blas = {scipy_sgemm_, scipy_dgemm_};
+    fr_shape s = {cell, B, T, I, H, 0, NULL};
+    unsigned seed = 1;
+    float *X = randn(B * T * I, &seed), *W_ih = randn(G * H * I, &seed);
+    float *W_hh = randn(G * H * H, &seed), *b_ih = randn(G * H, &seed), *b_hh = randn(G * H, &seed);
+    float *Y = calloc(B * T * H, sizeof(float)), *dY = randn(B * T * H, &seed);
+    float *hN = calloc(B * H, sizeof(float)), *cN = calloc(B * H, sizeof(float));
+    float *dX = calloc(B * T * I, sizeof(float)), *dW_ih = calloc(G * H * I, sizeof(float));
+    float *dW_hh = calloc(G * H * H, sizeof(float)), *db_ih = calloc(G * H, sizeof(float));
+    float *db_hh = calloc(G * H, sizeof(float)), *dh0 = calloc(B * H, sizeof(float));
+    float *dc0 = calloc(B * H, sizeof(float));
+    float *ws = malloc(fr_forward_workspace(&s, 1) * sizeof(float));
+    float *ws_inf = malloc(fr_forward_workspace(&s, 0) * sizeof(float));
+    float *bws = malloc(fr_backward_workspace(&s) * sizeof(float));
+
+    double flops = 2.0 * G * H * (I + H) * B * T;
+    double best_train = 1e30, best_back = 1e30, best_inf = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        fr_forward_f32(&blas, &s, X, W_ih, W_hh, b_ih, b_hh, NULL, NULL, Y, H, hN, cN, ws, 1,
+                       threads);
+        double t1 = now();
+        fr_backward_f32(&blas, &s, X, W_ih, W_hh, ws, dY, H, NULL, NULL, dX, 0, dW_ih, dW_hh,
+                        db_ih, db_hh, dh0, dc0, bws, threads);
+        double t2 = now();
+        fr_forward_f32(&blas, &s, X, W_ih, W_hh, b_ih, b_hh, NULL, NULL, Y, H, hN, cN, ws_inf, 0,
+                       threads);
+        double t3 = now();
+        if (t1 - t0 < best_train) best_train = t1 - t0;
+        if (t2 - t1 < best_back) best_back = t2 - t1;
+        if (t3 - t2 < best_inf) best_inf = t3 - t2;
+    }
+    /* the machine's SGEMM rate on one large product, same thread count */
+    int n = 2048;
+    float *a = randn((size_t)n * n, &seed), *c = calloc((size_t)n * n, sizeof(float));
+    float one = 1, zero = 0;
+    scipy_openblas_set_num_threads(threads);
+    double best_gemm = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now();
+        scipy_sgemm_("N", "N", &n, &n, &n, &one, a, &n, a, &n, &zero, c, &n);
+        if (now() - t0 < best_gemm) best_gemm = now() - t0;
+    }
+    double peak = 2.0 * n * n * n / best_gemm / 1e9;
+    printf("%s B=%ld T=%ld I=%ld H=%ld threads=%d (OpenBLAS %s, SGEMM %.1f GFLOP/s)\n",
+           cell_name, (long)B, (long)T, (long)I, (long)H, threads,
+           scipy_openblas_get_corename(), peak);
+    printf("  forward-train  %8.3f ms  %6.1f GFLOP/s  %3.0f%% of SGEMM\n", best_train * 1e3,
+           flops / best_train / 1e9, 100 * flops / best_train / 1e9 / peak);
+    printf("  backward       %8.3f ms  %6.1f GFLOP/s  %3.0f%% of SGEMM\n", best_back * 1e3,
+           2 * flops / best_back / 1e9, 100 * 2 * flops / best_back / 1e9 / peak);
+    printf("  forward-infer  %8.3f ms  %6.1f GFLOP/s  %3.0f%% of SGEMM\n", best_inf * 1e3,
+           flops / best_inf / 1e9, 100 * flops / best_inf / 1e9 / peak);
+    return 0;
+}
