@@ -31,6 +31,7 @@ GRID = {
     "large": [dict(cell=c, B=64, T=25, I=512, H=512) for c in ("lstm", "gru")]
     + [dict(cell=c, B=16, T=25, I=1024, H=1024) for c in ("lstm", "gru")],
     "latency": [dict(cell="lstm", B=1, T=150, I=256, H=256, modes=("inference",))],
+    "generation": [],  # see GENERATION
 }
 
 
@@ -149,6 +150,95 @@ def make_numpy(case, threads, weights, X):
 
 CONTENDERS = {"fastrnn": make_fastrnn, "pytorch": make_torch, "keras": make_keras,
               "numpy": make_numpy}
+
+# ----- generation: tokens per second of a sampling loop -------------------------------------------
+
+GENERATION = dict(vocab=65, embed=64, hidden=256, layers=2, tokens=300)
+
+
+def _generation_weights(seed=0):
+    g = GENERATION
+    rng = np.random.default_rng(seed)
+    w = {"embedding.weight": rng.normal(0, 0.5, (g["vocab"], g["embed"])),
+         "head.weight": rng.normal(0, 0.1, (g["vocab"], g["hidden"])),
+         "head.bias": np.zeros(g["vocab"])}
+    for k in range(g["layers"]):
+        n_in = g["embed"] if k == 0 else g["hidden"]
+        b = 1 / np.sqrt(g["hidden"])
+        w[f"weight_ih_l{k}"] = rng.uniform(-b, b, (4 * g["hidden"], n_in))
+        w[f"weight_hh_l{k}"] = rng.uniform(-b, b, (4 * g["hidden"], g["hidden"]))
+        w[f"bias_ih_l{k}"] = rng.uniform(-b, b, 4 * g["hidden"])
+        w[f"bias_hh_l{k}"] = rng.uniform(-b, b, 4 * g["hidden"])
+    return {k: v.astype(np.float32) for k, v in w.items()}
+
+
+def generation_fastrnn(threads):
+    from fastrnn import _kernels
+    g, w = GENERATION, _generation_weights()
+    L = g["layers"]
+    out_tokens = np.arange(g["vocab"], dtype=np.int32)
+    prompt = np.zeros((1, 1), np.int32)
+    return lambda: _kernels.generate(
+        _kernels.CELLS["lstm"], w["embedding.weight"], [w[f"weight_ih_l{k}"] for k in range(L)],
+        [w[f"weight_hh_l{k}"] for k in range(L)], [w[f"bias_ih_l{k}"] for k in range(L)],
+        [w[f"bias_hh_l{k}"] for k in range(L)], w["head.weight"], w["head.bias"], out_tokens,
+        prompt, None, None, g["tokens"], 1.0, 0, 1.0, 0)
+
+
+def generation_torch(threads):
+    try:
+        import torch
+    except ImportError:
+        return "torch not installed"
+    torch.set_num_threads(threads)
+    g, w = GENERATION, _generation_weights()
+    emb = torch.nn.Embedding(g["vocab"], g["embed"])
+    lstm = torch.nn.LSTM(g["embed"], g["hidden"], num_layers=g["layers"], batch_first=True)
+    head = torch.nn.Linear(g["hidden"], g["vocab"])
+    emb.weight.data = torch.from_numpy(w["embedding.weight"])
+    lstm.load_state_dict({k: torch.from_numpy(v) for k, v in w.items() if "_l" in k})
+    head.weight.data, head.bias.data = (torch.from_numpy(w["head.weight"]),
+                                        torch.from_numpy(w["head.bias"]))
+    generator = torch.Generator().manual_seed(0)
+
+    def run():  # the usual Python loop: one token per iteration
+        with torch.inference_mode():
+            token, state = torch.zeros((1, 1), dtype=torch.long), None
+            for _ in range(g["tokens"]):
+                out, state = lstm(emb(token), state)
+                probs = torch.softmax(head(out[:, -1]), dim=-1)
+                token = torch.multinomial(probs, 1, generator=generator)
+
+    return run
+
+
+def run_generation(threads, contenders, reps, min_seconds):
+    makers = {"fastrnn": generation_fastrnn, "pytorch": generation_torch}
+    built, notes = {}, {}
+    for name in contenders:
+        if name in makers:
+            made = makers[name](threads)
+            if isinstance(made, str):
+                notes[f"{name} generation"] = made
+            else:
+                built[name] = made
+    for fn in built.values():
+        fn()
+    times = {name: [] for name in built}
+    for _ in range(reps):
+        for name, fn in built.items():
+            times[name].append(time_once(fn, min_seconds))
+    g = GENERATION
+    label = (f"generation: {g['layers']}-layer LSTM H={g['hidden']} emb={g['embed']} "
+             f"vocab={g['vocab']}, batch 1")
+    med = {name: float(np.median(t)) for name, t in times.items()}
+    rows = [dict(case=label, cell="lstm", mode="tokens/s", threads=threads, contender=name,
+                 seconds=sec / g["tokens"], tokens_per_second=g["tokens"] / sec,
+                 gflops=float("nan"),
+                 vs_pytorch=med["pytorch"] / sec if "pytorch" in med else None,
+                 vs_best_peer=med["pytorch"] / sec if "pytorch" in med else None)
+            for name, sec in med.items()]
+    return rows, notes
 PEERS = ("pytorch", "keras")
 
 
@@ -282,6 +372,11 @@ def markdown(results):
         peak = results["sgemm_peak"][str(r["threads"])]
         vs = "" if r["vs_pytorch"] is None else f"{r['vs_pytorch']:.2f}"
         vb = "" if r["vs_best_peer"] is None else f"{r['vs_best_peer']:.2f}"
+        if "tokens_per_second" in r:
+            lines.append(f"| {r['case']} | {r['tokens_per_second']:.0f} tokens/s | "
+                         f"{r['threads']} | {r['contender']} | {r['seconds'] * 1e3:.3f} per token "
+                         f"| | | {vs} | {vb} |")
+            continue
         lines.append(f"| {r['case']} | {r['mode']} | {r['threads']} | {r['contender']} | "
                      f"{r['seconds'] * 1e3:.2f} | {r['gflops']:.1f} | "
                      f"{100 * r['gflops'] / peak:.0f}% | {vs} | {vb} |")
@@ -302,7 +397,8 @@ def chart(results, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rows = [r for r in results["rows"] if r["contender"] != "numpy"]
+    rows = [r for r in results["rows"]
+            if r["contender"] != "numpy" and "tokens_per_second" not in r]
     labels = sorted({(r["case"], r["mode"], r["threads"]) for r in rows})
     names = sorted({r["contender"] for r in rows})
     fig, ax = plt.subplots(figsize=(12, 0.35 * len(labels) + 2))
@@ -342,6 +438,13 @@ def main(argv=None):
     results = {"environment": environment(), "rows": [], "notes": {}, "memory": {},
                "sgemm_peak": {str(t): sgemm_peak(t) for t in args.threads}}
     for threads in args.threads:
+        if "generation" in args.cases:
+            rows, notes = run_generation(threads, args.contenders, args.reps, args.min_seconds)
+            results["rows"] += rows
+            results["notes"].update(notes)
+            for r in rows:
+                print(f"{r['case']} {threads}t {r['contender']:<8} "
+                      f"{r['tokens_per_second']:9.0f} tokens/s", flush=True)
         for group in args.cases:
             for case in GRID[group]:
                 rows, notes = run_case(case, threads, args.contenders, args.reps,

@@ -234,13 +234,28 @@ FR_CLONES static void FR_(panel_kernel_mr4)(int64_t M, int64_t K, const real *A,
         FR_(store_row)(C + (r + 2) * ldc, &c20, &c21, w, accumulate);
         FR_(store_row)(C + (r + 3) * ldc, &c30, &c31, w, accumulate);
     }
-    for (; r < M; r++) {
+    for (; r < M; r++) { /* one row: four chains over k hide the FMA latency */
         const real *a0 = A + r * lda;
-        FR_VEC c00 = {0}, c01 = {0};
-        for (int64_t k = 0; k < K; k++) {
+        FR_VEC c00 = {0}, c01 = {0}, d00 = {0}, d01 = {0};
+        FR_VEC e00 = {0}, e01 = {0}, f00 = {0}, f01 = {0};
+        int64_t k = 0;
+        for (; k + 4 <= K; k += 4) {
+            const real *p = P + k * FR_NR;
+            c00 += a0[k] * *(const FR_VEC *)p;
+            c01 += a0[k] * *(const FR_VEC *)(p + FR_VL);
+            d00 += a0[k + 1] * *(const FR_VEC *)(p + FR_NR);
+            d01 += a0[k + 1] * *(const FR_VEC *)(p + FR_NR + FR_VL);
+            e00 += a0[k + 2] * *(const FR_VEC *)(p + 2 * FR_NR);
+            e01 += a0[k + 2] * *(const FR_VEC *)(p + 2 * FR_NR + FR_VL);
+            f00 += a0[k + 3] * *(const FR_VEC *)(p + 3 * FR_NR);
+            f01 += a0[k + 3] * *(const FR_VEC *)(p + 3 * FR_NR + FR_VL);
+        }
+        for (; k < K; k++) {
             c00 += a0[k] * *(const FR_VEC *)(P + k * FR_NR);
             c01 += a0[k] * *(const FR_VEC *)(P + k * FR_NR + FR_VL);
         }
+        c00 += d00 + e00 + f00;
+        c01 += d01 + e01 + f01;
         FR_(store_row)(C + r * ldc, &c00, &c01, w, accumulate);
     }
 }
@@ -279,17 +294,35 @@ static void FR_(panel_kernel)(int64_t M, int64_t K, const real *A, int64_t lda, 
         FR_(panel_kernel_mr4)(M, K, A, lda, P, C, ldc, w, accumulate);
 }
 
-/* Forward panels: for gate k and units [jj, jj+w) of [j0, j1), panel row kk
- * holds W_hh[k*H + jj + q, kk] for q < w (zeros beyond). */
-static void FR_(pack_forward)(const real *W_hh, int64_t H, int64_t G, int64_t j0, int64_t j1,
-                              real *P)
+/* Forward panels of a (G*H, K) weight: for gate k and units [jj, jj+w) of
+ * [j0, j1), panel row kk holds W[k*H + jj + q, kk] for q < w (zeros beyond). */
+static void FR_(pack_forward)(const real *W, int64_t K, int64_t H, int64_t G, int64_t j0,
+                              int64_t j1, real *P)
 {
     for (int64_t k = 0; k < G; k++)
-        for (int64_t jj = j0; jj < j1; jj += FR_NR, P += H * FR_NR)
+        for (int64_t jj = j0; jj < j1; jj += FR_NR, P += K * FR_NR)
             for (int64_t q = 0; q < FR_NR; q++) {
-                const real *row = jj + q < j1 ? W_hh + (k * H + jj + q) * H : NULL;
-                for (int64_t kk = 0; kk < H; kk++) P[kk * FR_NR + q] = row ? row[kk] : 0;
+                const real *row = jj + q < j1 ? W + (k * H + jj + q) * K : NULL;
+                for (int64_t kk = 0; kk < K; kk++) P[kk * FR_NR + q] = row ? row[kk] : 0;
             }
+}
+
+/* C[:, k*H + j] (+)= A W^T for units [j0, j1) of every gate, from the panels
+ * pack_forward made for that range. */
+static void FR_(packed_apply)(int64_t M, int64_t K, const real *A, int64_t lda, const real *P,
+                              int64_t G, int64_t H, int64_t j0, int64_t j1, real *C, int64_t ldc,
+                              int accumulate)
+{
+    for (int64_t k = 0; k < G; k++)
+        for (int64_t jj = j0; jj < j1; jj += FR_NR, P += K * FR_NR)
+            FR_(panel_kernel)(M, K, A, lda, P, C + k * H + jj, ldc,
+                              j1 - jj < FR_NR ? j1 - jj : FR_NR, accumulate);
+}
+
+/* Elements of pack_forward's panels for units [0, H) of G gates, rows of K. */
+static int64_t FR_(packed_size)(int64_t G, int64_t H, int64_t K)
+{
+    return G * ((H + FR_NR - 1) / FR_NR) * K * FR_NR;
 }
 
 /* Backward panels: for units [jj, jj+w) of [j0, j1), panel row k (of G*H)
@@ -375,7 +408,7 @@ int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const
         const int64_t nj = j1 - j0;
 #if FR_HAVE_PACKED
         real *my_panels = packed ? packed + G * (j0 / FR_NR) * H * FR_NR : NULL;
-        if (my_panels) FR_(pack_forward)(W_hh, H, G, j0, j1, my_panels);
+        if (my_panels) FR_(pack_forward)(W_hh, H, H, G, j0, j1, my_panels);
 #endif
         real *hp = training ? hbuf + t_first * H : hbuf;
         real *cp = lstm ? (training ? cbuf + t_first * H : cbuf) : NULL;
@@ -404,13 +437,9 @@ int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const
                 real *c_base = gru ? gh : g_t;
                 const int64_t ldc = gru ? GH : T * GH;
 #if FR_HAVE_PACKED
-                if (my_panels) {
-                    const real *P = my_panels;
-                    for (int64_t k = 0; k < G; k++)
-                        for (int64_t jj = j0; jj < j1; jj += FR_NR, P += H * FR_NR)
-                            FR_(panel_kernel)(B, H, hp, s_hp, P, c_base + k * H + jj, ldc,
-                                              j1 - jj < FR_NR ? j1 - jj : FR_NR, !gru);
-                } else
+                if (my_panels)
+                    FR_(packed_apply)(B, H, hp, s_hp, my_panels, G, H, j0, j1, c_base, ldc, !gru);
+                else
 #endif
                 for (int64_t k = 0; k < G; k++)
                     FR_(gemm_rm)(blas, 0, 1, B, nj, H, 1, hp, s_hp, W_hh + (k * H + j0) * H, H,
@@ -581,6 +610,32 @@ int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampli
     double *logits = (double *)(rngs + n);
     int32_t *token = (int32_t *)(logits + V);
     for (int64_t i = 0; i < n; i++) fr_rng_seed(&rngs[i], opt->seed, (uint64_t)i);
+    /* every weight in panels once, before the loop: batch-1 steps are
+     * weight-streaming products, and BLAS's small-matrix path repacks */
+    real *packed = NULL, **ih_p = NULL, **hh_p = NULL, *head_p = NULL;
+#if FR_HAVE_PACKED
+    if (fr_packed_supported()) {
+        int64_t total = FR_(packed_size)(1, g->n_outputs, H);
+        for (int64_t l = 0; l < L; l++)
+            total += FR_(packed_size)(G, H, l ? H : E) + FR_(packed_size)(G, H, H);
+        packed = (real *)malloc((size_t)total * sizeof(real));
+        ih_p = (real **)malloc((size_t)(2 * L) * sizeof(real *));
+        if (!packed || !ih_p) { free(packed); free(ih_p); free(mem); return FR_ERR_ARG; }
+        hh_p = ih_p + L;
+        real *p = packed;
+        for (int64_t l = 0; l < L; l++) {
+            int64_t in_dim = l ? H : E;
+            ih_p[l] = p;
+            FR_(pack_forward)((const real *)g->W_ih[l], in_dim, H, G, 0, H, p);
+            p += FR_(packed_size)(G, H, in_dim);
+            hh_p[l] = p;
+            FR_(pack_forward)((const real *)g->W_hh[l], H, H, G, 0, H, p);
+            p += FR_(packed_size)(G, H, H);
+        }
+        head_p = p;
+        FR_(pack_forward)((const real *)g->head_W, H, g->n_outputs, 1, 0, g->n_outputs, p);
+    }
+#endif
     /* buffer `cur` holds the state of every layer; the step writes the other */
     int cur = 0;
     for (int64_t l = 0; l < L; l++) {
@@ -600,11 +655,20 @@ int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampli
             real *cp = c + (cur * L + l) * n * H, *cn = c + ((1 - cur) * L + l) * n * H;
             const real *Wih = (const real *)g->W_ih[l], *Whh = (const real *)g->W_hh[l];
             const real *bi = (const real *)g->b_ih[l], *bh = (const real *)g->b_hh[l];
-            FR_(gemm_rm)(blas, 0, 1, n, GH, in_dim, 1, layer_in, in_dim, Wih, in_dim, 0, gates, GH);
-            if (gru)
-                FR_(gemm_rm)(blas, 0, 1, n, GH, H, 1, hp, H, Whh, H, 0, gh, GH);
-            else
-                FR_(gemm_rm)(blas, 0, 1, n, GH, H, 1, hp, H, Whh, H, 1, gates, GH);
+#if FR_HAVE_PACKED
+            if (packed) {
+                FR_(packed_apply)(n, in_dim, layer_in, in_dim, ih_p[l], G, H, 0, H, gates, GH, 0);
+                FR_(packed_apply)(n, H, hp, H, hh_p[l], G, H, 0, H, gru ? gh : gates, GH, !gru);
+            } else
+#endif
+            {
+                FR_(gemm_rm)(blas, 0, 1, n, GH, in_dim, 1, layer_in, in_dim, Wih, in_dim, 0,
+                             gates, GH);
+                if (gru)
+                    FR_(gemm_rm)(blas, 0, 1, n, GH, H, 1, hp, H, Whh, H, 0, gh, GH);
+                else
+                    FR_(gemm_rm)(blas, 0, 1, n, GH, H, 1, hp, H, Whh, H, 1, gates, GH);
+            }
             for (int64_t i = 0; i < n; i++) {
                 real *gi = gates + i * GH, *hni = hn + i * H;
                 if (lstm)
@@ -622,6 +686,12 @@ int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampli
         cur = 1 - cur;
         if (step < n_prompt - 1) continue; /* still reading the prompt */
         const real *top = h + (cur * L + L - 1) * n * H;
+#if FR_HAVE_PACKED
+        if (packed)
+            FR_(packed_apply)(n, H, top, H, head_p, 1, g->n_outputs, 0, g->n_outputs, logits_r,
+                              g->n_outputs, 0);
+        else
+#endif
         FR_(gemm_rm)(blas, 0, 1, n, g->n_outputs, H, 1, top, H, (const real *)g->head_W, H, 0,
                      logits_r, g->n_outputs);
         const real *hb = (const real *)g->head_b;
@@ -639,6 +709,8 @@ int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampli
         }
     }
     free(mem);
+    free(packed);
+    free(ih_p);
     return FR_OK;
 }
 
