@@ -182,7 +182,7 @@ def generation_fastrnn(threads):
         _kernels.CELLS["lstm"], w["embedding.weight"], [w[f"weight_ih_l{k}"] for k in range(L)],
         [w[f"weight_hh_l{k}"] for k in range(L)], [w[f"bias_ih_l{k}"] for k in range(L)],
         [w[f"bias_hh_l{k}"] for k in range(L)], w["head.weight"], w["head.bias"], out_tokens,
-        prompt, None, None, g["tokens"], 1.0, 0, 1.0, 0)
+        prompt, None, None, g["tokens"], 1.0, 0, 1.0, 0, threads)
 
 
 def generation_torch(threads):

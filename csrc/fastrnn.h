@@ -137,15 +137,17 @@ typedef struct {
 
 /* Feeds prompt (n_samples, n_prompt) token by token, then samples n_new
  * tokens into out (n_samples, n_new). h0/c0 (num_layers, n_samples, H) may be
- * NULL. ws: fr_generate_workspace elements. */
+ * NULL. ws: fr_generate_workspace elements. Threads share the units of each
+ * layer (and the head's outputs); the tokens do not depend on their number. */
 int64_t fr_generate_workspace(const fr_generator *g, int64_t n_samples);
 int fr_generate_f32(const fr_blas *blas, const fr_generator *g, const fr_sampling *opt,
                     int64_t n_samples, const int32_t *prompt, int64_t n_prompt,
-                    const float *h0, const float *c0, int64_t n_new, int32_t *out, float *ws);
+                    const float *h0, const float *c0, int64_t n_new, int32_t *out, float *ws,
+                    int n_threads);
 int fr_generate_f64(const fr_blas *blas, const fr_generator *g, const fr_sampling *opt,
                     int64_t n_samples, const int32_t *prompt, int64_t n_prompt,
                     const double *h0, const double *c0, int64_t n_new, int32_t *out,
-                    double *ws);
+                    double *ws, int n_threads);
 
 /* Vectorisable activations, exposed for the accuracy tests. */
 void fr_sigmoid_f32(const float *x, float *y, int64_t n);

@@ -201,9 +201,9 @@ int64_t fr_generate_workspace(const fr_generator *g, int64_t n)
 {
     int64_t G = fr_gates(g->cell), H = g->hidden, L = g->num_layers;
     int64_t V = g->n_outputs > 1 ? g->n_outputs : 2;
-    /* state h, c (2 buffers each), gates, GRU's W_hh h, two scratch rows, the
-     * embedded inputs and the logits */
-    return 4 * L * n * H + n * G * H + n * 3 * H + 2 * H + n * g->embed_dim + n * V;
+    /* state h, c (2 buffers each), gates, GRU's W_hh h, the embedded inputs
+     * and the logits */
+    return 4 * L * n * H + n * G * H + n * 3 * H + n * g->embed_dim + n * V;
 }
 
 /* xoshiro256** seeded through splitmix64: small, fast, reproducible. */

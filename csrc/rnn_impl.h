@@ -319,11 +319,6 @@ static void FR_(packed_apply)(int64_t M, int64_t K, const real *A, int64_t lda, 
                               j1 - jj < FR_NR ? j1 - jj : FR_NR, accumulate);
 }
 
-/* Elements of pack_forward's panels for units [0, H) of G gates, rows of K. */
-static int64_t FR_(packed_size)(int64_t G, int64_t H, int64_t K)
-{
-    return G * ((H + FR_NR - 1) / FR_NR) * K * FR_NR;
-}
 
 /* Backward panels: for units [jj, jj+w) of [j0, j1), panel row k (of G*H)
  * holds W_hh[k, jj + q]. */
@@ -582,7 +577,7 @@ int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, cons
 
 int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampling *opt,
                      int64_t n, const int32_t *prompt, int64_t n_prompt, const real *h0,
-                     const real *c0, int64_t n_new, int32_t *out, real *ws)
+                     const real *c0, int64_t n_new, int32_t *out, real *ws, int n_threads)
 {
     if (!blas || !blas->FR_GEMM || !g || !opt || !out || !ws || n < 1 || n_new < 0 ||
         n_prompt < 1 || !prompt || fr_gates(g->cell) == 0 || g->num_layers < 1 ||
@@ -591,130 +586,144 @@ int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampli
     const int cell = g->cell, lstm = cell == FR_LSTM, gru = cell == FR_GRU;
     const int relu = cell == FR_RNN_RELU;
     const int64_t L = g->num_layers, H = g->hidden, E = g->embed_dim, G = fr_gates(cell);
-    const int64_t GH = G * H, V = g->n_outputs > 1 ? g->n_outputs : 2;
+    const int64_t GH = G * H, V = g->n_outputs > 1 ? g->n_outputs : 2, n_out = g->n_outputs;
     if (!fr_fits(n, GH) || !fr_fits(n, V) || !fr_fits(n, E)) return FR_ERR_TOO_LARGE;
     for (int64_t i = 0; i < n * n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= g->vocab) return FR_ERR_ARG;
     for (int64_t o = 0; o < V; o++) /* every sampled token must have an embedding */
         if (g->out_tokens[o] < 0 || g->out_tokens[o] >= g->vocab) return FR_ERR_ARG;
+    const int nth = fr_team_size(n_threads, n, H, GH + E);
 
     real *h = ws, *c = h + 2 * L * n * H, *gates = c + 2 * L * n * H, *gh = gates + n * GH;
-    real *y_row = gh + n * 3 * H, *aux_row = y_row + H, *x = aux_row + H;
-    real *logits_r = x + n * E;
-    /* the non-`real` scratch, allocated once before the loop */
+    real *x = gh + n * 3 * H, *logits_r = x + n * E;
+    /* the non-`real` scratch and per-thread rows, allocated once before the loop */
     void *mem = malloc((size_t)V * (sizeof(double) + sizeof(fr_prob)) +
-                       (size_t)n * (sizeof(fr_rng) + sizeof(int32_t)));
+                       (size_t)n * (sizeof(fr_rng) + sizeof(int32_t)) +
+                       (size_t)nth * 2 * H * sizeof(real));
     if (!mem) return FR_ERR_ARG;
     fr_prob *probs = (fr_prob *)mem;
     fr_rng *rngs = (fr_rng *)(probs + V);
     double *logits = (double *)(rngs + n);
     int32_t *token = (int32_t *)(logits + V);
+    real *thread_rows = (real *)(void *)(token + n); /* y and aux rows of each thread */
     for (int64_t i = 0; i < n; i++) fr_rng_seed(&rngs[i], opt->seed, (uint64_t)i);
-    /* every weight in panels once, before the loop: batch-1 steps are
-     * weight-streaming products, and BLAS's small-matrix path repacks */
-    real *packed = NULL, **ih_p = NULL, **hh_p = NULL, *head_p = NULL;
-#if FR_HAVE_PACKED
-    if (fr_packed_supported()) {
-        int64_t total = FR_(packed_size)(1, g->n_outputs, H);
-        for (int64_t l = 0; l < L; l++)
-            total += FR_(packed_size)(G, H, l ? H : E) + FR_(packed_size)(G, H, H);
-        packed = (real *)malloc((size_t)total * sizeof(real));
-        ih_p = (real **)malloc((size_t)(2 * L) * sizeof(real *));
-        if (!packed || !ih_p) { free(packed); free(ih_p); free(mem); return FR_ERR_ARG; }
-        hh_p = ih_p + L;
-        real *p = packed;
-        for (int64_t l = 0; l < L; l++) {
-            int64_t in_dim = l ? H : E;
-            ih_p[l] = p;
-            FR_(pack_forward)((const real *)g->W_ih[l], in_dim, H, G, 0, H, p);
-            p += FR_(packed_size)(G, H, in_dim);
-            hh_p[l] = p;
-            FR_(pack_forward)((const real *)g->W_hh[l], H, H, G, 0, H, p);
-            p += FR_(packed_size)(G, H, H);
-        }
-        head_p = p;
-        FR_(pack_forward)((const real *)g->head_W, H, g->n_outputs, 1, 0, g->n_outputs, p);
-    }
-#endif
-    /* buffer `cur` holds the state of every layer; the step writes the other */
-    int cur = 0;
     for (int64_t l = 0; l < L; l++) {
         FR_(copy_rows)(h + l * n * H, H, h0 ? h0 + l * n * H : NULL, n, H);
         FR_(copy_rows)(c + l * n * H, H, c0 ? c0 + l * n * H : NULL, n, H);
     }
-    const real *emb = (const real *)g->embedding;
-    for (int64_t step = 0; step < n_prompt - 1 + n_new; step++) {
-        for (int64_t i = 0; i < n; i++) {
-            int32_t tok = step < n_prompt ? prompt[i * n_prompt + step] : token[i];
-            memcpy(x + i * E, emb + (int64_t)tok * E, (size_t)E * sizeof(real));
-        }
-        const real *layer_in = x;
-        int64_t in_dim = E;
-        for (int64_t l = 0; l < L; l++) {
-            real *hp = h + (cur * L + l) * n * H, *hn = h + ((1 - cur) * L + l) * n * H;
-            real *cp = c + (cur * L + l) * n * H, *cn = c + ((1 - cur) * L + l) * n * H;
-            const real *Wih = (const real *)g->W_ih[l], *Whh = (const real *)g->W_hh[l];
-            const real *bi = (const real *)g->b_ih[l], *bh = (const real *)g->b_hh[l];
+    /* every weight in panels once, before the loop (batch-1 steps stream the
+     * weights; BLAS's small-matrix path would repack them): per layer W_ih and
+     * W_hh, then the head, each laid out thread slice by thread slice */
+    real *packed = NULL;
+    int64_t layer_stride = 0, ih_size = 0;
 #if FR_HAVE_PACKED
-            if (packed) {
-                FR_(packed_apply)(n, in_dim, layer_in, in_dim, ih_p[l], G, H, 0, H, gates, GH, 0);
-                FR_(packed_apply)(n, H, hp, H, hh_p[l], G, H, 0, H, gru ? gh : gates, GH, !gru);
-            } else
+    if (fr_packed_supported()) {
+        int64_t slices = FR_(n_panels)(H, nth);
+        ih_size = G * slices * (E > H ? E : H) * FR_NR;
+        layer_stride = ih_size + G * slices * H * FR_NR;
+        int64_t total = L * layer_stride + FR_(n_panels)(n_out, nth) * H * FR_NR;
+        packed = (real *)malloc((size_t)total * sizeof(real));
+        if (!packed) { free(mem); return FR_ERR_ARG; }
+    }
 #endif
-            {
-                FR_(gemm_rm)(blas, 0, 1, n, GH, in_dim, 1, layer_in, in_dim, Wih, in_dim, 0,
-                             gates, GH);
-                if (gru)
-                    FR_(gemm_rm)(blas, 0, 1, n, GH, H, 1, hp, H, Whh, H, 0, gh, GH);
-                else
-                    FR_(gemm_rm)(blas, 0, 1, n, GH, H, 1, hp, H, Whh, H, 1, gates, GH);
+    const real *emb = (const real *)g->embedding, *hb = (const real *)g->head_b;
+    int cur = 0; /* which of the two state buffers holds the current state */
+
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        const int tid = fr_thread_id(), nt = fr_team();
+        int64_t j0, j1, o0, o1;
+        fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
+        fr_split(n_out, nt, tid, FR_UNIT_ALIGN, &o0, &o1);
+        real *my_y = thread_rows + tid * 2 * H, *my_aux = my_y + H;
+#if FR_HAVE_PACKED
+        real *head_panels = NULL;
+        if (packed) {
+            for (int64_t l = 0; l < L; l++) {
+                real *base = packed + l * layer_stride;
+                FR_(pack_forward)((const real *)g->W_ih[l], l ? H : E, H, G, j0, j1,
+                                  base + G * (j0 / FR_NR) * (l ? H : E) * FR_NR);
+                FR_(pack_forward)((const real *)g->W_hh[l], H, H, G, j0, j1,
+                                  base + ih_size + G * (j0 / FR_NR) * H * FR_NR);
             }
+            head_panels = packed + L * layer_stride + (o0 / FR_NR) * H * FR_NR;
+            FR_(pack_forward)((const real *)g->head_W, H, n_out, 1, o0, o1, head_panels);
+        }
+#endif
+        for (int64_t step = 0; step < n_prompt - 1 + n_new; step++) {
+#pragma omp single
             for (int64_t i = 0; i < n; i++) {
-                real *gi = gates + i * GH, *hni = hn + i * H;
-                if (lstm)
-                    FR_(lstm_forward_row)(H, H, gi, bi, bh, cp + i * H, hni, cn + i * H, y_row,
-                                          aux_row);
-                else if (gru)
-                    FR_(gru_forward_row)(H, H, gi, gh + i * GH, bi, bh, hp + i * H, hni, y_row,
-                                         aux_row);
-                else
-                    FR_(rnn_forward_row)(H, relu, gi, bi, bh, hni, y_row);
+                int32_t tok = step < n_prompt ? prompt[i * n_prompt + step] : token[i];
+                memcpy(x + i * E, emb + (int64_t)tok * E, (size_t)E * sizeof(real));
             }
-            layer_in = hn;
-            in_dim = H;
-        }
-        cur = 1 - cur;
-        if (step < n_prompt - 1) continue; /* still reading the prompt */
-        const real *top = h + (cur * L + L - 1) * n * H;
+            const real *layer_in = x;
+            int64_t in_dim = E;
+            for (int64_t l = 0; l < L; l++) {
+                real *hp = h + (cur * L + l) * n * H, *hn = h + ((1 - cur) * L + l) * n * H;
+                real *cp = c + (cur * L + l) * n * H, *cn = c + ((1 - cur) * L + l) * n * H;
+                const real *bi = (const real *)g->b_ih[l], *bh = (const real *)g->b_hh[l];
 #if FR_HAVE_PACKED
-        if (packed)
-            FR_(packed_apply)(n, H, top, H, head_p, 1, g->n_outputs, 0, g->n_outputs, logits_r,
-                              g->n_outputs, 0);
-        else
+                if (packed) {
+                    real *base = packed + l * layer_stride;
+                    FR_(packed_apply)(n, in_dim, layer_in, in_dim,
+                                      base + G * (j0 / FR_NR) * in_dim * FR_NR, G, H, j0, j1,
+                                      gates, GH, 0);
+                    FR_(packed_apply)(n, H, hp, H, base + ih_size + G * (j0 / FR_NR) * H * FR_NR,
+                                      G, H, j0, j1, gru ? gh : gates, GH, !gru);
+                } else
 #endif
-        FR_(gemm_rm)(blas, 0, 1, n, g->n_outputs, H, 1, top, H, (const real *)g->head_W, H, 0,
-                     logits_r, g->n_outputs);
-        const real *hb = (const real *)g->head_b;
-        for (int64_t i = 0; i < n; i++) {
-            const real *z = logits_r + i * g->n_outputs;
-            if (g->n_outputs == 1) { /* binary head: logits (0, z) */
-                logits[0] = 0;
-                logits[1] = (double)z[0] + (double)hb[0];
-            } else {
-                for (int64_t v = 0; v < V; v++) logits[v] = (double)z[v] + (double)hb[v];
+                for (int64_t k = 0; k < G && j1 > j0; k++) {
+                    const real *Wih = (const real *)g->W_ih[l], *Whh = (const real *)g->W_hh[l];
+                    FR_(gemm_rm)(blas, 0, 1, n, j1 - j0, in_dim, 1, layer_in, in_dim,
+                                 Wih + (k * H + j0) * in_dim, in_dim, 0, gates + k * H + j0, GH);
+                    FR_(gemm_rm)(blas, 0, 1, n, j1 - j0, H, 1, hp, H, Whh + (k * H + j0) * H, H,
+                                 gru ? 0 : 1, (gru ? gh : gates) + k * H + j0, GH);
+                }
+                for (int64_t i = 0; i < n && j1 > j0; i++) {
+                    real *gi = gates + i * GH + j0, *hni = hn + i * H + j0;
+                    if (lstm)
+                        FR_(lstm_forward_row)(j1 - j0, H, gi, bi + j0, bh + j0, cp + i * H + j0,
+                                              hni, cn + i * H + j0, my_y, my_aux);
+                    else if (gru)
+                        FR_(gru_forward_row)(j1 - j0, H, gi, gh + i * GH + j0, bi + j0, bh + j0,
+                                             hp + i * H + j0, hni, my_y, my_aux);
+                    else
+                        FR_(rnn_forward_row)(j1 - j0, relu, gi, bi + j0, bh + j0, hni, my_y);
+                }
+                layer_in = hn;
+                in_dim = H;
+#pragma omp barrier
             }
-            int64_t o = fr_sample(logits, V, opt, &rngs[i], probs);
-            token[i] = g->out_tokens[o];
-            out[i * n_new + (step - (n_prompt - 1))] = token[i];
+            if (step >= n_prompt - 1) { /* past the prompt: sample the next tokens */
+                const real *top = h + ((1 - cur) * L + L - 1) * n * H;
+#if FR_HAVE_PACKED
+                if (packed)
+                    FR_(packed_apply)(n, H, top, H, head_panels, 1, n_out, o0, o1, logits_r,
+                                      n_out, 0);
+                else
+#endif
+                FR_(gemm_rm)(blas, 0, 1, n, o1 - o0, H, 1, top, H,
+                             (const real *)g->head_W + o0 * H, H, 0, logits_r + o0, n_out);
+#pragma omp barrier
+#pragma omp single
+                for (int64_t i = 0; i < n; i++) {
+                    const real *z = logits_r + i * n_out;
+                    if (n_out == 1) { /* binary head: logits (0, z) */
+                        logits[0] = 0;
+                        logits[1] = (double)z[0] + (double)hb[0];
+                    } else {
+                        for (int64_t v = 0; v < V; v++) logits[v] = (double)z[v] + (double)hb[v];
+                    }
+                    int64_t o = fr_sample(logits, V, opt, &rngs[i], probs);
+                    token[i] = g->out_tokens[o];
+                    out[i * n_new + (step - (n_prompt - 1))] = token[i];
+                }
+            }
+#pragma omp single
+            cur = 1 - cur;
         }
     }
     free(mem);
     free(packed);
-    free(ih_p);
     return FR_OK;
 }
-
-#if FR_HAVE_PACKED
-#undef FR_VL
-#undef FR_NR
-#endif

@@ -94,8 +94,8 @@ cdef extern from "fastrnn.h" nogil:
     int fr_generate_f32(const fr_blas *blas, const fr_generator *g, const fr_sampling *opt,
                         int64_t n_samples, const int32_t *prompt, int64_t n_prompt,
                         const float *h0, const float *c0, int64_t n_new, int32_t *out,
-                        float *ws)
+                        float *ws, int n_threads)
     int fr_generate_f64(const fr_blas *blas, const fr_generator *g, const fr_sampling *opt,
                         int64_t n_samples, const int32_t *prompt, int64_t n_prompt,
                         const double *h0, const double *c0, int64_t n_new, int32_t *out,
-                        double *ws)
+                        double *ws, int n_threads)

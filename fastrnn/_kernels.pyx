@@ -309,7 +309,7 @@ def optim_step(str solver, w, g, m, v, decay_mask, double lr, double l2, double 
 
 def generate(int cell, embedding, list W_ih, list W_hh, list b_ih, list b_hh, head_W, head_b,
              out_tokens, prompt, h0, c0, int64_t n_new, double temperature, int64_t top_k,
-             double top_p, uint64_t seed):
+             double top_p, uint64_t seed, int n_threads=1):
     """Sample n_new tokens after each prompt row (see fr_generate in csrc/fastrnn.h).
     Returns an int32 array (n_samples, n_new)."""
     if not isinstance(embedding, np.ndarray) or embedding.ndim != 2:
@@ -370,12 +370,12 @@ def generate(int cell, embedding, list W_ih, list W_hh, list b_ih, list b_hh, he
             with nogil:
                 rc = fr_generate_f32(&BLAS, &g, &opt, n, <const int32_t *>p_prompt, n_prompt,
                                      <const float *>p_h0, <const float *>p_c0, n_new, p_out,
-                                     <float *>p_ws)
+                                     <float *>p_ws, n_threads)
         else:
             with nogil:
                 rc = fr_generate_f64(&BLAS, &g, &opt, n, <const int32_t *>p_prompt, n_prompt,
                                      <const double *>p_h0, <const double *>p_c0, n_new, p_out,
-                                     <double *>p_ws)
+                                     <double *>p_ws, n_threads)
         _raise(rc, "generate")
     finally:
         free(ptrs)

@@ -15,7 +15,7 @@ from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
 from fastrnn import _kernels
-from fastrnn._threads import single_threaded_blas
+from fastrnn._threads import resolve_n_threads, single_threaded_blas
 from fastrnn.estimators import ESTIMATORS
 
 BOUNDARY = 0  # token id 0 marks where a sequence starts and ends
@@ -213,7 +213,7 @@ class SequenceGenerator(BaseEstimator):
                 [sp[f"bias_hh_l{k}"] for k in range(L)], net.params["head.weight"],
                 net.params["head.bias"], out_tokens, feed, h0, None, n_tokens,
                 float(temperature), 0 if top_k is None else int(top_k),
-                1.0 if top_p is None else float(top_p), seed)
+                1.0 if top_p is None else float(top_p), seed, resolve_n_threads(self.n_threads))
         results = []
         for row in ids:
             end = np.flatnonzero(row == BOUNDARY)

@@ -39,6 +39,16 @@ def test_same_seed_same_text_and_batched_samples(text_model):
     assert all(isinstance(s, str) and len(s) <= 40 for s in many)
 
 
+def test_generated_text_does_not_depend_on_thread_count():
+    gen = SequenceGenerator(hidden_size=96, num_layers=2, max_iter=1, random_state=0)
+    gen.fit(load_text(max_chars=10000))
+    outputs = []
+    for n_threads in (1, 2):
+        gen.n_threads = n_threads
+        outputs.append(gen.generate(100, n_samples=3, random_state=5))
+    assert outputs[0] == outputs[1]
+
+
 def test_greedy_generation_follows_the_python_forward_pass(text_model):
     prompt = "def "
     text = text_model.generate(25, prompt=prompt, temperature=0)[0]
