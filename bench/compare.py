@@ -5,8 +5,9 @@ Run it with OpenBLAS's slow-kernel overrides unset, as every contender should:
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/compare.py --threads 1 2
 
 Per case it times training (forward + backward) and inference (forward) with
-the same weights and thread count, interleaving the contenders over several
-repetitions and reporting medians, GFLOP/s (forward 2*G*H*(I+H) per sample-step,
+the same weights and thread count. Each contender runs in its own process (so
+one library's spinning thread pools cannot slow another), and the parent
+interleaves their timings over several repetitions and reports medians, GFLOP/s (forward 2*G*H*(I+H) per sample-step,
 training 3x that), the share of this machine's SGEMM peak measured in the same
 run, and the ratio to PyTorch and to the best peer. Writes JSON, a Markdown
 table and (with matplotlib) a PNG chart to --out.
@@ -150,6 +151,7 @@ def make_numpy(case, threads, weights, X):
 
 CONTENDERS = {"fastrnn": make_fastrnn, "pytorch": make_torch, "keras": make_keras,
               "numpy": make_numpy}
+PEERS = ("pytorch", "keras")
 
 # ----- generation: tokens per second of a sampling loop -------------------------------------------
 
@@ -212,22 +214,18 @@ def generation_torch(threads):
     return run
 
 
-def run_generation(threads, contenders, reps, min_seconds):
-    makers = {"fastrnn": generation_fastrnn, "pytorch": generation_torch}
-    built, notes = {}, {}
-    for name in contenders:
-        if name in makers:
-            made = makers[name](threads)
-            if isinstance(made, str):
-                notes[f"{name} generation"] = made
-            else:
-                built[name] = made
-    for fn in built.values():
-        fn()
-    times = {name: [] for name in built}
+def run_generation(threads, workers, reps, min_seconds):
+    available, notes = [], {}
+    for name in workers.conns:
+        answer = workers.ask(name, "generation")
+        if isinstance(answer, str):
+            notes[f"{name} generation"] = answer
+        else:
+            available.append(name)
+    times = {name: [] for name in available}
     for _ in range(reps):
-        for name, fn in built.items():
-            times[name].append(time_once(fn, min_seconds))
+        for name in available:
+            times[name].append(workers.ask(name, "time", "tokens/s", min_seconds))
     g = GENERATION
     label = (f"generation: {g['layers']}-layer LSTM H={g['hidden']} emb={g['embed']} "
              f"vocab={g['vocab']}, batch 1")
@@ -239,7 +237,6 @@ def run_generation(threads, contenders, reps, min_seconds):
                  vs_best_peer=med["pytorch"] / sec if "pytorch" in med else None)
             for name, sec in med.items()]
     return rows, notes
-PEERS = ("pytorch", "keras")
 
 
 # ----- measurement ---------------------------------------------------------------------------------
@@ -278,24 +275,85 @@ def random_weights(case, seed=0):
     return {k: rng.uniform(-bound, bound, s).astype(np.float32) for k, s in shapes.items()}
 
 
-def run_case(case, threads, contenders, reps, min_seconds):
-    weights = random_weights(case)
-    X = np.random.default_rng(1).normal(size=(case["B"], case["T"], case["I"])).astype(
-        np.float32)
-    built, notes = {}, {}
-    for name in contenders:
-        made = CONTENDERS[name](case, threads, weights, X)
-        if isinstance(made, str):
-            notes[name] = made
+def _worker(conn, name, threads):
+    """One contender in its own process: libraries that keep threads spinning
+    (TensorFlow's pools, OpenMP runtimes) cannot slow the others down.
+    Commands: ("build", case) -> available modes or a reason; ("time", mode,
+    min_seconds) -> seconds per call; None -> exit."""
+    if name != "keras":
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    built = None
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        if msg[0] == "build":
+            case = msg[1]
+            weights = random_weights(case)
+            X = np.random.default_rng(1).normal(
+                size=(case["B"], case["T"], case["I"])).astype(np.float32)
+            made = CONTENDERS[name](case, threads, weights, X)
+            if isinstance(made, str):
+                built = None
+                conn.send(made)
+            else:
+                built = made
+                for fn in built.values():  # warm up
+                    fn()
+                conn.send(sorted(built))
+        elif msg[0] == "generation":
+            made = {"fastrnn": generation_fastrnn, "pytorch": generation_torch}.get(name)
+            made = made(threads) if made else f"{name}: no generation loop"
+            if isinstance(made, str):
+                built = None
+                conn.send(made)
+            else:
+                made()
+                built = {"tokens/s": made}
+                conn.send(["tokens/s"])
         else:
-            built[name] = made
+            conn.send(time_once(built[msg[1]], msg[2]))
+
+
+class Workers:
+    """A process per contender for one thread count."""
+
+    def __init__(self, names, threads):
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")
+        self.conns = {}
+        self.procs = []
+        for name in names:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, name, threads), daemon=True)
+            proc.start()
+            self.conns[name] = parent
+            self.procs.append(proc)
+
+    def ask(self, name, *msg):
+        self.conns[name].send(msg)
+        return self.conns[name].recv()
+
+    def close(self):
+        for conn in self.conns.values():
+            conn.send(None)
+        for proc in self.procs:
+            proc.join(timeout=30)
+
+
+def run_case(case, threads, workers, reps, min_seconds):
+    notes, available = {}, {}
+    for name in workers.conns:
+        answer = workers.ask(name, "build", case)
+        if isinstance(answer, str):
+            notes[name] = answer
+        else:
+            available[name] = answer
     modes = case.get("modes", ("training", "inference"))
-    times = {(name, mode): [] for name in built for mode in modes if mode in built[name]}
-    for (name, mode) in times:  # warm up
-        built[name][mode]()
+    times = {(name, mode): [] for name in available for mode in modes if mode in available[name]}
     for _ in range(reps):  # interleaved: drift hits every contender alike
         for (name, mode) in times:
-            times[(name, mode)].append(time_once(built[name][mode], min_seconds))
+            times[(name, mode)].append(workers.ask(name, "time", mode, min_seconds))
     rows = []
     for mode in modes:
         flops = forward_flops(case) * (3 if mode == "training" else 1)
@@ -438,8 +496,9 @@ def main(argv=None):
     results = {"environment": environment(), "rows": [], "notes": {}, "memory": {},
                "sgemm_peak": {str(t): sgemm_peak(t) for t in args.threads}}
     for threads in args.threads:
+        workers = Workers(args.contenders, threads)
         if "generation" in args.cases:
-            rows, notes = run_generation(threads, args.contenders, args.reps, args.min_seconds)
+            rows, notes = run_generation(threads, workers, args.reps, args.min_seconds)
             results["rows"] += rows
             results["notes"].update(notes)
             for r in rows:
@@ -447,8 +506,7 @@ def main(argv=None):
                       f"{r['tokens_per_second']:9.0f} tokens/s", flush=True)
         for group in args.cases:
             for case in GRID[group]:
-                rows, notes = run_case(case, threads, args.contenders, args.reps,
-                                       args.min_seconds)
+                rows, notes = run_case(case, threads, workers, args.reps, args.min_seconds)
                 results["rows"] += rows
                 results["notes"].update(notes)
                 for r in rows:
@@ -456,6 +514,7 @@ def main(argv=None):
                           f"{r['seconds'] * 1e3:9.2f} ms {r['gflops']:7.1f} GFLOP/s"
                           + ("" if r["vs_pytorch"] is None else
                              f"  x{r['vs_pytorch']:.2f} vs PyTorch"), flush=True)
+        workers.close()
     if args.memory:
         case = GRID["medium"][0]
         results["memory"][case_name(case)] = measure_memory(case, args.contenders)
