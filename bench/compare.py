@@ -17,7 +17,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -313,6 +312,7 @@ def _worker(conn, name, threads):
                 conn.send(["tokens/s"])
         else:
             conn.send(time_once(built[msg[1]], msg[2]))
+            time.sleep(0.3)  # let this process's thread pools stop spinning
 
 
 class Workers:
@@ -368,17 +368,25 @@ def run_case(case, threads, workers, reps, min_seconds):
     return rows, notes
 
 
+def _rss_peak_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+
+
 def peak_memory_probe(contender, case_json):
-    """Run in a child process: peak RSS growth of one training step (bytes)."""
+    """Run in a child process: how far one training step raises the resident
+    set above what it was just before (bytes). The kernel's high-water mark is
+    reset first (/proc/self/clear_refs), so imports do not hide the step."""
     case = json.loads(case_json)
     weights = random_weights(case)
     X = np.random.default_rng(1).normal(size=(case["B"], case["T"], case["I"])).astype(
         np.float32)
     made = CONTENDERS[contender](case, 1, weights, X)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _rss_peak_kib()
     made["training"]()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_growth_bytes": (after - before) * 1024}))
+    print(json.dumps({"peak_growth_bytes": (_rss_peak_kib() - before) * 1024}))
 
 
 def measure_memory(case, contenders):
@@ -479,6 +487,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cases", nargs="+", default=list(GRID), choices=list(GRID))
+    parser.add_argument("--case", action="append", default=[], metavar="CELL,B,T,I,H",
+                        help="an extra case, e.g. lstm,64,50,512,512 (repeatable)")
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS),
                         choices=list(CONTENDERS))
     parser.add_argument("--reps", type=int, default=5)
@@ -495,6 +505,11 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     results = {"environment": environment(), "rows": [], "notes": {}, "memory": {},
                "sgemm_peak": {str(t): sgemm_peak(t) for t in args.threads}}
+    extra = []
+    for spec in args.case:
+        cell, *dims = spec.split(",")
+        extra.append(dict(cell=cell, **dict(zip("BTIH", map(int, dims)))))
+    groups = [GRID[g] for g in args.cases] + ([extra] if extra else [])
     for threads in args.threads:
         workers = Workers(args.contenders, threads)
         if "generation" in args.cases:
@@ -504,8 +519,8 @@ def main(argv=None):
             for r in rows:
                 print(f"{r['case']} {threads}t {r['contender']:<8} "
                       f"{r['tokens_per_second']:9.0f} tokens/s", flush=True)
-        for group in args.cases:
-            for case in GRID[group]:
+        for group in groups:
+            for case in group:
                 rows, notes = run_case(case, threads, workers, args.reps, args.min_seconds)
                 results["rows"] += rows
                 results["notes"].update(notes)

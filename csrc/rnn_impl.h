@@ -234,28 +234,16 @@ FR_CLONES static void FR_(panel_kernel_mr4)(int64_t M, int64_t K, const real *A,
         FR_(store_row)(C + (r + 2) * ldc, &c20, &c21, w, accumulate);
         FR_(store_row)(C + (r + 3) * ldc, &c30, &c31, w, accumulate);
     }
-    for (; r < M; r++) { /* one row: four chains over k hide the FMA latency */
+    for (; r < M; r++) {
+        /* k in the same order as the wider kernels: a row's result must not
+         * depend on how many rows share its call (predictions would change
+         * with the batch around them) */
         const real *a0 = A + r * lda;
-        FR_VEC c00 = {0}, c01 = {0}, d00 = {0}, d01 = {0};
-        FR_VEC e00 = {0}, e01 = {0}, f00 = {0}, f01 = {0};
-        int64_t k = 0;
-        for (; k + 4 <= K; k += 4) {
-            const real *p = P + k * FR_NR;
-            c00 += a0[k] * *(const FR_VEC *)p;
-            c01 += a0[k] * *(const FR_VEC *)(p + FR_VL);
-            d00 += a0[k + 1] * *(const FR_VEC *)(p + FR_NR);
-            d01 += a0[k + 1] * *(const FR_VEC *)(p + FR_NR + FR_VL);
-            e00 += a0[k + 2] * *(const FR_VEC *)(p + 2 * FR_NR);
-            e01 += a0[k + 2] * *(const FR_VEC *)(p + 2 * FR_NR + FR_VL);
-            f00 += a0[k + 3] * *(const FR_VEC *)(p + 3 * FR_NR);
-            f01 += a0[k + 3] * *(const FR_VEC *)(p + 3 * FR_NR + FR_VL);
-        }
-        for (; k < K; k++) {
+        FR_VEC c00 = {0}, c01 = {0};
+        for (int64_t k = 0; k < K; k++) {
             c00 += a0[k] * *(const FR_VEC *)(P + k * FR_NR);
             c01 += a0[k] * *(const FR_VEC *)(P + k * FR_NR + FR_VL);
         }
-        c00 += d00 + e00 + f00;
-        c01 += d01 + e01 + f01;
         FR_(store_row)(C + r * ldc, &c00, &c01, w, accumulate);
     }
 }
@@ -362,7 +350,7 @@ int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const
     const int64_t B = s->batch, T = s->steps, I = s->inputs, H = s->hidden;
     const int64_t G = fr_gates(cell), GH = G * H, BT = B * T;
     const int32_t *len = s->lengths;
-    const int nth = fr_team_size(n_threads, B, H, GH + I);
+    const int nth = fr_team_size(n_threads, B, H, G, I, sizeof(real));
 
     real *gates = ws, *p = ws + BT * GH;
     real *hbuf, *cbuf = NULL, *aux = NULL, *gh = NULL;
@@ -485,7 +473,7 @@ int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, cons
     const int64_t B = s->batch, T = s->steps, I = s->inputs, H = s->hidden;
     const int64_t G = fr_gates(cell), GH = G * H, BT = B * T;
     const int32_t *len = s->lengths;
-    const int nth = fr_team_size(n_threads, B, H, GH + I);
+    const int nth = fr_team_size(n_threads, B, H, G, I, sizeof(real));
 
     const real *gates = ws, *hprev = ws + BT * GH;
     const real *cprev = lstm ? hprev + BT * H : NULL;
@@ -592,7 +580,7 @@ int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampli
         if (prompt[i] < 0 || prompt[i] >= g->vocab) return FR_ERR_ARG;
     for (int64_t o = 0; o < V; o++) /* every sampled token must have an embedding */
         if (g->out_tokens[o] < 0 || g->out_tokens[o] >= g->vocab) return FR_ERR_ARG;
-    const int nth = fr_team_size(n_threads, n, H, GH + E);
+    const int nth = fr_team_size(n_threads, n, H, G, E, sizeof(real));
 
     real *h = ws, *c = h + 2 * L * n * H, *gates = c + 2 * L * n * H, *gh = gates + n * GH;
     real *x = gh + n * 3 * H, *logits_r = x + n * E;

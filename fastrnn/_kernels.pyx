@@ -44,10 +44,6 @@ def max_threads():
     return fr_max_threads()
 
 
-def gates(int cell):
-    return fr_gates(cell)
-
-
 cdef int _raise(int rc, str what) except -1:
     if rc == FR_ERR_TOO_LARGE:
         raise ValueError(f"{what}: sizes too large for BLAS's 32-bit integer arguments "

@@ -337,7 +337,7 @@ class _BaseFastRNN(BaseEstimator):
                 if y.shape[:2] != (n, T):
                     raise ValueError(f"per-step y must have shape ({n}, {T}, ...), got "
                                      f"{y.shape}")
-                mask = self._step_mask(data)
+                mask = self._step_mask(data.lengths, n, T)
                 flat = y[mask]
             rows = np.repeat(np.arange(n), data.lengths if data.lengths is not None else T)
         else:
@@ -384,11 +384,11 @@ class _BaseFastRNN(BaseEstimator):
         return (flat - self.y_mean_) / self.y_scale_, rows
 
     @staticmethod
-    def _step_mask(data):
-        n, T = data.values.shape[:2]
-        if data.lengths is None:
+    def _step_mask(lengths, n, T):
+        """(n, T) True at the valid steps."""
+        if lengths is None:
             return np.ones((n, T), bool)
-        return np.arange(T)[None, :] < data.lengths[:, None]
+        return np.arange(T)[None, :] < lengths[:, None]
 
     # ----- model -------------------------------------------------------------------------
     def _loss_name(self):
@@ -455,7 +455,7 @@ class _BaseFastRNN(BaseEstimator):
         if hasattr(self, "_partial_classes"):
             del self._partial_classes
         n = len(data)
-        weights = self._sample_weights(sample_weight, target, rows, n, X)
+        weights = self._sample_weights(sample_weight, target, rows, n)
         if first:
             self._build_model(data)
             self.loss_curve_ = []
@@ -477,11 +477,10 @@ class _BaseFastRNN(BaseEstimator):
         if self.early_stopping and not incremental:
             train_idx, val_idx = self._validation_split(n, target, rows)
         epochs = 1 if incremental else self.max_iter
-        self._run_epochs(data, target, rows, weights, train_idx, val_idx, epochs, incremental,
-                         X, y)
+        self._run_epochs(data, target, rows, weights, train_idx, val_idx, epochs, incremental)
         return self
 
-    def _sample_weights(self, sample_weight, target, rows, n, X):
+    def _sample_weights(self, sample_weight, target, rows, n):
         sw = _check_sample_weight(sample_weight, np.empty((n, 1)), dtype=np.float64)
         if self.task_ == "classification" and getattr(self, "class_weight", None) is not None:
             labels = self.classes_[target]
@@ -499,13 +498,13 @@ class _BaseFastRNN(BaseEstimator):
         if n - n_val < 1:
             raise ValueError("too few samples to hold out a validation set; set "
                              "early_stopping=False")
-        perm = self._rng.permutation(n)
         if stratify is not None:
             from sklearn.model_selection import train_test_split
             train_idx, val_idx = train_test_split(
                 np.arange(n), test_size=n_val, stratify=stratify,
                 random_state=int(self._rng.integers(2**31 - 1)))
             return np.sort(train_idx), np.sort(val_idx)
+        perm = self._rng.permutation(n)
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
     def _batch_size(self, n):
@@ -525,10 +524,10 @@ class _BaseFastRNN(BaseEstimator):
             return idx
         lens = lengths[idx] if lengths is not None else np.full(len(idx), T)
         starts = np.searchsorted(rows, idx)
-        return np.concatenate([np.arange(s, s + L) for s, L in zip(starts, lens)])
+        # starts[i] + 0..lens[i]-1 for every sample, without a Python loop
+        return np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(lens.sum())
 
-    def _run_epochs(self, data, target, rows, weights, train_idx, val_idx, epochs, incremental,
-                    X, y):
+    def _run_epochs(self, data, target, rows, weights, train_idx, val_idx, epochs, incremental):
         net = self.model_
         loss_fn = LOSSES[self._loss_name()]
         n_threads = resolve_n_threads(self.n_threads)
@@ -555,8 +554,7 @@ class _BaseFastRNN(BaseEstimator):
                         r = self._rows_of(idx, rows, data.lengths, T)
                         out_rows = out.reshape(-1, out.shape[-1])
                         if self.per_step_:
-                            mask = (self._step_mask(_SequenceData(values, lengths))
-                                    .reshape(-1))
+                            mask = self._step_mask(lengths, *values.shape[:2]).reshape(-1)
                             out_rows = out_rows[mask]
                         loss_sum, d_rows = loss_fn(out_rows.astype(np.float64), target[r],
                                                    weights[r])
@@ -719,7 +717,7 @@ class _BaseFastRNN(BaseEstimator):
         r = self._rows_of(idx, rows, data.lengths, data.values.shape[1])
         out = out.reshape(-1, out.shape[-1])
         if self.per_step_:
-            out = out[self._step_mask(sub).reshape(-1)]
+            out = out[self._step_mask(sub.lengths, *sub.values.shape[:2]).reshape(-1)]
         if self.task_ == "classification":
             return accuracy_score(target[r], np.argmax(self._proba_from_logits(out), axis=-1))
         return r2_score(target[r], out)
@@ -730,7 +728,7 @@ class _BaseFastRNN(BaseEstimator):
         pred = self.predict(X)
         if self.per_step_:
             data = self._prepare_X(X, reset=False)
-            mask = self._step_mask(data)
+            mask = self._step_mask(data.lengths, *data.values.shape[:2])
             if isinstance(pred, list):
                 pred = np.concatenate(pred)
                 y = np.concatenate([np.asarray(v) for v in y])

@@ -51,6 +51,27 @@ def check_lengths(lengths, n_samples, n_steps):
     return np.ascontiguousarray(lengths, dtype=np.int32)
 
 
+def load_into(views, state, owner):
+    """Copy state[name] into views[name] for every parameter, after checking
+    that the names match exactly and every array has the right shape and is
+    finite; nothing is written unless all of it is valid."""
+    missing = sorted(set(views) - set(state))
+    unexpected = sorted(set(state) - set(views))
+    if missing or unexpected:
+        raise ValueError(f"state dict does not match this {owner}: missing {missing}, "
+                         f"unexpected {unexpected}")
+    arrays = {}
+    for name, view in views.items():
+        value = np.asarray(state[name])
+        if value.shape != view.shape:
+            raise ValueError(f"{name} has shape {value.shape}, expected {view.shape}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} holds NaN or inf")
+        arrays[name] = value
+    for name, value in arrays.items():
+        views[name][...] = value
+
+
 class RecurrentStack:
     """A stack of recurrent layers (base of LSTM, GRU, RNN).
 
@@ -159,21 +180,7 @@ class RecurrentStack:
     def load_state_dict(self, state):
         """Load parameters from a dict of arrays named as in PyTorch (any float dtype,
         e.g. ``{k: v.numpy() for k, v in torch_lstm.state_dict().items()}``)."""
-        missing = sorted(set(self.params) - set(state))
-        unexpected = sorted(set(state) - set(self.params))
-        if missing or unexpected:
-            raise ValueError(f"state dict does not match this {type(self).__name__}: "
-                             f"missing {missing}, unexpected {unexpected}")
-        arrays = {}
-        for name, view in self.params.items():
-            value = np.asarray(state[name])
-            if value.shape != view.shape:
-                raise ValueError(f"{name} has shape {value.shape}, expected {view.shape}")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(f"{name} holds NaN or inf")
-            arrays[name] = value
-        for name, value in arrays.items():
-            self.params[name][...] = value
+        load_into(self.params, state, type(self).__name__)
 
     # ----- forward / backward ---------------------------------------------------------------
     def _check_input(self, X):

@@ -12,7 +12,7 @@ Dense head, with every parameter and gradient in one flat buffer.
 """
 import numpy as np
 
-from fastrnn.layers import STACKS, as_float_dtype
+from fastrnn.layers import STACKS, as_float_dtype, load_into
 
 
 def glorot_uniform(rng, fan_out, fan_in):
@@ -142,16 +142,7 @@ class Network:
         return {name: view.copy() for name, view in self.named_params()}
 
     def load_state_dict(self, state):
-        own = dict(self.named_params())
-        if set(state) != set(own):
-            raise ValueError(f"state dict keys do not match: missing "
-                             f"{sorted(set(own) - set(state))}, unexpected "
-                             f"{sorted(set(state) - set(own))}")
-        for name, view in own.items():
-            value = np.asarray(state[name])
-            if value.shape != view.shape:
-                raise ValueError(f"{name} has shape {value.shape}, expected {view.shape}")
-            view[...] = value
+        load_into(dict(self.named_params()), state, "network")
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -214,17 +214,27 @@ def test_matches_pytorch(torch, cell, cls, kw, dtype, config, rng):
 
 @pytest.mark.parametrize("cell,cls,kw", CELLS, ids=CELL_IDS)
 def test_one_and_two_threads_agree(cell, cls, kw, rng):
-    # large enough that the elementwise pass really runs on two threads
-    X = rng.normal(size=(16, 6, 10)).astype(np.float32)
+    # large enough that every cell really runs on two threads (FR_PAR_MIN_MACS)
+    X = rng.normal(size=(64, 6, 10)).astype(np.float32)
     results = []
     for n_threads in (1, 2):
         stack = make_stack(cls, kw, input_size=10, hidden_size=300, dtype=np.float32,
                            n_threads=n_threads, bidirectional=True)
-        Y, _ = stack.forward(X, lengths=np.arange(1, 17) % 6 + 1, training=True)
+        Y, _ = stack.forward(X, lengths=np.arange(64) % 6 + 1, training=True)
         dX, _ = stack.backward(np.ones_like(Y))
         results.append((Y, dX, stack.flat_grads.copy()))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell,cls,kw", CELLS, ids=CELL_IDS)
+def test_a_sample_gives_the_same_output_alone_or_in_a_batch(cell, cls, kw, rng):
+    # 13 rows run through the 8-row, 4-row and 1-row kernel paths
+    stack = make_stack(cls, kw, input_size=10, hidden_size=96, dtype=np.float32)
+    X = rng.normal(size=(13, 7, 10)).astype(np.float32)
+    Y, _ = stack.forward(X)
+    alone = np.concatenate([stack.forward(X[i:i + 1])[0] for i in range(len(X))])
+    np.testing.assert_array_equal(Y, alone)
 
 
 def test_state_dict_round_trip_and_names():
