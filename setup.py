@@ -57,7 +57,7 @@ use_openmp = compiler_has_openmp()
 if not use_openmp:
     warnings.warn("fastrnn: the compiler does not support OpenMP; building a serial extension")
 
-compile_args = BASE_FLAGS + (OPENMP_FLAGS if use_openmp else [])
+compile_args = BASE_FLAGS + (OPENMP_FLAGS if use_openmp else ["-Wno-unknown-pragmas"])
 link_args = OPENMP_FLAGS if use_openmp else []
 config_macros = [
     ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),

@@ -8,6 +8,7 @@
  *
  *   bench/bin/c_bench [cell B T I H threads reps]     cell: lstm gru rnn
  */
+#define _POSIX_C_SOURCE 200112L /* clock_gettime, rand_r */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -16,6 +16,7 @@ int FR_(fr_optim_step)(const fr_optim *o, int64_t n, real *w, const real *g, rea
     const real lr = (real)o->lr, l2 = (real)o->l2, gs = (real)o->grad_scale;
     const real eps = (real)o->eps;
     const int nth = n_threads > 0 ? n_threads : 1;
+    (void)nth; /* only read by OpenMP pragmas */
     switch (o->solver) {
     case FR_SGD: {
         if (o->momentum != 0 && !m) return FR_ERR_ARG;

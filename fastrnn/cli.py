@@ -5,6 +5,7 @@
     fastrnn info                       build configuration (OpenMP, BLAS kernel, flags)
     fastrnn generate corpus.txt        learn a text file, print samples
     fastrnn train data.csv             learn a CSV (one sequence per row, target last)
+    fastrnn bench                      fastrnn vs PyTorch / Keras / NumPy (see --help)
 """
 import argparse
 import os
@@ -249,6 +250,13 @@ def main(argv=None):
     train.add_argument("--threads", type=int, default=None)
     train.add_argument("--save", metavar="PATH", help="save the fitted model (.npz)")
 
+    sub.add_parser("bench", help="head-to-head benchmark; 'fastrnn bench --help' for options",
+                   add_help=False)
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its options are the benchmark's own
+        from fastrnn.benchmark import main as bench_main
+        return bench_main(argv[1:])
     args = parser.parse_args(argv)
     commands = {"demo": cmd_demo, "info": cmd_info, "generate": cmd_generate,
                 "train": cmd_train}

@@ -200,3 +200,12 @@ def test_cli_generate_and_train_on_user_files(capsys, tmp_path):
     model = tmp_path / "model.npz"
     assert cli_main(["train", str(csv), "--epochs", "3", "--save", str(model)]) == 0
     assert "classification" in capsys.readouterr().out and model.exists()
+
+
+def test_cli_bench_smoke(tmp_path, capsys):
+    assert cli_main(["bench", "--threads", "1", "--case", "gru,3,4,2,8", "--contenders",
+                     "fastrnn", "numpy", "--reps", "1", "--min-seconds", "0.01",
+                     "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "GRU B=3 T=4 I=2 H=8" in report and "SGEMM" in report
+    assert (tmp_path / "results.json").exists()

@@ -1,0 +1,552 @@
+"""Head-to-head benchmark: fastrnn vs PyTorch vs Keras (optional) vs plain NumPy.
+
+Run it with OpenBLAS's slow-kernel overrides unset, as every contender should:
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE fastrnn bench --threads 1 2
+
+(or ``python bench/compare.py``; PyTorch and TensorFlow are optional contenders).
+
+Per case it times training (forward + backward) and inference (forward) with
+the same weights and thread count. Each contender runs in its own process (so
+one library's spinning thread pools cannot slow another), and the parent
+interleaves their timings over several repetitions and reports medians, GFLOP/s (forward 2*G*H*(I+H) per sample-step,
+training 3x that), the share of this machine's SGEMM peak measured in the same
+run, and the ratio to PyTorch and to the best peer. Writes JSON, a Markdown
+table and (with matplotlib) a PNG chart to --out.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+GRID = {
+    "small": [dict(cell=c, B=32, T=50, I=8, H=64) for c in ("lstm", "gru", "rnn")],
+    "medium": [dict(cell=c, B=64, T=100, I=128, H=256) for c in ("lstm", "gru", "rnn")],
+    "large": [dict(cell=c, B=64, T=25, I=512, H=512) for c in ("lstm", "gru")]
+    + [dict(cell=c, B=16, T=25, I=1024, H=1024) for c in ("lstm", "gru")],
+    "latency": [dict(cell="lstm", B=1, T=150, I=256, H=256, modes=("inference",))],
+    "generation": [],  # see GENERATION
+}
+
+
+def case_name(case):
+    return f"{case['cell'].upper()} B={case['B']} T={case['T']} I={case['I']} H={case['H']}"
+
+
+def forward_flops(case):
+    G = GATES[case["cell"]]
+    return 2.0 * G * case["H"] * (case["I"] + case["H"]) * case["B"] * case["T"]
+
+
+# ----- contenders: each returns {"training": fn, "inference": fn} or None with a reason ----------
+
+
+def make_fastrnn(case, threads, weights, X):
+    from fastrnn.layers import STACKS
+    stack = STACKS[case["cell"]](case["I"], case["H"], n_threads=threads)
+    stack.load_state_dict(weights)
+    dY = np.ones((case["B"], case["T"], case["H"]), np.float32)
+
+    def training():
+        stack.zero_grad()
+        stack.forward(X, training=True)
+        stack.backward(dY)
+
+    return {"training": training, "inference": lambda: stack.forward(X)}
+
+
+def make_torch(case, threads, weights, X):
+    try:
+        import torch
+    except ImportError:
+        return "torch not installed"
+    torch.set_num_threads(threads)
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[case["cell"]]
+    module = cls(case["I"], case["H"], batch_first=True)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    Xt = torch.from_numpy(X)
+
+    def training():
+        module.zero_grad()
+        Y, _ = module(Xt)
+        Y.sum().backward()
+
+    def inference():
+        with torch.inference_mode():
+            module(Xt)
+
+    return {"training": training, "inference": inference}
+
+
+def make_keras(case, threads, weights, X):
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+    except ImportError:
+        return "tensorflow not installed (pip install tensorflow-cpu)"
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    layer = {"lstm": tf.keras.layers.LSTM, "gru": tf.keras.layers.GRU,
+             "rnn": tf.keras.layers.SimpleRNN}[case["cell"]]
+    kw = {"reset_after": True} if case["cell"] == "gru" else {}
+    model = layer(case["H"], return_sequences=True, **kw)
+    Xt = tf.constant(X)
+    model(Xt)  # build; Keras' own initial weights: timing does not depend on values
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(Xt))
+        return tape.gradient(loss, model.trainable_variables)
+
+    @tf.function
+    def infer():
+        return model(Xt)
+
+    return {"training": lambda: train_step(), "inference": lambda: infer()}
+
+
+def make_numpy(case, threads, weights, X):
+    """Plain NumPy float32 forward: one input GEMM, then a GEMM and NumPy
+    elementwise ops per step. No training (no autograd)."""
+    W_ih, W_hh = weights["weight_ih_l0"], weights["weight_hh_l0"]
+    bias = weights["bias_ih_l0"] + weights["bias_hh_l0"]
+    cell, H = case["cell"], case["H"]
+
+    def sigmoid(x):
+        return 0.5 * (1 + np.tanh(0.5 * x))
+
+    def inference():
+        with threadpool_limits(threads, user_api="blas"):
+            B, T, _ = X.shape
+            gx = (X.reshape(B * T, -1) @ W_ih.T).reshape(B, T, -1)
+            h = np.zeros((B, H), np.float32)
+            c = np.zeros((B, H), np.float32)
+            for t in range(T):
+                if cell == "gru":
+                    gh = h @ W_hh.T + weights["bias_hh_l0"]
+                    g = gx[:, t] + weights["bias_ih_l0"]
+                    r, z = sigmoid(g[:, :H] + gh[:, :H]), sigmoid(g[:, H:2 * H] + gh[:, H:2 * H])
+                    n = np.tanh(g[:, 2 * H:] + r * gh[:, 2 * H:])
+                    h = (1 - z) * n + z * h
+                    continue
+                g = gx[:, t] + h @ W_hh.T + bias
+                if cell == "rnn":
+                    h = np.tanh(g)
+                else:
+                    i, f, gg, o = sigmoid(g[:, :H]), sigmoid(g[:, H:2 * H]), \
+                        np.tanh(g[:, 2 * H:3 * H]), sigmoid(g[:, 3 * H:])
+                    c = f * c + i * gg
+                    h = o * np.tanh(c)
+
+    return {"inference": inference}
+
+
+CONTENDERS = {"fastrnn": make_fastrnn, "pytorch": make_torch, "keras": make_keras,
+              "numpy": make_numpy}
+PEERS = ("pytorch", "keras")
+
+# ----- generation: tokens per second of a sampling loop -------------------------------------------
+
+GENERATION = dict(vocab=65, embed=64, hidden=256, layers=2, tokens=300)
+
+
+def _generation_weights(seed=0):
+    g = GENERATION
+    rng = np.random.default_rng(seed)
+    w = {"embedding.weight": rng.normal(0, 0.5, (g["vocab"], g["embed"])),
+         "head.weight": rng.normal(0, 0.1, (g["vocab"], g["hidden"])),
+         "head.bias": np.zeros(g["vocab"])}
+    for k in range(g["layers"]):
+        n_in = g["embed"] if k == 0 else g["hidden"]
+        b = 1 / np.sqrt(g["hidden"])
+        w[f"weight_ih_l{k}"] = rng.uniform(-b, b, (4 * g["hidden"], n_in))
+        w[f"weight_hh_l{k}"] = rng.uniform(-b, b, (4 * g["hidden"], g["hidden"]))
+        w[f"bias_ih_l{k}"] = rng.uniform(-b, b, 4 * g["hidden"])
+        w[f"bias_hh_l{k}"] = rng.uniform(-b, b, 4 * g["hidden"])
+    return {k: v.astype(np.float32) for k, v in w.items()}
+
+
+def generation_fastrnn(threads):
+    from fastrnn import _kernels
+    g, w = GENERATION, _generation_weights()
+    L = g["layers"]
+    out_tokens = np.arange(g["vocab"], dtype=np.int32)
+    prompt = np.zeros((1, 1), np.int32)
+    return lambda: _kernels.generate(
+        _kernels.CELLS["lstm"], w["embedding.weight"], [w[f"weight_ih_l{k}"] for k in range(L)],
+        [w[f"weight_hh_l{k}"] for k in range(L)], [w[f"bias_ih_l{k}"] for k in range(L)],
+        [w[f"bias_hh_l{k}"] for k in range(L)], w["head.weight"], w["head.bias"], out_tokens,
+        prompt, None, None, g["tokens"], 1.0, 0, 1.0, 0, threads)
+
+
+def generation_torch(threads):
+    try:
+        import torch
+    except ImportError:
+        return "torch not installed"
+    torch.set_num_threads(threads)
+    g, w = GENERATION, _generation_weights()
+    emb = torch.nn.Embedding(g["vocab"], g["embed"])
+    lstm = torch.nn.LSTM(g["embed"], g["hidden"], num_layers=g["layers"], batch_first=True)
+    head = torch.nn.Linear(g["hidden"], g["vocab"])
+    emb.weight.data = torch.from_numpy(w["embedding.weight"])
+    lstm.load_state_dict({k: torch.from_numpy(v) for k, v in w.items() if "_l" in k})
+    head.weight.data, head.bias.data = (torch.from_numpy(w["head.weight"]),
+                                        torch.from_numpy(w["head.bias"]))
+    generator = torch.Generator().manual_seed(0)
+
+    def run():  # the usual Python loop: one token per iteration
+        with torch.inference_mode():
+            token, state = torch.zeros((1, 1), dtype=torch.long), None
+            for _ in range(g["tokens"]):
+                out, state = lstm(emb(token), state)
+                probs = torch.softmax(head(out[:, -1]), dim=-1)
+                token = torch.multinomial(probs, 1, generator=generator)
+
+    return run
+
+
+def run_generation(threads, workers, reps, min_seconds):
+    available, notes = [], {}
+    for name in workers.conns:
+        answer = workers.ask(name, "generation")
+        if isinstance(answer, str):
+            notes[f"{name} generation"] = answer
+        else:
+            available.append(name)
+    times = {name: [] for name in available}
+    for _ in range(reps):
+        for name in available:
+            times[name].append(workers.ask(name, "time", "tokens/s", min_seconds))
+    g = GENERATION
+    label = (f"generation: {g['layers']}-layer LSTM H={g['hidden']} emb={g['embed']} "
+             f"vocab={g['vocab']}, batch 1")
+    med = {name: float(np.median(t)) for name, t in times.items()}
+    rows = [dict(case=label, cell="lstm", mode="tokens/s", threads=threads, contender=name,
+                 seconds=sec / g["tokens"], tokens_per_second=g["tokens"] / sec,
+                 gflops=float("nan"),
+                 vs_pytorch=med["pytorch"] / sec if "pytorch" in med else None,
+                 vs_best_peer=med["pytorch"] / sec if "pytorch" in med else None)
+            for name, sec in med.items()]
+    return rows, notes
+
+
+# ----- measurement ---------------------------------------------------------------------------------
+
+
+def time_once(fn, min_seconds):
+    """Seconds per call, over as many calls as fill min_seconds."""
+    n, start = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / n
+
+
+def sgemm_peak(threads, n=2048, repeats=5):
+    from scipy.linalg.blas import sgemm
+    a = np.asfortranarray(np.random.default_rng(0).random((n, n), np.float32))
+    best = np.inf
+    with threadpool_limits(threads, user_api="blas"):
+        sgemm(1.0, a, a)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            sgemm(1.0, a, a)
+            best = min(best, time.perf_counter() - t)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def random_weights(case, seed=0):
+    rng = np.random.default_rng(seed)
+    G, H, I = GATES[case["cell"]], case["H"], case["I"]
+    bound = 1 / np.sqrt(H)
+    shapes = {"weight_ih_l0": (G * H, I), "weight_hh_l0": (G * H, H), "bias_ih_l0": (G * H,),
+              "bias_hh_l0": (G * H,)}
+    return {k: rng.uniform(-bound, bound, s).astype(np.float32) for k, s in shapes.items()}
+
+
+def _worker(conn, name, threads):
+    """One contender in its own process: libraries that keep threads spinning
+    (TensorFlow's pools, OpenMP runtimes) cannot slow the others down.
+    Commands: ("build", case) -> available modes or a reason; ("time", mode,
+    min_seconds) -> seconds per call; None -> exit."""
+    if name != "keras":
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    built = None
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        if msg[0] == "build":
+            case = msg[1]
+            weights = random_weights(case)
+            X = np.random.default_rng(1).normal(
+                size=(case["B"], case["T"], case["I"])).astype(np.float32)
+            made = CONTENDERS[name](case, threads, weights, X)
+            if isinstance(made, str):
+                built = None
+                conn.send(made)
+            else:
+                built = made
+                for fn in built.values():  # warm up
+                    fn()
+                conn.send(sorted(built))
+        elif msg[0] == "generation":
+            made = {"fastrnn": generation_fastrnn, "pytorch": generation_torch}.get(name)
+            made = made(threads) if made else f"{name}: no generation loop"
+            if isinstance(made, str):
+                built = None
+                conn.send(made)
+            else:
+                made()
+                built = {"tokens/s": made}
+                conn.send(["tokens/s"])
+        else:
+            conn.send(time_once(built[msg[1]], msg[2]))
+            time.sleep(0.3)  # let this process's thread pools stop spinning
+
+
+class Workers:
+    """A process per contender for one thread count."""
+
+    def __init__(self, names, threads):
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")
+        self.conns = {}
+        self.procs = []
+        for name in names:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, name, threads), daemon=True)
+            proc.start()
+            self.conns[name] = parent
+            self.procs.append(proc)
+
+    def ask(self, name, *msg):
+        self.conns[name].send(msg)
+        return self.conns[name].recv()
+
+    def close(self):
+        for conn in self.conns.values():
+            conn.send(None)
+        for proc in self.procs:
+            proc.join(timeout=30)
+
+
+def run_case(case, threads, workers, reps, min_seconds):
+    notes, available = {}, {}
+    for name in workers.conns:
+        answer = workers.ask(name, "build", case)
+        if isinstance(answer, str):
+            notes[name] = answer
+        else:
+            available[name] = answer
+    modes = case.get("modes", ("training", "inference"))
+    times = {(name, mode): [] for name in available for mode in modes if mode in available[name]}
+    for _ in range(reps):  # interleaved: drift hits every contender alike
+        for (name, mode) in times:
+            times[(name, mode)].append(workers.ask(name, "time", mode, min_seconds))
+    rows = []
+    for mode in modes:
+        flops = forward_flops(case) * (3 if mode == "training" else 1)
+        medians = {name: float(np.median(times[(name, m)])) for (name, m) in times if m == mode}
+        peers = [medians[p] for p in PEERS if p in medians]
+        for name, seconds in medians.items():
+            rows.append(dict(case=case_name(case), cell=case["cell"], mode=mode, threads=threads,
+                             contender=name, seconds=seconds, gflops=flops / seconds / 1e9,
+                             vs_pytorch=(medians["pytorch"] / seconds
+                                         if "pytorch" in medians else None),
+                             vs_best_peer=(min(peers) / seconds if peers else None)))
+    return rows, notes
+
+
+def _rss_peak_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+
+
+def peak_memory_probe(contender, case_json):
+    """Run in a child process: how far one training step raises the resident
+    set above what it was just before (bytes). The kernel's high-water mark is
+    reset first (/proc/self/clear_refs), so imports do not hide the step."""
+    case = json.loads(case_json)
+    weights = random_weights(case)
+    X = np.random.default_rng(1).normal(size=(case["B"], case["T"], case["I"])).astype(
+        np.float32)
+    made = CONTENDERS[contender](case, 1, weights, X)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _rss_peak_kib()
+    made["training"]()
+    print(json.dumps({"peak_growth_bytes": (_rss_peak_kib() - before) * 1024}))
+
+
+def measure_memory(case, contenders):
+    out = {}
+    for name in contenders:
+        if name == "numpy":
+            continue
+        proc = subprocess.run([sys.executable, "-m", "fastrnn.benchmark", "--memory-probe", name,
+                               json.dumps(case)], capture_output=True, text=True)
+        if proc.returncode == 0 and proc.stdout.strip():
+            out[name] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_growth_bytes"]
+    return out
+
+
+# ----- report ---------------------------------------------------------------------------------------
+
+
+def environment():
+    import fastrnn
+    info = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
+            "fastrnn": fastrnn.__version__, "numpy": np.__version__,
+            "cpu": fastrnn.build_info()["processor"], "cpus": os.cpu_count(),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "(unset)")}
+    info["blas"] = [f"{b['internal_api']} {b['version']} {b.get('architecture')}"
+                    for b in threadpool_info() if b["user_api"] == "blas"]
+    try:
+        import torch
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def markdown(results):
+    env = results["environment"]
+    lines = [f"# fastrnn benchmark results", "",
+             f"Date {env['date']}; CPU {env['cpu']} ({env['cpus']} CPUs); Python "
+             f"{env['python']}; fastrnn {env['fastrnn']}; PyTorch {env['torch']}; NumPy "
+             f"{env['numpy']}; BLAS {', '.join(env['blas'])}; OPENBLAS_CORETYPE="
+             f"{env['OPENBLAS_CORETYPE']}, OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}.",
+             "", "Measured SGEMM peak (2048^3, scipy's OpenBLAS): " + ", ".join(
+                 f"{t} thread(s) {p:.1f} GFLOP/s" for t, p in results["sgemm_peak"].items()), "",
+             "Times are medians of interleaved repetitions. x PyTorch and x best peer are "
+             "throughput ratios (above 1: fastrnn is faster).", ""]
+    lines += ["| case | mode | threads | contender | ms | GFLOP/s | % peak | x PyTorch | "
+              "x best peer |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        peak = results["sgemm_peak"][str(r["threads"])]
+        vs = "" if r["vs_pytorch"] is None else f"{r['vs_pytorch']:.2f}"
+        vb = "" if r["vs_best_peer"] is None else f"{r['vs_best_peer']:.2f}"
+        if "tokens_per_second" in r:
+            lines.append(f"| {r['case']} | {r['tokens_per_second']:.0f} tokens/s | "
+                         f"{r['threads']} | {r['contender']} | {r['seconds'] * 1e3:.3f} per token "
+                         f"| | | {vs} | {vb} |")
+            continue
+        lines.append(f"| {r['case']} | {r['mode']} | {r['threads']} | {r['contender']} | "
+                     f"{r['seconds'] * 1e3:.2f} | {r['gflops']:.1f} | "
+                     f"{100 * r['gflops'] / peak:.0f}% | {vs} | {vb} |")
+    if results.get("memory"):
+        lines += ["", "Peak memory growth of one training step (a child process per contender; "
+                  "its high-water mark reset just before the step):", ""]
+        for case, mem in results["memory"].items():
+            lines.append(f"- {case}: " + ", ".join(f"{k} {v / 2**20:.1f} MiB"
+                                                  for k, v in mem.items()))
+    if results["notes"]:
+        lines += ["", "Not measured:", ""] + [f"- {k}: {v}" for k, v in results["notes"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def chart(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r for r in results["rows"]
+            if r["contender"] != "numpy" and "tokens_per_second" not in r]
+    labels = sorted({(r["case"], r["mode"], r["threads"]) for r in rows})
+    names = sorted({r["contender"] for r in rows})
+    fig, ax = plt.subplots(figsize=(12, 0.35 * len(labels) + 2))
+    for k, name in enumerate(names):
+        vals = [next((r["gflops"] for r in rows if (r["case"], r["mode"], r["threads"]) == lab
+                      and r["contender"] == name), 0) for lab in labels]
+        ax.barh(np.arange(len(labels)) + k * 0.8 / len(names), vals, 0.8 / len(names),
+                label=name)
+    ax.set_yticks(np.arange(len(labels)) + 0.4)
+    ax.set_yticklabels([f"{c} {m} {t}t" for c, m, t in labels], fontsize=7)
+    ax.set_xlabel("GFLOP/s")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastrnn bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--cases", nargs="+", default=None, choices=list(GRID),
+                        help="groups of the grid (default: all, or none when --case is given)")
+    parser.add_argument("--case", action="append", default=[], metavar="CELL,B,T,I,H",
+                        help="an extra case, e.g. lstm,64,50,512,512 (repeatable)")
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS),
+                        choices=list(CONTENDERS))
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=0.2)
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure peak training memory of the medium LSTM")
+    parser.add_argument("--out", default="bench_out", help="where the reports go")
+    parser.add_argument("--memory-probe", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe:
+        peak_memory_probe(*args.memory_probe)
+        return 0
+
+    os.makedirs(args.out, exist_ok=True)
+    results = {"environment": environment(), "rows": [], "notes": {}, "memory": {},
+               "sgemm_peak": {str(t): sgemm_peak(t) for t in args.threads}}
+    extra = []
+    for spec in args.case:
+        cell, *dims = spec.split(",")
+        extra.append(dict(cell=cell, **dict(zip("BTIH", map(int, dims)))))
+    if args.cases is None:
+        args.cases = [] if extra else list(GRID)
+    groups = [GRID[g] for g in args.cases] + ([extra] if extra else [])
+    for threads in args.threads:
+        workers = Workers(args.contenders, threads)
+        if "generation" in args.cases:
+            rows, notes = run_generation(threads, workers, args.reps, args.min_seconds)
+            results["rows"] += rows
+            results["notes"].update(notes)
+            for r in rows:
+                print(f"{r['case']} {threads}t {r['contender']:<8} "
+                      f"{r['tokens_per_second']:9.0f} tokens/s", flush=True)
+        for group in groups:
+            for case in group:
+                rows, notes = run_case(case, threads, workers, args.reps, args.min_seconds)
+                results["rows"] += rows
+                results["notes"].update(notes)
+                for r in rows:
+                    print(f"{r['case']:<34} {r['mode']:<9} {threads}t {r['contender']:<8} "
+                          f"{r['seconds'] * 1e3:9.2f} ms {r['gflops']:7.1f} GFLOP/s"
+                          + ("" if r["vs_pytorch"] is None else
+                             f"  x{r['vs_pytorch']:.2f} vs PyTorch"), flush=True)
+        workers.close()
+    if args.memory:
+        case = GRID["medium"][0]
+        results["memory"][case_name(case)] = measure_memory(case, args.contenders)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    with open(os.path.join(args.out, "RESULTS.md"), "w") as f:
+        f.write(markdown(results))
+    chart(results, os.path.join(args.out, "results.png"))
+    print(f"wrote {args.out}/results.json, RESULTS.md" + ", results.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
