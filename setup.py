@@ -15,10 +15,11 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-# No -march=native, -ffast-math or -Ofast. -fno-trapping-math lets the
-# activation loops vectorise (their clamps are selects) and changes no result;
-# -ffp-contract=fast allows fused multiply-adds (ISO C mode turns them off),
-# which round once instead of twice.
+# Portable flags only: no tuning for the build machine's CPU (wider SIMD comes
+# from target_clones in csrc/rnn.c) and no fast-math. -fno-trapping-math lets
+# the activation loops vectorise (their clamps are selects) and changes no
+# result; -ffp-contract=fast allows fused multiply-adds (ISO C mode turns them
+# off), which round once instead of twice.
 BASE_FLAGS = ["-O3", "-std=c99", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=fast"]
 OPENMP_FLAGS = ["-fopenmp"]
 

@@ -54,6 +54,18 @@ COMMON_PARAMS = dict(
     n_threads=None, dtype="float32",
 )
 
+# Training options that wrappers (SequenceGenerator, Forecaster) pass on to the
+# estimator they train.
+TRAINING_OPTIONS = ("solver", "learning_rate_init", "batch_size", "max_iter", "alpha",
+                    "clip_norm", "early_stopping", "n_iter_no_change", "tol", "random_state",
+                    "verbose", "n_threads", "dtype")
+
+
+def training_options(owner):
+    """The TRAINING_OPTIONS that owner has, as keyword arguments."""
+    return {name: getattr(owner, name) for name in TRAINING_OPTIONS if hasattr(owner, name)}
+
+
 PARAMS_DOC = """
     Parameters
     ----------

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from fastrnn.estimators import ESTIMATORS
+from fastrnn.estimators import ESTIMATORS, training_options
 
 
 def make_windows(series, lookback, horizon=1):
@@ -152,13 +152,8 @@ class Forecaster(BaseEstimator):
         _, targets = make_windows(scaled, self.lookback, steps)
         cls = ESTIMATORS["Fast" + {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[self.cell]
                          + "Regressor"]
-        self.regressor_ = cls(
-            hidden_size=self.hidden_size, num_layers=self.num_layers,
-            learning_rate_init=self.learning_rate_init, batch_size=self.batch_size,
-            max_iter=self.max_iter, alpha=self.alpha, clip_norm=self.clip_norm,
-            early_stopping=self.early_stopping, n_iter_no_change=self.n_iter_no_change,
-            tol=self.tol, random_state=self.random_state, verbose=self.verbose,
-            n_threads=self.n_threads, per_step=False)
+        self.regressor_ = cls(hidden_size=self.hidden_size, num_layers=self.num_layers,
+                              per_step=False, **training_options(self))
         self.regressor_.fit(windows, targets.reshape(len(targets), -1))
         self.history_ = inputs[-int(self.lookback):]  # context for predict()
         self.loss_curve_ = self.regressor_.loss_curve_

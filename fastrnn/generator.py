@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from fastrnn import _kernels
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
-from fastrnn.estimators import ESTIMATORS
+from fastrnn.estimators import ESTIMATORS, training_options
 
 BOUNDARY = 0  # token id 0 marks where a sequence starts and ends
 
@@ -111,12 +111,7 @@ class SequenceGenerator(BaseEstimator):
         cls = ESTIMATORS[f"Fast{self.cell.upper() if self.cell != 'rnn' else 'RNN'}Classifier"]
         return cls(hidden_size=self.hidden_size, num_layers=self.num_layers,
                    embedding_dim=self.embedding_dim, vocab_size=len(self.vocabulary_) + 1,
-                   dropout=self.dropout, per_step=True, solver=self.solver,
-                   learning_rate_init=self.learning_rate_init, batch_size=self.batch_size,
-                   max_iter=self.max_iter, alpha=self.alpha, clip_norm=self.clip_norm,
-                   early_stopping=self.early_stopping, n_iter_no_change=self.n_iter_no_change,
-                   tol=self.tol, random_state=self.random_state, verbose=self.verbose,
-                   n_threads=self.n_threads, dtype=self.dtype)
+                   dropout=self.dropout, per_step=True, **training_options(self))
 
     def _training_samples(self, docs, conditions):
         framed = [np.concatenate([[BOUNDARY], self._encode(d), [BOUNDARY]]) for d in docs]
