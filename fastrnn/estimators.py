@@ -260,11 +260,11 @@ class _BaseFastRNN(BaseEstimator):
             if tokens:
                 self.n_tokens_ = (int(values.max()) + 1 if self.vocab_size is None
                                   else int(self.vocab_size))
+        else:
+            self._check_same_form(kind, values)
         if tokens and values.max() >= self.n_tokens_:
             raise ValueError(f"token id {values.max()} is outside the vocabulary of "
                              f"{self.n_tokens_} ids seen in fit (set vocab_size)")
-        else:
-            self._check_same_form(kind, values)
         if not tokens:
             values = values.astype(dtype, copy=False)
         return _SequenceData(values, lengths)
@@ -330,9 +330,10 @@ class _BaseFastRNN(BaseEstimator):
         return (y.ndim == 2 and self.task_ == "classification"
                 and y.shape[1] == data.values.shape[1] and y.shape[1] > 1)
 
-    def _prepare_y(self, y, data, reset):
+    def _prepare_y(self, y, data, reset, classes=None):
         """Targets as rows matching the network's output rows, plus the row ->
-        sample index (for sample weights). Classification: class indices."""
+        sample index (for sample weights). Classification: class indices;
+        classes (partial_fit's first call) fixes classes_ instead of y."""
         n, T = data.values.shape[0], data.values.shape[1]
         if self.per_step_:
             if isinstance(y, (list, tuple)):
@@ -374,8 +375,7 @@ class _BaseFastRNN(BaseEstimator):
             if reset and not self.per_step_:
                 check_classification_targets(flat)
             if reset:
-                self.classes_ = np.unique(flat) if not hasattr(self, "_partial_classes") \
-                    else self._partial_classes
+                self.classes_ = np.unique(flat) if classes is None else np.unique(classes)
                 if len(self.classes_) < 2:
                     raise ValueError("Classifier needs samples of at least 2 classes in the "
                                      f"data, got 1 class: {self.classes_[0]!r}")
@@ -458,14 +458,10 @@ class _BaseFastRNN(BaseEstimator):
                 raise ValueError(f"conditions has {len(data.conditions)} rows, X {len(data)}")
         if first:
             self.task_ = self._infer_task(y)
-            if classes is not None:
-                if self.task_ != "classification":
-                    raise ValueError("classes is only for classification")
-                self._partial_classes = np.unique(classes)
+            if classes is not None and self.task_ != "classification":
+                raise ValueError("classes is only for classification")
             self.per_step_ = self._per_step(y, data)
-        target, rows = self._prepare_y(y, data, reset=first)
-        if hasattr(self, "_partial_classes"):
-            del self._partial_classes
+        target, rows = self._prepare_y(y, data, reset=first, classes=classes)
         n = len(data)
         weights = self._sample_weights(sample_weight, target, rows, n)
         if first:
@@ -572,7 +568,8 @@ class _BaseFastRNN(BaseEstimator):
                                                    weights[r])
                         norm = len(idx)
                         w = net.flat_params
-                        l2 = 0.5 * self.alpha * float(np.dot(w * net.decay_mask, w)) / norm
+                        l2 = (0.5 * self.alpha * float(np.dot(w * net.decay_mask, w)) / norm
+                              if self.alpha else 0.0)
                         loss = loss_sum / len(r) + l2
                         if not np.isfinite(loss):
                             net.flat_params[:] = snapshot
