@@ -49,16 +49,27 @@ def test_generated_text_does_not_depend_on_thread_count():
     assert outputs[0] == outputs[1]
 
 
-def test_greedy_generation_follows_the_python_forward_pass(text_model):
-    prompt = "def "
-    text = text_model.generate(25, prompt=prompt, temperature=0)[0]
-    ids = _generated_ids(text_model, prompt, text)
-    start = 1 + len(prompt)
-    classes = text_model.classifier_.classes_
-    for i in range(start, len(ids)):
-        proba = _next_token_proba(text_model, ids[:i])
+def _assert_greedy_follows_python(gen, prompt, n_tokens=25):
+    text = gen.generate(n_tokens, prompt=prompt, temperature=0)[0]
+    ids = _generated_ids(gen, prompt, text)
+    classes = gen.classifier_.classes_
+    for i in range(1 + len(prompt), len(ids)):
+        proba = _next_token_proba(gen, ids[:i])
         assert classes[np.argmax(proba)] == ids[i]
-    assert text == text_model.generate(25, prompt=prompt, top_k=1, random_state=9)[0]
+    return text
+
+
+def test_greedy_generation_follows_the_python_forward_pass(text_model):
+    text = _assert_greedy_follows_python(text_model, "def ")
+    assert text == text_model.generate(25, prompt="def ", top_k=1, random_state=9)[0]
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_greedy_generation_of_other_cells_and_two_layers(cell):
+    gen = SequenceGenerator(cell=cell, hidden_size=40, num_layers=2, max_iter=2,
+                            learning_rate_init=0.01, random_state=0)
+    gen.fit(load_text(max_chars=8000))
+    _assert_greedy_follows_python(gen, "The ", n_tokens=20)
 
 
 @pytest.mark.parametrize("top_k,top_p", [(3, None), (None, 0.5)])
@@ -95,6 +106,14 @@ def test_token_id_sequences_and_perplexity(text_model):
     assert text_model.perplexity(held_out) < len(text_model.vocabulary_)
     with pytest.raises(ValueError, match="vocabulary"):
         text_model.generate(5, prompt="\x00\x01")
+
+
+def test_generator_and_forecaster_pickle(text_model):
+    import pickle
+    restored = pickle.loads(pickle.dumps(text_model))
+    assert restored.generate(30, random_state=2) == text_model.generate(30, random_state=2)
+    fc = Forecaster(lookback=8, max_iter=2, random_state=0).fit(mackey_glass(200))
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(fc)).predict(5), fc.predict(5))
 
 
 def test_generation_arguments_are_checked(text_model):
