@@ -425,7 +425,7 @@ def environment():
 
 def markdown(results):
     env = results["environment"]
-    lines = [f"# fastrnn benchmark results", "",
+    lines = ["# fastrnn benchmark results", "",
              f"Date {env['date']}; CPU {env['cpu']} ({env['cpus']} CPUs); Python "
              f"{env['python']}; fastrnn {env['fastrnn']}; PyTorch {env['torch']}; NumPy "
              f"{env['numpy']}; BLAS {', '.join(env['blas'])}; OPENBLAS_CORETYPE="

@@ -186,7 +186,7 @@ def cmd_generate(args):
 def cmd_train(args):
     import pandas as pd
     from sklearn.model_selection import train_test_split
-    from fastrnn.estimators import ESTIMATORS
+    from fastrnn.estimators import estimator_class
     _quiet()
     frame = pd.read_csv(args.file)
     target = frame.columns[-1] if args.target is None else args.target
@@ -195,7 +195,7 @@ def cmd_train(args):
         return 2
     y = frame[target].to_numpy()
     X = frame.drop(columns=[target]).to_numpy(dtype=np.float64)
-    est = ESTIMATORS["Fast" + args.cell.upper()](
+    est = estimator_class(args.cell)(
         task=args.task, hidden_size=args.hidden_size, max_iter=args.epochs,
         random_state=args.seed, n_threads=args.threads, verbose=True)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=args.test_size,

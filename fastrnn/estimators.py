@@ -669,7 +669,6 @@ class _BaseFastRNN(BaseEstimator):
     def _forward(self, data):
         """Head outputs for every sample, PREDICT_BATCH samples at a time."""
         net = self.model_
-        n_threads = resolve_n_threads(self.n_threads)
         outputs = []
         with single_threaded_blas():
             for start in range(0, len(data), PREDICT_BATCH):
@@ -840,6 +839,15 @@ FastGRUClassifier = _estimator_class("gru", "classification", "FastGRUClassifier
 FastGRURegressor = _estimator_class("gru", "regression", "FastGRURegressor", "GRU")
 FastRNNClassifier = _estimator_class("rnn", "classification", "FastRNNClassifier", "Elman RNN")
 FastRNNRegressor = _estimator_class("rnn", "regression", "FastRNNRegressor", "Elman RNN")
+
+def estimator_class(cell, task=None):
+    """The estimator for cell ("lstm", "gru", "rnn") and task (None: inferred
+    from y, "classification" or "regression")."""
+    if cell not in _CELL_DOCS:
+        raise ValueError(f"cell must be 'lstm', 'gru' or 'rnn', got {cell!r}")
+    suffix = {None: "", "classification": "Classifier", "regression": "Regressor"}[task]
+    return ESTIMATORS[f"Fast{cell.upper()}{suffix}"]
+
 
 ESTIMATORS = {cls.__name__: cls for cls in (
     FastLSTM, FastGRU, FastRNN, FastLSTMClassifier, FastLSTMRegressor, FastGRUClassifier,

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from fastrnn.estimators import ESTIMATORS, training_options
+from fastrnn.estimators import estimator_class, training_options
 
 
 def make_windows(series, lookback, horizon=1):
@@ -129,8 +129,7 @@ class Forecaster(BaseEstimator):
             raise ValueError(f"strategy must be 'recursive' or 'direct', got {self.strategy!r}")
         if self.missing not in ("raise", "interpolate"):
             raise ValueError(f"missing must be 'raise' or 'interpolate', got {self.missing!r}")
-        if self.cell not in ("lstm", "gru", "rnn"):
-            raise ValueError(f"cell must be 'lstm', 'gru' or 'rnn', got {self.cell!r}")
+        estimator_class(self.cell)  # checks the cell name before any work
         values = self._check_series(series, "series")
         self.univariate_ = np.ndim(series) == 1
         self.n_series_ = values.shape[1]
@@ -150,10 +149,9 @@ class Forecaster(BaseEstimator):
         inputs = self._inputs(scaled, exog)
         windows, _ = make_windows(inputs, self.lookback, steps)
         _, targets = make_windows(scaled, self.lookback, steps)
-        cls = ESTIMATORS["Fast" + {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[self.cell]
-                         + "Regressor"]
-        self.regressor_ = cls(hidden_size=self.hidden_size, num_layers=self.num_layers,
-                              per_step=False, **training_options(self))
+        regressor = estimator_class(self.cell, "regression")
+        self.regressor_ = regressor(hidden_size=self.hidden_size, num_layers=self.num_layers,
+                                    per_step=False, **training_options(self))
         self.regressor_.fit(windows, targets.reshape(len(targets), -1))
         self.history_ = inputs[-int(self.lookback):]  # context for predict()
         self.loss_curve_ = self.regressor_.loss_curve_

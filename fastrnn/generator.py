@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from fastrnn import _kernels
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
-from fastrnn.estimators import ESTIMATORS, training_options
+from fastrnn.estimators import estimator_class, training_options
 
 BOUNDARY = 0  # token id 0 marks where a sequence starts and ends
 
@@ -108,13 +108,17 @@ class SequenceGenerator(BaseEstimator):
 
     # ----- training ------------------------------------------------------------------------
     def _classifier(self):
-        cls = ESTIMATORS[f"Fast{self.cell.upper() if self.cell != 'rnn' else 'RNN'}Classifier"]
-        return cls(hidden_size=self.hidden_size, num_layers=self.num_layers,
-                   embedding_dim=self.embedding_dim, vocab_size=len(self.vocabulary_) + 1,
-                   dropout=self.dropout, per_step=True, **training_options(self))
+        classifier = estimator_class(self.cell, "classification")
+        return classifier(hidden_size=self.hidden_size, num_layers=self.num_layers,
+                          embedding_dim=self.embedding_dim, vocab_size=len(self.vocabulary_) + 1,
+                          dropout=self.dropout, per_step=True, **training_options(self))
+
+    def _framed(self, docs):
+        """Each document's ids between boundary tokens."""
+        return [np.concatenate([[BOUNDARY], self._encode(d), [BOUNDARY]]) for d in docs]
 
     def _training_samples(self, docs, conditions):
-        framed = [np.concatenate([[BOUNDARY], self._encode(d), [BOUNDARY]]) for d in docs]
+        framed = self._framed(docs)
         if conditions is not None:  # one sample per conditioned sequence, used whole
             return [f[:-1] for f in framed], [f[1:] for f in framed]
         stream = np.concatenate(framed)
@@ -127,8 +131,7 @@ class SequenceGenerator(BaseEstimator):
     def fit(self, sequences, conditions=None):
         """Learn a next-token model of ``sequences`` (str, list of str, or list
         of integer sequences); ``conditions`` (n_sequences, d) for captioning."""
-        if self.cell not in ("lstm", "gru", "rnn"):
-            raise ValueError(f"cell must be 'lstm', 'gru' or 'rnn', got {self.cell!r}")
+        estimator_class(self.cell)  # checks the cell name before any work
         if not (isinstance(self.seq_len, (int, np.integer)) and self.seq_len >= 1):
             raise ValueError(f"seq_len must be a positive int, got {self.seq_len!r}")
         docs, self.text_ = self._as_documents(sequences)
@@ -221,7 +224,7 @@ class SequenceGenerator(BaseEstimator):
         check_is_fitted(self, "classifier_")
         docs, _ = self._as_documents(sequences)
         clf = self.classifier_
-        framed = [np.concatenate([[BOUNDARY], self._encode(d), [BOUNDARY]]) for d in docs]
+        framed = self._framed(docs)
         data = clf._prepare_X([f[:-1] for f in framed], reset=False)
         if conditions is not None:
             data.conditions = check_array(conditions, dtype=np.float64)
@@ -231,11 +234,9 @@ class SequenceGenerator(BaseEstimator):
         total, count = 0.0, 0
         for p, f in zip(proba, framed):
             targets = f[1:]
-            cls = np.searchsorted(clf.classes_, targets)
-            known = (cls < len(clf.classes_)) & (clf.classes_[np.minimum(
-                cls, len(clf.classes_) - 1)] == targets)
-            probs = np.where(known, p[np.arange(len(targets)), np.minimum(
-                cls, len(clf.classes_) - 1)], 0.0)
+            cls = np.minimum(np.searchsorted(clf.classes_, targets), len(clf.classes_) - 1)
+            known = clf.classes_[cls] == targets  # a token never seen as a target: p = 0
+            probs = np.where(known, p[np.arange(len(targets)), cls], 0.0)
             total += np.log(np.maximum(probs, 1e-12)).sum()
             count += len(targets)
         return total / count
