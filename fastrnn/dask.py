@@ -1,0 +1,580 @@
+"""Data-parallel training and prediction on a Dask cluster (``pip install fastrnn[dask]``).
+
+    >>> from distributed import Client, LocalCluster           # doctest: +SKIP
+    >>> import dask.array as da, fastrnn.dask
+    >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))
+    >>> dX = da.from_array(X, chunks=(500, -1, -1))            # (n, T, F), chunked by samples
+    >>> dy = da.from_array(y, chunks=500)
+    >>> clf = fastrnn.dask.fit(FastLSTMClassifier(batch_size=128), dX, dy)
+    >>> fastrnn.dask.predict(clf, dX).compute()
+
+Training (``fit``)
+------------------
+The chunks of X, y (and sample_weight) are persisted on the workers and stay
+there: one Dask actor per worker (``_ShardWorker``) is created on the worker
+that holds its chunks, with the chunks as arguments, so no sample crosses the
+network. The client keeps the model and the optimizer, like a parameter
+server. Every step it draws the global batch exactly as ``estimator.fit`` does
+(same random generator, same permutation per epoch); each actor computes the
+summed loss and gradient of its samples of that batch with the C kernels; the
+client adds the gradients (in worker order) and takes one optimizer step.
+This is single-process training with the same global batch, up to the order
+of the floating-point sums. Per step each worker receives the parameters and
+sends a gradient: 2 * 4 bytes * n_params (float32).
+
+``sync_every=k > 1`` is local SGD: each actor takes k steps on its share of k
+global batches with its own optimizer, then the client averages the actors'
+parameters (weighted by samples). Communication falls k-fold; the result is no
+longer the single-process one. The fitted estimator's optimizer state is then
+a fresh one (the actors' moments are not gathered).
+
+Classes, target scaling, vocabulary size and 'balanced' class weights are
+computed once over all chunks (small per-chunk summaries), so every worker
+encodes its shard the same way. ``loss_curve_``, ``n_iter_``, ``best_loss_``,
+``t_``, learning-rate schedules, ``n_iter_no_change`` on the training loss and
+the ConvergenceWarning follow ``fit``. Not supported: ``early_stopping`` (the
+validation set would have to be scored on the cluster), conditioned networks.
+Dropout masks differ from a single process (one generator per worker).
+
+A worker lost mid-fit (or any failure of an actor) stops the fit with
+``ClusterTrainingError``; the estimator keeps the weights of its last finished
+epoch (``n_iter_`` and ``loss_curve_`` match them), so ``fit`` can be called
+again with ``warm_start=True`` once the cluster is whole.
+
+Prediction (``predict``, ``predict_proba``)
+-------------------------------------------
+Lazy ``map_blocks`` over blocks of whole samples, with the output's meta and
+chunks given, so Dask never probes the estimator with a made-up 2-D array::
+
+    est = dask.delayed(clf, pure=True)          # one copy in the graph
+    dX = dX.rechunk({1: -1, 2: -1})             # blocks of whole sequences
+    labels = da.map_blocks(lambda e, x: e.predict(x), est, dX, drop_axis=[1, 2],
+                           chunks=(dX.chunks[0],), meta=np.empty((0,), clf.classes_.dtype))
+
+Adapter to estimator internals
+------------------------------
+Every use of the estimator's private methods is in the functions below the
+line "adapter" (``_begin``, ``_finish_setup``, ``_prepare``, ``_loss_and_grad``,
+``_l2_loss``, ``_apply_update``, ``_end_epoch``); the rest of this module only calls
+them, so a change of the estimator's training internals is met there.
+"""
+import copy
+import time
+import warnings
+
+import numpy as np
+
+try:
+    import dask
+    import dask.array as da
+    from dask.delayed import Delayed
+    from distributed import default_client, futures_of, wait
+except ImportError as error:  # pragma: no cover - exercised without the extra
+    raise ImportError("fastrnn.dask needs dask[array] and distributed: "
+                      "pip install 'fastrnn[dask]'") from error
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
+
+from fastrnn._threads import resolve_n_threads, single_threaded_blas
+from fastrnn.estimators import TrainingDivergedError
+from fastrnn.losses import LOSSES
+
+__all__ = ["fit", "predict", "predict_proba", "ClusterTrainingError"]
+
+HEAD_SAMPLES = 2  # samples fetched to the client to learn the input and target forms
+
+
+class ClusterTrainingError(RuntimeError):
+    """A worker (or its actor) failed during fastrnn.dask.fit."""
+
+
+# ===== adapter: every use of estimator internals ============================================
+def _begin(est, X_head, y_head):
+    """Validate parameters and learn the forms of X and y from a few samples;
+    returns (first, data_head): first is False for a warm start."""
+    est._validate_params()
+    if est.early_stopping:
+        raise ValueError("fastrnn.dask.fit does not support early_stopping: hold out "
+                         "validation data and score it with fastrnn.dask.predict")
+    first = not (hasattr(est, "model_") and est.warm_start)
+    if first:
+        est._rng = np.random.default_rng(est.random_state)
+        for attr in ("loss_curve_", "validation_scores_", "best_loss_",
+                     "best_validation_score_"):
+            if hasattr(est, attr):
+                delattr(est, attr)
+    data = est._prepare_X(X_head, reset=first)
+    if first:
+        est.task_ = est._infer_task(y_head)
+        est.per_step_ = est._per_step(y_head, data)
+    return first, data
+
+
+def _finish_setup(est, first, data_head, y_head, stats):
+    """Set the encodings from the global stats and build the network (as fit's
+    first call does)."""
+    if first:
+        if est.task_ == "classification":
+            est._prepare_y(y_head, data_head, reset=True, classes=stats["classes"])
+        else:
+            est._prepare_y(y_head, data_head, reset=True)
+            est.y_mean_, est.y_scale_ = stats["y_mean"], stats["y_scale"]
+        if est.embedding_dim is not None and est.vocab_size is None:
+            est.n_tokens_ = stats["n_tokens"]
+        est._build_model(data_head)
+        est.loss_curve_, est.n_iter_, est.t_ = [], 0, 0
+        est._lr = float(est.learning_rate_init)
+        est._plateau = (np.inf, 0)
+        est.validation_scores_ = est.best_validation_score_ = None
+        est.best_loss_ = np.inf
+    if est._optimizer is None:
+        est._optimizer = est._new_optimizer()
+
+
+def _prepare(est, X, y, sample_weight):
+    """A worker's shard as the training loop takes it: (data, target, rows, weights)."""
+    data = est._prepare_X(X, reset=False)
+    target, rows = est._prepare_y(y, data, reset=False)
+    weights = est._sample_weights(sample_weight, target, rows, len(data))
+    return data, target, rows, weights
+
+
+def _loss_and_grad(est, shard, idx):
+    """(summed loss, number of loss rows, summed gradient) of samples idx of the shard;
+    the gradient is the network's flat gradient buffer."""
+    data, target, rows, weights = shard
+    net = est.model_
+    values, lengths, conditions = data.batch(idx)
+    out = net.forward(values, lengths=lengths, conditions=conditions, training=True)
+    r = est._rows_of(idx, rows, data.lengths, data.values.shape[1])
+    out_rows = out.reshape(-1, out.shape[-1])
+    if est.per_step_:
+        mask = est._step_mask(lengths, *values.shape[:2]).reshape(-1)
+        out_rows = out_rows[mask]
+    loss_sum, d_rows = LOSSES[est._loss_name()](out_rows.astype(np.float64), target[r],
+                                                weights[r])
+    if est.per_step_:
+        d_out = np.zeros((mask.size, d_rows.shape[1]), net.dtype)
+        d_out[mask] = d_rows
+        d_rows = d_out.reshape(out.shape)
+    net.zero_grad()
+    net.backward(d_rows)
+    return loss_sum, len(r), net.flat_grads
+
+
+def _l2_loss(est, n_samples):
+    w = est.model_.flat_params
+    return 0.5 * est.alpha * float(np.dot(w * est.model_.decay_mask, w)) / n_samples \
+        if est.alpha else 0.0
+
+
+def _apply_update(est, optimizer, grad, n_rows, n_samples, lr):
+    """One optimizer step with the gradient summed over n_rows loss rows of n_samples."""
+    net = est.model_
+    if grad is not net.flat_grads:
+        net.flat_grads[:] = grad
+    est.t_ += 1
+    optimizer.step(net.flat_params, net.flat_grads, lr, l2=est.alpha / n_samples,
+                   grad_scale=1.0 / n_rows, clip_norm=est.clip_norm,
+                   decay_mask=net.decay_mask, n_threads=resolve_n_threads(est.n_threads))
+
+
+def _epoch_plan(est, n):
+    """(learning rate, global batches as arrays of sample indices) of the next epoch."""
+    batch = est._batch_size(n)
+    order = est._rng.permutation(n) if est.shuffle else np.arange(n)
+    return est._epoch_lr(est.n_iter_), [order[s:s + batch] for s in range(0, n, batch)]
+
+
+def _end_epoch(est, epoch_loss, no_improve):
+    """Record the epoch as fit does without validation data; returns the new
+    count of epochs without improvement."""
+    est.loss_curve_.append(epoch_loss)
+    est.n_iter_ += 1
+    no_improve = no_improve + 1 if epoch_loss > est.best_loss_ - est.tol else 0
+    est.best_loss_ = min(est.best_loss_, epoch_loss)
+    if est.learning_rate == "plateau":
+        best, waited = est._plateau
+        if epoch_loss < best - est.tol:
+            est._plateau = (epoch_loss, 0)
+        elif waited + 1 >= est.lr_decay_every:
+            est._lr *= est.lr_decay
+            est._plateau = (best, 0)
+        else:
+            est._plateau = (best, waited + 1)
+    if est.verbose:
+        print(f"epoch {est.n_iter_}: loss {epoch_loss:.6g}")
+    return no_improve
+# ===== end of the adapter ===================================================================
+
+
+def _concat(parts):
+    """Chunks of one worker as one input: arrays concatenated, lists of ragged
+    sequences joined."""
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts)
+    return [s for p in parts for s in p]
+
+
+def _flat_targets(y, n_outputs=None):
+    """Every target row of a chunk: labels (rows,) or values (rows, n_outputs)."""
+    if isinstance(y, list) and y and np.ndim(y[0]) > 0:  # per-step targets of ragged sequences
+        flat = np.concatenate([np.asarray(v) for v in y])
+    else:
+        flat = np.asarray(y)
+    if n_outputs is None:
+        return flat.ravel()
+    return flat.reshape(-1, n_outputs).astype(np.float64)
+
+
+def _n_outputs(y_head, per_step):
+    flat = np.asarray(y_head[0])
+    return int(np.prod(flat.shape[1:] if per_step else flat.shape)) or 1
+
+
+def _chunk_stats(X, y, task, n_outputs, tokens):
+    """Small summary of one chunk, computed where it lives."""
+    stats = {"n": len(X)}
+    if task == "classification":
+        stats["labels"] = np.unique(_flat_targets(y), return_counts=True)
+    else:
+        rows = _flat_targets(y, n_outputs)
+        mean = rows.mean(axis=0)
+        stats["moments"] = (len(rows), mean, ((rows - mean) ** 2).sum(axis=0))
+    if tokens:
+        stats["max_token"] = max(int(np.max(x)) for x in X)
+    return stats
+
+
+def _combine_stats(chunk_stats, task):
+    """Global classes and counts, or mean and scale (Chan's pairwise moments)."""
+    out = {"n_chunks": [s["n"] for s in chunk_stats]}
+    if task == "classification":
+        labels = np.concatenate([s["labels"][0] for s in chunk_stats])
+        counts = np.concatenate([s["labels"][1] for s in chunk_stats])
+        out["classes"], where = np.unique(labels, return_inverse=True)
+        out["counts"] = np.bincount(where, weights=counts)
+    else:
+        n, mean, m2 = chunk_stats[0]["moments"]
+        for s in chunk_stats[1:]:
+            nb, mb, m2b = s["moments"]
+            delta = mb - mean
+            mean = mean + delta * nb / (n + nb)
+            m2 = m2 + m2b + delta ** 2 * n * nb / (n + nb)
+            n += nb
+        scale = np.sqrt(m2 / n)
+        out["y_mean"], out["y_scale"] = mean, np.where(scale > 0, scale, 1.0)
+    if "max_token" in chunk_stats[0]:
+        out["n_tokens"] = max(s["max_token"] for s in chunk_stats) + 1
+    return out
+
+
+def _balanced_as_dict(est, stats):
+    """class_weight='balanced' from the global class counts (a shard's own
+    counts would weight each worker differently)."""
+    if est.task_ != "classification" or getattr(est, "class_weight", None) != "balanced":
+        return None
+    counts = stats["counts"]
+    weights = counts.sum() / (len(counts) * counts)
+    return dict(zip(est.classes_.tolist(), weights.tolist()))
+
+
+class _ShardWorker:
+    """A Dask actor on the worker that holds its chunks: a replica of the
+    network and this worker's samples, prepared once."""
+
+    def __init__(self, template, rank, X_parts, y_parts, w_parts):
+        self.est = template
+        net = self.est.model_
+        net.rng = net.stack.rng = np.random.default_rng([int(rank), 7919])  # own dropout masks
+        sw = None if w_parts is None else np.concatenate([np.ravel(w) for w in w_parts])
+        with single_threaded_blas():
+            self.shard = _prepare(self.est, _concat(X_parts), _concat(y_parts), sw)
+        self.optimizer = None
+
+    def gradient(self, params, idx):
+        """(loss sum, rows, gradient, seconds) of local samples idx at params."""
+        started = time.perf_counter()
+        self.est.model_.flat_params[:] = params
+        with single_threaded_blas():
+            loss_sum, n_rows, grad = _loss_and_grad(self.est, self.shard, idx)
+        return loss_sum, n_rows, grad.copy(), time.perf_counter() - started
+
+    def local_steps(self, params, batches, lr):
+        """Local SGD: one step per batch of local indices from params; returns
+        (params, sum of loss * samples, samples, seconds)."""
+        started = time.perf_counter()
+        est = self.est
+        if self.optimizer is None:
+            self.optimizer = est._new_optimizer()
+        est.model_.flat_params[:] = params
+        total, count = 0.0, 0
+        with single_threaded_blas():
+            for idx in batches:
+                l2 = _l2_loss(est, len(idx))
+                loss_sum, n_rows, grad = _loss_and_grad(est, self.shard, idx)
+                total += (loss_sum / n_rows + l2) * len(idx)
+                count += len(idx)
+                _apply_update(est, self.optimizer, grad, n_rows, len(idx), lr)
+        return est.model_.flat_params.copy(), total, count, time.perf_counter() - started
+
+
+def _as_chunks(client, X, y, sample_weight):
+    """Persist the inputs on the cluster; returns aligned lists of futures (one
+    per chunk of samples) for X, y and sample_weight (or None)."""
+    if isinstance(X, da.Array):
+        if X.ndim not in (2, 3):
+            raise ValueError(f"X must be a 2-D or 3-D dask array, got {X.ndim} dimensions")
+        if any(np.isnan(c) for c in X.chunks[0]):
+            raise ValueError("X has unknown chunk sizes: call X.compute_chunk_sizes() first")
+        X = X.rechunk({i: -1 for i in range(1, X.ndim)})
+        arrays = [X]
+        for a, name in ((y, "y"), (sample_weight, "sample_weight")):
+            if a is None:
+                continue
+            if not isinstance(a, da.Array):
+                raise TypeError(f"X is a dask array, so {name} must be one too, got "
+                                f"{type(a).__name__}")
+            if a.shape[0] != X.shape[0]:
+                raise ValueError(f"X has {X.shape[0]} samples but {name} has {a.shape[0]}")
+            arrays.append(a.rechunk({0: X.chunks[0], **{i: -1 for i in range(1, a.ndim)}}))
+        persisted = client.persist(arrays)
+        chunks = []
+        for a in persisted:
+            by_key = {f.key: f for f in futures_of(a)}
+            chunks.append([by_key[k] for k in dask.core.flatten(a.__dask_keys__())])
+    elif isinstance(X, (list, tuple)) and X and all(isinstance(x, Delayed) for x in X):
+        parts = [X, y] + ([] if sample_weight is None else [sample_weight])
+        for p, name in zip(parts[1:], ("y", "sample_weight")):
+            if not (isinstance(p, (list, tuple)) and len(p) == len(X)):
+                raise ValueError(f"X is a list of {len(X)} delayed chunks, so {name} must be "
+                                 "a list of as many")
+        futures = client.compute([d for p in parts for d in p])
+        chunks = [futures[i:i + len(X)] for i in range(0, len(futures), len(X))]
+    else:
+        raise TypeError("X must be a dask array chunked along samples or a list of "
+                        f"dask.delayed chunks, got {type(X).__name__}")
+    if sample_weight is None:
+        chunks.append(None)
+    wait([f for c in chunks if c is not None for f in c])
+    return chunks
+
+
+def _place_actors(client, template, X_chunks, y_chunks, w_chunks, n_chunks):
+    """One actor per worker that holds chunks, created there from its chunks.
+    Returns (actors, owner, local): sample i lives on actor owner[i] at position local[i]."""
+    who_has = client.who_has(X_chunks)
+    by_worker = {}
+    for c, future in enumerate(X_chunks):
+        holders = who_has.get(future.key) or list(client.scheduler_info()["workers"])[:1]
+        by_worker.setdefault(sorted(holders)[0], []).append(c)
+    starts = np.concatenate([[0], np.cumsum(n_chunks)])
+    owner = np.empty(starts[-1], np.int64)
+    local = np.empty(starts[-1], np.int64)
+    actors = []
+    for rank, (address, chunk_ids) in enumerate(sorted(by_worker.items())):
+        position = 0
+        for c in chunk_ids:
+            owner[starts[c]:starts[c + 1]] = rank
+            local[starts[c]:starts[c + 1]] = position + np.arange(n_chunks[c])
+            position += n_chunks[c]
+        pick = lambda chunks: None if chunks is None else [chunks[c] for c in chunk_ids]  # noqa
+        actors.append(client.submit(
+            _ShardWorker, template, rank, pick(X_chunks), pick(y_chunks), pick(w_chunks),
+            actor=True, workers=[address], allow_other_workers=False, pure=False))
+    return [a.result() for a in actors], owner, local
+
+
+def _split(batch, owner, local, n_actors):
+    """Local indices of each actor's samples of a global batch."""
+    return [local[batch[owner[batch] == a]] for a in range(n_actors)]
+
+
+def _gather(calls, what):
+    try:
+        return [call.result() for call in calls]
+    except Exception as error:
+        raise ClusterTrainingError(f"a worker failed during {what}: {error!r}") from error
+
+
+def _sync_epoch(est, actors, owner, local, batches, lr, timings):
+    """One epoch of synchronous data-parallel SGD; returns (loss * samples, samples)."""
+    net = est.model_
+    total, count = 0.0, 0
+    for step, batch in enumerate(batches):
+        started = time.perf_counter()
+        shares = _split(batch, owner, local, len(actors))
+        params = net.flat_params
+        busy = [(a, idx) for a, idx in zip(actors, shares) if len(idx)]
+        results = _gather([a.gradient(params, idx) for a, idx in busy],
+                          f"step {step + 1} of epoch {est.n_iter_ + 1}")
+        loss_sum = sum(r[0] for r in results)
+        n_rows = sum(r[1] for r in results)
+        grad = results[0][2]
+        for r in results[1:]:
+            grad += r[2]
+        loss = loss_sum / n_rows + _l2_loss(est, len(batch))
+        if not np.isfinite(loss):
+            raise TrainingDivergedError(f"the training loss became {loss} in epoch "
+                                        f"{est.n_iter_ + 1}: training diverged")
+        _apply_update(est, est._optimizer, grad, n_rows, len(batch), lr)
+        total += loss * len(batch)
+        count += len(batch)
+        timings.append((time.perf_counter() - started, max(r[3] for r in results)))
+    return total, count
+
+
+def _local_epoch(est, actors, owner, local, batches, lr, sync_every, timings):
+    """One epoch of local SGD: rounds of sync_every local steps, then parameter
+    averaging weighted by samples."""
+    net = est.model_
+    total, count = 0.0, 0
+    for start in range(0, len(batches), sync_every):
+        started = time.perf_counter()
+        rounds = [_split(b, owner, local, len(actors)) for b in batches[start:start + sync_every]]
+        calls = []
+        for a, actor in enumerate(actors):
+            mine = [shares[a] for shares in rounds if len(shares[a])]
+            if mine:
+                calls.append(actor.local_steps(net.flat_params, mine, lr))
+        results = _gather(calls, f"steps {start + 1}-{start + len(rounds)} of epoch "
+                                 f"{est.n_iter_ + 1}")
+        samples = np.array([r[2] for r in results], np.float64)
+        averaged = sum(r[0].astype(np.float64) * s for r, s in zip(results, samples))
+        loss = sum(r[1] for r in results)
+        if not np.isfinite(loss) or not np.all(np.isfinite(averaged)):
+            raise TrainingDivergedError(f"the training loss became {loss} in epoch "
+                                        f"{est.n_iter_ + 1}: training diverged")
+        net.flat_params[:] = averaged / samples.sum()
+        est.t_ += len(rounds)
+        total += loss
+        count += int(samples.sum())
+        timings.append((time.perf_counter() - started, max(r[3] for r in results)))
+    return total, count
+
+
+def _fetch_head(client, X_chunk, y_chunk):
+    """The first samples of X and y, to learn their forms on the client."""
+    return client.submit(lambda x, y: (x[:HEAD_SAMPLES], y[:HEAD_SAMPLES]),
+                         X_chunk, y_chunk, pure=False).result()
+
+
+def fit(estimator, X, y, client=None, sync_every=1, **fit_params):
+    """Train estimator data-parallel on a Dask cluster; returns the estimator.
+
+    X, y : dask arrays chunked along samples (X (n, T, F) or (n, T)), or lists
+        of dask.delayed chunks (each a 3-D array or a list of (T_i, F)
+        sequences, with the matching targets).
+    client : distributed.Client; None: the default client.
+    sync_every : 1: gradients summed every step (equal to single-process
+        training with the same global batch); k > 1: local SGD, parameters
+        averaged every k local steps.
+    fit_params : sample_weight only, in the form of y.
+
+    Sets ``dask_fit_stats_``: n_workers, and per synchronisation the seconds
+    of the whole round (step_seconds) and of the slowest worker's compute
+    (compute_seconds); their difference is communication and waiting.
+    """
+    unknown = sorted(set(fit_params) - {"sample_weight"})
+    if unknown:
+        raise TypeError(f"fastrnn.dask.fit got unexpected fit parameters {unknown}")
+    if isinstance(sync_every, bool) or not isinstance(sync_every, (int, np.integer)) or \
+            sync_every < 1:
+        raise ValueError(f"sync_every must be a positive int, got {sync_every!r}")
+    if y is None:
+        raise ValueError("fastrnn.dask.fit requires y")
+    if client is None:
+        client = default_client()
+    X_chunks, y_chunks, w_chunks = _as_chunks(client, X, y, fit_params.get("sample_weight"))
+    X_head, y_head = _fetch_head(client, X_chunks[0], y_chunks[0])
+    first, data_head = _begin(estimator, X_head, y_head)
+    n_outputs = None if estimator.task_ == "classification" else \
+        _n_outputs(y_head, estimator.per_step_)
+    stats = _combine_stats(client.gather(client.map(
+        _chunk_stats, X_chunks, y_chunks, task=estimator.task_, n_outputs=n_outputs, tokens=estimator.embedding_dim is not None, pure=False)),
+        estimator.task_)
+    _finish_setup(estimator, first, data_head, y_head, stats)
+    template = estimator
+    balanced = _balanced_as_dict(estimator, stats)
+    if balanced is not None:  # the workers' copies weigh classes by the global counts
+        template = copy.copy(estimator)
+        template.class_weight = balanced
+    actors, owner, local = _place_actors(client, template, X_chunks, y_chunks, w_chunks,
+                                         stats["n_chunks"])
+    _run_epochs(estimator, actors, owner, local, sync_every)
+    return estimator
+
+
+def _run_epochs(est, actors, owner, local, sync_every):
+    n = len(owner)
+    net = est.model_
+    timings = []
+    no_improve, stopped_early = 0, False
+    for _ in range(est.max_iter):
+        snapshot = net.flat_params.copy()  # the weights of the last finished epoch
+        lr, batches = _epoch_plan(est, n)
+        try:
+            if sync_every == 1:
+                total, count = _sync_epoch(est, actors, owner, local, batches, lr, timings)
+            else:
+                total, count = _local_epoch(est, actors, owner, local, batches, lr, sync_every,
+                                            timings)
+        except (ClusterTrainingError, TrainingDivergedError) as error:
+            net.flat_params[:] = snapshot
+            raise type(error)(f"{error}; the estimator keeps the weights of its last "
+                              f"finished epoch (n_iter_={est.n_iter_}); fit again with "
+                              "warm_start=True to continue") from error
+        no_improve = _end_epoch(est, total / count, no_improve)
+        est.dask_fit_stats_ = {"n_workers": len(actors),
+                               "step_seconds": [t[0] for t in timings],
+                               "compute_seconds": [t[1] for t in timings]}
+        if no_improve >= est.n_iter_no_change:
+            stopped_early = True
+            break
+    if not stopped_early:
+        warnings.warn(f"Stochastic optimizer: maximum iterations ({est.max_iter}) reached "
+                      "and the optimization hasn't converged yet.", ConvergenceWarning)
+
+
+# ----- prediction --------------------------------------------------------------------------
+def _output_tail(est, X, method):
+    """Shape after the sample axis and dtype of est.<method>(X)."""
+    per_step = (X.shape[1],) if est.per_step_ else ()
+    if method == "predict_proba":
+        return per_step + (len(est.classes_),), np.dtype(np.float64)
+    if est.task_ == "classification":
+        return per_step, est.classes_.dtype
+    return per_step + ((est.n_outputs_,) if est.n_outputs_ > 1 else ()), np.dtype(np.float64)
+
+
+def _call(est, X, method):
+    return getattr(est, method)(X)
+
+
+def _map_blocks(est, X, method):
+    check_is_fitted(est, "model_")
+    if method == "predict_proba" and est.task_ != "classification":
+        raise AttributeError("predict_proba is only available for classification")
+    X = da.asarray(X)
+    if X.ndim not in (2, 3):
+        raise ValueError(f"X must be a 2-D or 3-D array, got {X.ndim} dimensions")
+    X = X.rechunk({i: -1 for i in range(1, X.ndim)})
+    tail, dtype = _output_tail(est, X, method)
+    out_ndim = 1 + len(tail)
+    return da.map_blocks(
+        _call, dask.delayed(est, pure=True), X, method,
+        chunks=(X.chunks[0],) + tuple((s,) for s in tail),
+        drop_axis=list(range(out_ndim, X.ndim)) or None,
+        new_axis=list(range(X.ndim, out_ndim)) or None,
+        meta=np.empty((0,) * out_ndim, dtype), dtype=dtype)
+
+
+def predict(estimator, X):
+    """Lazy estimator.predict over blocks of samples of a dask array X (2-D or
+    3-D, chunked along samples); returns a dask array."""
+    return _map_blocks(estimator, X, "predict")
+
+
+def predict_proba(estimator, X):
+    """Lazy estimator.predict_proba over blocks of samples; returns a dask array."""
+    return _map_blocks(estimator, X, "predict_proba")
