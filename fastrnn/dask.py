@@ -12,8 +12,9 @@ Training (``fit``)
 ------------------
 The chunks of X, y (and sample_weight) are persisted on the workers and stay
 there: one Dask actor per worker (``_ShardWorker``) is created on the worker
-that holds its chunks, with the chunks as arguments, so no sample crosses the
-network. The client keeps the model and the optimizer, like a parameter
+that holds its chunks, with the chunks as arguments, so no sample passes
+through the client. (A worker holding more than its share of the samples
+hands chunks to the least loaded workers, worker to worker, once.) The client keeps the model and the optimizer, like a parameter
 server. Every step it draws the global batch exactly as ``estimator.fit`` does
 (same random generator, same permutation per epoch); each actor computes the
 summed loss and gradient of its samples of that batch with the C kernels; the
@@ -54,9 +55,13 @@ chunks given, so Dask never probes the estimator with a made-up 2-D array::
 Adapter to estimator internals
 ------------------------------
 Every use of the estimator's private methods is in the functions below the
-line "adapter" (``_begin``, ``_finish_setup``, ``_prepare``, ``_loss_and_grad``,
-``_l2_loss``, ``_apply_update``, ``_end_epoch``); the rest of this module only calls
-them, so a change of the estimator's training internals is met there.
+line "adapter": ``_begin`` and ``_finish_setup`` (fit's first-call set-up),
+``_prepare`` (a shard as training data), ``_loss_and_grad`` (one batch's summed loss
+and flat gradient), ``_l2_loss``, ``_new_optimizer``, ``_apply_update`` (clip and
+fused optimizer step), ``_epoch_plan`` (learning rate and batches of an epoch) and
+``_end_epoch`` (loss curve, n_iter_, plateau schedule). The rest of this module
+reads only fitted attributes (``model_.flat_params``, ``task_``, ``classes_``, ...),
+so a change of the estimator's training internals is met there.
 """
 import copy
 import time
@@ -72,14 +77,16 @@ try:
 except ImportError as error:  # pragma: no cover - exercised without the extra
     raise ImportError("fastrnn.dask needs dask[array] and distributed: "
                       "pip install 'fastrnn[dask]'") from error
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
 from fastrnn.estimators import TrainingDivergedError
 from fastrnn.losses import LOSSES
 
-__all__ = ["fit", "predict", "predict_proba", "ClusterTrainingError"]
+__all__ = ["fit", "predict", "predict_proba", "ClusterTrainingError", "FlatSequences"]
 
 HEAD_SAMPLES = 2  # samples fetched to the client to learn the input and target forms
 
@@ -168,9 +175,15 @@ def _l2_loss(est, n_samples):
         if est.alpha else 0.0
 
 
-def _apply_update(est, optimizer, grad, n_rows, n_samples, lr):
-    """One optimizer step with the gradient summed over n_rows loss rows of n_samples."""
+def _new_optimizer(est):
+    return est._new_optimizer()
+
+
+def _apply_update(est, grad, n_rows, n_samples, lr, optimizer=None):
+    """One optimizer step (the estimator's own optimizer unless one is given)
+    with the gradient summed over n_rows loss rows of n_samples."""
     net = est.model_
+    optimizer = est._optimizer if optimizer is None else optimizer
     if grad is not net.flat_grads:
         net.flat_grads[:] = grad
     est.t_ += 1
@@ -306,7 +319,7 @@ class _ShardWorker:
         started = time.perf_counter()
         est = self.est
         if self.optimizer is None:
-            self.optimizer = est._new_optimizer()
+            self.optimizer = _new_optimizer(est)
         est.model_.flat_params[:] = params
         total, count = 0.0, 0
         with single_threaded_blas():
@@ -315,7 +328,7 @@ class _ShardWorker:
                 loss_sum, n_rows, grad = _loss_and_grad(est, self.shard, idx)
                 total += (loss_sum / n_rows + l2) * len(idx)
                 count += len(idx)
-                _apply_update(est, self.optimizer, grad, n_rows, len(idx), lr)
+                _apply_update(est, grad, n_rows, len(idx), lr, self.optimizer)
         return est.model_.flat_params.copy(), total, count, time.perf_counter() - started
 
 
@@ -360,14 +373,30 @@ def _as_chunks(client, X, y, sample_weight):
     return chunks
 
 
-def _place_actors(client, template, X_chunks, y_chunks, w_chunks, n_chunks):
-    """One actor per worker that holds chunks, created there from its chunks.
-    Returns (actors, owner, local): sample i lives on actor owner[i] at position local[i]."""
+def _assign_chunks(client, X_chunks, n_chunks):
+    """{worker: chunk ids}: each chunk stays on a worker that holds it, unless
+    that worker already has its share of the samples; then it goes to the
+    least loaded worker (a worker-to-worker copy), since every synchronous
+    step waits for the slowest worker."""
     who_has = client.who_has(X_chunks)
+    workers = sorted(client.scheduler_info()["workers"])
+    fair = sum(n_chunks) / len(workers)
+    load = dict.fromkeys(workers, 0)
     by_worker = {}
     for c, future in enumerate(X_chunks):
-        holders = who_has.get(future.key) or list(client.scheduler_info()["workers"])[:1]
-        by_worker.setdefault(sorted(holders)[0], []).append(c)
+        holders = [w for w in who_has.get(future.key, ()) if w in load]
+        home = min(holders, key=load.get) if holders else None
+        if home is None or load[home] >= fair:
+            home = min(workers, key=load.get)
+        load[home] += n_chunks[c]
+        by_worker.setdefault(home, []).append(c)
+    return by_worker
+
+
+def _place_actors(client, template, X_chunks, y_chunks, w_chunks, n_chunks):
+    """One actor per worker with chunks, created there from its chunks.
+    Returns (actors, owner, local): sample i lives on actor owner[i] at position local[i]."""
+    by_worker = _assign_chunks(client, X_chunks, n_chunks)
     starts = np.concatenate([[0], np.cumsum(n_chunks)])
     owner = np.empty(starts[-1], np.int64)
     local = np.empty(starts[-1], np.int64)
@@ -378,9 +407,10 @@ def _place_actors(client, template, X_chunks, y_chunks, w_chunks, n_chunks):
             owner[starts[c]:starts[c + 1]] = rank
             local[starts[c]:starts[c + 1]] = position + np.arange(n_chunks[c])
             position += n_chunks[c]
-        pick = lambda chunks: None if chunks is None else [chunks[c] for c in chunk_ids]  # noqa
+        mine = [None if chunks is None else [chunks[c] for c in chunk_ids]
+                for chunks in (X_chunks, y_chunks, w_chunks)]
         actors.append(client.submit(
-            _ShardWorker, template, rank, pick(X_chunks), pick(y_chunks), pick(w_chunks),
+            _ShardWorker, template, rank, *mine,
             actor=True, workers=[address], allow_other_workers=False, pure=False))
     return [a.result() for a in actors], owner, local
 
@@ -417,7 +447,7 @@ def _sync_epoch(est, actors, owner, local, batches, lr, timings):
         if not np.isfinite(loss):
             raise TrainingDivergedError(f"the training loss became {loss} in epoch "
                                         f"{est.n_iter_ + 1}: training diverged")
-        _apply_update(est, est._optimizer, grad, n_rows, len(batch), lr)
+        _apply_update(est, grad, n_rows, len(batch), lr)
         total += loss * len(batch)
         count += len(batch)
         timings.append((time.perf_counter() - started, max(r[3] for r in results)))
@@ -490,9 +520,10 @@ def fit(estimator, X, y, client=None, sync_every=1, **fit_params):
     first, data_head = _begin(estimator, X_head, y_head)
     n_outputs = None if estimator.task_ == "classification" else \
         _n_outputs(y_head, estimator.per_step_)
-    stats = _combine_stats(client.gather(client.map(
-        _chunk_stats, X_chunks, y_chunks, task=estimator.task_, n_outputs=n_outputs, tokens=estimator.embedding_dim is not None, pure=False)),
-        estimator.task_)
+    chunk_stats = client.gather(client.map(
+        _chunk_stats, X_chunks, y_chunks, task=estimator.task_, n_outputs=n_outputs,
+        tokens=estimator.embedding_dim is not None, pure=False))
+    stats = _combine_stats(chunk_stats, estimator.task_)
     _finish_setup(estimator, first, data_head, y_head, stats)
     template = estimator
     balanced = _balanced_as_dict(estimator, stats)
@@ -578,3 +609,62 @@ def predict(estimator, X):
 def predict_proba(estimator, X):
     """Lazy estimator.predict_proba over blocks of samples; returns a dask array."""
     return _map_blocks(estimator, X, "predict_proba")
+
+
+# ----- dask-ml ---------------------------------------------------------------------------
+class FlatSequences(MetaEstimatorMixin, BaseEstimator):
+    """A fastrnn estimator fed one flat row per sequence, for dask-ml.
+
+    dask-ml's ``Incremental`` and ``ParallelPostFit`` handle 2-D arrays only:
+    Incremental addresses blocks as (i, 0) and ParallelPostFit maps predict
+    with ``drop_axis=1`` and predict_proba with chunks (n, n_classes), after
+    probing predict with a (1, n_columns) array. Give them X reshaped to
+    (n, T * F) and wrap the estimator: each row is reshaped back to (T, F)
+    before the estimator sees it.
+
+        >>> from dask_ml.wrappers import Incremental              # doctest: +SKIP
+        >>> inc = Incremental(FlatSequences(FastLSTMClassifier(), n_features=F))
+        >>> inc.fit(dX.reshape(n, T * F), dy, classes=[0, 1])
+
+    Sequence-level outputs only (per-step outputs have a shape dask-ml does not
+    declare). An already fitted estimator can be wrapped as is (for
+    ParallelPostFit); fit and partial_fit train a clone in ``estimator_``.
+    """
+
+    def __init__(self, estimator, n_features):
+        self.estimator = estimator
+        self.n_features = n_features
+
+    def _sequences(self, X):
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] % self.n_features:
+            raise ValueError(f"X must be 2-D with T * n_features columns (n_features="
+                             f"{self.n_features}), got shape {X.shape}")
+        return X.reshape(X.shape[0], -1, self.n_features)
+
+    def _fitted(self):
+        return getattr(self, "estimator_", self.estimator)
+
+    def fit(self, X, y, **fit_params):
+        self.estimator_ = clone(self.estimator).fit(self._sequences(X), y, **fit_params)
+        return self
+
+    def partial_fit(self, X, y, **fit_params):
+        if not hasattr(self, "estimator_"):
+            self.estimator_ = clone(self.estimator)
+        self.estimator_.partial_fit(self._sequences(X), y, **fit_params)
+        return self
+
+    @property
+    def classes_(self):
+        return self._fitted().classes_
+
+    def predict(self, X):
+        return self._fitted().predict(self._sequences(X))
+
+    @available_if(lambda self: hasattr(self._fitted(), "predict_proba"))
+    def predict_proba(self, X):
+        return self._fitted().predict_proba(self._sequences(X))
+
+    def score(self, X, y, sample_weight=None):
+        return self._fitted().score(self._sequences(X), y, sample_weight=sample_weight)

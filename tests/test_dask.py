@@ -120,6 +120,24 @@ def test_per_step_regression_predict_shape(client):
     np.testing.assert_allclose(pred.compute(), reg.predict(X), rtol=1e-6)
 
 
+def test_dask_ml_wrappers_on_flat_sequences(client):
+    wrappers = pytest.importorskip("dask_ml.wrappers")
+    X, y = _sequences(n=60, T=5, F=3)
+    flat = da.from_array(X.reshape(60, 15), chunks=(20, -1))
+    dy = da.from_array(y, chunks=20)
+    inc = wrappers.Incremental(fdask.FlatSequences(
+        FastLSTMClassifier(hidden_size=4, random_state=0), n_features=3))
+    inc.fit(flat, dy, classes=[0, 1, 2])
+    trained = inc.estimator_.estimator_
+    assert trained.n_iter_ == 3  # one partial_fit per block
+    np.testing.assert_array_equal(inc.predict(flat).compute(), trained.predict(X))
+    ppf = wrappers.ParallelPostFit(fdask.FlatSequences(trained, n_features=3))
+    np.testing.assert_array_equal(ppf.predict(flat).compute(), trained.predict(X))
+    np.testing.assert_allclose(ppf.predict_proba(flat).compute(), trained.predict_proba(X))
+    with pytest.raises(ValueError, match="n_features=3"):
+        fdask.FlatSequences(trained, n_features=3).predict(X.reshape(60, 15)[:, :14])
+
+
 def test_bad_input_is_refused(client):
     X, y = _sequences(n=20)
     with pytest.raises(TypeError, match="dask array"):
