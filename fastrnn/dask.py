@@ -37,10 +37,15 @@ the ConvergenceWarning follow ``fit``. Not supported: ``early_stopping`` (the
 validation set would have to be scored on the cluster), conditioned networks.
 Dropout masks differ from a single process (one generator per worker).
 
-A worker lost mid-fit (or any failure of an actor) stops the fit with
-``ClusterTrainingError``; the estimator keeps the weights of its last finished
-epoch (``n_iter_`` and ``loss_curve_`` match them), so ``fit`` can be called
-again with ``warm_start=True`` once the cluster is whole.
+A worker lost mid-fit is survived: the round it broke is discarded, the
+actors are rebuilt on the remaining (or restarted) workers from the chunks
+(Dask recomputes the lost ones from their graph) and the round runs again from
+the last synchronized parameters, so synchronous training still gives the
+uninterrupted result (local SGD loses the actors' optimizer moments). After
+MAX_RECOVERIES lost workers, or when an actor fails for another reason, fit
+raises ``ClusterTrainingError`` and the estimator keeps the weights of its last
+finished epoch (``n_iter_`` and ``loss_curve_`` match them), so ``fit`` can be
+called again with ``warm_start=True``.
 
 Prediction (``predict``, ``predict_proba``)
 -------------------------------------------
@@ -89,6 +94,7 @@ from fastrnn.losses import LOSSES
 __all__ = ["fit", "predict", "predict_proba", "ClusterTrainingError", "FlatSequences"]
 
 HEAD_SAMPLES = 2  # samples fetched to the client to learn the input and target forms
+MAX_RECOVERIES = 3  # lost workers a fit survives before it gives up
 
 
 class ClusterTrainingError(RuntimeError):
@@ -393,51 +399,78 @@ def _assign_chunks(client, X_chunks, n_chunks):
     return by_worker
 
 
-def _place_actors(client, template, X_chunks, y_chunks, w_chunks, n_chunks):
-    """One actor per worker with chunks, created there from its chunks.
-    Returns (actors, owner, local): sample i lives on actor owner[i] at position local[i]."""
-    by_worker = _assign_chunks(client, X_chunks, n_chunks)
-    starts = np.concatenate([[0], np.cumsum(n_chunks)])
-    owner = np.empty(starts[-1], np.int64)
-    local = np.empty(starts[-1], np.int64)
-    actors = []
-    for rank, (address, chunk_ids) in enumerate(sorted(by_worker.items())):
-        position = 0
-        for c in chunk_ids:
-            owner[starts[c]:starts[c + 1]] = rank
-            local[starts[c]:starts[c + 1]] = position + np.arange(n_chunks[c])
-            position += n_chunks[c]
-        mine = [None if chunks is None else [chunks[c] for c in chunk_ids]
-                for chunks in (X_chunks, y_chunks, w_chunks)]
-        actors.append(client.submit(
-            _ShardWorker, template, rank, *mine,
-            actor=True, workers=[address], allow_other_workers=False, pure=False))
-    return [a.result() for a in actors], owner, local
+class _Cluster:
+    """The actors of one fit and where each sample lives: sample i on actor
+    owner[i] at position local[i]. A round that loses a worker is run again
+    on actors rebuilt from the chunks (Dask recomputes the lost ones)."""
+
+    def __init__(self, client, template, chunks, n_chunks):
+        self.client, self.template, self.chunks, self.n_chunks = client, template, chunks, n_chunks
+        self.recoveries = 0
+        self._place()
+
+    def _place(self):
+        X_chunks, y_chunks, w_chunks = self.chunks
+        by_worker = _assign_chunks(self.client, X_chunks, self.n_chunks)
+        starts = np.concatenate([[0], np.cumsum(self.n_chunks)])
+        self.owner = np.empty(starts[-1], np.int64)
+        self.local = np.empty(starts[-1], np.int64)
+        futures = []
+        for rank, (address, chunk_ids) in enumerate(sorted(by_worker.items())):
+            position = 0
+            for c in chunk_ids:
+                self.owner[starts[c]:starts[c + 1]] = rank
+                self.local[starts[c]:starts[c + 1]] = position + np.arange(self.n_chunks[c])
+                position += self.n_chunks[c]
+            mine = [None if chunks is None else [chunks[c] for c in chunk_ids]
+                    for chunks in self.chunks]
+            futures.append(self.client.submit(
+                _ShardWorker, self.template, rank, *mine, actor=True, workers=[address],
+                allow_other_workers=False, pure=False))
+        self.actors = [f.result() for f in futures]
+
+    def shares(self, batch):
+        """Local indices of each actor's samples of a global batch of sample indices."""
+        return [self.local[batch[self.owner[batch] == a]] for a in range(len(self.actors))]
+
+    def run(self, calls, what):
+        """Results of calls(actors) (a list of actor calls); on a lost worker,
+        up to MAX_RECOVERIES times: rebuild the actors and call again."""
+        while True:
+            try:
+                return [call.result() for call in calls(self.actors)]
+            except Exception as error:
+                if self.recoveries >= MAX_RECOVERIES or not self._lost_a_worker():
+                    raise ClusterTrainingError(f"a worker failed during {what}: {error!r}") \
+                        from error
+            self.recoveries += 1
+            warnings.warn(f"a worker was lost during {what}; resuming from the last "
+                          "synchronized parameters on the remaining workers", RuntimeWarning)
+            wait([f for chunks in self.chunks if chunks is not None for f in chunks])
+            self._place()
+
+    def _lost_a_worker(self, patience_s=30.0):
+        """Whether a worker of an actor has left the cluster (the scheduler can
+        take a moment to notice)."""
+        addresses = {actor._address for actor in self.actors}
+        deadline = time.monotonic() + patience_s
+        while time.monotonic() < deadline:
+            if addresses - set(self.client.scheduler_info()["workers"]):
+                return True
+            time.sleep(0.2)
+        return False
 
 
-def _split(batch, owner, local, n_actors):
-    """Local indices of each actor's samples of a global batch."""
-    return [local[batch[owner[batch] == a]] for a in range(n_actors)]
-
-
-def _gather(calls, what):
-    try:
-        return [call.result() for call in calls]
-    except Exception as error:
-        raise ClusterTrainingError(f"a worker failed during {what}: {error!r}") from error
-
-
-def _sync_epoch(est, actors, owner, local, batches, lr, timings):
+def _sync_epoch(est, cluster, batches, lr, timings):
     """One epoch of synchronous data-parallel SGD; returns (loss * samples, samples)."""
     net = est.model_
     total, count = 0.0, 0
     for step, batch in enumerate(batches):
         started = time.perf_counter()
-        shares = _split(batch, owner, local, len(actors))
-        params = net.flat_params
-        busy = [(a, idx) for a, idx in zip(actors, shares) if len(idx)]
-        results = _gather([a.gradient(params, idx) for a, idx in busy],
-                          f"step {step + 1} of epoch {est.n_iter_ + 1}")
+        results = cluster.run(  # shares taken per try: a rebuild moves samples
+            lambda actors: [a.gradient(net.flat_params, idx)
+                            for a, idx in zip(actors, cluster.shares(batch)) if len(idx)],
+            f"step {step + 1} of epoch {est.n_iter_ + 1}")
         loss_sum = sum(r[0] for r in results)
         n_rows = sum(r[1] for r in results)
         grad = results[0][2]
@@ -454,21 +487,26 @@ def _sync_epoch(est, actors, owner, local, batches, lr, timings):
     return total, count
 
 
-def _local_epoch(est, actors, owner, local, batches, lr, sync_every, timings):
+def _local_calls(cluster, batches, params, lr):
+    """The local_steps call of every actor with samples in batches."""
+    def calls(actors):
+        rounds = [cluster.shares(b) for b in batches]  # per try: a rebuild moves samples
+        mine = [[shares[a] for shares in rounds if len(shares[a])] for a in range(len(actors))]
+        return [actor.local_steps(params, m, lr) for actor, m in zip(actors, mine) if m]
+    return calls
+
+
+def _local_epoch(est, cluster, batches, lr, sync_every, timings):
     """One epoch of local SGD: rounds of sync_every local steps, then parameter
     averaging weighted by samples."""
     net = est.model_
     total, count = 0.0, 0
     for start in range(0, len(batches), sync_every):
         started = time.perf_counter()
-        rounds = [_split(b, owner, local, len(actors)) for b in batches[start:start + sync_every]]
-        calls = []
-        for a, actor in enumerate(actors):
-            mine = [shares[a] for shares in rounds if len(shares[a])]
-            if mine:
-                calls.append(actor.local_steps(net.flat_params, mine, lr))
-        results = _gather(calls, f"steps {start + 1}-{start + len(rounds)} of epoch "
-                                 f"{est.n_iter_ + 1}")
+        chunk = batches[start:start + sync_every]
+        results = cluster.run(_local_calls(cluster, chunk, net.flat_params, lr),
+                              f"steps {start + 1}-{start + len(chunk)} of epoch "
+                              f"{est.n_iter_ + 1}")
         samples = np.array([r[2] for r in results], np.float64)
         averaged = sum(r[0].astype(np.float64) * s for r, s in zip(results, samples))
         loss = sum(r[1] for r in results)
@@ -476,7 +514,7 @@ def _local_epoch(est, actors, owner, local, batches, lr, sync_every, timings):
             raise TrainingDivergedError(f"the training loss became {loss} in epoch "
                                         f"{est.n_iter_ + 1}: training diverged")
         net.flat_params[:] = averaged / samples.sum()
-        est.t_ += len(rounds)
+        est.t_ += len(chunk)
         total += loss
         count += int(samples.sum())
         timings.append((time.perf_counter() - started, max(r[3] for r in results)))
@@ -530,14 +568,13 @@ def fit(estimator, X, y, client=None, sync_every=1, **fit_params):
     if balanced is not None:  # the workers' copies weigh classes by the global counts
         template = copy.copy(estimator)
         template.class_weight = balanced
-    actors, owner, local = _place_actors(client, template, X_chunks, y_chunks, w_chunks,
-                                         stats["n_chunks"])
-    _run_epochs(estimator, actors, owner, local, sync_every)
+    cluster = _Cluster(client, template, (X_chunks, y_chunks, w_chunks), stats["n_chunks"])
+    _run_epochs(estimator, cluster, sync_every)
     return estimator
 
 
-def _run_epochs(est, actors, owner, local, sync_every):
-    n = len(owner)
+def _run_epochs(est, cluster, sync_every):
+    n = len(cluster.owner)
     net = est.model_
     timings = []
     no_improve, stopped_early = 0, False
@@ -546,17 +583,17 @@ def _run_epochs(est, actors, owner, local, sync_every):
         lr, batches = _epoch_plan(est, n)
         try:
             if sync_every == 1:
-                total, count = _sync_epoch(est, actors, owner, local, batches, lr, timings)
+                total, count = _sync_epoch(est, cluster, batches, lr, timings)
             else:
-                total, count = _local_epoch(est, actors, owner, local, batches, lr, sync_every,
-                                            timings)
+                total, count = _local_epoch(est, cluster, batches, lr, sync_every, timings)
         except (ClusterTrainingError, TrainingDivergedError) as error:
             net.flat_params[:] = snapshot
             raise type(error)(f"{error}; the estimator keeps the weights of its last "
                               f"finished epoch (n_iter_={est.n_iter_}); fit again with "
                               "warm_start=True to continue") from error
         no_improve = _end_epoch(est, total / count, no_improve)
-        est.dask_fit_stats_ = {"n_workers": len(actors),
+        est.dask_fit_stats_ = {"n_workers": len(cluster.actors),
+                               "recoveries": cluster.recoveries,
                                "step_seconds": [t[0] for t in timings],
                                "compute_seconds": [t[1] for t in timings]}
         if no_improve >= est.n_iter_no_change:

@@ -150,10 +150,9 @@ def test_bad_input_is_refused(client):
                   da.from_array(y, chunks=10), client=client)
 
 
-def test_worker_killed_mid_fit_raises_and_keeps_last_epoch(client):
-    X, y = _sequences(n=200, T=8)
-    dX, dy = _on_two_workers(client, X, y, chunk=100)
-    clf = FastLSTMClassifier(hidden_size=16, batch_size=8, max_iter=200, random_state=0)
+def _fit_and_kill_a_worker(client, clf, dX, dy):
+    """Run fastrnn.dask.fit in a thread, kill a worker process after the first
+    epoch; returns what fit raised (None if nothing)."""
     errors = []
 
     def train():
@@ -163,20 +162,53 @@ def test_worker_killed_mid_fit_raises_and_keeps_last_epoch(client):
             errors.append(error)
 
     thread = threading.Thread(target=train)
-    thread.start()
-    deadline = time.time() + 30
-    while getattr(clf, "n_iter_", 0) < 1 and time.time() < deadline:
-        time.sleep(0.05)
-    victim = sorted(client.scheduler_info()["workers"])[0]
-    try:
-        client.run(os._exit, 1, workers=[victim])
-    except Exception:  # noqa: BLE001 - the connection dies with the worker
-        pass
-    thread.join(timeout=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        thread.start()
+        deadline = time.time() + 30
+        while getattr(clf, "n_iter_", 0) < 1 and time.time() < deadline:
+            time.sleep(0.02)
+        assert thread.is_alive(), "fit ended before a worker could be killed"
+        victim = sorted(client.scheduler_info()["workers"])[0]
+        try:
+            client.run(os._exit, 1, workers=[victim])
+        except Exception:  # noqa: BLE001 - the connection dies with the worker
+            pass
+        thread.join(timeout=90)
     assert not thread.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], fdask.ClusterTrainingError)
-    assert "last finished epoch" in str(errors[0])
-    assert 1 <= clf.n_iter_ == len(clf.loss_curve_)
-    assert np.all(np.isfinite(clf.model_.flat_params))
-    assert clf.predict(X).shape == (200,)
     client.wait_for_workers(2, timeout=60)
+    return errors[0] if errors else None
+
+
+def _killable_setup(client):
+    X, y = _sequences(n=160, T=8)
+    dX, dy = _on_two_workers(client, X, y, chunk=80)
+    make = lambda: FastLSTMClassifier(hidden_size=12, batch_size=8, max_iter=8,  # noqa: E731
+                                      random_state=0)
+    return X, y, dX, dy, make
+
+
+def test_worker_killed_mid_fit_resumes_from_last_synchronized_step(client):
+    X, y, dX, dy, make = _killable_setup(client)
+    clf = make()
+    assert _fit_and_kill_a_worker(client, clf, dX, dy) is None
+    assert clf.dask_fit_stats_["recoveries"] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        uninterrupted = make().fit(X, y)
+    assert clf.n_iter_ == 8 == len(clf.loss_curve_)
+    np.testing.assert_allclose(clf.model_.flat_params, uninterrupted.model_.flat_params,
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_worker_killed_without_recoveries_left_raises_and_keeps_last_epoch(client,
+                                                                           monkeypatch):
+    monkeypatch.setattr(fdask, "MAX_RECOVERIES", 0)
+    X, y, dX, dy, make = _killable_setup(client)
+    clf = make()
+    error = _fit_and_kill_a_worker(client, clf, dX, dy)
+    assert isinstance(error, fdask.ClusterTrainingError)
+    assert "last finished epoch" in str(error)
+    assert 1 <= clf.n_iter_ == len(clf.loss_curve_) < 8
+    assert np.all(np.isfinite(clf.model_.flat_params))
+    assert clf.predict(X).shape == (160,)
