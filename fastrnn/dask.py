@@ -261,7 +261,7 @@ def _chunk_stats(X, y, task, n_outputs, tokens):
         mean = rows.mean(axis=0)
         stats["moments"] = (len(rows), mean, ((rows - mean) ** 2).sum(axis=0))
     if tokens:
-        stats["max_token"] = max(int(np.max(x)) for x in X)
+        stats["max_token"] = int(max(np.max(x) for x in X) if isinstance(X, list) else np.max(X))
     return stats
 
 

@@ -63,6 +63,25 @@ def test_sync_training_equals_single_process(client, make, target):
     assert remote.dask_fit_stats_["n_workers"] == 2  # one worker would be a trivial pass
 
 
+def test_balanced_class_weights_and_sample_weights_use_global_counts(client):
+    X, labels = _sequences(n=120)
+    order = np.argsort(labels, kind="stable")  # chunks with very different class mixes
+    X, y = X[order], labels[order]
+    w = np.random.default_rng(1).uniform(0.5, 2.0, size=len(y))
+    dX, dy = _on_two_workers(client, X, y, chunk=40)
+    make = lambda: FastLSTMClassifier(hidden_size=8, batch_size=16, max_iter=2,  # noqa: E731
+                                      class_weight="balanced", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        remote = fdask.fit(make(), dX, dy, client=client,
+                           sample_weight=da.from_array(w, chunks=40))
+        local = make().fit(X, y, sample_weight=w)
+    assert remote.class_weight == "balanced"  # the parameter is left as given
+    np.testing.assert_allclose(remote.loss_curve_, local.loss_curve_, rtol=1e-5)
+    np.testing.assert_allclose(remote.model_.flat_params, local.model_.flat_params,
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_ragged_delayed_chunks(client):
     rng = np.random.default_rng(3)
     seqs = [rng.normal(size=(int(rng.integers(3, 9)), 2)).astype(np.float32) for _ in range(60)]
