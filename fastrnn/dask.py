@@ -62,7 +62,7 @@ Adapter to estimator internals
 Every use of the estimator's private methods is in the functions below the
 line "adapter": ``_begin`` and ``_finish_setup`` (fit's first-call set-up),
 ``_prepare`` (a shard as training data), ``_loss_and_grad`` (one batch's summed loss
-and flat gradient), ``_l2_loss``, ``_new_optimizer``, ``_apply_update`` (clip and
+and flat gradient), ``_reseed_dropout``, ``_l2_loss``, ``_new_optimizer``, ``_apply_update`` (clip and
 fused optimizer step), ``_epoch_plan`` (learning rate and batches of an epoch) and
 ``_end_epoch`` (loss curve, n_iter_, plateau schedule). The rest of this module
 reads only fitted attributes (``model_.flat_params``, ``task_``, ``classes_``, ...),
@@ -173,6 +173,11 @@ def _loss_and_grad(est, shard, idx):
     net.zero_grad()
     net.backward(d_rows)
     return loss_sum, len(r), net.flat_grads
+
+
+def _reseed_dropout(est, seed):
+    net = est.model_
+    net.rng = net.stack.rng = np.random.default_rng(seed)
 
 
 def _l2_loss(est, n_samples):
@@ -304,8 +309,7 @@ class _ShardWorker:
 
     def __init__(self, template, rank, X_parts, y_parts, w_parts):
         self.est = template
-        net = self.est.model_
-        net.rng = net.stack.rng = np.random.default_rng([int(rank), 7919])  # own dropout masks
+        _reseed_dropout(self.est, [int(rank), 7919])  # each worker its own dropout masks
         sw = None if w_parts is None else np.concatenate([np.ravel(w) for w in w_parts])
         with single_threaded_blas():
             self.shard = _prepare(self.est, _concat(X_parts), _concat(y_parts), sw)
@@ -473,7 +477,7 @@ def _sync_epoch(est, cluster, batches, lr, timings):
             f"step {step + 1} of epoch {est.n_iter_ + 1}")
         loss_sum = sum(r[0] for r in results)
         n_rows = sum(r[1] for r in results)
-        grad = results[0][2]
+        grad = results[0][2].copy()  # received buffers may be read-only
         for r in results[1:]:
             grad += r[2]
         loss = loss_sum / n_rows + _l2_loss(est, len(batch))
@@ -539,7 +543,8 @@ def fit(estimator, X, y, client=None, sync_every=1, **fit_params):
         averaged every k local steps.
     fit_params : sample_weight only, in the form of y.
 
-    Sets ``dask_fit_stats_``: n_workers, and per synchronisation the seconds
+    Sets ``dask_fit_stats_``: n_workers, recoveries (lost workers survived),
+    and per synchronisation the seconds
     of the whole round (step_seconds) and of the slowest worker's compute
     (compute_seconds); their difference is communication and waiting.
     """
