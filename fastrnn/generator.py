@@ -148,7 +148,7 @@ class SequenceGenerator(BaseEstimator):
         self.n_condition_features_ = None if conditions is None else conditions.shape[1]
         X, y = self._training_samples(docs, conditions)
         self.classifier_ = self._classifier()
-        self.classifier_._fit(X, y, None, incremental=False, conditions=conditions)
+        self.classifier_._fit_conditioned(X, y, conditions)
         self.loss_curve_ = self.classifier_.loss_curve_
         self.n_iter_ = self.classifier_.n_iter_
         return self
@@ -225,12 +225,9 @@ class SequenceGenerator(BaseEstimator):
         docs, _ = self._as_documents(sequences)
         clf = self.classifier_
         framed = self._framed(docs)
-        data = clf._prepare_X([f[:-1] for f in framed], reset=False)
-        if conditions is not None:
-            data.conditions = check_array(conditions, dtype=np.float64)
-        elif self.n_condition_features_ is not None:
+        if conditions is None and self.n_condition_features_ is not None:
             raise ValueError("this generator was fitted with conditions: pass conditions=")
-        proba = clf._proba_from_logits(clf._forward(data))
+        proba = clf._predict_proba_conditioned([f[:-1] for f in framed], conditions)
         total, count = 0.0, 0
         for p, f in zip(proba, framed):
             targets = f[1:]

@@ -19,7 +19,7 @@ import fastrnn
 from fastrnn import (FastGRU, FastGRUClassifier, FastGRURegressor, FastLSTM, FastLSTMClassifier,
                      FastLSTMRegressor, FastRNN, FastRNNClassifier, FastRNNRegressor,
                      TrainingDivergedError)
-from fastrnn import estimators as est_module
+from fastrnn import _base as est_module
 
 FIXED = [FastLSTMClassifier, FastLSTMRegressor, FastGRUClassifier, FastGRURegressor,
          FastRNNClassifier, FastRNNRegressor]
