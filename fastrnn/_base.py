@@ -79,7 +79,8 @@ class BaseFastRNN(BaseEstimator):
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": _positive_int(), "tol": [Interval(Real, 0, None, closed="left")],
-        "warm_start": ["boolean"], "random_state": ["random_state"], "verbose": ["verbose"],
+        "warm_start": ["boolean"], "random_state": ["random_state", np.random.Generator],
+        "verbose": ["verbose"],
         "n_threads": [None, Options(Integral, {-1}), Interval(Integral, 1, None, closed="left")],
         "dtype": [StrOptions({"float32", "float64"}), type, np.dtype],
     }

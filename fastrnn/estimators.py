@@ -134,7 +134,7 @@ _PARAMETERS = """Parameters
     warm_start : bool, default=False
         Continue from the previous fit's weights.
 
-    random_state : int, RandomState instance or None, default=None
+    random_state : int, RandomState, Generator or None, default=None
         Makes a fit reproducible bit for bit for a given thread count.
 
     verbose : bool or int, default=False
