@@ -51,8 +51,10 @@ class _TrainingSet:
 
 class BaseFastRNN(BaseEstimator):
     """Shared by every estimator; use the nine public classes in
-    fastrnn.estimators. Subclasses set ``_cell`` ("lstm", "gru", "rnn") and
-    ``_fixed_task`` ("classification", "regression", or None to infer from y)."""
+    fastrnn.estimators (their docstrings document the parameters). One
+    signature for all nine; subclasses set ``_cell`` ("lstm", "gru", "rnn")
+    and ``_fixed_task`` ("classification", "regression", or None to infer
+    from y)."""
 
     _cell = None
     _fixed_task = None
@@ -83,6 +85,9 @@ class BaseFastRNN(BaseEstimator):
         "verbose": ["verbose"],
         "n_threads": [None, Options(Integral, {-1}), Interval(Integral, 1, None, closed="left")],
         "dtype": [StrOptions({"float32", "float64"}), type, np.dtype],
+        "task": [StrOptions({"auto", "classification", "regression"})],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "nonlinearity": [StrOptions({"tanh", "relu"})],
     }
 
     # fitted attributes persistence stores (besides model_ and the two curves)
@@ -97,7 +102,8 @@ class BaseFastRNN(BaseEstimator):
                  beta_2=0.999, epsilon=1e-8, rho=0.9, batch_size="auto", max_iter=200,
                  shuffle=True, alpha=1e-4, clip_norm=5.0, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 random_state=None, verbose=False, n_threads=None, dtype="float32"):
+                 random_state=None, verbose=False, n_threads=None, dtype="float32",
+                 task="auto", class_weight=None, nonlinearity="tanh"):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -130,6 +136,9 @@ class BaseFastRNN(BaseEstimator):
         self.verbose = verbose
         self.n_threads = n_threads
         self.dtype = dtype
+        self.task = task
+        self.class_weight = class_weight
+        self.nonlinearity = nonlinearity
 
     # ----- inputs ------------------------------------------------------------------------
     def _prepare_X(self, X, reset):
@@ -167,7 +176,7 @@ class BaseFastRNN(BaseEstimator):
     # ----- targets -----------------------------------------------------------------------
     def _learn_task(self, y, data, classes):
         """task_ and per_step_ from y (first fit)."""
-        task = self._fixed_task or getattr(self, "task", "auto")
+        task = self._fixed_task or self.task
         self.task_ = _data.infer_task(y, task)
         if classes is not None and self.task_ != "classification":
             raise ValueError("classes is only for classification")
@@ -197,7 +206,7 @@ class BaseFastRNN(BaseEstimator):
 
     def _sample_weights(self, sample_weight, target, rows, n):
         sw = _check_sample_weight(sample_weight, np.empty((n, 1)), dtype=np.float64)
-        if self.task_ == "classification" and getattr(self, "class_weight", None) is not None:
+        if self.task_ == "classification" and self.class_weight is not None:
             per_row = compute_sample_weight(self.class_weight, self.classes_[target])
             return sw[rows] * per_row
         return sw[rows]
@@ -219,7 +228,7 @@ class BaseFastRNN(BaseEstimator):
             self._cell, input_size=self.embedding_dim if tokens else data.values.shape[2],
             hidden_size=self.hidden_size, output_size=self._output_size(),
             num_layers=self.num_layers, bidirectional=self.bidirectional, dropout=self.dropout,
-            nonlinearity=getattr(self, "nonlinearity", "tanh"),
+            nonlinearity=self.nonlinearity,
             vocab_size=self.n_tokens_ if tokens else None, per_step=self.per_step_,
             condition_size=None if data.conditions is None else data.conditions.shape[1],
             dtype=as_float_dtype(self.dtype), n_threads=self.n_threads,

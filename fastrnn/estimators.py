@@ -14,19 +14,15 @@ padded into the loss); integer token sequences (2-D or a list) when
 ``embedding_dim`` is set. Targets y: (n,) labels or values, (n, k) multi-output
 regression, or per-step targets (n, T) / (n, T, k) / a list of (T_i,...) arrays.
 
-The classes share one base (fastrnn._base.BaseFastRNN: the training loop,
-prediction, persistence state) and one signature; input and target
-preparation lives in fastrnn._data. See ARCHITECTURE.md.
+The nine classes share one base with one explicit __init__
+(fastrnn._base.BaseFastRNN: parameters and their constraints, the training
+loop, prediction, the fitted state persistence stores); each class sets its
+cell and task. Input and target preparation lives in fastrnn._data. See
+ARCHITECTURE.md.
 """
-from sklearn.utils._param_validation import StrOptions
-
 from fastrnn import persistence
 from fastrnn._base import (PREDICT_BATCH, BaseFastRNN, FastAutoTaskMixin,  # noqa: F401
                            FastClassifierMixin, FastRegressorMixin, TrainingDivergedError)
-
-_TASK = [StrOptions({"auto", "classification", "regression"})]
-_CLASS_WEIGHT = [dict, StrOptions({"balanced"}), None]
-_NONLINEARITY = [StrOptions({"tanh", "relu"})]
 
 # Training options that wrappers (SequenceGenerator, Forecaster) pass on to the
 # estimator they train.
@@ -145,6 +141,18 @@ _PARAMETERS = """Parameters
 
     dtype : {"float32", "float64"}, default="float32"
         Precision of the network's parameters and computations.
+
+    task : {"auto", "classification", "regression"}, default="auto"
+        "auto": integer, bool or string labels -> classification, floats ->
+        regression. Only used by FastLSTM, FastGRU and FastRNN (the
+        Classifier and Regressor classes have their task fixed).
+
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the loss. Only used for classification.
+
+    nonlinearity : {"tanh", "relu"}, default="tanh"
+        The Elman cell's activation. Only used by FastRNN,
+        FastRNNClassifier and FastRNNRegressor.
 """
 
 _ATTRIBUTES = """Attributes
@@ -171,27 +179,10 @@ _ATTRIBUTES = """Attributes
         The network; ``model_.state_dict()`` gives PyTorch-named arrays.
 """
 
-_TASK_DOC = """
-    task : {"auto", "classification", "regression"}, default="auto"
-        "auto": integer, bool or string labels -> classification, floats ->
-        regression.
-"""
-
-_CLASS_WEIGHT_DOC = """
-    class_weight : dict, "balanced" or None, default=None
-        Weights of the classes in the loss; only used for classification.
-"""
-
-_NONLINEARITY_DOC = """
-    nonlinearity : {"tanh", "relu"}, default="tanh"
-        The Elman cell's activation.
-"""
-
-
-def _docstring(summary, extra_parameters, examples):
+def _docstring(summary, examples):
     """A numpydoc class docstring: the class's summary and examples around the
-    shared Parameters (plus the class's own) and Attributes sections."""
-    return (f"{summary}\n\n    {_PARAMETERS}{extra_parameters}\n    {_ATTRIBUTES}\n"
+    Parameters and Attributes sections the nine classes share."""
+    return (f"{summary}\n\n    {_PARAMETERS}\n    {_ATTRIBUTES}\n"
             f"    Examples\n    --------\n{examples}")
 
 
@@ -201,8 +192,7 @@ class FastLSTM(FastAutoTaskMixin, BaseFastRNN):
     regressor as y says.
 
     Integer, bool or string labels make it a classifier (with
-    predict_proba), floats a regressor; ``task`` overrides.""",
-        _TASK_DOC + _CLASS_WEIGHT_DOC, """\
+    predict_proba), floats a regressor; ``task`` overrides.""", """\
     >>> import numpy as np
     >>> from fastrnn import FastLSTM
     >>> rng = np.random.default_rng(0)
@@ -216,31 +206,6 @@ class FastLSTM(FastAutoTaskMixin, BaseFastRNN):
 """)
     _cell = "lstm"
     _fixed_task = None
-    _parameter_constraints = {**BaseFastRNN._parameter_constraints, "task": _TASK,
-        "class_weight": _CLASS_WEIGHT}
-
-    def __init__(self, *, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
-                 embedding_dim=None, vocab_size=None, per_step="auto", solver="adam",
-                 learning_rate="constant", learning_rate_init=0.001, lr_decay=0.5,
-                 lr_decay_every=10, momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, rho=0.9, batch_size="auto", max_iter=200,
-                 shuffle=True, alpha=1e-4, clip_norm=5.0, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 random_state=None, verbose=False, n_threads=None, dtype="float32", task="auto",
-                 class_weight=None):
-        super().__init__(hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, embedding_dim=embedding_dim,
-            vocab_size=vocab_size, per_step=per_step, solver=solver, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, lr_decay=lr_decay,
-            lr_decay_every=lr_decay_every, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            rho=rho, batch_size=batch_size, max_iter=max_iter, shuffle=shuffle, alpha=alpha,
-            clip_norm=clip_norm, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            warm_start=warm_start, random_state=random_state, verbose=verbose,
-            n_threads=n_threads, dtype=dtype)
-        self.task = task
-        self.class_weight = class_weight
 
 
 class FastGRU(FastAutoTaskMixin, BaseFastRNN):
@@ -249,8 +214,7 @@ class FastGRU(FastAutoTaskMixin, BaseFastRNN):
     regressor as y says.
 
     Integer, bool or string labels make it a classifier (with
-    predict_proba), floats a regressor; ``task`` overrides.""",
-        _TASK_DOC + _CLASS_WEIGHT_DOC, """\
+    predict_proba), floats a regressor; ``task`` overrides.""", """\
     >>> import numpy as np
     >>> from fastrnn import FastGRU
     >>> rng = np.random.default_rng(0)
@@ -264,31 +228,6 @@ class FastGRU(FastAutoTaskMixin, BaseFastRNN):
 """)
     _cell = "gru"
     _fixed_task = None
-    _parameter_constraints = {**BaseFastRNN._parameter_constraints, "task": _TASK,
-        "class_weight": _CLASS_WEIGHT}
-
-    def __init__(self, *, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
-                 embedding_dim=None, vocab_size=None, per_step="auto", solver="adam",
-                 learning_rate="constant", learning_rate_init=0.001, lr_decay=0.5,
-                 lr_decay_every=10, momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, rho=0.9, batch_size="auto", max_iter=200,
-                 shuffle=True, alpha=1e-4, clip_norm=5.0, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 random_state=None, verbose=False, n_threads=None, dtype="float32", task="auto",
-                 class_weight=None):
-        super().__init__(hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, embedding_dim=embedding_dim,
-            vocab_size=vocab_size, per_step=per_step, solver=solver, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, lr_decay=lr_decay,
-            lr_decay_every=lr_decay_every, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            rho=rho, batch_size=batch_size, max_iter=max_iter, shuffle=shuffle, alpha=alpha,
-            clip_norm=clip_norm, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            warm_start=warm_start, random_state=random_state, verbose=verbose,
-            n_threads=n_threads, dtype=dtype)
-        self.task = task
-        self.class_weight = class_weight
 
 
 class FastRNN(FastAutoTaskMixin, BaseFastRNN):
@@ -297,8 +236,7 @@ class FastRNN(FastAutoTaskMixin, BaseFastRNN):
     regressor as y says.
 
     Integer, bool or string labels make it a classifier (with
-    predict_proba), floats a regressor; ``task`` overrides.""",
-        _TASK_DOC + _CLASS_WEIGHT_DOC + _NONLINEARITY_DOC, """\
+    predict_proba), floats a regressor; ``task`` overrides.""", """\
     >>> import numpy as np
     >>> from fastrnn import FastRNN
     >>> rng = np.random.default_rng(0)
@@ -312,40 +250,13 @@ class FastRNN(FastAutoTaskMixin, BaseFastRNN):
 """)
     _cell = "rnn"
     _fixed_task = None
-    _parameter_constraints = {**BaseFastRNN._parameter_constraints, "task": _TASK,
-        "class_weight": _CLASS_WEIGHT, "nonlinearity": _NONLINEARITY}
-
-    def __init__(self, *, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
-                 embedding_dim=None, vocab_size=None, per_step="auto", solver="adam",
-                 learning_rate="constant", learning_rate_init=0.001, lr_decay=0.5,
-                 lr_decay_every=10, momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, rho=0.9, batch_size="auto", max_iter=200,
-                 shuffle=True, alpha=1e-4, clip_norm=5.0, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 random_state=None, verbose=False, n_threads=None, dtype="float32", task="auto",
-                 class_weight=None, nonlinearity="tanh"):
-        super().__init__(hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, embedding_dim=embedding_dim,
-            vocab_size=vocab_size, per_step=per_step, solver=solver, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, lr_decay=lr_decay,
-            lr_decay_every=lr_decay_every, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            rho=rho, batch_size=batch_size, max_iter=max_iter, shuffle=shuffle, alpha=alpha,
-            clip_norm=clip_norm, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            warm_start=warm_start, random_state=random_state, verbose=verbose,
-            n_threads=n_threads, dtype=dtype)
-        self.task = task
-        self.class_weight = class_weight
-        self.nonlinearity = nonlinearity
 
 
 class FastLSTMClassifier(FastClassifierMixin, BaseFastRNN):
     __doc__ = _docstring(
         """FastLSTMClassifier: an LSTM (long short-term memory) classifier of sequences.
 
-    One label per sequence, or one per step (per_step).""",
-        _CLASS_WEIGHT_DOC, """\
+    One label per sequence, or one per step (per_step).""", """\
     >>> import numpy as np
     >>> from fastrnn import FastLSTMClassifier
     >>> rng = np.random.default_rng(0)
@@ -357,37 +268,13 @@ class FastLSTMClassifier(FastClassifierMixin, BaseFastRNN):
 """)
     _cell = "lstm"
     _fixed_task = "classification"
-    _parameter_constraints = {**BaseFastRNN._parameter_constraints, "class_weight": _CLASS_WEIGHT}
-
-    def __init__(self, *, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
-                 embedding_dim=None, vocab_size=None, per_step="auto", solver="adam",
-                 learning_rate="constant", learning_rate_init=0.001, lr_decay=0.5,
-                 lr_decay_every=10, momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, rho=0.9, batch_size="auto", max_iter=200,
-                 shuffle=True, alpha=1e-4, clip_norm=5.0, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 random_state=None, verbose=False, n_threads=None, dtype="float32",
-                 class_weight=None):
-        super().__init__(hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, embedding_dim=embedding_dim,
-            vocab_size=vocab_size, per_step=per_step, solver=solver, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, lr_decay=lr_decay,
-            lr_decay_every=lr_decay_every, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            rho=rho, batch_size=batch_size, max_iter=max_iter, shuffle=shuffle, alpha=alpha,
-            clip_norm=clip_norm, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            warm_start=warm_start, random_state=random_state, verbose=verbose,
-            n_threads=n_threads, dtype=dtype)
-        self.class_weight = class_weight
 
 
 class FastGRUClassifier(FastClassifierMixin, BaseFastRNN):
     __doc__ = _docstring(
         """FastGRUClassifier: a GRU (gated recurrent unit) classifier of sequences.
 
-    One label per sequence, or one per step (per_step).""",
-        _CLASS_WEIGHT_DOC, """\
+    One label per sequence, or one per step (per_step).""", """\
     >>> import numpy as np
     >>> from fastrnn import FastGRUClassifier
     >>> rng = np.random.default_rng(0)
@@ -399,37 +286,13 @@ class FastGRUClassifier(FastClassifierMixin, BaseFastRNN):
 """)
     _cell = "gru"
     _fixed_task = "classification"
-    _parameter_constraints = {**BaseFastRNN._parameter_constraints, "class_weight": _CLASS_WEIGHT}
-
-    def __init__(self, *, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
-                 embedding_dim=None, vocab_size=None, per_step="auto", solver="adam",
-                 learning_rate="constant", learning_rate_init=0.001, lr_decay=0.5,
-                 lr_decay_every=10, momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, rho=0.9, batch_size="auto", max_iter=200,
-                 shuffle=True, alpha=1e-4, clip_norm=5.0, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 random_state=None, verbose=False, n_threads=None, dtype="float32",
-                 class_weight=None):
-        super().__init__(hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, embedding_dim=embedding_dim,
-            vocab_size=vocab_size, per_step=per_step, solver=solver, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, lr_decay=lr_decay,
-            lr_decay_every=lr_decay_every, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            rho=rho, batch_size=batch_size, max_iter=max_iter, shuffle=shuffle, alpha=alpha,
-            clip_norm=clip_norm, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            warm_start=warm_start, random_state=random_state, verbose=verbose,
-            n_threads=n_threads, dtype=dtype)
-        self.class_weight = class_weight
 
 
 class FastRNNClassifier(FastClassifierMixin, BaseFastRNN):
     __doc__ = _docstring(
         """FastRNNClassifier: an Elman RNN (tanh or relu) classifier of sequences.
 
-    One label per sequence, or one per step (per_step).""",
-        _CLASS_WEIGHT_DOC + _NONLINEARITY_DOC, """\
+    One label per sequence, or one per step (per_step).""", """\
     >>> import numpy as np
     >>> from fastrnn import FastRNNClassifier
     >>> rng = np.random.default_rng(0)
@@ -441,31 +304,6 @@ class FastRNNClassifier(FastClassifierMixin, BaseFastRNN):
 """)
     _cell = "rnn"
     _fixed_task = "classification"
-    _parameter_constraints = {**BaseFastRNN._parameter_constraints, "class_weight": _CLASS_WEIGHT,
-        "nonlinearity": _NONLINEARITY}
-
-    def __init__(self, *, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
-                 embedding_dim=None, vocab_size=None, per_step="auto", solver="adam",
-                 learning_rate="constant", learning_rate_init=0.001, lr_decay=0.5,
-                 lr_decay_every=10, momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, rho=0.9, batch_size="auto", max_iter=200,
-                 shuffle=True, alpha=1e-4, clip_norm=5.0, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 random_state=None, verbose=False, n_threads=None, dtype="float32",
-                 class_weight=None, nonlinearity="tanh"):
-        super().__init__(hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, embedding_dim=embedding_dim,
-            vocab_size=vocab_size, per_step=per_step, solver=solver, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, lr_decay=lr_decay,
-            lr_decay_every=lr_decay_every, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            rho=rho, batch_size=batch_size, max_iter=max_iter, shuffle=shuffle, alpha=alpha,
-            clip_norm=clip_norm, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            warm_start=warm_start, random_state=random_state, verbose=verbose,
-            n_threads=n_threads, dtype=dtype)
-        self.class_weight = class_weight
-        self.nonlinearity = nonlinearity
 
 
 class FastLSTMRegressor(FastRegressorMixin, BaseFastRNN):
@@ -473,8 +311,7 @@ class FastLSTMRegressor(FastRegressorMixin, BaseFastRNN):
         """FastLSTMRegressor: an LSTM (long short-term memory) regressor of sequences.
 
     One value (or k outputs) per sequence, or per step (per_step);
-    targets are standardised inside, predictions in y's units.""",
-        "", """\
+    targets are standardised inside, predictions in y's units.""", """\
     >>> import numpy as np
     >>> from fastrnn import FastLSTMRegressor
     >>> rng = np.random.default_rng(0)
@@ -487,34 +324,13 @@ class FastLSTMRegressor(FastRegressorMixin, BaseFastRNN):
     _cell = "lstm"
     _fixed_task = "regression"
 
-    def __init__(self, *, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
-                 embedding_dim=None, vocab_size=None, per_step="auto", solver="adam",
-                 learning_rate="constant", learning_rate_init=0.001, lr_decay=0.5,
-                 lr_decay_every=10, momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, rho=0.9, batch_size="auto", max_iter=200,
-                 shuffle=True, alpha=1e-4, clip_norm=5.0, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 random_state=None, verbose=False, n_threads=None, dtype="float32"):
-        super().__init__(hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, embedding_dim=embedding_dim,
-            vocab_size=vocab_size, per_step=per_step, solver=solver, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, lr_decay=lr_decay,
-            lr_decay_every=lr_decay_every, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            rho=rho, batch_size=batch_size, max_iter=max_iter, shuffle=shuffle, alpha=alpha,
-            clip_norm=clip_norm, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            warm_start=warm_start, random_state=random_state, verbose=verbose,
-            n_threads=n_threads, dtype=dtype)
-
 
 class FastGRURegressor(FastRegressorMixin, BaseFastRNN):
     __doc__ = _docstring(
         """FastGRURegressor: a GRU (gated recurrent unit) regressor of sequences.
 
     One value (or k outputs) per sequence, or per step (per_step);
-    targets are standardised inside, predictions in y's units.""",
-        "", """\
+    targets are standardised inside, predictions in y's units.""", """\
     >>> import numpy as np
     >>> from fastrnn import FastGRURegressor
     >>> rng = np.random.default_rng(0)
@@ -527,34 +343,13 @@ class FastGRURegressor(FastRegressorMixin, BaseFastRNN):
     _cell = "gru"
     _fixed_task = "regression"
 
-    def __init__(self, *, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
-                 embedding_dim=None, vocab_size=None, per_step="auto", solver="adam",
-                 learning_rate="constant", learning_rate_init=0.001, lr_decay=0.5,
-                 lr_decay_every=10, momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, rho=0.9, batch_size="auto", max_iter=200,
-                 shuffle=True, alpha=1e-4, clip_norm=5.0, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 random_state=None, verbose=False, n_threads=None, dtype="float32"):
-        super().__init__(hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, embedding_dim=embedding_dim,
-            vocab_size=vocab_size, per_step=per_step, solver=solver, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, lr_decay=lr_decay,
-            lr_decay_every=lr_decay_every, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            rho=rho, batch_size=batch_size, max_iter=max_iter, shuffle=shuffle, alpha=alpha,
-            clip_norm=clip_norm, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            warm_start=warm_start, random_state=random_state, verbose=verbose,
-            n_threads=n_threads, dtype=dtype)
-
 
 class FastRNNRegressor(FastRegressorMixin, BaseFastRNN):
     __doc__ = _docstring(
         """FastRNNRegressor: an Elman RNN (tanh or relu) regressor of sequences.
 
     One value (or k outputs) per sequence, or per step (per_step);
-    targets are standardised inside, predictions in y's units.""",
-        _NONLINEARITY_DOC, """\
+    targets are standardised inside, predictions in y's units.""", """\
     >>> import numpy as np
     >>> from fastrnn import FastRNNRegressor
     >>> rng = np.random.default_rng(0)
@@ -566,29 +361,6 @@ class FastRNNRegressor(FastRegressorMixin, BaseFastRNN):
 """)
     _cell = "rnn"
     _fixed_task = "regression"
-    _parameter_constraints = {**BaseFastRNN._parameter_constraints, "nonlinearity": _NONLINEARITY}
-
-    def __init__(self, *, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
-                 embedding_dim=None, vocab_size=None, per_step="auto", solver="adam",
-                 learning_rate="constant", learning_rate_init=0.001, lr_decay=0.5,
-                 lr_decay_every=10, momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, rho=0.9, batch_size="auto", max_iter=200,
-                 shuffle=True, alpha=1e-4, clip_norm=5.0, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 random_state=None, verbose=False, n_threads=None, dtype="float32",
-                 nonlinearity="tanh"):
-        super().__init__(hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, embedding_dim=embedding_dim,
-            vocab_size=vocab_size, per_step=per_step, solver=solver, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, lr_decay=lr_decay,
-            lr_decay_every=lr_decay_every, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            rho=rho, batch_size=batch_size, max_iter=max_iter, shuffle=shuffle, alpha=alpha,
-            clip_norm=clip_norm, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            warm_start=warm_start, random_state=random_state, verbose=verbose,
-            n_threads=n_threads, dtype=dtype)
-        self.nonlinearity = nonlinearity
 
 
 ESTIMATORS = {cls.__name__: cls for cls in (
