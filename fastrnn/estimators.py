@@ -21,7 +21,7 @@ cell and task. Input and target preparation lives in fastrnn._data. See
 ARCHITECTURE.md.
 """
 from fastrnn import persistence
-from fastrnn._base import (PREDICT_BATCH, BaseFastRNN, FastAutoTaskMixin,  # noqa: F401
+from fastrnn._base import (BaseFastRNN, FastAutoTaskMixin,  # noqa: F401
                            FastClassifierMixin, FastRegressorMixin, TrainingDivergedError)
 
 # Training options that wrappers (SequenceGenerator, Forecaster) pass on to the
