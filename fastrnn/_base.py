@@ -228,7 +228,7 @@ class BaseFastRNN(BaseEstimator):
             self._cell, input_size=self.embedding_dim if tokens else data.values.shape[2],
             hidden_size=self.hidden_size, output_size=self._output_size(),
             num_layers=self.num_layers, bidirectional=self.bidirectional, dropout=self.dropout,
-            nonlinearity=self.nonlinearity,
+            nonlinearity=self.nonlinearity if self._cell == "rnn" else "tanh",
             vocab_size=self.n_tokens_ if tokens else None, per_step=self.per_step_,
             condition_size=None if data.conditions is None else data.conditions.shape[1],
             dtype=as_float_dtype(self.dtype), n_threads=self.n_threads,
@@ -282,9 +282,9 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
                          classes=None if fitted else classes)
 
     def _fit_conditioned(self, X, y, conditions):
-        """Fit with per-sequence ``conditions`` (n_samples, d): features a
-        learned projection turns into the initial state of every layer.
-        Protected API of SequenceGenerator (captioning)."""
+        """fit, with per-sequence ``conditions`` (n_samples, d) or None:
+        features a learned projection turns into the initial state of every
+        layer. Protected API of SequenceGenerator (captioning)."""
         self._validate_params()
         return self._fit(X, y, None, incremental=False, conditions=conditions)
 
