@@ -828,14 +828,15 @@ static int FR_(alloc_generate_panels)(FR_(generate_call) *gc)
                              &gc->packed);
 }
 
+#if FR_HAVE_PACKED
 /* This thread's panels of layer l's W_ih (hh = 0) or W_hh (hh = 1). */
 static real *FR_(layer_panels)(const FR_(generate_call) *gc, int64_t l, int hh, int64_t j0)
 {
-    if (!gc->packed) return NULL;
     real *base = gc->packed + l * gc->layer_stride + (hh ? gc->ih_size : 0);
     int64_t K = hh || l ? gc->g->hidden : gc->g->embed_dim;
     return FR_(own_panels)(base, fr_gates(gc->g->cell), K, j0);
 }
+#endif
 
 /* Pack this thread's slices of every weight; returns its head panels. */
 static real *FR_(generate_pack)(const FR_(generate_call) *gc, int64_t j0, int64_t j1,
@@ -843,9 +844,10 @@ static real *FR_(generate_pack)(const FR_(generate_call) *gc, int64_t j0, int64_
 {
     if (!gc->packed) return NULL;
     const fr_generator *g = gc->g;
-    const int64_t G = fr_gates(g->cell), H = g->hidden, L = g->num_layers;
+    const int64_t H = g->hidden, L = g->num_layers;
     real *head = FR_(own_panels)(gc->packed + L * gc->layer_stride, 1, H, o0);
 #if FR_HAVE_PACKED
+    const int64_t G = fr_gates(g->cell);
     for (int64_t l = 0; l < L; l++) {
         FR_(pack_forward)((const real *)g->W_ih[l], l ? H : g->embed_dim, H, G, j0, j1,
                           FR_(layer_panels)(gc, l, 0, j0));
