@@ -10,10 +10,11 @@
  * Backward walks the steps in the opposite order with one fused pass and one
  * GEMM for dh per step; dW_ih, dW_hh, dX and the bias sums come after the loop.
  *
- * Training workspace, all batch-first (B, T, .):
- *   gates (G*H) activated gates (LSTM i,f,g,o; GRU r,z,n; RNN h)
- *   h_prev (H)  state entering step t
- *   LSTM: c_prev (H), tanh(c_t) (H);   GRU: W_hn h_prev + b_hn (H)
+ * Workspaces: the regions of each mode are listed once, with their sizes, in
+ * rnn.c (fr_*_sizes); point_*_ws below gives them names (forward_ws,
+ * backward_ws, generate_ws). The training forward keeps the activated gates
+ * (LSTM i,f,g,o; GRU r,z,n; RNN h) and the state entering every step for
+ * backward.
  */
 
 /* Row-major C = op(A) op(B) through column-major gemm: C^T = op(B)^T op(A)^T. */

@@ -326,6 +326,38 @@ def optim_step(str solver, w, g, m, v, decay_mask, double lr, double l2, double 
     _raise(rc, "optimizer step")
 
 
+cdef int _fill_generator(fr_generator *g, const void **ptrs, int cell, object embedding,
+                         list W_ih, list W_hh, list b_ih, list b_hh, object head_W,
+                         object head_b, object out_tokens) except -1:
+    """Check the model's arrays and point g at them; ptrs holds 4 per layer."""
+    dtype = embedding.dtype
+    cdef int64_t L = len(W_hh), G = gates(cell)
+    cdef int64_t H = W_hh[0].shape[1], V = embedding.shape[0], E = embedding.shape[1]
+    cdef int64_t n_out = head_W.shape[0]
+    for l in range(L):
+        in_dim = E if l == 0 else H
+        ptrs[l] = _data(W_ih[l], dtype, (G * H, in_dim), f"weight_ih_l{l}", False)
+        ptrs[L + l] = _data(W_hh[l], dtype, (G * H, H), f"weight_hh_l{l}", False)
+        ptrs[2 * L + l] = _data(b_ih[l], dtype, (G * H,), f"bias_ih_l{l}", False)
+        ptrs[3 * L + l] = _data(b_hh[l], dtype, (G * H,), f"bias_hh_l{l}", False)
+    g.cell = cell
+    g.num_layers = L
+    g.hidden = H
+    g.embed_dim = E
+    g.vocab = V
+    g.n_outputs = n_out
+    g.embedding = _data(embedding, dtype, (V, E), "embedding", False)
+    g.W_ih = ptrs
+    g.W_hh = ptrs + L
+    g.b_ih = ptrs + 2 * L
+    g.b_hh = ptrs + 3 * L
+    g.head_W = _data(head_W, dtype, (n_out, H), "head weight", False)
+    g.head_b = _data(head_b, dtype, (n_out,), "head bias", False)
+    g.out_tokens = <const int32_t *>_data(out_tokens, np.int32, (max(n_out, 2),), "out_tokens",
+                                          False)
+    return 0
+
+
 def generate(*, int cell, embedding, list W_ih, list W_hh, list b_ih, list b_hh, head_W,
              head_b, out_tokens, prompt, h0, c0, int64_t n_new, double temperature,
              int64_t top_k, double top_p, uint64_t seed, int n_threads=1):
@@ -340,46 +372,24 @@ def generate(*, int cell, embedding, list W_ih, list W_hh, list b_ih, list b_hh,
     cdef int64_t L = len(W_hh)
     if L < 1 or not (len(W_ih) == len(b_ih) == len(b_hh) == L):
         raise ValueError("one W_ih, W_hh, b_ih, b_hh per layer")
-    cdef int64_t G = gates(cell)
-    cdef int64_t H = W_hh[0].shape[1], V = embedding.shape[0], E = embedding.shape[1]
-    cdef int64_t n_out = head_W.shape[0]
     if not isinstance(prompt, np.ndarray) or prompt.ndim != 2 or prompt.shape[1] < 1:
         raise ValueError("prompt must be a 2-D int32 array with at least one column")
     cdef int64_t n = prompt.shape[0], n_prompt = prompt.shape[1]
     cdef fr_generator g
     cdef fr_sampling opt
+    opt.temperature = temperature
+    opt.top_k = top_k
+    opt.top_p = top_p
+    opt.seed = seed
     cdef const void **ptrs = <const void **>malloc(4 * L * sizeof(void *))
     if ptrs == NULL:
         raise MemoryError()
     try:
-        for l in range(L):
-            in_dim = E if l == 0 else H
-            ptrs[l] = _data(W_ih[l], dtype, (G * H, in_dim), f"weight_ih_l{l}", False)
-            ptrs[L + l] = _data(W_hh[l], dtype, (G * H, H), f"weight_hh_l{l}", False)
-            ptrs[2 * L + l] = _data(b_ih[l], dtype, (G * H,), f"bias_ih_l{l}", False)
-            ptrs[3 * L + l] = _data(b_hh[l], dtype, (G * H,), f"bias_hh_l{l}", False)
-        g.cell = cell
-        g.num_layers = L
-        g.hidden = H
-        g.embed_dim = E
-        g.vocab = V
-        g.n_outputs = n_out
-        g.embedding = _data(embedding, dtype, (V, E), "embedding", False)
-        g.W_ih = ptrs
-        g.W_hh = ptrs + L
-        g.b_ih = ptrs + 2 * L
-        g.b_hh = ptrs + 3 * L
-        g.head_W = _data(head_W, dtype, (n_out, H), "head weight", False)
-        g.head_b = _data(head_b, dtype, (n_out,), "head bias", False)
-        g.out_tokens = <const int32_t *>_data(out_tokens, np.int32,
-                                              (max(n_out, 2),), "out_tokens", False)
-        opt.temperature = temperature
-        opt.top_k = top_k
-        opt.top_p = top_p
-        opt.seed = seed
+        _fill_generator(&g, ptrs, cell, embedding, W_ih, W_hh, b_ih, b_hh, head_W, head_b,
+                        out_tokens)
         p_prompt = _data(prompt, np.int32, None, "prompt", False)
-        p_h0 = _data(h0, dtype, (L, n, H), "h0", True)
-        p_c0 = _data(c0, dtype, (L, n, H), "c0", True)
+        p_h0 = _data(h0, dtype, (L, n, g.hidden), "h0", True)
+        p_c0 = _data(c0, dtype, (L, n, g.hidden), "c0", True)
         out = np.zeros((n, n_new), np.int32)
         ws = np.empty(fr_generate_workspace(&g, n), dtype)
         p_out = <int32_t *>cnp.PyArray_DATA(out)
