@@ -34,18 +34,44 @@ def _forward_args(H=4, B=2, T=3, I=4):
 # keyword-only bindings
 
 
-def test_forward_takes_keywords_only():
+def _assert_keyword_only(fn, kwargs):
+    """fn accepts kwargs by name but not the same values by position (kwargs
+    listed in the signature's order, so a positional fn would accept them)."""
+    fn(**kwargs)
+    with pytest.raises(TypeError):
+        fn(*kwargs.values())
+
+
+def test_forward_and_backward_take_keywords_only():
     args = _forward_args()
-    _kernels.forward(**args)
-    with pytest.raises(TypeError):
-        _kernels.forward(*args.values())
+    _assert_keyword_only(_kernels.forward, args)
+    B, T, I, H = 2, 3, 4, 4
+    G, f32 = _kernels.gates("lstm"), np.float32
+    bws = np.zeros(_kernels.backward_workspace_size(cell=args["cell"], B=B, T=T, I=I, H=H), f32)
+    _assert_keyword_only(_kernels.backward, dict(
+        cell=args["cell"], X=args["X"], W_ih=args["W_ih"], W_hh=args["W_hh"], ws=args["ws"],
+        dY=np.ones((B, T, H), f32), y_col=0, dhN=None, dcN=None, dX=np.zeros((B, T, I), f32),
+        accumulate_dx=False, dW_ih=np.zeros((G * H, I), f32), dW_hh=np.zeros((G * H, H), f32),
+        db_ih=np.zeros(G * H, f32), db_hh=np.zeros(G * H, f32), dh0=np.zeros((B, H), f32),
+        dc0=np.zeros((B, H), f32), lengths=None, reverse=False, bws=bws, n_threads=1))
 
 
-@pytest.mark.parametrize("fn", [_kernels.backward, _kernels.generate, _kernels.check_shape,
-                                _kernels.workspace_size, _kernels.backward_workspace_size])
-def test_kernel_calls_refuse_positional_arguments(fn):
-    with pytest.raises(TypeError):
-        fn(0, 1, 2, 3, 4)
+def test_size_functions_take_keywords_only():
+    shape = dict(cell=_kernels.CELLS["gru"], B=2, T=3, I=4, H=5)
+    _assert_keyword_only(_kernels.check_shape, shape)
+    _assert_keyword_only(_kernels.workspace_size, {**shape, "training": True})
+    _assert_keyword_only(_kernels.backward_workspace_size, shape)
+
+
+def test_generate_takes_keywords_only():
+    stack = RNN(3, 4)
+    args = generation_args(stack, np.zeros((5, 3), np.float32), np.zeros((5, 4), np.float32),
+                           np.zeros(5, np.float32), np.arange(5))
+    args.update(prompt=np.zeros((1, 2), np.int32), h0=None, c0=None, n_new=3)
+    order = ["cell", "embedding", "W_ih", "W_hh", "b_ih", "b_hh", "head_W", "head_b",
+             "out_tokens", "prompt", "h0", "c0", "n_new", "temperature", "top_k", "top_p",
+             "seed"]
+    _assert_keyword_only(_kernels.generate, {k: args[k] for k in order})
 
 
 # ---------------------------------------------------------------------------------------------
