@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from fastrnn import _kernels
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
 from fastrnn.estimators import estimator_class, training_options
+from fastrnn.layers import generation_args
 
 BOUNDARY = 0  # token id 0 marks where a sequence starts and ends
 
@@ -200,18 +201,13 @@ class SequenceGenerator(BaseEstimator):
             seed = int(np.random.default_rng().integers(2**63))
         else:
             seed = int(np.random.default_rng(random_state).integers(2**63))
-        sp = net.stack.params
-        L = net.config["num_layers"]
-        out_tokens = self.classifier_.classes_.astype(np.int32)
+        args = generation_args(net.stack, net.params["embedding.weight"],
+                               net.params["head.weight"], net.params["head.bias"],
+                               self.classifier_.classes_, temperature=temperature, top_k=top_k,
+                               top_p=top_p, seed=seed)
         with single_threaded_blas():
-            ids = _kernels.generate(
-                _kernels.CELLS["rnn_tanh" if self.cell == "rnn" else self.cell],
-                net.params["embedding.weight"], [sp[f"weight_ih_l{k}"] for k in range(L)],
-                [sp[f"weight_hh_l{k}"] for k in range(L)], [sp[f"bias_ih_l{k}"] for k in range(L)],
-                [sp[f"bias_hh_l{k}"] for k in range(L)], net.params["head.weight"],
-                net.params["head.bias"], out_tokens, feed, h0, None, n_tokens,
-                float(temperature), 0 if top_k is None else int(top_k),
-                1.0 if top_p is None else float(top_p), seed, resolve_n_threads(self.n_threads))
+            ids = _kernels.generate(**args, prompt=feed, h0=h0, c0=None, n_new=n_tokens,
+                                    n_threads=resolve_n_threads(self.n_threads))
         results = []
         for row in ids:
             end = np.flatnonzero(row == BOUNDARY)
