@@ -79,11 +79,13 @@ class Optimizer:
 
     def step(self, params, grads, lr, l2=0.0, grad_scale=1.0, clip_norm=None, decay_mask=None,
              n_threads=1):
-        norm = np.sqrt(_kernels.sumsq(grads, n_threads)) * abs(grad_scale)
+        norm = np.sqrt(_kernels.sumsq(x=grads, n_threads=n_threads)) * abs(grad_scale)
         if clip_norm is not None and norm > clip_norm:
             grad_scale = grad_scale * clip_norm / norm
         self.t += 1
-        _kernels.optim_step(self.solver, params, grads, self.m, self.v, decay_mask, lr, l2,
-                            grad_scale, self.momentum, self.nesterov, self.rho, self.beta1,
-                            self.beta2, self.epsilon, self.t, n_threads)
+        _kernels.optim_step(solver=self.solver, w=params, g=grads, m=self.m, v=self.v,
+                            decay_mask=decay_mask, lr=lr, l2=l2, grad_scale=grad_scale,
+                            momentum=self.momentum, nesterov=self.nesterov, rho=self.rho,
+                            beta1=self.beta1, beta2=self.beta2, eps=self.epsilon, step=self.t,
+                            n_threads=n_threads)
         return norm
