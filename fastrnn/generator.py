@@ -182,21 +182,7 @@ class SequenceGenerator(BaseEstimator):
         prompt_ids = self._encode(prompt) if prompt is not None else np.zeros(0, np.int64)
         feed = np.tile(np.concatenate([[BOUNDARY], prompt_ids]).astype(np.int32), (n_samples, 1))
         net = self.classifier_.model_
-        h0 = None
-        if self.n_condition_features_ is not None:
-            if condition is None:
-                raise ValueError("this generator was fitted with conditions: pass condition=")
-            cond = np.atleast_2d(np.asarray(condition, dtype=np.float64))
-            if cond.shape[1] != self.n_condition_features_:
-                raise ValueError(f"condition has {cond.shape[1]} features, expected "
-                                 f"{self.n_condition_features_}")
-            if len(cond) == 1:
-                cond = np.repeat(cond, n_samples, axis=0)
-            if len(cond) != n_samples:
-                raise ValueError(f"{len(cond)} conditions for n_samples={n_samples}")
-            h0 = net.initial_state(cond)
-        elif condition is not None:
-            raise ValueError("this generator was fitted without conditions")
+        h0 = self._initial_state(net, condition, n_samples)
         if random_state is None:
             seed = int(np.random.default_rng().integers(2**63))
         else:
@@ -213,6 +199,25 @@ class SequenceGenerator(BaseEstimator):
             end = np.flatnonzero(row == BOUNDARY)
             results.append(self._decode(row[:end[0]] if end.size else row))
         return results
+
+    def _initial_state(self, net, condition, n_samples):
+        """h0 of every sample from the condition of a conditioned model (one
+        condition serves every sample), or None."""
+        if self.n_condition_features_ is None:
+            if condition is not None:
+                raise ValueError("this generator was fitted without conditions")
+            return None
+        if condition is None:
+            raise ValueError("this generator was fitted with conditions: pass condition=")
+        cond = np.atleast_2d(np.asarray(condition, dtype=np.float64))
+        if cond.shape[1] != self.n_condition_features_:
+            raise ValueError(f"condition has {cond.shape[1]} features, expected "
+                             f"{self.n_condition_features_}")
+        if len(cond) == 1:
+            cond = np.repeat(cond, n_samples, axis=0)
+        if len(cond) != n_samples:
+            raise ValueError(f"{len(cond)} conditions for n_samples={n_samples}")
+        return net.initial_state(cond)
 
     # ----- evaluation --------------------------------------------------------------------
     def score(self, sequences, conditions=None):

@@ -134,5 +134,9 @@ def test_captions_of_digit_images():
     assert accuracy >= 0.9
     batch = cap.generate(12, condition=features[1400:1404], n_samples=4, temperature=0)
     assert batch == predicted[:4]
-    with pytest.raises(ValueError, match="condition"):
+    with pytest.raises(ValueError, match="fitted with conditions"):
         cap.generate(5)
+    with pytest.raises(ValueError, match="features, expected 64"):
+        cap.generate(5, condition=np.zeros(3))
+    with pytest.raises(ValueError, match="3 conditions for n_samples=2"):
+        cap.generate(5, condition=features[:3], n_samples=2)
