@@ -61,12 +61,15 @@ Adapter to estimator internals
 ------------------------------
 Every use of the estimator's private methods is in the functions below the
 line "adapter": ``_begin`` and ``_finish_setup`` (fit's first-call set-up),
-``_prepare`` (a shard as training data), ``_loss_and_grad`` (one batch's summed loss
-and flat gradient), ``_reseed_dropout``, ``_l2_loss``, ``_new_optimizer``, ``_apply_update`` (clip and
-fused optimizer step), ``_epoch_plan`` (learning rate and batches of an epoch) and
-``_end_epoch`` (loss curve, n_iter_, plateau schedule). The rest of this module
-reads only fitted attributes (``model_.flat_params``, ``task_``, ``classes_``, ...),
-so a change of the estimator's training internals is met there.
+``_prepare`` (a shard as a training set), ``_loss_and_grad`` (one batch's summed
+loss and flat gradient: ``_batch_loss_and_grad``), ``_reseed_dropout``,
+``_l2_loss``, ``_new_optimizer``, ``_apply_update`` (the estimator's optimizer
+step, ``_apply_gradient``), ``_check_divergence``, ``_epoch_plan`` (learning
+rate from the optimizer's schedule and the batches of an epoch) and
+``_end_epoch`` (the estimator's own: curves, no-improvement count, schedule).
+The rest of this module reads only fitted attributes (``model_.flat_params``,
+``task_``, ``classes_``, ...), so a change of the estimator's training
+internals is met there.
 """
 import copy
 import time
@@ -87,8 +90,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from fastrnn._base import _TrainingSet
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
-from fastrnn.estimators import TrainingDivergedError
 from fastrnn.losses import LOSSES
 
 __all__ = ["fit", "predict", "predict_proba", "ClusterTrainingError", "FlatSequences"]
@@ -111,21 +114,16 @@ def _begin(est, X_head, y_head):
                          "validation data and score it with fastrnn.dask.predict")
     first = not (hasattr(est, "model_") and est.warm_start)
     if first:
-        est._rng = np.random.default_rng(est.random_state)
-        for attr in ("loss_curve_", "validation_scores_", "best_loss_",
-                     "best_validation_score_"):
-            if hasattr(est, attr):
-                delattr(est, attr)
+        est._forget_fit()
     data = est._prepare_X(X_head, reset=first)
     if first:
-        est.task_ = est._infer_task(y_head)
-        est.per_step_ = est._per_step(y_head, data)
+        est._learn_task(y_head, data, classes=None)
     return first, data
 
 
 def _finish_setup(est, first, data_head, y_head, stats):
-    """Set the encodings from the global stats and build the network (as fit's
-    first call does)."""
+    """Set the encodings from the global stats and build the network and the
+    optimizer (as fit's first call does)."""
     if first:
         if est.task_ == "classification":
             est._prepare_y(y_head, data_head, reset=True, classes=stats["classes"])
@@ -135,44 +133,28 @@ def _finish_setup(est, first, data_head, y_head, stats):
         if est.embedding_dim is not None and est.vocab_size is None:
             est.n_tokens_ = stats["n_tokens"]
         est._build_model(data_head)
-        est.loss_curve_, est.n_iter_, est.t_ = [], 0, 0
-        est._lr = float(est.learning_rate_init)
-        est._plateau = (np.inf, 0)
-        est.validation_scores_ = est.best_validation_score_ = None
-        est.best_loss_ = np.inf
+        est._start_curves(track_validation=False)
     if est._optimizer is None:
         est._optimizer = est._new_optimizer()
+    est._optimizer.schedule.configure(est.learning_rate, est.learning_rate_init,
+                                      est.lr_decay, est.lr_decay_every, est.tol)
+    est._no_improvement_count = 0
 
 
 def _prepare(est, X, y, sample_weight):
-    """A worker's shard as the training loop takes it: (data, target, rows, weights)."""
+    """A worker's shard as the training loop takes it (a _TrainingSet)."""
     data = est._prepare_X(X, reset=False)
     target, rows = est._prepare_y(y, data, reset=False)
     weights = est._sample_weights(sample_weight, target, rows, len(data))
-    return data, target, rows, weights
+    return _TrainingSet(data, target, rows, weights, LOSSES[est._loss_name()],
+                        resolve_n_threads(est.n_threads))
 
 
 def _loss_and_grad(est, shard, idx):
     """(summed loss, number of loss rows, summed gradient) of samples idx of the shard;
     the gradient is the network's flat gradient buffer."""
-    data, target, rows, weights = shard
-    net = est.model_
-    values, lengths, conditions = data.batch(idx)
-    out = net.forward(values, lengths=lengths, conditions=conditions, training=True)
-    r = est._rows_of(idx, rows, data.lengths, data.values.shape[1])
-    out_rows = out.reshape(-1, out.shape[-1])
-    if est.per_step_:
-        mask = est._step_mask(lengths, *values.shape[:2]).reshape(-1)
-        out_rows = out_rows[mask]
-    loss_sum, d_rows = LOSSES[est._loss_name()](out_rows.astype(np.float64), target[r],
-                                                weights[r])
-    if est.per_step_:
-        d_out = np.zeros((mask.size, d_rows.shape[1]), net.dtype)
-        d_out[mask] = d_rows
-        d_rows = d_out.reshape(out.shape)
-    net.zero_grad()
-    net.backward(d_rows)
-    return loss_sum, len(r), net.flat_grads
+    loss_sum, n_rows = est._batch_loss_and_grad(shard, idx)
+    return loss_sum, n_rows, est.model_.flat_grads
 
 
 def _reseed_dropout(est, seed):
@@ -181,54 +163,41 @@ def _reseed_dropout(est, seed):
 
 
 def _l2_loss(est, n_samples):
-    w = est.model_.flat_params
-    return 0.5 * est.alpha * float(np.dot(w * est.model_.decay_mask, w)) / n_samples \
-        if est.alpha else 0.0
+    return est._l2_penalty(n_samples)
 
 
 def _new_optimizer(est):
-    return est._new_optimizer()
+    """A fresh optimizer (a local-SGD actor's own moments)."""
+    est._optimizer = est._new_optimizer()
 
 
-def _apply_update(est, grad, n_rows, n_samples, lr, optimizer=None):
-    """One optimizer step (the estimator's own optimizer unless one is given)
-    with the gradient summed over n_rows loss rows of n_samples."""
+def _apply_update(est, grad, n_rows, n_samples, lr):
+    """One step of the estimator's optimizer with the gradient summed over
+    n_rows loss rows of n_samples."""
     net = est.model_
-    optimizer = est._optimizer if optimizer is None else optimizer
     if grad is not net.flat_grads:
         net.flat_grads[:] = grad
-    est.t_ += 1
-    optimizer.step(net.flat_params, net.flat_grads, lr, l2=est.alpha / n_samples,
-                   grad_scale=1.0 / n_rows, clip_norm=est.clip_norm,
-                   decay_mask=net.decay_mask, n_threads=resolve_n_threads(est.n_threads))
+    est._apply_gradient(lr, n_rows, n_samples, resolve_n_threads(est.n_threads))
+
+
+def _check_divergence(est, loss, snapshot):
+    """NaN or inf: the weights of the last finished epoch back, TrainingDivergedError."""
+    est._check_divergence(loss, snapshot)
 
 
 def _epoch_plan(est, n):
     """(learning rate, global batches as arrays of sample indices) of the next epoch."""
     batch = est._batch_size(n)
     order = est._rng.permutation(n) if est.shuffle else np.arange(n)
-    return est._epoch_lr(est.n_iter_), [order[s:s + batch] for s in range(0, n, batch)]
+    lr = est._optimizer.schedule.rate(est.n_iter_)
+    return lr, [order[s:s + batch] for s in range(0, n, batch)]
 
 
-def _end_epoch(est, epoch_loss, no_improve):
-    """Record the epoch as fit does without validation data; returns the new
-    count of epochs without improvement."""
-    est.loss_curve_.append(epoch_loss)
-    est.n_iter_ += 1
-    no_improve = no_improve + 1 if epoch_loss > est.best_loss_ - est.tol else 0
-    est.best_loss_ = min(est.best_loss_, epoch_loss)
-    if est.learning_rate == "plateau":
-        best, waited = est._plateau
-        if epoch_loss < best - est.tol:
-            est._plateau = (epoch_loss, 0)
-        elif waited + 1 >= est.lr_decay_every:
-            est._lr *= est.lr_decay
-            est._plateau = (best, 0)
-        else:
-            est._plateau = (best, waited + 1)
-    if est.verbose:
-        print(f"epoch {est.n_iter_}: loss {epoch_loss:.6g}")
-    return no_improve
+def _end_epoch(est, epoch_loss, started):
+    """Record the epoch as fit does without validation data (curves, the
+    no-improvement count, the schedule); returns whether to stop early."""
+    est._end_epoch(epoch_loss, None, None, started)
+    return est._no_improvement_count >= est.n_iter_no_change
 # ===== end of the adapter ===================================================================
 
 
@@ -308,12 +277,12 @@ class _ShardWorker:
     network and this worker's samples, prepared once."""
 
     def __init__(self, template, rank, X_parts, y_parts, w_parts):
-        self.est = template
+        self.est = copy.deepcopy(template)  # in-process workers would share the client's
+        _new_optimizer(self.est)  # local SGD: this actor's own moments
         _reseed_dropout(self.est, [int(rank), 7919])  # each worker its own dropout masks
         sw = None if w_parts is None else np.concatenate([np.ravel(w) for w in w_parts])
         with single_threaded_blas():
             self.shard = _prepare(self.est, _concat(X_parts), _concat(y_parts), sw)
-        self.optimizer = None
 
     def gradient(self, params, idx):
         """(loss sum, rows, gradient, seconds) of local samples idx at params."""
@@ -328,8 +297,6 @@ class _ShardWorker:
         (params, sum of loss * samples, samples, seconds)."""
         started = time.perf_counter()
         est = self.est
-        if self.optimizer is None:
-            self.optimizer = _new_optimizer(est)
         est.model_.flat_params[:] = params
         total, count = 0.0, 0
         with single_threaded_blas():
@@ -338,7 +305,7 @@ class _ShardWorker:
                 loss_sum, n_rows, grad = _loss_and_grad(est, self.shard, idx)
                 total += (loss_sum / n_rows + l2) * len(idx)
                 count += len(idx)
-                _apply_update(est, grad, n_rows, len(idx), lr, self.optimizer)
+                _apply_update(est, grad, n_rows, len(idx), lr)
         return est.model_.flat_params.copy(), total, count, time.perf_counter() - started
 
 
@@ -465,7 +432,7 @@ class _Cluster:
         return False
 
 
-def _sync_epoch(est, cluster, batches, lr, timings):
+def _sync_epoch(est, cluster, batches, lr, snapshot, timings):
     """One epoch of synchronous data-parallel SGD; returns (loss * samples, samples)."""
     net = est.model_
     total, count = 0.0, 0
@@ -481,9 +448,7 @@ def _sync_epoch(est, cluster, batches, lr, timings):
         for r in results[1:]:
             grad += r[2]
         loss = loss_sum / n_rows + _l2_loss(est, len(batch))
-        if not np.isfinite(loss):
-            raise TrainingDivergedError(f"the training loss became {loss} in epoch "
-                                        f"{est.n_iter_ + 1}: training diverged")
+        _check_divergence(est, loss, snapshot)
         _apply_update(est, grad, n_rows, len(batch), lr)
         total += loss * len(batch)
         count += len(batch)
@@ -500,7 +465,7 @@ def _local_calls(cluster, batches, params, lr):
     return calls
 
 
-def _local_epoch(est, cluster, batches, lr, sync_every, timings):
+def _local_epoch(est, cluster, batches, lr, sync_every, snapshot, timings):
     """One epoch of local SGD: rounds of sync_every local steps, then parameter
     averaging weighted by samples."""
     net = est.model_
@@ -514,9 +479,7 @@ def _local_epoch(est, cluster, batches, lr, sync_every, timings):
         samples = np.array([r[2] for r in results], np.float64)
         averaged = sum(r[0].astype(np.float64) * s for r, s in zip(results, samples))
         loss = sum(r[1] for r in results)
-        if not np.isfinite(loss) or not np.all(np.isfinite(averaged)):
-            raise TrainingDivergedError(f"the training loss became {loss} in epoch "
-                                        f"{est.n_iter_ + 1}: training diverged")
+        _check_divergence(est, loss if np.all(np.isfinite(averaged)) else np.nan, snapshot)
         net.flat_params[:] = averaged / samples.sum()
         est.t_ += len(chunk)
         total += loss
@@ -582,27 +545,28 @@ def _run_epochs(est, cluster, sync_every):
     n = len(cluster.owner)
     net = est.model_
     timings = []
-    no_improve, stopped_early = 0, False
+    stopped_early = False
     for _ in range(est.max_iter):
+        started = time.perf_counter()
         snapshot = net.flat_params.copy()  # the weights of the last finished epoch
         lr, batches = _epoch_plan(est, n)
         try:
             if sync_every == 1:
-                total, count = _sync_epoch(est, cluster, batches, lr, timings)
+                total, count = _sync_epoch(est, cluster, batches, lr, snapshot, timings)
             else:
-                total, count = _local_epoch(est, cluster, batches, lr, sync_every, timings)
-        except (ClusterTrainingError, TrainingDivergedError) as error:
+                total, count = _local_epoch(est, cluster, batches, lr, sync_every, snapshot,
+                                            timings)
+        except ClusterTrainingError as error:
             net.flat_params[:] = snapshot
-            raise type(error)(f"{error}; the estimator keeps the weights of its last "
-                              f"finished epoch (n_iter_={est.n_iter_}); fit again with "
-                              "warm_start=True to continue") from error
-        no_improve = _end_epoch(est, total / count, no_improve)
+            raise ClusterTrainingError(f"{error}; the estimator keeps the weights of its last "
+                                       f"finished epoch (n_iter_={est.n_iter_}); fit again "
+                                       "with warm_start=True to continue") from error
+        stopped_early = _end_epoch(est, total / count, started)
         est.dask_fit_stats_ = {"n_workers": len(cluster.actors),
                                "recoveries": cluster.recoveries,
                                "step_seconds": [t[0] for t in timings],
                                "compute_seconds": [t[1] for t in timings]}
-        if no_improve >= est.n_iter_no_change:
-            stopped_early = True
+        if stopped_early:
             break
     if not stopped_early:
         warnings.warn(f"Stochastic optimizer: maximum iterations ({est.max_iter}) reached "

@@ -46,6 +46,11 @@ def _sequences(n=96, T=6, F=3, seed=0):
                                 learning_rate_init=0.01, random_state=0), "labels"),
     (lambda: FastGRURegressor(hidden_size=8, batch_size=24, max_iter=3, solver="sgd",
                               learning_rate="exponential", random_state=1), "values"),
+    # tol=1: no epoch after the first improves enough, so the plateau schedule halves the
+    # rate every epoch and the no-improvement count stops the fit after 3 of 6 epochs
+    (lambda: FastLSTMClassifier(hidden_size=8, batch_size=32, max_iter=6, tol=1.0,
+                                n_iter_no_change=2, learning_rate="plateau", lr_decay_every=1,
+                                learning_rate_init=0.05, random_state=2), "labels"),
 ])
 def test_sync_training_equals_single_process(client, make, target):
     X, labels = _sequences()
