@@ -79,7 +79,7 @@ def demo_classify(args):
     from fastrnn.datasets import load_digits_sequences
     X, y, _ = load_digits_sequences()
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
-    clf = FastLSTMClassifier(hidden_size=64, max_iter=40, learning_rate_init=0.005,
+    clf = FastLSTMClassifier(hidden_size=64, max_iter=200, learning_rate_init=0.005,
                              random_state=0, n_threads=args.threads,
                              verbose=args.verbose and _live_progress(args))
     start = time.perf_counter()
