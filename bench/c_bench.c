@@ -37,6 +37,16 @@ static float *randn(size_t n, unsigned *seed)
     return x;
 }
 
+static void check(int rc, const char *what)
+{
+    if (rc == FR_OK) return;
+    fprintf(stderr, "%s failed: %s (status %d)\n", what,
+            rc == FR_ERR_NOMEM ? "out of memory" : rc == FR_ERR_TOO_LARGE ? "sizes too large"
+                                                                          : "invalid arguments",
+            rc);
+    exit(1);
+}
+
 int main(int argc, char **argv)
 {
     const char *cell_name = argc > 1 ? argv[1] : "lstm";
@@ -68,14 +78,14 @@ int main(int argc, char **argv)
     double best_train = 1e30, best_back = 1e30, best_inf = 1e30;
     for (int r = 0; r < reps; r++) {
         double t0 = now();
-        fr_forward_f32(&blas, &s, X, W_ih, W_hh, b_ih, b_hh, NULL, NULL, Y, H, hN, cN, ws, 1,
-                       threads);
+        check(fr_forward_f32(&blas, &s, X, W_ih, W_hh, b_ih, b_hh, NULL, NULL, Y, H, hN, cN, ws,
+                             1, threads), "forward (training)");
         double t1 = now();
-        fr_backward_f32(&blas, &s, X, W_ih, W_hh, ws, dY, H, NULL, NULL, dX, 0, dW_ih, dW_hh,
-                        db_ih, db_hh, dh0, dc0, bws, threads);
+        check(fr_backward_f32(&blas, &s, X, W_ih, W_hh, ws, dY, H, NULL, NULL, dX, 0, dW_ih,
+                              dW_hh, db_ih, db_hh, dh0, dc0, bws, threads), "backward");
         double t2 = now();
-        fr_forward_f32(&blas, &s, X, W_ih, W_hh, b_ih, b_hh, NULL, NULL, Y, H, hN, cN, ws_inf, 0,
-                       threads);
+        check(fr_forward_f32(&blas, &s, X, W_ih, W_hh, b_ih, b_hh, NULL, NULL, Y, H, hN, cN,
+                             ws_inf, 0, threads), "forward (inference)");
         double t3 = now();
         if (t1 - t0 < best_train) best_train = t1 - t0;
         if (t2 - t1 < best_back) best_back = t2 - t1;

@@ -35,7 +35,8 @@ enum fr_cell { FR_LSTM = 0, FR_GRU = 1, FR_RNN_TANH = 2, FR_RNN_RELU = 3 };
 enum fr_status {
     FR_OK = 0,
     FR_ERR_ARG = -1,      /* a null pointer, unknown cell or non-positive size */
-    FR_ERR_TOO_LARGE = -2 /* a GEMM argument would not fit BLAS's 32-bit int */
+    FR_ERR_TOO_LARGE = -2, /* a GEMM argument would not fit BLAS's 32-bit int */
+    FR_ERR_NOMEM = -3      /* the kernel's own scratch (packed weights) could not be allocated */
 };
 
 /* One layer, one direction. lengths (B) may be NULL (every sample has T steps);
@@ -156,6 +157,8 @@ void fr_tanh_f32(const float *x, float *y, int64_t n);
 /* 1 when built with OpenMP, and the thread count OpenMP would use. */
 int fr_openmp_enabled(void);
 int fr_max_threads(void);
+/* 1 when the recurrent steps run the packed W_hh micro-kernels, 0: BLAS. */
+int fr_packed_enabled(void);
 
 #ifdef __cplusplus
 }

@@ -84,6 +84,11 @@ int fr_max_threads(void)
 #endif
 }
 
+int fr_packed_enabled(void)
+{
+    return fr_packed_supported();
+}
+
 static int fr_thread_id(void)
 {
 #ifdef _OPENMP
@@ -156,25 +161,97 @@ int fr_check_shape(const fr_shape *s, int64_t ldy)
     return FR_OK;
 }
 
+/* Workspace layouts, llm.c style: one function per mode lists the sizes of
+ * its named regions in order; the size functions add them up and the kernels
+ * point their structs of named pointers at them (point_*_ws in rnn_impl.h),
+ * so no offset is computed anywhere else. A region of size 0 is absent. */
+enum { FR_FWD_GATES, FR_FWD_H, FR_FWD_C, FR_FWD_AUX, FR_FWD_GH, FR_FORWARD_REGIONS };
+enum { FR_BWD_DGX, FR_BWD_DGH, FR_BACKWARD_REGIONS };
+enum { FR_GEN_H, FR_GEN_C, FR_GEN_GATES, FR_GEN_GH, FR_GEN_X, FR_GEN_LOGITS, FR_GENERATE_REGIONS };
+
+/* Training forward: everything is batch-first (B, T, .) and kept for backward. */
+static void fr_train_forward_sizes(const fr_shape *s, int64_t sizes[FR_FORWARD_REGIONS])
+{
+    int64_t BT = s->batch * s->steps, H = s->hidden, G = fr_gates(s->cell);
+    int lstm = s->cell == FR_LSTM, gru = s->cell == FR_GRU;
+    sizes[FR_FWD_GATES] = BT * G * H;
+    sizes[FR_FWD_H] = BT * H;                       /* state entering each step */
+    sizes[FR_FWD_C] = lstm ? BT * H : 0;            /* cell state entering each step */
+    sizes[FR_FWD_AUX] = (lstm || gru) ? BT * H : 0; /* LSTM tanh(c_t), GRU W_hn h + b_hn */
+    sizes[FR_FWD_GH] = gru ? s->batch * 3 * H : 0;  /* GRU: W_hh h of one step */
+}
+
+/* Inference forward: gates for every step (the projection), then two (B, H)
+ * state buffers swapped each step and one step's aux. */
+static void fr_infer_forward_sizes(const fr_shape *s, int64_t sizes[FR_FORWARD_REGIONS])
+{
+    int64_t B = s->batch, H = s->hidden, G = fr_gates(s->cell);
+    int lstm = s->cell == FR_LSTM, gru = s->cell == FR_GRU;
+    sizes[FR_FWD_GATES] = B * s->steps * G * H;
+    sizes[FR_FWD_H] = 2 * B * H;
+    sizes[FR_FWD_C] = lstm ? 2 * B * H : 0;
+    sizes[FR_FWD_AUX] = (lstm || gru) ? B * H : 0;
+    sizes[FR_FWD_GH] = gru ? B * 3 * H : 0;
+}
+
+static void fr_forward_sizes(const fr_shape *s, int training, int64_t sizes[FR_FORWARD_REGIONS])
+{
+    if (training)
+        fr_train_forward_sizes(s, sizes);
+    else
+        fr_infer_forward_sizes(s, sizes);
+}
+
+/* Backward: the gate gradients (B, T, G*H) fed to W_ih; GRU's reset gate
+ * makes those fed to W_hh differ, LSTM and RNN share one buffer. */
+static void fr_backward_sizes(const fr_shape *s, int64_t sizes[FR_BACKWARD_REGIONS])
+{
+    int64_t n = s->batch * s->steps * fr_gates(s->cell) * s->hidden;
+    sizes[FR_BWD_DGX] = n;
+    sizes[FR_BWD_DGH] = s->cell == FR_GRU ? n : 0;
+}
+
+/* Generation: per layer two state buffers (current, next) for h and c, one
+ * step's gates and GRU W_hh h, the embedded tokens and the head's outputs. */
+static void fr_generate_sizes(const fr_generator *g, int64_t n, int64_t sizes[FR_GENERATE_REGIONS])
+{
+    int64_t G = fr_gates(g->cell), H = g->hidden, L = g->num_layers;
+    sizes[FR_GEN_H] = 2 * L * n * H;
+    sizes[FR_GEN_C] = 2 * L * n * H;
+    sizes[FR_GEN_GATES] = n * G * H;
+    sizes[FR_GEN_GH] = n * 3 * H;
+    sizes[FR_GEN_X] = n * g->embed_dim;
+    sizes[FR_GEN_LOGITS] = n * (g->n_outputs > 1 ? g->n_outputs : 2);
+}
+
+static int64_t fr_sum(const int64_t *sizes, int n)
+{
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += sizes[i];
+    return total;
+}
+
 int64_t fr_forward_workspace(const fr_shape *s, int training)
 {
     if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK) return -1;
-    int64_t B = s->batch, T = s->steps, H = s->hidden, G = fr_gates(s->cell);
-    int lstm = s->cell == FR_LSTM, gru = s->cell == FR_GRU;
-    int64_t n = B * T * G * H; /* gates */
-    if (training)
-        n += B * T * H * (1 + (lstm ? 2 : gru ? 1 : 0)); /* h_prev [c_prev, tanh c | h_n] */
-    else
-        n += B * H * (2 + (lstm ? 2 : 0) + ((lstm || gru) ? 1 : 0));
-    if (gru) n += B * 3 * H; /* W_hh h for one step */
-    return n;
+    int64_t sizes[FR_FORWARD_REGIONS];
+    fr_forward_sizes(s, training, sizes);
+    return fr_sum(sizes, FR_FORWARD_REGIONS);
 }
 
 int64_t fr_backward_workspace(const fr_shape *s)
 {
     if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK) return -1;
-    int64_t n = s->batch * s->steps * fr_gates(s->cell) * s->hidden;
-    return s->cell == FR_GRU ? 2 * n : n;
+    int64_t sizes[FR_BACKWARD_REGIONS];
+    fr_backward_sizes(s, sizes);
+    return fr_sum(sizes, FR_BACKWARD_REGIONS);
+}
+
+int64_t fr_generate_workspace(const fr_generator *g, int64_t n)
+{
+    int64_t sizes[FR_GENERATE_REGIONS];
+    fr_generate_sizes(g, n, sizes);
+    return fr_sum(sizes, FR_GENERATE_REGIONS);
 }
 
 /* float activations: a Cephes-style exp that the compiler can vectorise
@@ -204,15 +281,6 @@ static inline float fr_sigmoidf(float x) { return 1.0f / (1.0f + fr_expf(-x)); }
 static inline float fr_tanhf(float x) { return 1.0f - 2.0f / (1.0f + fr_expf(2.0f * x)); }
 static inline double fr_sigmoidd(double x) { return 1.0 / (1.0 + exp(-x)); }
 static inline double fr_tanhd(double x) { return tanh(x); }
-
-int64_t fr_generate_workspace(const fr_generator *g, int64_t n)
-{
-    int64_t G = fr_gates(g->cell), H = g->hidden, L = g->num_layers;
-    int64_t V = g->n_outputs > 1 ? g->n_outputs : 2;
-    /* state h, c (2 buffers each), gates, GRU's W_hh h, the embedded inputs
-     * and the logits */
-    return 4 * L * n * H + n * G * H + n * 3 * H + n * g->embed_dim + n * V;
-}
 
 /* xoshiro256** seeded through splitmix64: small, fast, reproducible. */
 typedef struct { uint64_t s[4]; } fr_rng;

@@ -10,10 +10,11 @@
  * Backward walks the steps in the opposite order with one fused pass and one
  * GEMM for dh per step; dW_ih, dW_hh, dX and the bias sums come after the loop.
  *
- * Training workspace, all batch-first (B, T, .):
- *   gates (G*H) activated gates (LSTM i,f,g,o; GRU r,z,n; RNN h)
- *   h_prev (H)  state entering step t
- *   LSTM: c_prev (H), tanh(c_t) (H);   GRU: W_hn h_prev + b_hn (H)
+ * Workspaces: the regions of each mode are listed once, with their sizes, in
+ * rnn.c (fr_*_sizes); point_*_ws below gives them names (forward_ws,
+ * backward_ws, generate_ws). The training forward keeps the activated gates
+ * (LSTM i,f,g,o; GRU r,z,n; RNN h) and the state entering every step for
+ * backward.
  */
 
 /* Row-major C = op(A) op(B) through column-major gemm: C^T = op(B)^T op(A)^T. */
@@ -322,139 +323,391 @@ static void FR_(pack_backward)(const real *W_hh, int64_t H, int64_t GH, int64_t 
     }
 }
 
-/* Panels a layer call needs: every thread's slice rounded up to whole panels. */
-static int64_t FR_(n_panels)(int64_t H, int nth)
+/* Elements of the panels of a (G*units, K) weight packed by gate and unit
+ * slice: every thread's slice rounded up to whole panels. */
+static int64_t FR_(panels_size)(int64_t G, int64_t units, int64_t K, int nth)
 {
-    return H / FR_NR + nth;
+    return G * (units / FR_NR + nth) * K * FR_NR;
+}
+
+/* Where the panels of the slice starting at unit j0 begin (NULL: none). */
+static real *FR_(own_panels)(real *packed, int64_t G, int64_t K, int64_t j0)
+{
+    return packed ? packed + G * (j0 / FR_NR) * K * FR_NR : NULL;
+}
+#else
+static int64_t FR_(panels_size)(int64_t G, int64_t units, int64_t K, int nth)
+{
+    (void)G; (void)units; (void)K; (void)nth;
+    return 0;
+}
+static real *FR_(own_panels)(real *packed, int64_t G, int64_t K, int64_t j0)
+{
+    (void)packed; (void)G; (void)K; (void)j0;
+    return NULL;
 }
 #endif
+
+/* Packed weights of one call, allocated once outside the parallel region;
+ * NULL where the packed kernels are unavailable (the steps call BLAS). */
+static int FR_(alloc_panels)(int64_t n_elems, real **packed)
+{
+    *packed = NULL;
+    if (!fr_packed_supported() || n_elems <= 0) return FR_OK;
+    *packed = (real *)malloc((size_t)n_elems * sizeof(real));
+    return *packed ? FR_OK : FR_ERR_NOMEM;
+}
+
+/* Point each named region at its slice of ws, in the order its sizes list. */
+static void FR_(point_regions)(real **const *regions, const int64_t *sizes, int n, real *ws)
+{
+    for (int r = 0; r < n; r++) {
+        *regions[r] = sizes[r] ? ws : NULL;
+        ws += sizes[r];
+    }
+}
+
 
 /* Threads: one OpenMP region spans the whole time loop. Each thread owns a
  * slice of the hidden units (all gates of those units), runs its own
  * single-threaded GEMMs for that slice and its part of the fused pass, and
  * waits at one barrier per step. BLAS must be single-threaded meanwhile (the
- * Python layer sees to it): one pool of threads, no fork per step. */
+ * Python layer sees to it): one pool of threads, no fork per step. The
+ * *_team functions below are the bodies of those regions (their barriers
+ * bind to the caller's region). */
+
+/* ----- forward ------------------------------------------------------------------- */
+
+/* The forward workspace's named regions (sizes: fr_forward_sizes). */
+typedef struct {
+    real *gates; /* (B, T, G*H): projected, then activated gates */
+    real *h, *c; /* state entering each step (training), or two (B, H) buffers */
+    real *aux;   /* LSTM tanh(c_t), GRU W_hn h + b_hn: per step, or one step's */
+    real *gh;    /* GRU: (B, G*H) W_hh h of the current step */
+} FR_(forward_ws);
+
+static void FR_(point_forward_ws)(FR_(forward_ws) *w, const fr_shape *s, int training, real *ws)
+{
+    int64_t sizes[FR_FORWARD_REGIONS];
+    fr_forward_sizes(s, training, sizes);
+    real **const regions[FR_FORWARD_REGIONS] = {&w->gates, &w->h, &w->c, &w->aux, &w->gh};
+    FR_(point_regions)(regions, sizes, FR_FORWARD_REGIONS, ws);
+}
+
+/* One forward layer call: its arguments, workspace and packed W_hh. */
+typedef struct {
+    const fr_blas *blas;
+    const fr_shape *s;
+    const real *X, *W_ih, *W_hh, *b_ih, *b_hh;
+    real *Y, *hN, *cN;
+    int64_t ldy;
+    int training;
+    int64_t stride; /* row stride of w.h, w.c, w.aux: T*H in training, H otherwise */
+    FR_(forward_ws) w;
+    real *packed;   /* W_hh in panels, or NULL: the steps call BLAS */
+    int nth;
+} FR_(forward_call);
+
+static int FR_(forward_check)(const fr_blas *blas, const fr_shape *s, const real *X,
+                              const real *W_ih, const real *W_hh, const real *b_ih,
+                              const real *b_hh, const real *Y, int64_t ldy, const real *hN,
+                              const real *cN, const real *ws)
+{
+    int rc = fr_check_shape(s, ldy);
+    if (rc != FR_OK) return rc;
+    if (!blas || !blas->FR_GEMM || !X || !W_ih || !W_hh || !b_ih || !b_hh || !Y || !hN || !ws ||
+        (s->cell == FR_LSTM && !cN))
+        return FR_ERR_ARG;
+    return FR_OK;
+}
+
+/* The state entering step `step` (step T: the final state hN, cN). */
+static real *FR_(forward_state)(const FR_(forward_call) *f, int64_t step, real **c,
+                                int64_t *stride)
+{
+    const fr_shape *s = f->s;
+    const int64_t T = s->steps, H = s->hidden;
+    if (step == T) {
+        *c = f->cN;
+        *stride = H;
+        return f->hN;
+    }
+    const int64_t t = s->reverse ? T - 1 - step : step;
+    const int64_t at = f->training ? t * H : (step & 1) * s->batch * H;
+    *c = f->w.c ? f->w.c + at : NULL;
+    *stride = f->stride;
+    return f->w.h + at;
+}
+
+static void FR_(forward_init_state)(const FR_(forward_call) *f, const real *h0, const real *c0)
+{
+    real *c;
+    int64_t stride;
+    real *h = FR_(forward_state)(f, 0, &c, &stride);
+    FR_(copy_rows)(h, stride, h0, f->s->batch, f->s->hidden);
+    if (f->s->cell == FR_LSTM) FR_(copy_rows)(c, stride, c0, f->s->batch, f->s->hidden);
+}
+
+/* gates = X W_ih^T for this thread's share of the B*T rows. */
+static void FR_(forward_project)(const FR_(forward_call) *f, int tid, int nt)
+{
+    const fr_shape *s = f->s;
+    const int64_t I = s->inputs, GH = fr_gates(s->cell) * s->hidden;
+    int64_t r0, r1;
+    fr_split(s->batch * s->steps, nt, tid, 1, &r0, &r1);
+    FR_(gemm_rm)(f->blas, 0, 1, r1 - r0, GH, I, 1, f->X + r0 * I, I, f->W_ih, I, 0,
+                 f->w.gates + r0 * GH, GH);
+}
+
+/* gates[t][:, units j0..j1] += h_prev W_hh^T (GRU: into w.gh, overwritten). */
+static void FR_(forward_recurrent)(const FR_(forward_call) *f, const real *hp, int64_t s_hp,
+                                   real *g_t, int64_t j0, int64_t j1, const real *panels)
+{
+    const fr_shape *s = f->s;
+    const int gru = s->cell == FR_GRU;
+    const int64_t B = s->batch, H = s->hidden, G = fr_gates(s->cell), GH = G * H;
+    real *c_base = gru ? f->w.gh : g_t;
+    const int64_t ldc = gru ? GH : s->steps * GH;
+#if FR_HAVE_PACKED
+    if (panels) {
+        FR_(packed_apply)(B, H, hp, s_hp, panels, G, H, j0, j1, c_base, ldc, !gru);
+        return;
+    }
+#else
+    (void)panels;
+#endif
+    for (int64_t k = 0; k < G; k++)
+        FR_(gemm_rm)(f->blas, 0, 1, B, j1 - j0, H, 1, hp, s_hp, f->W_hh + (k * H + j0) * H, H,
+                     gru ? 0 : 1, c_base + k * H + j0, ldc);
+}
+
+/* One step for units [j0, j1): the recurrent GEMM, then the fused pass per
+ * sample; a sample past its length keeps its state and outputs 0. */
+static void FR_(forward_step)(const FR_(forward_call) *f, int64_t step, int64_t j0, int64_t j1,
+                              const real *panels)
+{
+    const fr_shape *s = f->s;
+    const int lstm = s->cell == FR_LSTM, gru = s->cell == FR_GRU, relu = s->cell == FR_RNN_RELU;
+    const int64_t B = s->batch, T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
+    const int64_t t = s->reverse ? T - 1 - step : step, nj = j1 - j0;
+    const int32_t *len = s->lengths;
+    real *cp, *cn;
+    int64_t s_hp, s_hn;
+    real *hp = FR_(forward_state)(f, step, &cp, &s_hp);
+    real *hn = FR_(forward_state)(f, step + 1, &cn, &s_hn);
+    real *g_t = f->w.gates + t * GH;
+    real *aux_t = f->w.aux ? (f->training ? f->w.aux + t * H : f->w.aux) : NULL;
+    if (nj <= 0) return;
+    FR_(forward_recurrent)(f, hp, s_hp, g_t, j0, j1, panels);
+    for (int64_t b = 0; b < B; b++) {
+        real *g = g_t + b * T * GH + j0, *y = f->Y + (b * T + t) * f->ldy + j0;
+        const real *hpb = hp + b * s_hp + j0;
+        real *hnb = hn + b * s_hn + j0;
+        real *cpb = lstm ? cp + b * s_hp + j0 : NULL;
+        real *cnb = lstm ? cn + b * s_hn + j0 : NULL;
+        real *auxb = aux_t ? aux_t + b * f->stride + j0 : NULL;
+        if (len && t >= len[b]) { /* past this sample's end: keep the state */
+            memcpy(hnb, hpb, (size_t)nj * sizeof(real));
+            if (lstm) memcpy(cnb, cpb, (size_t)nj * sizeof(real));
+            memset(y, 0, (size_t)nj * sizeof(real));
+        } else if (lstm) {
+            FR_(lstm_forward_row)(nj, H, g, f->b_ih + j0, f->b_hh + j0, cpb, hnb, cnb, y, auxb);
+        } else if (gru) {
+            FR_(gru_forward_row)(nj, H, g, f->w.gh + b * GH + j0, f->b_ih + j0, f->b_hh + j0,
+                                 hpb, hnb, y, auxb);
+        } else {
+            FR_(rnn_forward_row)(nj, relu, g, f->b_ih + j0, f->b_hh + j0, hnb, y);
+        }
+    }
+}
+
+/* The parallel region: project, pack this thread's W_hh slice, step loop. */
+static void FR_(forward_team)(const FR_(forward_call) *f)
+{
+    const fr_shape *s = f->s;
+    const int64_t G = fr_gates(s->cell), H = s->hidden;
+    const int tid = fr_thread_id(), nt = fr_team();
+    int64_t j0, j1;
+    FR_(forward_project)(f, tid, nt);
+    fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
+    real *panels = FR_(own_panels)(f->packed, G, H, j0);
+#if FR_HAVE_PACKED
+    if (panels) FR_(pack_forward)(f->W_hh, H, H, G, j0, j1, panels);
+#endif
+#pragma omp barrier
+    for (int64_t step = 0; step < s->steps; step++) {
+        FR_(forward_step)(f, step, j0, j1, panels);
+#pragma omp barrier
+    }
+}
 
 int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const real *W_ih,
                     const real *W_hh, const real *b_ih, const real *b_hh, const real *h0,
                     const real *c0, real *Y, int64_t ldy, real *hN, real *cN, real *ws,
                     int training, int n_threads)
 {
-    int rc = fr_check_shape(s, ldy);
+    int rc = FR_(forward_check)(blas, s, X, W_ih, W_hh, b_ih, b_hh, Y, ldy, hN, cN, ws);
     if (rc != FR_OK) return rc;
-    const int cell = s->cell, lstm = cell == FR_LSTM, gru = cell == FR_GRU;
-    const int relu = cell == FR_RNN_RELU;
-    if (!blas || !blas->FR_GEMM || !X || !W_ih || !W_hh || !b_ih || !b_hh || !Y || !hN || !ws ||
-        (lstm && !cN))
-        return FR_ERR_ARG;
-    const int64_t B = s->batch, T = s->steps, I = s->inputs, H = s->hidden;
-    const int64_t G = fr_gates(cell), GH = G * H, BT = B * T;
-    const int32_t *len = s->lengths;
-    const int nth = fr_team_size(n_threads, B, H, G, I, sizeof(real));
-
-    real *gates = ws, *p = ws + BT * GH;
-    real *hbuf, *cbuf = NULL, *aux = NULL, *gh = NULL;
-    int64_t s_buf;
-    if (training) { /* per-step state lives in the (B, T, H) arrays */
-        hbuf = p; p += BT * H;
-        if (lstm) { cbuf = p; p += BT * H; }
-        if (lstm || gru) { aux = p; p += BT * H; }
-        s_buf = T * H;
-    } else { /* two (B, H) state buffers, swapped each step */
-        hbuf = p; p += 2 * B * H;
-        if (lstm) { cbuf = p; p += 2 * B * H; }
-        if (lstm || gru) { aux = p; p += B * H; }
-        s_buf = H;
-    }
-    if (gru) gh = p;
-
-    const int64_t t_first = s->reverse ? T - 1 : 0;
-    FR_(copy_rows)(training ? hbuf + t_first * H : hbuf, s_buf, h0, B, H);
-    if (lstm) FR_(copy_rows)(training ? cbuf + t_first * H : cbuf, s_buf, c0, B, H);
-
-    real *packed = NULL; /* W_hh in panels, once per call, outside the time loop */
-#if FR_HAVE_PACKED
-    if (fr_packed_supported()) {
-        packed = (real *)malloc((size_t)(G * FR_(n_panels)(H, nth) * H * FR_NR) * sizeof(real));
-        if (!packed) return FR_ERR_ARG;
-    }
-#endif
-
-#pragma omp parallel num_threads(nth) if (nth > 1)
-    {
-        const int tid = fr_thread_id(), nt = fr_team();
-        int64_t r0, r1, j0, j1;
-        fr_split(BT, nt, tid, 1, &r0, &r1);
-        FR_(gemm_rm)(blas, 0, 1, r1 - r0, GH, I, 1, X + r0 * I, I, W_ih, I, 0, gates + r0 * GH,
-                     GH);
-        fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
-        const int64_t nj = j1 - j0;
-#if FR_HAVE_PACKED
-        real *my_panels = packed ? packed + G * (j0 / FR_NR) * H * FR_NR : NULL;
-        if (my_panels) FR_(pack_forward)(W_hh, H, H, G, j0, j1, my_panels);
-#endif
-        real *hp = training ? hbuf + t_first * H : hbuf;
-        real *cp = lstm ? (training ? cbuf + t_first * H : cbuf) : NULL;
-        int64_t s_hp = s_buf;
-#pragma omp barrier
-        for (int64_t step = 0; step < T; step++) {
-            const int64_t t = s->reverse ? T - 1 - step : step;
-            real *hn, *cn = NULL;
-            int64_t s_hn;
-            if (step == T - 1) {
-                hn = hN; cn = cN; s_hn = H;
-            } else if (training) {
-                int64_t tn = s->reverse ? t - 1 : t + 1;
-                hn = hbuf + tn * H; s_hn = T * H;
-                if (lstm) cn = cbuf + tn * H;
-            } else {
-                int64_t slot = (step + 1) & 1;
-                hn = hbuf + slot * B * H; s_hn = H;
-                if (lstm) cn = cbuf + slot * B * H;
-            }
-            real *g_t = gates + t * GH;
-            real *aux_t = aux ? (training ? aux + t * H : aux) : NULL;
-            const int64_t s_aux = training ? T * H : H;
-            if (nj > 0) {
-                /* gates[t][:, own units] += h_prev W_hh^T (GRU: its own buffer) */
-                real *c_base = gru ? gh : g_t;
-                const int64_t ldc = gru ? GH : T * GH;
-#if FR_HAVE_PACKED
-                if (my_panels)
-                    FR_(packed_apply)(B, H, hp, s_hp, my_panels, G, H, j0, j1, c_base, ldc, !gru);
-                else
-#endif
-                for (int64_t k = 0; k < G; k++)
-                    FR_(gemm_rm)(blas, 0, 1, B, nj, H, 1, hp, s_hp, W_hh + (k * H + j0) * H, H,
-                                 gru ? 0 : 1, c_base + k * H + j0, ldc);
-                for (int64_t b = 0; b < B; b++) {
-                    real *g = g_t + b * T * GH + j0, *y = Y + (b * T + t) * ldy + j0;
-                    const real *hpb = hp + b * s_hp + j0;
-                    real *hnb = hn + b * s_hn + j0;
-                    real *cpb = lstm ? cp + b * s_hp + j0 : NULL;
-                    real *cnb = lstm ? cn + b * s_hn + j0 : NULL;
-                    real *auxb = aux_t ? aux_t + b * s_aux + j0 : NULL;
-                    if (len && t >= len[b]) { /* past this sample's end: keep the state */
-                        memcpy(hnb, hpb, (size_t)nj * sizeof(real));
-                        if (lstm) memcpy(cnb, cpb, (size_t)nj * sizeof(real));
-                        memset(y, 0, (size_t)nj * sizeof(real));
-                    } else if (lstm) {
-                        FR_(lstm_forward_row)(nj, H, g, b_ih + j0, b_hh + j0, cpb, hnb, cnb, y,
-                                              auxb);
-                    } else if (gru) {
-                        FR_(gru_forward_row)(nj, H, g, gh + b * GH + j0, b_ih + j0, b_hh + j0,
-                                             hpb, hnb, y, auxb);
-                    } else {
-                        FR_(rnn_forward_row)(nj, relu, g, b_ih + j0, b_hh + j0, hnb, y);
-                    }
-                }
-            }
-            hp = hn; cp = cn; s_hp = s_hn;
-#pragma omp barrier
-        }
-    }
-    free(packed);
+    const int64_t G = fr_gates(s->cell), H = s->hidden;
+    FR_(forward_call) f = {blas, s, X, W_ih, W_hh, b_ih, b_hh, Y, hN, cN, ldy, training,
+                           training ? s->steps * H : H};
+    FR_(point_forward_ws)(&f.w, s, training, ws);
+    f.nth = fr_team_size(n_threads, s->batch, H, G, s->inputs, sizeof(real));
+    FR_(forward_init_state)(&f, h0, c0);
+    rc = FR_(alloc_panels)(FR_(panels_size)(G, H, H, f.nth), &f.packed);
+    if (rc != FR_OK) return rc;
+#pragma omp parallel num_threads(f.nth) if (f.nth > 1)
+    FR_(forward_team)(&f);
+    free(f.packed);
     return FR_OK;
+}
+
+/* ----- backward ------------------------------------------------------------------ */
+
+/* The backward scratch's named regions (sizes: fr_backward_sizes). */
+typedef struct {
+    real *dgx; /* (B, T, G*H) gate gradients fed to W_ih, X and b_ih */
+    real *dgh; /* the same fed to W_hh, h and b_hh (GRU only; else dgx itself) */
+} FR_(backward_ws);
+
+static void FR_(point_backward_ws)(FR_(backward_ws) *w, const fr_shape *s, real *bws)
+{
+    int64_t sizes[FR_BACKWARD_REGIONS];
+    fr_backward_sizes(s, sizes);
+    real **const regions[FR_BACKWARD_REGIONS] = {&w->dgx, &w->dgh};
+    FR_(point_regions)(regions, sizes, FR_BACKWARD_REGIONS, bws);
+    if (!w->dgh) w->dgh = w->dgx; /* LSTM and RNN: one gate gradient for both */
+}
+
+/* One backward layer call. dh, dc (B, H) carry the running gradient of the
+ * state through the loop and end as dh0, dc0. */
+typedef struct {
+    const fr_blas *blas;
+    const fr_shape *s;
+    const real *X, *W_ih, *W_hh, *dY;
+    int64_t ldy;
+    real *dX;
+    int accumulate_dx;
+    real *dW_ih, *dW_hh, *db_ih, *db_hh, *dh, *dc;
+    FR_(forward_ws) fw; /* the training forward's regions, read only */
+    FR_(backward_ws) w;
+    real *packed;       /* W_hh in backward panels, or NULL: BLAS */
+    int nth;
+} FR_(backward_call);
+
+static int FR_(backward_check)(const fr_blas *blas, const fr_shape *s, const real *X,
+                               const real *W_ih, const real *W_hh, const real *ws,
+                               const real *dY, int64_t ldy, const real *dW_ih,
+                               const real *dW_hh, const real *db_ih, const real *db_hh,
+                               const real *dh0, const real *dc0, const real *bws)
+{
+    int rc = fr_check_shape(s, dY ? ldy : s ? s->hidden : 0);
+    if (rc != FR_OK) return rc;
+    if (!blas || !blas->FR_GEMM || !X || !W_ih || !W_hh || !ws || !dW_ih || !dW_hh || !db_ih ||
+        !db_hh || !dh0 || !bws || (s->cell == FR_LSTM && !dc0))
+        return FR_ERR_ARG;
+    return FR_OK;
+}
+
+/* Step t, sample b, units [j0, j1): add dY, then the fused pass writes the
+ * gate gradients and the part of dh (dc) that does not go through W_hh. */
+static void FR_(backward_row)(const FR_(backward_call) *bc, int64_t b, int64_t t, int64_t j0,
+                              int64_t j1)
+{
+    const fr_shape *s = bc->s;
+    const int lstm = s->cell == FR_LSTM, gru = s->cell == FR_GRU, relu = s->cell == FR_RNN_RELU;
+    const int64_t T = s->steps, H = s->hidden, G = fr_gates(s->cell), GH = G * H;
+    const int64_t row = b * T + t, nj = j1 - j0;
+    real *dh = bc->dh + b * H + j0;
+    real *dgx_b = bc->w.dgx + row * GH + j0, *dgh_b = bc->w.dgh + row * GH + j0;
+    if (s->lengths && t >= s->lengths[b]) { /* Y was 0 here and the state passed through */
+        for (int64_t k = 0; k < G; k++) {
+            memset(dgx_b + k * H, 0, (size_t)nj * sizeof(real));
+            if (gru) memset(dgh_b + k * H, 0, (size_t)nj * sizeof(real));
+        }
+        return;
+    }
+    if (bc->dY) {
+        const real *dy = bc->dY + row * bc->ldy + j0;
+        for (int64_t j = 0; j < nj; j++) dh[j] += dy[j];
+    }
+    const real *g = bc->fw.gates + row * GH + j0;
+    const real *aux = bc->fw.aux ? bc->fw.aux + row * H + j0 : NULL;
+    if (lstm)
+        FR_(lstm_backward_row)(nj, H, g, aux, bc->fw.c + row * H + j0, dh, bc->dc + b * H + j0,
+                               dgx_b);
+    else if (gru)
+        FR_(gru_backward_row)(nj, H, g, aux, bc->fw.h + row * H + j0, dh, dgx_b, dgh_b);
+    else
+        FR_(rnn_backward_row)(nj, relu, g, dh, dgx_b);
+}
+
+/* dh[:, j0:j1] += dG_t W_hh[:, j0:j1]: reads every unit's dG_t. */
+static void FR_(backward_recurrent)(const FR_(backward_call) *bc, int64_t t, int64_t j0,
+                                    int64_t j1, const real *panels)
+{
+    const fr_shape *s = bc->s;
+    const int64_t B = s->batch, T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
+#if FR_HAVE_PACKED
+    if (panels) {
+        const real *P = panels;
+        for (int64_t jj = j0; jj < j1; jj += FR_NR, P += GH * FR_NR)
+            FR_(panel_kernel)(B, GH, bc->w.dgh + t * GH, T * GH, P, bc->dh + jj, H,
+                              j1 - jj < FR_NR ? j1 - jj : FR_NR, 1);
+        return;
+    }
+#else
+    (void)panels;
+#endif
+    FR_(gemm_rm)(bc->blas, 0, 0, B, j1 - j0, GH, 1, bc->w.dgh + t * GH, T * GH, bc->W_hh + j0, H,
+                 1, bc->dh + j0, H);
+}
+
+/* After the loop: weight gradients split by output rows, dX by input rows. */
+static void FR_(backward_weights)(const FR_(backward_call) *bc, int tid, int nt)
+{
+    const fr_shape *s = bc->s;
+    const int64_t I = s->inputs, H = s->hidden, GH = fr_gates(s->cell) * H;
+    const int64_t BT = s->batch * s->steps;
+    const real *dgx = bc->w.dgx, *dgh = bc->w.dgh;
+    int64_t q0, q1, r0, r1;
+    fr_split(GH, nt, tid, FR_UNIT_ALIGN, &q0, &q1);
+    FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, I, BT, 1, dgx + q0, GH, bc->X, I, 1,
+                 bc->dW_ih + q0 * I, I);
+    FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, H, BT, 1, dgh + q0, GH, bc->fw.h, H, 1,
+                 bc->dW_hh + q0 * H, H);
+    if (s->cell == FR_GRU) {
+        FR_(colsum_add)(dgx, BT, GH, q0, q1, bc->db_ih, NULL);
+        FR_(colsum_add)(dgh, BT, GH, q0, q1, bc->db_hh, NULL);
+    } else {
+        FR_(colsum_add)(dgx, BT, GH, q0, q1, bc->db_ih, bc->db_hh);
+    }
+    fr_split(BT, nt, tid, 1, &r0, &r1);
+    if (bc->dX)
+        FR_(gemm_rm)(bc->blas, 0, 0, r1 - r0, I, GH, 1, dgx + r0 * GH, GH, bc->W_ih, I,
+                     bc->accumulate_dx ? 1 : 0, bc->dX + r0 * I, I);
+}
+
+/* The parallel region: pack this thread's W_hh slice, steps in reverse, tail. */
+static void FR_(backward_team)(const FR_(backward_call) *bc)
+{
+    const fr_shape *s = bc->s;
+    const int64_t T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
+    const int tid = fr_thread_id(), nt = fr_team();
+    int64_t j0, j1;
+    fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
+    real *panels = FR_(own_panels)(bc->packed, 1, GH, j0);
+#if FR_HAVE_PACKED
+    if (panels) FR_(pack_backward)(bc->W_hh, H, GH, j0, j1, panels);
+#endif
+    for (int64_t step = T - 1; step >= 0; step--) {
+        const int64_t t = s->reverse ? T - 1 - step : step;
+        for (int64_t b = 0; b < s->batch && j1 > j0; b++) FR_(backward_row)(bc, b, t, j0, j1);
+#pragma omp barrier
+        FR_(backward_recurrent)(bc, t, j0, j1, panels);
+    }
+#pragma omp barrier
+    FR_(backward_weights)(bc, tid, nt);
 }
 
 int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, const real *W_ih,
@@ -463,255 +716,310 @@ int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, cons
                      real *dW_ih, real *dW_hh, real *db_ih, real *db_hh, real *dh0, real *dc0,
                      real *bws, int n_threads)
 {
-    int rc = fr_check_shape(s, dY ? ldy : s ? s->hidden : 0);
+    int rc = FR_(backward_check)(blas, s, X, W_ih, W_hh, ws, dY, ldy, dW_ih, dW_hh, db_ih,
+                                 db_hh, dh0, dc0, bws);
     if (rc != FR_OK) return rc;
-    const int cell = s->cell, lstm = cell == FR_LSTM, gru = cell == FR_GRU;
-    const int relu = cell == FR_RNN_RELU;
-    if (!blas || !blas->FR_GEMM || !X || !W_ih || !W_hh || !ws || !dW_ih || !dW_hh || !db_ih ||
-        !db_hh || !dh0 || !bws || (lstm && !dc0))
-        return FR_ERR_ARG;
-    const int64_t B = s->batch, T = s->steps, I = s->inputs, H = s->hidden;
-    const int64_t G = fr_gates(cell), GH = G * H, BT = B * T;
-    const int32_t *len = s->lengths;
-    const int nth = fr_team_size(n_threads, B, H, G, I, sizeof(real));
-
-    const real *gates = ws, *hprev = ws + BT * GH;
-    const real *cprev = lstm ? hprev + BT * H : NULL;
-    const real *aux = lstm ? cprev + BT * H : gru ? hprev + BT * H : NULL;
-    real *dgx = bws, *dgh = gru ? bws + BT * GH : bws;
-
-    /* dh0 / dc0 carry the running gradient of the state through the loop. */
-    FR_(copy_rows)(dh0, H, dhN, B, H);
-    if (lstm) FR_(copy_rows)(dc0, H, dcN, B, H);
-
-    real *packed = NULL;
-#if FR_HAVE_PACKED
-    if (fr_packed_supported()) {
-        packed = (real *)malloc((size_t)(FR_(n_panels)(H, nth) * GH * FR_NR) * sizeof(real));
-        if (!packed) return FR_ERR_ARG;
-    }
-#endif
-
-#pragma omp parallel num_threads(nth) if (nth > 1)
-    {
-        const int tid = fr_thread_id(), nt = fr_team();
-        int64_t j0, j1, q0, q1, r0, r1;
-        fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
-        const int64_t nj = j1 - j0;
-#if FR_HAVE_PACKED
-        real *my_panels = packed ? packed + (j0 / FR_NR) * GH * FR_NR : NULL;
-        if (my_panels) FR_(pack_backward)(W_hh, H, GH, j0, j1, my_panels);
-#endif
-        for (int64_t step = T - 1; step >= 0; step--) {
-            const int64_t t = s->reverse ? T - 1 - step : step;
-            for (int64_t b = 0; b < B && nj > 0; b++) {
-                const int64_t row = b * T + t;
-                real *dh = dh0 + b * H + j0;
-                real *dgx_b = dgx + row * GH + j0, *dgh_b = dgh + row * GH + j0;
-                if (len && t >= len[b]) { /* Y was 0 here and the state passed through */
-                    for (int64_t k = 0; k < G; k++) {
-                        memset(dgx_b + k * H, 0, (size_t)nj * sizeof(real));
-                        if (gru) memset(dgh_b + k * H, 0, (size_t)nj * sizeof(real));
-                    }
-                    continue;
-                }
-                if (dY) {
-                    const real *dy = dY + row * ldy + j0;
-                    for (int64_t j = 0; j < nj; j++) dh[j] += dy[j];
-                }
-                const real *g = gates + row * GH + j0;
-                if (lstm)
-                    FR_(lstm_backward_row)(nj, H, g, aux + row * H + j0, cprev + row * H + j0,
-                                           dh, dc0 + b * H + j0, dgx_b);
-                else if (gru)
-                    FR_(gru_backward_row)(nj, H, g, aux + row * H + j0, hprev + row * H + j0,
-                                          dh, dgx_b, dgh_b);
-                else
-                    FR_(rnn_backward_row)(nj, relu, g, dh, dgx_b);
-            }
-#pragma omp barrier
-            /* dh[:, j0:j1] += dG_t W_hh[:, j0:j1]: reads every unit's dG_t */
-#if FR_HAVE_PACKED
-            if (my_panels) {
-                const real *P = my_panels;
-                for (int64_t jj = j0; jj < j1; jj += FR_NR, P += GH * FR_NR)
-                    FR_(panel_kernel)(B, GH, dgh + t * GH, T * GH, P, dh0 + jj, H,
-                                      j1 - jj < FR_NR ? j1 - jj : FR_NR, 1);
-            } else
-#endif
-            FR_(gemm_rm)(blas, 0, 0, B, nj, GH, 1, dgh + t * GH, T * GH, W_hh + j0, H, 1,
-                         dh0 + j0, H);
-        }
-#pragma omp barrier
-        /* weight gradients split by output rows, dX by input rows */
-        fr_split(GH, nt, tid, FR_UNIT_ALIGN, &q0, &q1);
-        FR_(gemm_rm)(blas, 1, 0, q1 - q0, I, BT, 1, dgx + q0, GH, X, I, 1, dW_ih + q0 * I, I);
-        FR_(gemm_rm)(blas, 1, 0, q1 - q0, H, BT, 1, dgh + q0, GH, hprev, H, 1, dW_hh + q0 * H,
-                     H);
-        if (gru) {
-            FR_(colsum_add)(dgx, BT, GH, q0, q1, db_ih, NULL);
-            FR_(colsum_add)(dgh, BT, GH, q0, q1, db_hh, NULL);
-        } else {
-            FR_(colsum_add)(dgx, BT, GH, q0, q1, db_ih, db_hh);
-        }
-        fr_split(BT, nt, tid, 1, &r0, &r1);
-        if (dX)
-            FR_(gemm_rm)(blas, 0, 0, r1 - r0, I, GH, 1, dgx + r0 * GH, GH, W_ih, I,
-                         accumulate_dx ? 1 : 0, dX + r0 * I, I);
-    }
-    free(packed);
+    const int64_t G = fr_gates(s->cell), H = s->hidden;
+    FR_(backward_call) bc = {blas, s, X, W_ih, W_hh, dY, ldy, dX, accumulate_dx,
+                             dW_ih, dW_hh, db_ih, db_hh, dh0, dc0};
+    /* the forward regions are only read; one pointer type serves both passes */
+    FR_(point_forward_ws)(&bc.fw, s, 1, (real *)ws);
+    FR_(point_backward_ws)(&bc.w, s, bws);
+    bc.nth = fr_team_size(n_threads, s->batch, H, G, s->inputs, sizeof(real));
+    FR_(copy_rows)(dh0, H, dhN, s->batch, H);
+    if (s->cell == FR_LSTM) FR_(copy_rows)(dc0, H, dcN, s->batch, H);
+    rc = FR_(alloc_panels)(FR_(panels_size)(1, H, G * H, bc.nth), &bc.packed);
+    if (rc != FR_OK) return rc;
+#pragma omp parallel num_threads(bc.nth) if (bc.nth > 1)
+    FR_(backward_team)(&bc);
+    free(bc.packed);
     return FR_OK;
+}
+
+/* ----- generation ---------------------------------------------------------------- */
+
+/* The generation workspace's named regions (sizes: fr_generate_sizes). */
+typedef struct {
+    real *h, *c;   /* (2, L, n, H): current and next state of every layer */
+    real *gates;   /* (n, G*H) one layer's gates */
+    real *gh;      /* (n, 3*H) GRU's W_hh h */
+    real *x;       /* (n, E) the embedded tokens */
+    real *logits;  /* (n, n_outputs) the head's outputs */
+} FR_(generate_ws);
+
+static void FR_(point_generate_ws)(FR_(generate_ws) *w, const fr_generator *g, int64_t n,
+                                   real *ws)
+{
+    int64_t sizes[FR_GENERATE_REGIONS];
+    fr_generate_sizes(g, n, sizes);
+    real **const regions[FR_GENERATE_REGIONS] = {&w->h, &w->c, &w->gates, &w->gh, &w->x,
+                                                 &w->logits};
+    FR_(point_regions)(regions, sizes, FR_GENERATE_REGIONS, ws);
+}
+
+/* Scratch that is not `real` or is per thread: one malloc per call. */
+typedef struct {
+    fr_prob *probs;    /* V pairs for sampling */
+    fr_rng *rngs;      /* one stream per sample */
+    double *logits;    /* V: one sample's logits in double */
+    real *thread_rows; /* the y and aux rows of each thread */
+    int32_t *token;    /* n: the tokens just sampled */
+    void *mem;
+} FR_(generate_scratch);
+
+static int FR_(alloc_generate_scratch)(FR_(generate_scratch) *sc, int64_t V, int64_t n,
+                                       int nth, int64_t H)
+{
+    sc->mem = malloc((size_t)V * (sizeof(fr_prob) + sizeof(double)) + (size_t)n * sizeof(fr_rng) +
+                     (size_t)nth * 2 * H * sizeof(real) + (size_t)n * sizeof(int32_t));
+    if (!sc->mem) return FR_ERR_NOMEM;
+    sc->probs = (fr_prob *)sc->mem;
+    sc->rngs = (fr_rng *)(sc->probs + V);
+    sc->logits = (double *)(sc->rngs + n);
+    sc->thread_rows = (real *)(void *)(sc->logits + V);
+    sc->token = (int32_t *)(void *)(sc->thread_rows + nth * 2 * H);
+    return FR_OK;
+}
+
+/* One generation call. Every weight is packed once, before the loop (batch-1
+ * steps stream the weights; BLAS's small-matrix path would repack them): per
+ * layer W_ih then W_hh (layer_stride apart), then the head. */
+typedef struct {
+    const fr_blas *blas;
+    const fr_generator *g;
+    const fr_sampling *opt;
+    int64_t n, n_prompt, n_new;
+    const int32_t *prompt;
+    int32_t *out;
+    FR_(generate_ws) w;
+    FR_(generate_scratch) sc;
+    real *packed;
+    int64_t ih_size, layer_stride;
+    int nth;
+    int cur; /* which of the two state buffers holds the current state */
+} FR_(generate_call);
+
+static int FR_(generate_check)(const fr_blas *blas, const fr_generator *g,
+                               const fr_sampling *opt, int64_t n, const int32_t *prompt,
+                               int64_t n_prompt, int64_t n_new, const int32_t *out,
+                               const real *ws)
+{
+    if (!blas || !blas->FR_GEMM || !g || !opt || !out || !ws || n < 1 || n_new < 0 ||
+        n_prompt < 1 || !prompt || !g->out_tokens || fr_gates(g->cell) == 0 ||
+        g->num_layers < 1 || g->hidden < 1 || g->embed_dim < 1 || g->vocab < 1 ||
+        g->n_outputs < 1)
+        return FR_ERR_ARG;
+    const int64_t GH = fr_gates(g->cell) * g->hidden, V = g->n_outputs > 1 ? g->n_outputs : 2;
+    if (!fr_fits(n, GH) || !fr_fits(n, V) || !fr_fits(n, g->embed_dim)) return FR_ERR_TOO_LARGE;
+    for (int64_t i = 0; i < n * n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= g->vocab) return FR_ERR_ARG;
+    for (int64_t o = 0; o < V; o++) /* every sampled token must have an embedding */
+        if (g->out_tokens[o] < 0 || g->out_tokens[o] >= g->vocab) return FR_ERR_ARG;
+    return FR_OK;
+}
+
+static int FR_(alloc_generate_panels)(FR_(generate_call) *gc)
+{
+    const fr_generator *g = gc->g;
+    const int64_t G = fr_gates(g->cell), H = g->hidden, E = g->embed_dim;
+    gc->ih_size = FR_(panels_size)(G, H, E > H ? E : H, gc->nth);
+    gc->layer_stride = gc->ih_size + FR_(panels_size)(G, H, H, gc->nth);
+    return FR_(alloc_panels)(g->num_layers * gc->layer_stride +
+                                 FR_(panels_size)(1, g->n_outputs, H, gc->nth),
+                             &gc->packed);
+}
+
+#if FR_HAVE_PACKED
+/* This thread's panels of layer l's W_ih (hh = 0) or W_hh (hh = 1). */
+static real *FR_(layer_panels)(const FR_(generate_call) *gc, int64_t l, int hh, int64_t j0)
+{
+    real *base = gc->packed + l * gc->layer_stride + (hh ? gc->ih_size : 0);
+    int64_t K = hh || l ? gc->g->hidden : gc->g->embed_dim;
+    return FR_(own_panels)(base, fr_gates(gc->g->cell), K, j0);
+}
+#endif
+
+/* Pack this thread's slices of every weight; returns its head panels. */
+static real *FR_(generate_pack)(const FR_(generate_call) *gc, int64_t j0, int64_t j1,
+                                int64_t o0, int64_t o1)
+{
+    if (!gc->packed) return NULL;
+    const fr_generator *g = gc->g;
+    const int64_t H = g->hidden, L = g->num_layers;
+    real *head = FR_(own_panels)(gc->packed + L * gc->layer_stride, 1, H, o0);
+#if FR_HAVE_PACKED
+    const int64_t G = fr_gates(g->cell);
+    for (int64_t l = 0; l < L; l++) {
+        FR_(pack_forward)((const real *)g->W_ih[l], l ? H : g->embed_dim, H, G, j0, j1,
+                          FR_(layer_panels)(gc, l, 0, j0));
+        FR_(pack_forward)((const real *)g->W_hh[l], H, H, G, j0, j1,
+                          FR_(layer_panels)(gc, l, 1, j0));
+    }
+    FR_(pack_forward)((const real *)g->head_W, H, g->n_outputs, 1, o0, o1, head);
+#else
+    (void)j1; (void)o1;
+#endif
+    return head;
+}
+
+/* Layer l's state buffer (h or c) now (next = 0) or after this step. */
+static real *FR_(layer_state)(const FR_(generate_call) *gc, real *buf, int next, int64_t l)
+{
+    const int which = next ? 1 - gc->cur : gc->cur;
+    return buf + (which * gc->g->num_layers + l) * gc->n * gc->g->hidden;
+}
+
+static void FR_(generate_init)(FR_(generate_call) *gc, const real *h0, const real *c0)
+{
+    const int64_t n = gc->n, H = gc->g->hidden;
+    for (int64_t i = 0; i < n; i++) fr_rng_seed(&gc->sc.rngs[i], gc->opt->seed, (uint64_t)i);
+    for (int64_t l = 0; l < gc->g->num_layers; l++) {
+        FR_(copy_rows)(gc->w.h + l * n * H, H, h0 ? h0 + l * n * H : NULL, n, H);
+        FR_(copy_rows)(gc->w.c + l * n * H, H, c0 ? c0 + l * n * H : NULL, n, H);
+    }
+}
+
+/* x = the embeddings of this step's input tokens (prompt, then sampled). */
+static void FR_(generate_embed)(const FR_(generate_call) *gc, int64_t step)
+{
+    const int64_t E = gc->g->embed_dim;
+    const real *emb = (const real *)gc->g->embedding;
+    for (int64_t i = 0; i < gc->n; i++) {
+        int32_t tok = step < gc->n_prompt ? gc->prompt[i * gc->n_prompt + step] : gc->sc.token[i];
+        memcpy(gc->w.x + i * E, emb + (int64_t)tok * E, (size_t)E * sizeof(real));
+    }
+}
+
+/* Layer l, units [j0, j1): both GEMMs, then the fused pass per sample. */
+static void FR_(generate_layer)(const FR_(generate_call) *gc, int64_t l, const real *in,
+                                int64_t in_dim, int64_t j0, int64_t j1, real *my_y, real *my_aux)
+{
+    const fr_generator *g = gc->g;
+    const int lstm = g->cell == FR_LSTM, gru = g->cell == FR_GRU, relu = g->cell == FR_RNN_RELU;
+    const int64_t n = gc->n, H = g->hidden, G = fr_gates(g->cell), GH = G * H;
+    real *hp = FR_(layer_state)(gc, gc->w.h, 0, l), *hn = FR_(layer_state)(gc, gc->w.h, 1, l);
+    real *cp = FR_(layer_state)(gc, gc->w.c, 0, l), *cn = FR_(layer_state)(gc, gc->w.c, 1, l);
+    const real *bi = (const real *)g->b_ih[l], *bh = (const real *)g->b_hh[l];
+    real *gates = gc->w.gates, *gh = gc->w.gh;
+#if FR_HAVE_PACKED
+    if (gc->packed) {
+        FR_(packed_apply)(n, in_dim, in, in_dim, FR_(layer_panels)(gc, l, 0, j0), G, H, j0, j1,
+                          gates, GH, 0);
+        FR_(packed_apply)(n, H, hp, H, FR_(layer_panels)(gc, l, 1, j0), G, H, j0, j1,
+                          gru ? gh : gates, GH, !gru);
+    } else
+#endif
+    for (int64_t k = 0; k < G && j1 > j0; k++) {
+        const real *Wih = (const real *)g->W_ih[l], *Whh = (const real *)g->W_hh[l];
+        FR_(gemm_rm)(gc->blas, 0, 1, n, j1 - j0, in_dim, 1, in, in_dim,
+                     Wih + (k * H + j0) * in_dim, in_dim, 0, gates + k * H + j0, GH);
+        FR_(gemm_rm)(gc->blas, 0, 1, n, j1 - j0, H, 1, hp, H, Whh + (k * H + j0) * H, H,
+                     gru ? 0 : 1, (gru ? gh : gates) + k * H + j0, GH);
+    }
+    for (int64_t i = 0; i < n && j1 > j0; i++) {
+        real *gi = gates + i * GH + j0, *hni = hn + i * H + j0;
+        if (lstm)
+            FR_(lstm_forward_row)(j1 - j0, H, gi, bi + j0, bh + j0, cp + i * H + j0, hni,
+                                  cn + i * H + j0, my_y, my_aux);
+        else if (gru)
+            FR_(gru_forward_row)(j1 - j0, H, gi, gh + i * GH + j0, bi + j0, bh + j0,
+                                 hp + i * H + j0, hni, my_y, my_aux);
+        else
+            FR_(rnn_forward_row)(j1 - j0, relu, gi, bi + j0, bh + j0, hni, my_y);
+    }
+}
+
+/* The head's outputs [o0, o1) for every sample from the top layer's new state. */
+static void FR_(generate_head)(const FR_(generate_call) *gc, int64_t o0, int64_t o1,
+                               const real *head_panels)
+{
+    const fr_generator *g = gc->g;
+    const int64_t n = gc->n, H = g->hidden, n_out = g->n_outputs;
+    const real *top = FR_(layer_state)(gc, gc->w.h, 1, g->num_layers - 1);
+#if FR_HAVE_PACKED
+    if (head_panels) {
+        FR_(packed_apply)(n, H, top, H, head_panels, 1, n_out, o0, o1, gc->w.logits, n_out, 0);
+        return;
+    }
+#else
+    (void)head_panels;
+#endif
+    FR_(gemm_rm)(gc->blas, 0, 1, n, o1 - o0, H, 1, top, H, (const real *)g->head_W + o0 * H, H,
+                 0, gc->w.logits + o0, n_out);
+}
+
+/* Draw every sample's next token from the head's outputs (one thread). */
+static void FR_(sample_tokens)(const FR_(generate_call) *gc, int64_t step)
+{
+    const fr_generator *g = gc->g;
+    const int64_t n_out = g->n_outputs, V = n_out > 1 ? n_out : 2;
+    const real *hb = (const real *)g->head_b;
+    double *logits = gc->sc.logits;
+    for (int64_t i = 0; i < gc->n; i++) {
+        const real *z = gc->w.logits + i * n_out;
+        if (n_out == 1) { /* binary head: logits (0, z) */
+            logits[0] = 0;
+            logits[1] = (double)z[0] + (double)hb[0];
+        } else {
+            for (int64_t v = 0; v < V; v++) logits[v] = (double)z[v] + (double)hb[v];
+        }
+        int64_t o = fr_sample(logits, V, gc->opt, &gc->sc.rngs[i], gc->sc.probs);
+        gc->sc.token[i] = g->out_tokens[o];
+        gc->out[i * gc->n_new + (step - (gc->n_prompt - 1))] = gc->sc.token[i];
+    }
+}
+
+/* The parallel region: each thread owns a slice of every layer's units and
+ * of the head's outputs; one thread embeds and samples. */
+static void FR_(generate_team)(FR_(generate_call) *gc)
+{
+    const fr_generator *g = gc->g;
+    const int64_t H = g->hidden;
+    const int tid = fr_thread_id(), nt = fr_team();
+    int64_t j0, j1, o0, o1;
+    fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
+    fr_split(g->n_outputs, nt, tid, FR_UNIT_ALIGN, &o0, &o1);
+    real *my_y = gc->sc.thread_rows + tid * 2 * H, *my_aux = my_y + H;
+    const real *head_panels = FR_(generate_pack)(gc, j0, j1, o0, o1);
+    for (int64_t step = 0; step < gc->n_prompt - 1 + gc->n_new; step++) {
+#pragma omp single
+        FR_(generate_embed)(gc, step);
+        const real *layer_in = gc->w.x;
+        for (int64_t l = 0; l < g->num_layers; l++) {
+            FR_(generate_layer)(gc, l, layer_in, l ? H : g->embed_dim, j0, j1, my_y, my_aux);
+            layer_in = FR_(layer_state)(gc, gc->w.h, 1, l);
+#pragma omp barrier
+        }
+        if (step >= gc->n_prompt - 1) { /* past the prompt: sample the next tokens */
+            FR_(generate_head)(gc, o0, o1, head_panels);
+#pragma omp barrier
+#pragma omp single
+            FR_(sample_tokens)(gc, step);
+        }
+#pragma omp single
+        gc->cur = 1 - gc->cur;
+    }
 }
 
 int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampling *opt,
                      int64_t n, const int32_t *prompt, int64_t n_prompt, const real *h0,
                      const real *c0, int64_t n_new, int32_t *out, real *ws, int n_threads)
 {
-    if (!blas || !blas->FR_GEMM || !g || !opt || !out || !ws || n < 1 || n_new < 0 ||
-        n_prompt < 1 || !prompt || fr_gates(g->cell) == 0 || g->num_layers < 1 ||
-        g->hidden < 1 || g->embed_dim < 1 || g->vocab < 1 || g->n_outputs < 1)
-        return FR_ERR_ARG;
-    const int cell = g->cell, lstm = cell == FR_LSTM, gru = cell == FR_GRU;
-    const int relu = cell == FR_RNN_RELU;
-    const int64_t L = g->num_layers, H = g->hidden, E = g->embed_dim, G = fr_gates(cell);
-    const int64_t GH = G * H, V = g->n_outputs > 1 ? g->n_outputs : 2, n_out = g->n_outputs;
-    if (!fr_fits(n, GH) || !fr_fits(n, V) || !fr_fits(n, E)) return FR_ERR_TOO_LARGE;
-    for (int64_t i = 0; i < n * n_prompt; i++)
-        if (prompt[i] < 0 || prompt[i] >= g->vocab) return FR_ERR_ARG;
-    for (int64_t o = 0; o < V; o++) /* every sampled token must have an embedding */
-        if (g->out_tokens[o] < 0 || g->out_tokens[o] >= g->vocab) return FR_ERR_ARG;
-    const int nth = fr_team_size(n_threads, n, H, G, E, sizeof(real));
-
-    real *h = ws, *c = h + 2 * L * n * H, *gates = c + 2 * L * n * H, *gh = gates + n * GH;
-    real *x = gh + n * 3 * H, *logits_r = x + n * E;
-    /* the non-`real` scratch and per-thread rows, allocated once before the loop */
-    void *mem = malloc((size_t)V * (sizeof(double) + sizeof(fr_prob)) +
-                       (size_t)n * (sizeof(fr_rng) + sizeof(int32_t)) +
-                       (size_t)nth * 2 * H * sizeof(real));
-    if (!mem) return FR_ERR_ARG;
-    fr_prob *probs = (fr_prob *)mem;
-    fr_rng *rngs = (fr_rng *)(probs + V);
-    double *logits = (double *)(rngs + n);
-    int32_t *token = (int32_t *)(logits + V);
-    real *thread_rows = (real *)(void *)(token + n); /* y and aux rows of each thread */
-    for (int64_t i = 0; i < n; i++) fr_rng_seed(&rngs[i], opt->seed, (uint64_t)i);
-    for (int64_t l = 0; l < L; l++) {
-        FR_(copy_rows)(h + l * n * H, H, h0 ? h0 + l * n * H : NULL, n, H);
-        FR_(copy_rows)(c + l * n * H, H, c0 ? c0 + l * n * H : NULL, n, H);
+    int rc = FR_(generate_check)(blas, g, opt, n, prompt, n_prompt, n_new, out, ws);
+    if (rc != FR_OK) return rc;
+    const int64_t H = g->hidden, V = g->n_outputs > 1 ? g->n_outputs : 2;
+    FR_(generate_call) gc = {blas, g, opt, n, n_prompt, n_new, prompt, out};
+    FR_(point_generate_ws)(&gc.w, g, n, ws);
+    gc.nth = fr_team_size(n_threads, n, H, fr_gates(g->cell), g->embed_dim, sizeof(real));
+    if ((rc = FR_(alloc_generate_scratch)(&gc.sc, V, n, gc.nth, H)) != FR_OK) return rc;
+    if ((rc = FR_(alloc_generate_panels)(&gc)) != FR_OK) {
+        free(gc.sc.mem);
+        return rc;
     }
-    /* every weight in panels once, before the loop (batch-1 steps stream the
-     * weights; BLAS's small-matrix path would repack them): per layer W_ih and
-     * W_hh, then the head, each laid out thread slice by thread slice */
-    real *packed = NULL;
-    int64_t layer_stride = 0, ih_size = 0;
-#if FR_HAVE_PACKED
-    if (fr_packed_supported()) {
-        int64_t slices = FR_(n_panels)(H, nth);
-        ih_size = G * slices * (E > H ? E : H) * FR_NR;
-        layer_stride = ih_size + G * slices * H * FR_NR;
-        int64_t total = L * layer_stride + FR_(n_panels)(n_out, nth) * H * FR_NR;
-        packed = (real *)malloc((size_t)total * sizeof(real));
-        if (!packed) { free(mem); return FR_ERR_ARG; }
-    }
-#endif
-    const real *emb = (const real *)g->embedding, *hb = (const real *)g->head_b;
-    int cur = 0; /* which of the two state buffers holds the current state */
-
-#pragma omp parallel num_threads(nth) if (nth > 1)
-    {
-        const int tid = fr_thread_id(), nt = fr_team();
-        int64_t j0, j1, o0, o1;
-        fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
-        fr_split(n_out, nt, tid, FR_UNIT_ALIGN, &o0, &o1);
-        real *my_y = thread_rows + tid * 2 * H, *my_aux = my_y + H;
-#if FR_HAVE_PACKED
-        real *head_panels = NULL;
-        if (packed) {
-            for (int64_t l = 0; l < L; l++) {
-                real *base = packed + l * layer_stride;
-                FR_(pack_forward)((const real *)g->W_ih[l], l ? H : E, H, G, j0, j1,
-                                  base + G * (j0 / FR_NR) * (l ? H : E) * FR_NR);
-                FR_(pack_forward)((const real *)g->W_hh[l], H, H, G, j0, j1,
-                                  base + ih_size + G * (j0 / FR_NR) * H * FR_NR);
-            }
-            head_panels = packed + L * layer_stride + (o0 / FR_NR) * H * FR_NR;
-            FR_(pack_forward)((const real *)g->head_W, H, n_out, 1, o0, o1, head_panels);
-        }
-#endif
-        for (int64_t step = 0; step < n_prompt - 1 + n_new; step++) {
-#pragma omp single
-            for (int64_t i = 0; i < n; i++) {
-                int32_t tok = step < n_prompt ? prompt[i * n_prompt + step] : token[i];
-                memcpy(x + i * E, emb + (int64_t)tok * E, (size_t)E * sizeof(real));
-            }
-            const real *layer_in = x;
-            int64_t in_dim = E;
-            for (int64_t l = 0; l < L; l++) {
-                real *hp = h + (cur * L + l) * n * H, *hn = h + ((1 - cur) * L + l) * n * H;
-                real *cp = c + (cur * L + l) * n * H, *cn = c + ((1 - cur) * L + l) * n * H;
-                const real *bi = (const real *)g->b_ih[l], *bh = (const real *)g->b_hh[l];
-#if FR_HAVE_PACKED
-                if (packed) {
-                    real *base = packed + l * layer_stride;
-                    FR_(packed_apply)(n, in_dim, layer_in, in_dim,
-                                      base + G * (j0 / FR_NR) * in_dim * FR_NR, G, H, j0, j1,
-                                      gates, GH, 0);
-                    FR_(packed_apply)(n, H, hp, H, base + ih_size + G * (j0 / FR_NR) * H * FR_NR,
-                                      G, H, j0, j1, gru ? gh : gates, GH, !gru);
-                } else
-#endif
-                for (int64_t k = 0; k < G && j1 > j0; k++) {
-                    const real *Wih = (const real *)g->W_ih[l], *Whh = (const real *)g->W_hh[l];
-                    FR_(gemm_rm)(blas, 0, 1, n, j1 - j0, in_dim, 1, layer_in, in_dim,
-                                 Wih + (k * H + j0) * in_dim, in_dim, 0, gates + k * H + j0, GH);
-                    FR_(gemm_rm)(blas, 0, 1, n, j1 - j0, H, 1, hp, H, Whh + (k * H + j0) * H, H,
-                                 gru ? 0 : 1, (gru ? gh : gates) + k * H + j0, GH);
-                }
-                for (int64_t i = 0; i < n && j1 > j0; i++) {
-                    real *gi = gates + i * GH + j0, *hni = hn + i * H + j0;
-                    if (lstm)
-                        FR_(lstm_forward_row)(j1 - j0, H, gi, bi + j0, bh + j0, cp + i * H + j0,
-                                              hni, cn + i * H + j0, my_y, my_aux);
-                    else if (gru)
-                        FR_(gru_forward_row)(j1 - j0, H, gi, gh + i * GH + j0, bi + j0, bh + j0,
-                                             hp + i * H + j0, hni, my_y, my_aux);
-                    else
-                        FR_(rnn_forward_row)(j1 - j0, relu, gi, bi + j0, bh + j0, hni, my_y);
-                }
-                layer_in = hn;
-                in_dim = H;
-#pragma omp barrier
-            }
-            if (step >= n_prompt - 1) { /* past the prompt: sample the next tokens */
-                const real *top = h + ((1 - cur) * L + L - 1) * n * H;
-#if FR_HAVE_PACKED
-                if (packed)
-                    FR_(packed_apply)(n, H, top, H, head_panels, 1, n_out, o0, o1, logits_r,
-                                      n_out, 0);
-                else
-#endif
-                FR_(gemm_rm)(blas, 0, 1, n, o1 - o0, H, 1, top, H,
-                             (const real *)g->head_W + o0 * H, H, 0, logits_r + o0, n_out);
-#pragma omp barrier
-#pragma omp single
-                for (int64_t i = 0; i < n; i++) {
-                    const real *z = logits_r + i * n_out;
-                    if (n_out == 1) { /* binary head: logits (0, z) */
-                        logits[0] = 0;
-                        logits[1] = (double)z[0] + (double)hb[0];
-                    } else {
-                        for (int64_t v = 0; v < V; v++) logits[v] = (double)z[v] + (double)hb[v];
-                    }
-                    int64_t o = fr_sample(logits, V, opt, &rngs[i], probs);
-                    token[i] = g->out_tokens[o];
-                    out[i * n_new + (step - (n_prompt - 1))] = token[i];
-                }
-            }
-#pragma omp single
-            cur = 1 - cur;
-        }
-    }
-    free(mem);
-    free(packed);
+    FR_(generate_init)(&gc, h0, c0);
+#pragma omp parallel num_threads(gc.nth) if (gc.nth > 1)
+    FR_(generate_team)(&gc);
+    free(gc.sc.mem);
+    free(gc.packed);
     return FR_OK;
 }

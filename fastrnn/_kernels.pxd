@@ -12,7 +12,7 @@ cdef extern from "fastrnn.h" nogil:
 
     enum:
         FR_LSTM, FR_GRU, FR_RNN_TANH, FR_RNN_RELU
-        FR_OK, FR_ERR_ARG, FR_ERR_TOO_LARGE
+        FR_OK, FR_ERR_ARG, FR_ERR_TOO_LARGE, FR_ERR_NOMEM
 
     ctypedef struct fr_shape:
         int cell
@@ -51,6 +51,7 @@ cdef extern from "fastrnn.h" nogil:
     void fr_sigmoid_f32(const float *x, float *y, int64_t n)
     void fr_tanh_f32(const float *x, float *y, int64_t n)
     int fr_openmp_enabled()
+    int fr_packed_enabled()
     int fr_max_threads()
 
     enum:

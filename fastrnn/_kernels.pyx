@@ -44,7 +44,32 @@ def max_threads():
     return fr_max_threads()
 
 
+def packed_enabled():
+    """True when the recurrent steps use the packed W_hh micro-kernels (else BLAS)."""
+    return bool(fr_packed_enabled())
+
+
+def gates(cell):
+    """Gates per hidden unit of a cell: 4 (LSTM), 3 (GRU), 1 (RNN); the one count
+    the kernels use. cell: a name of CELLS or its code."""
+    cdef int g = fr_gates(CELLS[cell] if isinstance(cell, str) else cell)
+    if g == 0:
+        raise ValueError(f"unknown cell {cell!r}")
+    return g
+
+
+STATUS = {"ok": FR_OK, "invalid": FR_ERR_ARG, "too_large": FR_ERR_TOO_LARGE,
+          "no_memory": FR_ERR_NOMEM}
+
+
+def raise_for_status(int rc, str what):
+    """Raise the Python error a kernel's status code stands for (nothing for FR_OK)."""
+    _raise(rc, what)
+
+
 cdef int _raise(int rc, str what) except -1:
+    if rc == FR_ERR_NOMEM:
+        raise MemoryError(f"{what}: the kernel could not allocate its scratch memory")
     if rc == FR_ERR_TOO_LARGE:
         raise ValueError(f"{what}: sizes too large for BLAS's 32-bit integer arguments "
                          "(batch*timesteps, or timesteps*gates*hidden, must stay below 2**31)")
@@ -66,21 +91,22 @@ cdef fr_shape _shape(int cell, int64_t B, int64_t T, int64_t I, int64_t H, bint 
     return s
 
 
-def check_shape(int cell, int64_t B, int64_t T, int64_t I, int64_t H):
+def check_shape(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H):
     """Raise ValueError when the kernels cannot take this shape."""
     cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
     _raise(fr_check_shape(&s, H), "recurrent layer")
 
 
-def workspace_size(int cell, int64_t B, int64_t T, int64_t I, int64_t H, bint training):
+def workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H, bint training):
     """Elements of scratch a forward pass needs (training: kept for backward)."""
-    check_shape(cell, B, T, I, H)
+    check_shape(cell=cell, B=B, T=T, I=I, H=H)
     cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
     return fr_forward_workspace(&s, training)
 
 
-def backward_workspace_size(int cell, int64_t B, int64_t T, int64_t I, int64_t H):
-    check_shape(cell, B, T, I, H)
+def backward_workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H):
+    """Elements of scratch a backward pass needs besides the forward workspace."""
+    check_shape(cell=cell, B=B, T=T, I=I, H=H)
     cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
     return fr_backward_workspace(&s)
 
@@ -116,7 +142,7 @@ cdef char *_workspace(object ws, object dtype, int64_t n, str name) except NULL:
     return p
 
 
-def forward(int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN, cN,
+def forward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN, cN,
             lengths, bint reverse, ws, bint training, int n_threads):
     """One layer, one direction. X (B, T, I); Y (B, T, ldy) receives H columns
     from y_col; hN/cN (B, H) the final state; ws from workspace_size."""
@@ -128,9 +154,7 @@ def forward(int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN, c
     if dtype != np.float32 and dtype != np.float64:
         raise ValueError(f"X must be float32 or float64, got {dtype}")
     cdef int64_t B = X.shape[0], T = X.shape[1], I = X.shape[2], H = W_hh.shape[1]
-    cdef int64_t G = fr_gates(cell)
-    if G == 0:
-        raise ValueError(f"unknown cell code {cell}")
+    cdef int64_t G = gates(cell)
     if not isinstance(Y, np.ndarray) or Y.ndim != 3:
         raise ValueError("Y must be a 3-D NumPy array")
     cdef int64_t ldy = Y.shape[2]
@@ -166,8 +190,9 @@ def forward(int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN, c
     _raise(rc, "forward")
 
 
-def backward(int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX, bint accumulate_dx,
-             dW_ih, dW_hh, db_ih, db_hh, dh0, dc0, lengths, bint reverse, bws, int n_threads):
+def backward(*, int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
+             bint accumulate_dx, dW_ih, dW_hh, db_ih, db_hh, dh0, dc0, lengths, bint reverse,
+             bws, int n_threads):
     """Backward through one layer/direction after forward(..., training=True).
     Weight and bias gradients are accumulated; dX is written (or accumulated)."""
     if not isinstance(X, np.ndarray) or X.ndim != 3:
@@ -178,9 +203,7 @@ def backward(int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX, bint 
     if dtype != np.float32 and dtype != np.float64:
         raise ValueError(f"X must be float32 or float64, got {dtype}")
     cdef int64_t B = X.shape[0], T = X.shape[1], I = X.shape[2], H = W_hh.shape[1]
-    cdef int64_t G = fr_gates(cell)
-    if G == 0:
-        raise ValueError(f"unknown cell code {cell}")
+    cdef int64_t G = gates(cell)
     cdef int64_t ldy = H
     if dY is not None:
         if not isinstance(dY, np.ndarray) or dY.ndim != 3:
@@ -303,11 +326,44 @@ def optim_step(str solver, w, g, m, v, decay_mask, double lr, double l2, double 
     _raise(rc, "optimizer step")
 
 
-def generate(int cell, embedding, list W_ih, list W_hh, list b_ih, list b_hh, head_W, head_b,
-             out_tokens, prompt, h0, c0, int64_t n_new, double temperature, int64_t top_k,
-             double top_p, uint64_t seed, int n_threads=1):
+cdef int _fill_generator(fr_generator *g, const void **ptrs, int cell, object embedding,
+                         list W_ih, list W_hh, list b_ih, list b_hh, object head_W,
+                         object head_b, object out_tokens) except -1:
+    """Check the model's arrays and point g at them; ptrs holds 4 per layer."""
+    dtype = embedding.dtype
+    cdef int64_t L = len(W_hh), G = gates(cell)
+    cdef int64_t H = W_hh[0].shape[1], V = embedding.shape[0], E = embedding.shape[1]
+    cdef int64_t n_out = head_W.shape[0]
+    for l in range(L):
+        in_dim = E if l == 0 else H
+        ptrs[l] = _data(W_ih[l], dtype, (G * H, in_dim), f"weight_ih_l{l}", False)
+        ptrs[L + l] = _data(W_hh[l], dtype, (G * H, H), f"weight_hh_l{l}", False)
+        ptrs[2 * L + l] = _data(b_ih[l], dtype, (G * H,), f"bias_ih_l{l}", False)
+        ptrs[3 * L + l] = _data(b_hh[l], dtype, (G * H,), f"bias_hh_l{l}", False)
+    g.cell = cell
+    g.num_layers = L
+    g.hidden = H
+    g.embed_dim = E
+    g.vocab = V
+    g.n_outputs = n_out
+    g.embedding = _data(embedding, dtype, (V, E), "embedding", False)
+    g.W_ih = ptrs
+    g.W_hh = ptrs + L
+    g.b_ih = ptrs + 2 * L
+    g.b_hh = ptrs + 3 * L
+    g.head_W = _data(head_W, dtype, (n_out, H), "head weight", False)
+    g.head_b = _data(head_b, dtype, (n_out,), "head bias", False)
+    g.out_tokens = <const int32_t *>_data(out_tokens, np.int32, (max(n_out, 2),), "out_tokens",
+                                          False)
+    return 0
+
+
+def generate(*, int cell, embedding, list W_ih, list W_hh, list b_ih, list b_hh, head_W,
+             head_b, out_tokens, prompt, h0, c0, int64_t n_new, double temperature,
+             int64_t top_k, double top_p, uint64_t seed, int n_threads=1):
     """Sample n_new tokens after each prompt row (see fr_generate in csrc/fastrnn.h).
-    Returns an int32 array (n_samples, n_new)."""
+    Returns an int32 array (n_samples, n_new). fastrnn.layers.generation_args
+    builds every argument but the prompt, initial state, n_new and n_threads."""
     if not isinstance(embedding, np.ndarray) or embedding.ndim != 2:
         raise ValueError("embedding must be a 2-D NumPy array")
     dtype = embedding.dtype
@@ -316,48 +372,24 @@ def generate(int cell, embedding, list W_ih, list W_hh, list b_ih, list b_hh, he
     cdef int64_t L = len(W_hh)
     if L < 1 or not (len(W_ih) == len(b_ih) == len(b_hh) == L):
         raise ValueError("one W_ih, W_hh, b_ih, b_hh per layer")
-    cdef int64_t G = fr_gates(cell)
-    if G == 0:
-        raise ValueError(f"unknown cell code {cell}")
-    cdef int64_t H = W_hh[0].shape[1], V = embedding.shape[0], E = embedding.shape[1]
-    cdef int64_t n_out = head_W.shape[0]
     if not isinstance(prompt, np.ndarray) or prompt.ndim != 2 or prompt.shape[1] < 1:
         raise ValueError("prompt must be a 2-D int32 array with at least one column")
     cdef int64_t n = prompt.shape[0], n_prompt = prompt.shape[1]
     cdef fr_generator g
     cdef fr_sampling opt
+    opt.temperature = temperature
+    opt.top_k = top_k
+    opt.top_p = top_p
+    opt.seed = seed
     cdef const void **ptrs = <const void **>malloc(4 * L * sizeof(void *))
     if ptrs == NULL:
         raise MemoryError()
     try:
-        for l in range(L):
-            in_dim = E if l == 0 else H
-            ptrs[l] = _data(W_ih[l], dtype, (G * H, in_dim), f"weight_ih_l{l}", False)
-            ptrs[L + l] = _data(W_hh[l], dtype, (G * H, H), f"weight_hh_l{l}", False)
-            ptrs[2 * L + l] = _data(b_ih[l], dtype, (G * H,), f"bias_ih_l{l}", False)
-            ptrs[3 * L + l] = _data(b_hh[l], dtype, (G * H,), f"bias_hh_l{l}", False)
-        g.cell = cell
-        g.num_layers = L
-        g.hidden = H
-        g.embed_dim = E
-        g.vocab = V
-        g.n_outputs = n_out
-        g.embedding = _data(embedding, dtype, (V, E), "embedding", False)
-        g.W_ih = ptrs
-        g.W_hh = ptrs + L
-        g.b_ih = ptrs + 2 * L
-        g.b_hh = ptrs + 3 * L
-        g.head_W = _data(head_W, dtype, (n_out, H), "head weight", False)
-        g.head_b = _data(head_b, dtype, (n_out,), "head bias", False)
-        g.out_tokens = <const int32_t *>_data(out_tokens, np.int32,
-                                              (max(n_out, 2),), "out_tokens", False)
-        opt.temperature = temperature
-        opt.top_k = top_k
-        opt.top_p = top_p
-        opt.seed = seed
+        _fill_generator(&g, ptrs, cell, embedding, W_ih, W_hh, b_ih, b_hh, head_W, head_b,
+                        out_tokens)
         p_prompt = _data(prompt, np.int32, None, "prompt", False)
-        p_h0 = _data(h0, dtype, (L, n, H), "h0", True)
-        p_c0 = _data(c0, dtype, (L, n, H), "c0", True)
+        p_h0 = _data(h0, dtype, (L, n, g.hidden), "h0", True)
+        p_c0 = _data(c0, dtype, (L, n, g.hidden), "c0", True)
         out = np.zeros((n, n_new), np.int32)
         ws = np.empty(fr_generate_workspace(&g, n), dtype)
         p_out = <int32_t *>cnp.PyArray_DATA(out)

@@ -26,7 +26,6 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 GRID = {
     "small": [dict(cell=c, B=32, T=50, I=8, H=64) for c in ("lstm", "gru", "rnn")],
     "medium": [dict(cell=c, B=64, T=100, I=128, H=256) for c in ("lstm", "gru", "rnn")],
@@ -37,12 +36,17 @@ GRID = {
 }
 
 
+def _gates(cell):
+    from fastrnn.layers import STACKS
+    return STACKS[cell].n_gates
+
+
 def case_name(case):
     return f"{case['cell'].upper()} B={case['B']} T={case['T']} I={case['I']} H={case['H']}"
 
 
 def forward_flops(case):
-    G = GATES[case["cell"]]
+    G = _gates(case["cell"])
     return 2.0 * G * case["H"] * (case["I"] + case["H"]) * case["B"] * case["T"]
 
 
@@ -177,15 +181,15 @@ def _generation_weights(seed=0):
 
 def generation_fastrnn(threads):
     from fastrnn import _kernels
+    from fastrnn.layers import LSTM, generation_args
     g, w = GENERATION, _generation_weights()
-    L = g["layers"]
-    out_tokens = np.arange(g["vocab"], dtype=np.int32)
+    stack = LSTM(g["embed"], g["hidden"], num_layers=g["layers"])
+    stack.load_state_dict({k: v for k, v in w.items() if "_l" in k})
+    args = generation_args(stack, w["embedding.weight"], w["head.weight"], w["head.bias"],
+                           np.arange(g["vocab"]))
     prompt = np.zeros((1, 1), np.int32)
-    return lambda: _kernels.generate(
-        _kernels.CELLS["lstm"], w["embedding.weight"], [w[f"weight_ih_l{k}"] for k in range(L)],
-        [w[f"weight_hh_l{k}"] for k in range(L)], [w[f"bias_ih_l{k}"] for k in range(L)],
-        [w[f"bias_hh_l{k}"] for k in range(L)], w["head.weight"], w["head.bias"], out_tokens,
-        prompt, None, None, g["tokens"], 1.0, 0, 1.0, 0, threads)
+    return lambda: _kernels.generate(**args, prompt=prompt, h0=None, c0=None,
+                                     n_new=g["tokens"], n_threads=threads)
 
 
 def generation_torch(threads):
@@ -269,7 +273,7 @@ def sgemm_peak(threads, n=2048, repeats=5):
 
 def random_weights(case, seed=0):
     rng = np.random.default_rng(seed)
-    G, H, I = GATES[case["cell"]], case["H"], case["I"]
+    G, H, I = _gates(case["cell"]), case["H"], case["I"]
     bound = 1 / np.sqrt(H)
     shapes = {"weight_ih_l0": (G * H, I), "weight_hh_l0": (G * H, H), "bias_ih_l0": (G * H,),
               "bias_hh_l0": (G * H,)}

@@ -14,16 +14,65 @@ parameter names, shapes and gate order, so PyTorch weights load as they are::
     >>> sorted(lstm.grads)[:2]
     ['bias_hh_l0', 'bias_hh_l1']
 
-The time loop runs in C (csrc/rnn_impl.h) with the GIL released. Parameters
-and their gradients are views into two flat buffers, ``flat_params`` and
-``flat_grads``, which an owner (a network, an optimizer) may provide.
+Every cell returns its state as ``State(h, c)`` (c is None but for LSTM). The
+time loop runs in C (csrc/rnn_impl.h) with the GIL released. Parameters and
+their gradients are views into two flat buffers, ``flat_params`` and
+``flat_grads``, which an owner (a network, an optimizer) may provide;
+``stack.direction(layer, reverse)`` gathers one layer and direction's views.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 from fastrnn import _kernels
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
 
-_PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+class State(NamedTuple):
+    """A stack's state: h (and c for LSTM; None otherwise), each
+    (num_layers * num_directions, B, H). Unpacks as ``h, c = state``."""
+    h: np.ndarray
+    c: np.ndarray = None
+
+
+class Direction(NamedTuple):
+    """One layer and direction of a stack: its row in the state arrays, its
+    weights and their gradients (views into flat_params / flat_grads)."""
+    layer: int
+    reverse: bool
+    index: int  # row of h0/hN/dh0 (layer * num_directions + reverse)
+    W_ih: np.ndarray
+    W_hh: np.ndarray
+    b_ih: np.ndarray
+    b_hh: np.ndarray
+    dW_ih: np.ndarray
+    dW_hh: np.ndarray
+    db_ih: np.ndarray
+    db_hh: np.ndarray
+
+
+def param_name(kind, layer, reverse=False):
+    """PyTorch's name of a stack parameter, e.g. ("weight_ih", 1, True) ->
+    'weight_ih_l1_reverse'."""
+    return f"{kind}_l{layer}{'_reverse' if reverse else ''}"
+
+
+def generation_args(stack, embedding, head_weight, head_bias, out_tokens, *, temperature=1.0,
+                    top_k=None, top_p=None, seed=0):
+    """Keyword arguments of ``_kernels.generate`` (the C fr_generator and
+    fr_sampling) for an embedding, a unidirectional stack and a dense head:
+    everything but prompt, h0, c0, n_new and n_threads. top_k / top_p None: off."""
+    if stack.bidirectional:
+        raise ValueError("generation needs a unidirectional stack")
+    layers = [stack.direction(k) for k in range(stack.num_layers)]
+    return dict(cell=_kernels.CELLS[stack.cell], embedding=embedding,
+                W_ih=[d.W_ih for d in layers], W_hh=[d.W_hh for d in layers],
+                b_ih=[d.b_ih for d in layers], b_hh=[d.b_hh for d in layers],
+                head_W=head_weight, head_b=head_bias,
+                out_tokens=np.ascontiguousarray(out_tokens, dtype=np.int32),
+                temperature=float(temperature), top_k=0 if top_k is None else int(top_k),
+                top_p=1.0 if top_p is None else float(top_p), seed=int(seed))
 
 
 def as_float_dtype(dtype):
@@ -72,6 +121,11 @@ def load_into(views, state, owner):
         views[name][...] = value
 
 
+def _row(states, index):
+    """states[index], or None when there are no states."""
+    return None if states is None else states[index]
+
+
 class RecurrentStack:
     """A stack of recurrent layers (base of LSTM, GRU, RNN).
 
@@ -92,8 +146,8 @@ class RecurrentStack:
         Buffers to place parameters and gradients in (views are taken).
     """
 
-    cell = None  # kernel cell name, set by subclasses
-    n_gates = None
+    cell = None  # kernel cell name (a key of _kernels.CELLS), set by subclasses
+    n_gates = None  # from the kernels' count, set by subclasses
 
     def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False,
                  dropout=0.0, dtype=np.float32, n_threads=None, random_state=None,
@@ -127,19 +181,29 @@ class RecurrentStack:
     def num_directions(self):
         return 2 if self.bidirectional else 1
 
+    def direction(self, layer, reverse=False):
+        """The weights and gradients of one layer and direction."""
+        if not 0 <= layer < self.num_layers or (reverse and not self.bidirectional):
+            raise IndexError(f"no layer {layer}{' reverse' if reverse else ''} in this stack")
+        p, g = self.params, self.grads
+        names = [param_name(kind, layer, reverse)
+                 for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        return Direction(layer, bool(reverse), layer * self.num_directions + int(reverse),
+                         *(p[n] for n in names), *(g[n] for n in names))
+
     @classmethod
     def param_shapes(cls, input_size, hidden_size, num_layers=1, bidirectional=False):
         """[(name, shape)] in PyTorch's order and names."""
         G, H = cls.n_gates, hidden_size
-        dirs = ("", "_reverse") if bidirectional else ("",)
+        D = 2 if bidirectional else 1
         shapes = []
         for k in range(num_layers):
-            layer_in = input_size if k == 0 else H * len(dirs)
-            for sfx in dirs:
-                shapes += [(f"weight_ih_l{k}{sfx}", (G * H, layer_in)),
-                           (f"weight_hh_l{k}{sfx}", (G * H, H)),
-                           (f"bias_ih_l{k}{sfx}", (G * H,)),
-                           (f"bias_hh_l{k}{sfx}", (G * H,))]
+            layer_in = input_size if k == 0 else H * D
+            for d in range(D):
+                shapes += [(param_name("weight_ih", k, d), (G * H, layer_in)),
+                           (param_name("weight_hh", k, d), (G * H, H)),
+                           (param_name("bias_ih", k, d), (G * H,)),
+                           (param_name("bias_hh", k, d), (G * H,))]
         return shapes
 
     @classmethod
@@ -218,7 +282,7 @@ class RecurrentStack:
         h0 (and c0 for LSTM) : (num_layers * num_directions, B, H), default zeros.
         training : keep what backward needs (and apply dropout).
 
-        Returns Y (B, T, num_directions * H) and hN, or (hN, cN) for LSTM.
+        Returns Y (B, T, num_directions * H) and State(hN, cN) (cN None but for LSTM).
         """
         X = self._check_input(X)
         B, T, _ = X.shape
@@ -240,23 +304,22 @@ class RecurrentStack:
                 Y = np.empty((B, T, D * H), self.dtype)
                 workspaces = []
                 for d in range(D):
-                    sfx = "_reverse" if d else ""
-                    idx = k * D + d
-                    n_ws = _kernels.workspace_size(cell, B, T, layer_in.shape[2], H, training)
+                    view = self.direction(k, d)
+                    n_ws = _kernels.workspace_size(cell=cell, B=B, T=T, I=layer_in.shape[2],
+                                                   H=H, training=training)
                     if training:
                         ws = np.empty(n_ws, self.dtype)
                     else:  # inference keeps nothing: one buffer serves every call
                         if shared_ws is None or shared_ws.size < n_ws:
                             shared_ws = np.empty(n_ws, self.dtype)
                         ws = shared_ws
-                    p = self.params
-                    _kernels.forward(cell, layer_in, p[f"weight_ih_l{k}{sfx}"],
-                                     p[f"weight_hh_l{k}{sfx}"], p[f"bias_ih_l{k}{sfx}"],
-                                     p[f"bias_hh_l{k}{sfx}"],
-                                     None if h0 is None else h0[idx],
-                                     None if c0 is None else c0[idx],
-                                     Y, d * H, hN[idx], None if cN is None else cN[idx],
-                                     lengths, d == 1, ws, training, n_threads)
+                    _kernels.forward(cell=cell, X=layer_in, W_ih=view.W_ih, W_hh=view.W_hh,
+                                     b_ih=view.b_ih, b_hh=view.b_hh,
+                                     h0=_row(h0, view.index), c0=_row(c0, view.index),
+                                     Y=Y, y_col=d * H, hN=hN[view.index],
+                                     cN=_row(cN, view.index), lengths=lengths,
+                                     reverse=view.reverse, ws=ws, training=training,
+                                     n_threads=n_threads)
                     workspaces.append(ws)
                 mask = None
                 if training and self.dropout > 0 and k < self.num_layers - 1:
@@ -265,14 +328,15 @@ class RecurrentStack:
                 cache.append((layer_in, workspaces, mask))
                 layer_in = Y if mask is None else Y * mask
         self._cache = (cache, lengths, B, T) if training else None
-        return layer_in, ((hN, cN) if lstm else hN)
+        return layer_in, State(hN, cN)
 
     def backward(self, dY, dhN=None, dcN=None, input_grad=True):
         """Backpropagate through the last training forward.
 
         dY : gradient of the loss w.r.t. Y (or None); dhN/dcN w.r.t. the final
         states. Parameter gradients are accumulated into ``grads``.
-        Returns dX (None when input_grad is False) and dh0, or (dh0, dc0) for LSTM.
+        Returns dX (None when input_grad is False) and State(dh0, dc0) (dc0 None
+        but for LSTM).
         """
         if self._cache is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
@@ -296,45 +360,44 @@ class RecurrentStack:
                 need_dx = k > 0 or input_grad
                 dX = np.empty(layer_in.shape, self.dtype) if need_dx else None
                 for d in range(D):
-                    sfx = "_reverse" if d else ""
-                    idx = k * D + d
-                    n_bws = _kernels.backward_workspace_size(cell, B, T, layer_in.shape[2], H)
+                    view = self.direction(k, d)
+                    n_bws = _kernels.backward_workspace_size(cell=cell, B=B, T=T,
+                                                             I=layer_in.shape[2], H=H)
                     if bws is None or bws.size < n_bws:
                         bws = np.empty(n_bws, self.dtype)
-                    p, g = self.params, self.grads
-                    _kernels.backward(cell, layer_in, p[f"weight_ih_l{k}{sfx}"],
-                                      p[f"weight_hh_l{k}{sfx}"], workspaces[d], dY, d * H,
-                                      None if dhN is None else dhN[idx],
-                                      None if dcN is None else dcN[idx], dX, d > 0,
-                                      g[f"weight_ih_l{k}{sfx}"], g[f"weight_hh_l{k}{sfx}"],
-                                      g[f"bias_ih_l{k}{sfx}"], g[f"bias_hh_l{k}{sfx}"],
-                                      dh0[idx], None if dc0 is None else dc0[idx],
-                                      lengths, d == 1, bws, n_threads)
+                    _kernels.backward(cell=cell, X=layer_in, W_ih=view.W_ih, W_hh=view.W_hh,
+                                      ws=workspaces[d], dY=dY, y_col=d * H,
+                                      dhN=_row(dhN, view.index), dcN=_row(dcN, view.index),
+                                      dX=dX, accumulate_dx=d > 0, dW_ih=view.dW_ih,
+                                      dW_hh=view.dW_hh, db_ih=view.db_ih, db_hh=view.db_hh,
+                                      dh0=dh0[view.index], dc0=_row(dc0, view.index),
+                                      lengths=lengths, reverse=view.reverse, bws=bws,
+                                      n_threads=n_threads)
                 if k > 0:
                     prev_mask = cache[k - 1][2]
                     dY = dX if prev_mask is None else dX * prev_mask
                 else:
                     dY = dX
         self._cache = None
-        return dY, ((dh0, dc0) if lstm else dh0)
+        return dY, State(dh0, dc0)
 
 
 class LSTM(RecurrentStack):
     """LSTM stack, gates i, f, g, o as in ``torch.nn.LSTM(batch_first=True)``."""
     cell = "lstm"
-    n_gates = 4
+    n_gates = _kernels.gates("lstm")
 
 
 class GRU(RecurrentStack):
     """GRU stack, gates r, z, n with the reset gate applied after W_hn h
     (``torch.nn.GRU(batch_first=True)``)."""
     cell = "gru"
-    n_gates = 3
+    n_gates = _kernels.gates("gru")
 
 
 class RNN(RecurrentStack):
     """Elman RNN stack, ``nonlinearity`` 'tanh' or 'relu' (``torch.nn.RNN``)."""
-    n_gates = 1
+    n_gates = _kernels.gates("rnn_tanh")
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", **kwargs):
         if nonlinearity not in ("tanh", "relu"):

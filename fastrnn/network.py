@@ -183,7 +183,7 @@ class Network:
             tokens = np.asarray(X)
             X = self.params["embedding.weight"][tokens]
         Y, state = self.stack.forward(X, lengths=lengths, h0=h0, training=training)
-        hN = state[0] if isinstance(state, tuple) else state
+        hN = state.h
         H, D = c["hidden_size"], self.stack.num_directions
         if c["per_step"]:
             features = Y.reshape(-1, D * H)
@@ -213,8 +213,7 @@ class Network:
             dY, dhN = d_features.reshape(y_shape), None
         else:
             dY = None
-            hN = state[0] if isinstance(state, tuple) else state
-            dhN = np.zeros_like(hN)
+            dhN = np.zeros_like(state.h)
             for d in range(D):
                 dhN[-D + d] = d_features[:, d * H:(d + 1) * H]
         need_dx = tokens is not None
@@ -222,7 +221,7 @@ class Network:
         if need_dx:
             np.add.at(self.grads["embedding.weight"], tokens.reshape(-1),
                       dX.reshape(-1, dX.shape[-1]))
-        dh0 = dstate[0] if isinstance(dstate, tuple) else dstate
+        dh0 = dstate.h
         if conditions is not None:
             d_pre = (dh0 * (1 - h0 * h0)).transpose(1, 0, 2).reshape(len(conditions), -1)
             self.grads["condition.weight"] += d_pre.T @ np.asarray(conditions, self.dtype)

@@ -15,10 +15,6 @@ def make_stack(cls, kw, input_size=3, hidden_size=4, dtype=np.float64, seed=0, *
     return cls(input_size, hidden_size, dtype=dtype, random_state=seed, **kw, **more)
 
 
-def final_h(state):
-    return state[0] if isinstance(state, tuple) else state
-
-
 # ---------------------------------------------------------------------------------------------
 # activations
 
@@ -56,9 +52,9 @@ def test_forward_matches_numpy_reference(cell, cls, kw, bidirectional, with_leng
         Y_ref, h_ref, c_ref = reference.stack_forward(cell, stack.params, X, 2, bidirectional,
                                                       lengths, h0, c0)
         np.testing.assert_allclose(Y, Y_ref, rtol=0, atol=1e-10)
-        np.testing.assert_allclose(final_h(state), h_ref, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(state.h, h_ref, rtol=0, atol=1e-10)
         if cell == "lstm":
-            np.testing.assert_allclose(state[1], c_ref, rtol=0, atol=1e-10)
+            np.testing.assert_allclose(state.c, c_ref, rtol=0, atol=1e-10)
         if with_lengths:
             for b, n in enumerate(lengths):
                 assert np.all(Y[b, n:] == 0)
@@ -81,8 +77,8 @@ def _loss_and_grads(stack, X, lengths, h0, c0, weights):
     """loss = <Y, wY> + <hN, wh> (+ <cN, wc>) and its analytic gradients."""
     stack.zero_grad()
     Y, state = stack.forward(X, lengths=lengths, h0=h0, c0=c0, training=True)
-    lstm = isinstance(state, tuple)
-    hN, cN = (state if lstm else (state, None))
+    hN, cN = state
+    lstm = cN is not None
     loss = np.sum(Y * weights["Y"]) + np.sum(hN * weights["h"])
     if lstm:
         loss += np.sum(cN * weights["c"])
@@ -132,10 +128,10 @@ def test_gradients_match_finite_differences(cell, cls, kw, config, rng):
         np.testing.assert_allclose(grads[name], _numeric_grad(loss, param), rtol=1e-5,
                                    atol=1e-7, err_msg=name)
     np.testing.assert_allclose(dX, _numeric_grad(loss, X), rtol=1e-5, atol=1e-7)
-    dh0 = dstate[0] if cell == "lstm" else dstate
+    dh0 = dstate.h
     np.testing.assert_allclose(dh0, _numeric_grad(loss, h0), rtol=1e-5, atol=1e-7)
     if cell == "lstm":
-        np.testing.assert_allclose(dstate[1], _numeric_grad(loss, c0), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(dstate.c, _numeric_grad(loss, c0), rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,9 +184,9 @@ def test_matches_pytorch(torch, cell, cls, kw, dtype, config, rng):
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(Y, Yt.detach().numpy(), **tol)
     hN_t = state_t[0] if cell == "lstm" else state_t
-    np.testing.assert_allclose(final_h(state), hN_t.detach().numpy(), **tol)
+    np.testing.assert_allclose(state.h, hN_t.detach().numpy(), **tol)
     if cell == "lstm":
-        np.testing.assert_allclose(state[1], state_t[1].detach().numpy(), **tol)
+        np.testing.assert_allclose(state.c, state_t[1].detach().numpy(), **tol)
 
     wY = rng.normal(size=Y.shape).astype(dtype)
     wh = rng.normal(size=(L, B, H)).astype(dtype)
@@ -203,9 +199,9 @@ def test_matches_pytorch(torch, cell, cls, kw, dtype, config, rng):
     for name, p in module.named_parameters():
         np.testing.assert_allclose(stack.grads[name], p.grad.numpy(), err_msg=name, **gtol)
     np.testing.assert_allclose(dX, Xt.grad.numpy(), **gtol)
-    np.testing.assert_allclose(final_h(dstate), h0t.grad.numpy(), **gtol)
+    np.testing.assert_allclose(dstate.h, h0t.grad.numpy(), **gtol)
     if cell == "lstm":
-        np.testing.assert_allclose(dstate[1], c0t.grad.numpy(), **gtol)
+        np.testing.assert_allclose(dstate.c, c0t.grad.numpy(), **gtol)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,23 +292,24 @@ def test_bindings_refuse_wrong_buffers():
     b = np.zeros(16, np.float32)
     Y, hN, cN = np.zeros((2, 3, 4), np.float32), np.zeros((2, 4), np.float32), \
         np.zeros((2, 4), np.float32)
-    ws = np.zeros(_kernels.workspace_size(_kernels.CELLS["lstm"], 2, 3, 4, 4, True), np.float32)
-    args = [0, X, W_ih, W_hh, b, b, None, None, Y, 0, hN, cN, None, False, ws, True, 1]
-    _kernels.forward(*args)  # the good call works
-    for index, bad, match in [(2, W_ih.astype(np.float64), "dtype"),
-                              (2, np.zeros((4, 16), np.float32).T, "contiguous"),
-                              (3, np.zeros((12, 4), np.float32), "shape"),
-                              (14, ws[:5], "workspace"),
-                              (11, None, "required")]:
-        call = list(args)
-        call[index] = bad
+    ws = np.zeros(_kernels.workspace_size(cell=_kernels.CELLS["lstm"], B=2, T=3, I=4, H=4,
+                                          training=True), np.float32)
+    args = dict(cell=0, X=X, W_ih=W_ih, W_hh=W_hh, b_ih=b, b_hh=b, h0=None, c0=None, Y=Y,
+                y_col=0, hN=hN, cN=cN, lengths=None, reverse=False, ws=ws, training=True,
+                n_threads=1)
+    _kernels.forward(**args)  # the good call works
+    for name, bad, match in [("W_ih", W_ih.astype(np.float64), "dtype"),
+                             ("W_ih", np.zeros((4, 16), np.float32).T, "contiguous"),
+                             ("W_hh", np.zeros((12, 4), np.float32), "shape"),
+                             ("ws", ws[:5], "workspace"),
+                             ("cN", None, "required")]:
         with pytest.raises(ValueError, match=match):
-            _kernels.forward(*call)
+            _kernels.forward(**{**args, name: bad})
 
 
 @pytest.mark.parametrize("B,T,H", [(2**16, 2**15 + 1, 8), (4, 2**20, 2**10), (1, 1, 2**30)])
 def test_sizes_overflowing_blas_ints_are_refused(B, T, H):
     with pytest.raises(ValueError, match="32-bit"):
-        _kernels.check_shape(_kernels.CELLS["lstm"], B, T, 8, H)
+        _kernels.check_shape(cell=_kernels.CELLS["lstm"], B=B, T=T, I=8, H=H)
     with pytest.raises(ValueError, match="32-bit"):
-        _kernels.workspace_size(_kernels.CELLS["lstm"], B, T, 8, H, True)
+        _kernels.workspace_size(cell=_kernels.CELLS["lstm"], B=B, T=T, I=8, H=H, training=True)
