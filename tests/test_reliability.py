@@ -253,3 +253,178 @@ def test_generate_rejects_a_nan_condition():
     with pytest.raises(ValueError, match="infinity"):
         gen.generate(5, condition=[np.inf, 0.0])
     assert len(gen.generate(5, condition=[1.0, 0.0], n_samples=3)) == 3
+
+
+# ----- interrupted or diverging fits -------------------------------------------------------
+
+def test_ctrl_c_in_validation_scoring_keeps_the_last_finished_epoch(task, monkeypatch):
+    from fastrnn._base import BaseFastRNN
+    X, y = task
+    clf = FastLSTMClassifier(hidden_size=8, max_iter=10, early_stopping=True, random_state=0)
+    calls = {"n": 0}
+    original = BaseFastRNN._validation_score
+
+    def interrupted_on_the_third(self, train, idx):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, train, idx)
+
+    monkeypatch.setattr(BaseFastRNN, "_validation_score", interrupted_on_the_third)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        clf.fit(X, y)
+    assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2 and len(clf.validation_scores_) == 2
+    monkeypatch.undo()
+    two_epochs = quiet(FastLSTMClassifier(hidden_size=8, max_iter=2, early_stopping=True,
+                                          n_iter_no_change=100, random_state=0).fit, X, y)
+    # the weights at the end of epoch 2 (not the best validation ones: fit did not finish)
+    assert clf.t_ == two_epochs.t_
+    assert clf._optimizer.t == two_epochs._optimizer.t
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "rmsprop", "adagrad"])
+@pytest.mark.parametrize("clip_norm", [5.0, None])
+def test_divergence_is_reported_and_restores_weights_and_optimizer_state(task, solver,
+                                                                         clip_norm):
+    from fastrnn import TrainingDivergedError
+    X, y = task
+    clf = quiet(FastLSTMClassifier(hidden_size=8, max_iter=1, solver=solver, warm_start=True,
+                                   batch_size=8, clip_norm=clip_norm, random_state=0).fit, X, y)
+    opt = clf._optimizer
+    before = (clf.model_.flat_params.copy(), opt.t, clf.t_,
+              None if opt.m is None else opt.m.copy(), None if opt.v is None else opt.v.copy())
+    clf.set_params(learning_rate_init=1e3)
+    with pytest.raises(TrainingDivergedError, match="diverged"):
+        clf.fit(X * 100, y)
+    np.testing.assert_array_equal(clf.model_.flat_params, before[0])
+    assert (opt.t, clf.t_) == before[1:3]
+    for now, then in zip((opt.m, opt.v), before[3:]):
+        if then is not None:
+            np.testing.assert_array_equal(now, then)
+    assert clf.n_iter_ == 1
+
+
+def test_a_diverging_regressor_is_reported(task):
+    from fastrnn import TrainingDivergedError
+    X, _ = task
+    reg = FastLSTMRegressor(hidden_size=8, learning_rate_init=1e3, max_iter=20, random_state=0)
+    with pytest.raises(TrainingDivergedError):
+        reg.fit(X, X[:, :, 0].sum(axis=1))
+    assert np.all(np.isfinite(reg.model_.flat_params))
+
+
+# ----- silent nonsense ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("params", [dict(alpha=np.nan), dict(tol=np.nan),
+                                    dict(learning_rate_init=np.nan), dict(clip_norm=np.nan),
+                                    dict(dropout=np.nan), dict(momentum=np.nan)])
+def test_nan_hyper_parameters_are_rejected(task, params):
+    X, y = task
+    with pytest.raises(ValueError, match=list(params)[0]):
+        FastLSTMClassifier(hidden_size=4, max_iter=1, **params).fit(X, y)
+
+
+def test_negative_sample_weights_are_rejected(task):
+    X, y = task
+    weights = np.ones(len(X))
+    weights[3] = -1
+    with pytest.raises(ValueError, match="Negative"):
+        FastLSTMClassifier(hidden_size=4, max_iter=1).fit(X, y, sample_weight=weights)
+
+
+def test_regressor_on_huge_targets_predicts_finite_values_in_their_units(task):
+    X, _ = task
+    y = X[:, :, 0].sum(axis=1).astype(np.float64)
+    small = quiet(FastLSTMRegressor(hidden_size=8, max_iter=3, random_state=0).fit, X, y)
+    huge = quiet(FastLSTMRegressor(hidden_size=8, max_iter=3, random_state=0).fit, X, y * 1e300)
+    pred = huge.predict(X)
+    assert np.all(np.isfinite(pred))
+    np.testing.assert_allclose(pred / 1e300, small.predict(X), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("change", [dict(hidden_size=9), dict(dtype="float64"),
+                                    dict(bidirectional=True), dict(num_layers=2)])
+def test_warm_start_with_a_changed_network_is_an_error(task, change):
+    X, y = task
+    clf = quiet(FastLSTMClassifier(hidden_size=8, max_iter=1, warm_start=True).fit, X, y)
+    params = clf.model_.flat_params.copy()
+    with pytest.raises(ValueError, match=f"{list(change)[0]} changed"):
+        clf.set_params(**change).fit(X, y)
+    np.testing.assert_array_equal(clf.model_.flat_params, params)
+
+
+def test_forecaster_checks_its_parameters_and_exogenous_inputs():
+    from fastrnn import Forecaster
+    series = np.sin(np.arange(200) / 5)
+    with pytest.raises(ValueError, match="lookback"):
+        Forecaster(lookback=5.5, max_iter=1).fit(series)
+    with pytest.raises(ValueError, match="horizon"):
+        Forecaster(horizon=0, strategy="direct", max_iter=1).fit(series)
+    plain = quiet(Forecaster(lookback=8, max_iter=1, random_state=0).fit, series)
+    with pytest.raises(ValueError, match="without exogenous"):
+        plain.predict(3, X_future=np.ones((3, 1)))
+    exog = quiet(Forecaster(lookback=8, max_iter=1, random_state=0).fit, series,
+                 X=np.ones((200, 2)))
+    with pytest.raises(ValueError, match="X_future has 1 columns"):
+        exog.predict(3, X_future=np.ones((3, 1)))
+    with pytest.raises(ValueError, match="X_future has 2 steps"):
+        exog.predict(3, X_future=np.ones((2, 2)))
+    assert exog.predict(3, X_future=np.ones((3, 2))).shape == (3,)
+
+
+def test_forecaster_on_a_huge_series_forecasts_in_its_units():
+    from fastrnn import Forecaster
+    series = np.sin(np.arange(200) / 5)
+    small = quiet(Forecaster(lookback=8, max_iter=3, random_state=0).fit, series)
+    huge = quiet(Forecaster(lookback=8, max_iter=3, random_state=0).fit, series * 1e300)
+    forecast = huge.predict(4)
+    assert np.all(np.isfinite(forecast))
+    np.testing.assert_allclose(forecast / 1e300, small.predict(4), rtol=1e-4, atol=1e-6)
+
+
+# ----- leaks ---------------------------------------------------------------------------------
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(os.environ.get("FASTRNN_LEAK_CHECK") != "1" or
+                    not os.path.exists("/proc/self/statm"),
+                    reason="slow (about a minute): run by tools/sanitize.sh, or set "
+                           "FASTRNN_LEAK_CHECK=1")
+def test_leak_check_rss_stays_flat_over_300_cycles(task, tmp_path):
+    import fastrnn
+    X, y = task
+    X, y = X[:24], y[:24]
+    generator = quiet(SequenceGenerator(hidden_size=8, embedding_dim=4, max_iter=1, seq_len=8,
+                                        random_state=0).fit, "hello world")
+
+    def cycle(i):
+        clf = quiet(FastLSTMClassifier(hidden_size=8, max_iter=1, random_state=i).fit, X, y)
+        clf.predict_proba(X)
+        clf.save(tmp_path / "m.npz")
+        fastrnn.load(tmp_path / "m.npz").predict(X)
+        generator.generate(20, n_samples=3, random_state=i)
+
+    for i in range(50):  # warm up: allocator pools, caches, lazy imports
+        cycle(i)
+    before = _rss_bytes()
+    for i in range(300):
+        cycle(i)
+    grown = _rss_bytes() - before
+    # a leak of one parameter buffer (about 1.5 KB) per cycle would add ~0.5 MB;
+    # allocator noise stays well under the bound
+    assert grown < 8 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 300 cycles"
+
+
+def test_per_sequence_predictions_on_ragged_lists_stay_whole():
+    # found by tests/test_properties.py: a per-sequence model cut every
+    # sample's prediction to its length ("pos"[:1] == "p")
+    rng = np.random.default_rng(0)
+    X = [rng.normal(size=(n, 2)) for n in (1, 3, 2, 1, 4, 2)]
+    labels = ["pos", "neg"] * 3
+    clf = quiet(FastLSTMClassifier(hidden_size=4, max_iter=1, random_state=0).fit, X, labels)
+    assert clf.per_step_ is False
+    assert set(clf.predict(X)) <= {"pos", "neg"} and len(clf.predict(X)) == 6
+    assert clf.predict_proba(X).shape == (6, 2)
