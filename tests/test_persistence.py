@@ -297,3 +297,16 @@ def test_the_size_check_matches_the_network_layout():
                         condition_size=5)):
         net = Network(**config)
         assert persistence._n_params(net.config) == net.flat_params.size
+
+
+def test_a_huge_thread_count_in_a_file_is_clamped(model_files, tmp_path):
+    from fastrnn._threads import available_cpus
+    path, data = model_files[1]
+    meta, files = _files(path)
+    for n_threads in (100_000, 2**40):
+        meta["params"]["n_threads"] = n_threads
+        _write(tmp_path / "threads.npz", meta, files)
+        loaded = fastrnn.load(tmp_path / "threads.npz")
+        assert loaded.n_threads == n_threads
+        np.testing.assert_array_equal(loaded.predict(data), fastrnn.load(path).predict(data))
+    assert available_cpus() >= 1
