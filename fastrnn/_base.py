@@ -7,8 +7,11 @@ mini-batch _train_batch: forward, loss, divergence guard, backward, optimizer
 step) and _end_epoch (curves, validation score, early stopping counter, the
 learning-rate schedule).
 """
+import signal
+import threading
 import time
 import warnings
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -48,6 +51,21 @@ class _RealInterval(Interval):
         return not (isinstance(val, Real) and np.isnan(val)) and super().__contains__(val)
 
 
+@contextmanager
+def _ctrl_c_deferred():
+    """SIGINT held back inside the block and delivered when it ends (on the
+    main thread of a POSIX system; elsewhere Ctrl-C does not reach us)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _positive_int(optional=False):
     return [Interval(Integral, 1, None, closed="left")] + ([None] if optional else [])
 
@@ -56,10 +74,11 @@ class _TrainingSet:
     """One fit call's prepared data: X (SequenceData), target rows, the row ->
     sample map, per-row weights, and the loss and thread count to train with."""
 
-    def __init__(self, data, target, rows, weights, loss_fn, n_threads, constant_loss):
+    def __init__(self, data, target, rows, weights, loss_fn, n_threads, constant_loss=None):
         self.data, self.target, self.rows, self.weights = data, target, rows, weights
         self.loss_fn, self.n_threads = loss_fn, n_threads
-        self.constant_loss = constant_loss  # per row, of a constant prediction
+        # per row, of a constant prediction (None: no blow-up check of the epoch loss)
+        self.constant_loss = constant_loss
 
 
 class BaseFastRNN(BaseEstimator):
@@ -401,33 +420,43 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
     # ----- the training loop -------------------------------------------------------------
     def _run_epochs(self, train, train_idx, val_idx, epochs, incremental):
         self._no_improvement_count = 0
-        stopped_early = False
         with single_threaded_blas():
-            for _ in range(epochs):
-                started = time.perf_counter()
-                checkpoint = self._checkpoint()
-                try:
-                    epoch_loss = self._train_epoch(train, train_idx, checkpoint)
-                    val_score = (None if val_idx is None
-                                 else self._validation_score(train, val_idx))
-                except KeyboardInterrupt:  # Ctrl-C, in training or validation scoring
-                    self._restore(checkpoint)
-                    warnings.warn(f"fit interrupted in epoch {self.n_iter_ + 1}; keeping the "
-                                  "weights of the last finished epoch", RuntimeWarning)
-                    return
-                self._end_epoch(epoch_loss, val_score, started)
-                if not incremental and self._no_improvement_count >= self.n_iter_no_change:
-                    stopped_early = True
-                    if self.verbose:
-                        print(f"no improvement of more than tol={self.tol} for "
-                              f"{self.n_iter_no_change} epochs: stopping")
-                    break
+            stopped_early = self._epoch_loop(train, train_idx, val_idx, epochs, incremental)
+        if stopped_early is None:  # interrupted: the last finished epoch stays
+            return
         if val_idx is not None and hasattr(self, "_best_params"):
             self.model_.flat_params[:] = self._best_params
             del self._best_params
         if not incremental and not stopped_early and epochs == self.max_iter:
             warnings.warn(f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached "
                           "and the optimization hasn't converged yet.", ConvergenceWarning)
+
+    def _epoch_loop(self, train, train_idx, val_idx, epochs, incremental):
+        """The epochs; returns whether early stopping ended them, or None after
+        a Ctrl-C, wherever it came (training, validation scoring, between
+        epochs): an epoch under way is undone, a finished one is kept whole."""
+        checkpoint = None  # while an epoch is under way: what a Ctrl-C returns to
+        try:
+            for _ in range(epochs):
+                started = time.perf_counter()
+                checkpoint = self._checkpoint()
+                epoch_loss = self._train_epoch(train, train_idx, checkpoint)
+                val_score = None if val_idx is None else self._validation_score(train, val_idx)
+                with _ctrl_c_deferred():  # the epoch is recorded whole, or not at all
+                    self._end_epoch(epoch_loss, val_score, started)
+                    checkpoint = None
+                if not incremental and self._no_improvement_count >= self.n_iter_no_change:
+                    if self.verbose:
+                        print(f"no improvement of more than tol={self.tol} for "
+                              f"{self.n_iter_no_change} epochs: stopping")
+                    return True
+            return False
+        except KeyboardInterrupt:
+            if checkpoint is not None:
+                self._restore(checkpoint)
+            warnings.warn(f"fit interrupted in epoch {self.n_iter_ + 1}; keeping the weights "
+                          "of the last finished epoch", RuntimeWarning)
+            return None
 
     def _checkpoint(self):
         """What a Ctrl-C or a divergence returns to: the weights, the optimizer's
@@ -459,8 +488,9 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         finally:
             bar.close()
         epoch_loss = total / count
-        self._check_divergence("epoch loss", epoch_loss, checkpoint,
-                               limit=DIVERGED_LOSS_FACTOR * train.constant_loss)
+        if train.constant_loss is not None:
+            self._check_divergence("epoch loss", epoch_loss, checkpoint,
+                                   limit=DIVERGED_LOSS_FACTOR * train.constant_loss)
         return epoch_loss
 
     def _constant_prediction_loss(self, weights):

@@ -285,6 +285,26 @@ def test_ctrl_c_in_validation_scoring_keeps_the_last_finished_epoch(task, monkey
     assert clf._optimizer.t == two_epochs._optimizer.t
 
 
+@posix_only
+def test_ctrl_c_at_any_moment_of_an_early_stopping_fit_never_escapes(task):
+    # Half the data is validation, so a good share of the signals land in
+    # validation scoring or between epochs, where fit used to let them escape.
+    X, y = task
+    delays = np.random.default_rng(1).uniform(0.05, 0.6, size=12)
+    for delay in delays:
+        clf = FastLSTMClassifier(hidden_size=8, max_iter=100_000, early_stopping=True,
+                                 validation_fraction=0.5, n_iter_no_change=100_000,
+                                 random_state=0)
+        sent, timer = _sigint_after(delay)
+        try:
+            with pytest.warns(RuntimeWarning, match="interrupted"):
+                clf.fit(X, y)
+        finally:
+            timer.cancel()
+        assert clf.n_iter_ == len(clf.loss_curve_) == len(clf.validation_scores_)
+        assert np.all(np.isfinite(clf.model_.flat_params))
+
+
 @pytest.mark.parametrize("solver", ["adam", "sgd", "rmsprop", "adagrad"])
 @pytest.mark.parametrize("clip_norm", [5.0, None])
 def test_divergence_is_reported_and_restores_weights_and_optimizer_state(task, solver,
