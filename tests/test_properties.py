@@ -17,7 +17,7 @@ from fastrnn import (FastGRURegressor, FastLSTMClassifier, FastRNN, Forecaster, 
 from fastrnn.layers import STACKS  # noqa: E402
 from fastrnn.reference import stack_forward  # noqa: E402
 
-FEW = settings(max_examples=15, deadline=None, derandomize=True,
+FEW = settings(max_examples=15, deadline=None, derandomize=True, database=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=1e-11)}
 
