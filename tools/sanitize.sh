@@ -12,6 +12,11 @@ root=$(pwd)
 python=${PYTHON:-python}
 cc=${CC:-gcc}
 
+if ! "$python" -c "import Cython, setuptools, numpy" 2>/dev/null; then
+    echo "tools/sanitize.sh builds in place: pip install 'cython>=3.0' 'setuptools>=77' numpy" >&2
+    exit 2
+fi
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$work"
