@@ -13,8 +13,9 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from fastrnn import persistence
 from fastrnn._data import fit_scaling
-from fastrnn.estimators import estimator_class, training_options
+from fastrnn.estimators import check_wrapped_estimator, estimator_class, training_options
 
 
 def make_windows(series, lookback, horizon=1):
@@ -106,6 +107,18 @@ class Forecaster(BaseEstimator):
         self.verbose = verbose
         self.n_threads = n_threads
 
+    def _check_params(self):
+        """The parameters the forecaster itself uses (the estimator checks the rest)."""
+        if self.strategy not in ("recursive", "direct"):
+            raise ValueError(f"strategy must be 'recursive' or 'direct', got {self.strategy!r}")
+        if self.missing not in ("raise", "interpolate"):
+            raise ValueError(f"missing must be 'raise' or 'interpolate', got {self.missing!r}")
+        estimator_class(self.cell)  # checks the cell name before any work
+        for name in ("lookback", "horizon"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
     def _check_series(self, values, name):
         values = np.asarray(values, dtype=np.float64)
         if values.ndim == 1:
@@ -138,15 +151,7 @@ class Forecaster(BaseEstimator):
     def fit(self, series, X=None):
         """Learn from a (T,) or (T, k) series; X (T, m): optional exogenous
         inputs known in advance (calendar, prices), aligned with the series."""
-        if self.strategy not in ("recursive", "direct"):
-            raise ValueError(f"strategy must be 'recursive' or 'direct', got {self.strategy!r}")
-        if self.missing not in ("raise", "interpolate"):
-            raise ValueError(f"missing must be 'raise' or 'interpolate', got {self.missing!r}")
-        estimator_class(self.cell)  # checks the cell name before any work
-        for name in ("lookback", "horizon"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self._check_params()
         values = self._check_series(series, "series")
         self.univariate_ = np.ndim(series) == 1
         self.n_series_ = values.shape[1]
@@ -223,3 +228,93 @@ class Forecaster(BaseEstimator):
                 window = np.vstack([window[1:], row])
         result = np.asarray(out) * self.scale_ + self.mean_
         return result[:, 0] if self.univariate_ else result
+
+    # ----- evaluation --------------------------------------------------------------------
+    def score(self, series, X=None):
+        """Negative mean squared error of a held-out forecast (higher is
+        better), so that GridSearchCV and cross_val_score can rank forecasters.
+
+        The last ``horizon`` steps of ``series`` are held out and forecast
+        with ``predict(horizon, series=<the steps before them>)``; the score
+        is minus the mean of the squared errors over those steps and every
+        column, in the series' units. ``X``: exogenous inputs aligned with
+        ``series`` (its last ``horizon`` rows serve as X_future). The series
+        needs at least ``lookback + horizon`` steps. With GridSearchCV, pass
+        ``cv=TimeSeriesSplit(...)`` so that every fold is fitted on the past
+        and scored on the steps that follow it.
+        """
+        check_is_fitted(self, "regressor_")
+        values = self._check_series(series, "series")
+        h = int(self.horizon)
+        if len(values) < self.lookback + h:
+            raise ValueError(f"score needs at least lookback + horizon = {self.lookback + h} "
+                             f"steps, series has {len(values)}")
+        past_X = future_X = None
+        if X is not None:
+            X = np.asarray(X)
+            past_X, future_X = X[:-h], X[-h:]
+        forecast = self.predict(h, series=values[:-h], X=past_X, X_future=future_X)
+        errors = np.reshape(forecast, (h, -1)) - values[-h:]
+        return -float(np.mean(errors ** 2))
+
+    # ----- persistence -------------------------------------------------------------------
+    _FITTED_NAMES = ("univariate_", "n_series_", "n_exog_")
+    _FITTED_ARRAYS = ("mean_", "scale_", "history_")
+    _EXOG_ARRAYS = ("exog_mean_", "exog_scale_")
+
+    def save(self, path):
+        """Write the fitted forecaster to ``path``: a .npz without pickle (the
+        regressor's file plus the scaling and the context predict() reads),
+        read back with ``fastrnn.load(path)``, which checks the whole file
+        first."""
+        persistence.save_wrapper(self, path)
+
+    def _get_fitted_state(self):
+        """(attributes, arrays, estimator) for persistence: the series' shape
+        as JSON values, the scaling and context arrays, and the regressor."""
+        check_is_fitted(self, "regressor_")
+        names = self._FITTED_ARRAYS + (self._EXOG_ARRAYS if self.n_exog_ else ())
+        return ({name: getattr(self, name) for name in self._FITTED_NAMES},
+                {name: getattr(self, name) for name in names}, self.regressor_)
+
+    def _set_fitted_state(self, attributes, arrays, estimator):
+        """Restore what _get_fitted_state gave, after checking it against the
+        regressor (which persistence has checked against its network);
+        anything inconsistent raises ValueError."""
+        self._check_params()
+        if set(attributes) != set(self._FITTED_NAMES):
+            raise ValueError(f"a Forecaster stores exactly {list(self._FITTED_NAMES)}")
+        univariate, k, m = (attributes[name] for name in self._FITTED_NAMES)
+        if not isinstance(univariate, bool) or any(
+                isinstance(v, bool) or not isinstance(v, int) for v in (k, m)) or \
+                k < 1 or m < 0 or (univariate and k != 1):
+            raise ValueError("univariate_ must be a bool, n_series_ >= 1 and n_exog_ >= 0 ints")
+        shapes = {"mean_": (k,), "scale_": (k,), "history_": (self.lookback, k + m)}
+        if m:
+            shapes.update(exog_mean_=(m,), exog_scale_=(m,))
+        self._check_arrays(arrays, shapes)
+        check_wrapped_estimator(self, estimator, "regression", ("hidden_size", "num_layers"))
+        steps = 1 if self.strategy == "recursive" else self.horizon
+        if estimator.input_kind_ != "3d" or estimator.n_features_in_ != k + m or \
+                estimator.n_outputs_ != k * steps:
+            raise ValueError("the regressor's inputs or outputs disagree with the series")
+        self.univariate_, self.n_series_, self.n_exog_ = univariate, k, m
+        for name, value in arrays.items():
+            setattr(self, name, value.astype(np.float64))
+        self.regressor_ = estimator
+        self.loss_curve_ = estimator.loss_curve_
+        return self
+
+    @staticmethod
+    def _check_arrays(arrays, shapes):
+        """Exactly the arrays in ``shapes``, finite floats of those shapes;
+        scales positive."""
+        if set(arrays) != set(shapes):
+            raise ValueError(f"a Forecaster stores exactly the arrays {sorted(shapes)}")
+        for name, shape in shapes.items():
+            value = arrays[name]
+            if value.shape != shape or value.dtype.kind != "f" or \
+                    not np.all(np.isfinite(value)):
+                raise ValueError(f"{name} must hold finite floats of shape {shape}")
+            if name.endswith("scale_") and not np.all(value > 0):
+                raise ValueError(f"{name} must be positive")

@@ -14,9 +14,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
-from fastrnn import _kernels
+from fastrnn import _kernels, persistence
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
-from fastrnn.estimators import estimator_class, training_options
+from fastrnn.estimators import check_wrapped_estimator, estimator_class, training_options
 from fastrnn.layers import generation_args
 
 BOUNDARY = 0  # token id 0 marks where a sequence starts and ends
@@ -144,15 +144,22 @@ class SequenceGenerator(BaseEstimator):
                         {int(t) for d in docs for t in d})
         if not tokens:
             raise ValueError("the sequences are empty")
-        self.vocabulary_ = tokens
-        self.token_index_ = {t: i + 1 for i, t in enumerate(tokens)}
+        self._remember_vocabulary(tokens)
         self.n_condition_features_ = None if conditions is None else conditions.shape[1]
         X, y = self._training_samples(docs, conditions)
-        self.classifier_ = self._classifier()
-        self.classifier_._fit_conditioned(X, y, conditions)
-        self.loss_curve_ = self.classifier_.loss_curve_
-        self.n_iter_ = self.classifier_.n_iter_
+        classifier = self._classifier()
+        classifier._fit_conditioned(X, y, conditions)
+        self._keep_classifier(classifier)
         return self
+
+    def _remember_vocabulary(self, tokens):
+        self.vocabulary_ = tokens
+        self.token_index_ = {t: i + 1 for i, t in enumerate(tokens)}
+
+    def _keep_classifier(self, classifier):
+        self.classifier_ = classifier
+        self.loss_curve_ = classifier.loss_curve_
+        self.n_iter_ = classifier.n_iter_
 
     # ----- generation --------------------------------------------------------------------
     def generate(self, n_tokens, prompt=None, temperature=1.0, top_k=None, top_p=None,
@@ -243,3 +250,54 @@ class SequenceGenerator(BaseEstimator):
     def perplexity(self, sequences, conditions=None):
         """exp(-score): the model's average branching factor per token."""
         return float(np.exp(-self.score(sequences, conditions)))
+
+    # ----- persistence -------------------------------------------------------------------
+    _FITTED_NAMES = ("text_", "vocabulary_", "n_condition_features_")
+
+    def save(self, path):
+        """Write the fitted generator to ``path``: a .npz without pickle (the
+        classifier's file plus the vocabulary), read back with
+        ``fastrnn.load(path)``, which checks the whole file first."""
+        persistence.save_wrapper(self, path)
+
+    def _get_fitted_state(self):
+        """(attributes, arrays, estimator) for persistence: the vocabulary and
+        conditioning as JSON values, no arrays, and the trained classifier."""
+        check_is_fitted(self, "classifier_")
+        return {name: getattr(self, name) for name in self._FITTED_NAMES}, {}, self.classifier_
+
+    def _set_fitted_state(self, attributes, arrays, estimator):
+        """Restore what _get_fitted_state gave, after checking it against the
+        classifier (which persistence has checked against its network);
+        anything inconsistent raises ValueError."""
+        if set(attributes) != set(self._FITTED_NAMES) or arrays:
+            raise ValueError(f"a SequenceGenerator stores exactly {list(self._FITTED_NAMES)}")
+        text, vocabulary = attributes["text_"], attributes["vocabulary_"]
+        n_conditions = attributes["n_condition_features_"]
+        self._check_vocabulary(text, vocabulary)
+        check_wrapped_estimator(self, estimator, "classification",
+                                ("hidden_size", "num_layers", "embedding_dim", "dropout", "dtype"))
+        if not estimator.per_step_ or estimator.vocab_size != len(vocabulary) + 1:
+            raise ValueError("the classifier is not a next-token model of the vocabulary")
+        classes = estimator.classes_
+        if classes.dtype.kind not in "iu" or classes.min() < 0 or classes.max() > len(vocabulary):
+            raise ValueError("the classifier's classes are not token ids of the vocabulary")
+        if n_conditions != estimator.model_.config["condition_size"]:
+            raise ValueError("n_condition_features_ disagrees with the network")
+        self.text_, self.n_condition_features_ = text, n_conditions
+        self._remember_vocabulary(vocabulary)
+        self._keep_classifier(estimator)
+        return self
+
+    @staticmethod
+    def _check_vocabulary(text, vocabulary):
+        """Sorted distinct characters (text) or token ids >= 0."""
+        if not isinstance(text, bool) or not isinstance(vocabulary, list) or not vocabulary:
+            raise ValueError("text_ must be a bool and vocabulary_ a non-empty list")
+        if text:
+            ok = all(isinstance(t, str) and len(t) == 1 for t in vocabulary)
+        else:
+            ok = all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                     for t in vocabulary)
+        if not ok or sorted(set(vocabulary)) != vocabulary:
+            raise ValueError("vocabulary_ must hold sorted distinct characters or token ids")
