@@ -37,7 +37,10 @@ DIVERGED_LOSS_FACTOR = 100
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The training loss became NaN or inf."""
+    """Training diverged: the loss, the gradient or the weights became NaN or
+    inf (or the epoch loss blew up). The estimator keeps the weights and
+    optimizer state of the last finished epoch; the message suggests what to
+    change (learning_rate_init, clip_norm, the scale of X)."""
 
 
 class _RealInterval(Interval):

@@ -60,27 +60,112 @@ def _fill_missing(values):
 class Forecaster(BaseEstimator):
     """Forecast a univariate or multivariate series several steps ahead.
 
+    The series is cut into windows of ``lookback`` steps (make_windows) and a
+    recurrent regressor learns the steps that follow each window. The series
+    (and exogenous inputs) are standardised per column inside; predictions
+    come back in the original units.
+
     Parameters
     ----------
     cell : {"lstm", "gru", "rnn"}, default="lstm"
+        The recurrent cell.
+
     lookback : int, default=24
         Past steps the network reads.
+
     horizon : int, default=1
         Steps predicted at once by the "direct" strategy (and the training
-        target length for it).
+        target length for it); also the held-out tail of ``score``.
+
     strategy : {"recursive", "direct"}, default="recursive"
         "recursive": learn one step ahead and feed predictions back;
         "direct": learn all ``horizon`` steps at once (predict(steps) then
         chains blocks of ``horizon``).
+
     missing : {"raise", "interpolate"}, default="raise"
         NaN in the series (or exogenous inputs) raises, or is filled by linear
         interpolation (nearest value at the ends).
-    hidden_size, num_layers, learning_rate_init, batch_size, max_iter, alpha,
-    clip_norm, early_stopping, n_iter_no_change, tol, random_state, verbose,
-    n_threads : as in the estimators.
 
-    The series is standardised per column inside and predictions are returned
-    in the original units.
+    hidden_size : int, default=64
+        Units per recurrent layer.
+
+    num_layers : int, default=1
+        Recurrent layers stacked on each other.
+
+    learning_rate_init : float, default=0.005
+        The initial learning rate (Adam).
+
+    batch_size : int or "auto", default="auto"
+        Windows per mini-batch; "auto": min(64, n_windows).
+
+    max_iter : int, default=100
+        Epochs.
+
+    alpha : float, default=1e-4
+        L2 penalty on weights.
+
+    clip_norm : float or None, default=5.0
+        Clip the gradient to this global norm; None: no clipping.
+
+    early_stopping : bool, default=False
+        Hold out part of the windows and stop when their score stops
+        improving, as in FastLSTMRegressor.
+
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of more than tol before training stops.
+
+    tol : float, default=1e-4
+        Improvement that counts.
+
+    random_state : int, RandomState, Generator or None, default=None
+        Makes a fit reproducible.
+
+    verbose : bool or int, default=False
+        Progress per epoch.
+
+    n_threads : int or None, default=None
+        None: what OpenMP allows; -1: every CPU.
+
+    Attributes
+    ----------
+    univariate_ : bool
+        Whether fit saw a (T,) series (predict then returns (steps,)).
+
+    n_series_ : int
+        Columns k of the series.
+
+    n_exog_ : int
+        Columns m of the exogenous inputs X (0 without).
+
+    mean_, scale_ : ndarray of shape (n_series_,)
+        The series' standardisation.
+
+    exog_mean_, exog_scale_ : ndarray of shape (n_exog_,)
+        The exogenous inputs' standardisation (only when fitted with X).
+
+    history_ : ndarray of shape (lookback, n_series_ + n_exog_)
+        The last standardised window of the training data: predict's context
+        when no series is passed.
+
+    regressor_ : FastLSTMRegressor, FastGRURegressor or FastRNNRegressor
+        The trained window regressor.
+
+    loss_curve_ : list of float
+        Training loss of every epoch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastrnn import Forecaster
+    >>> series = np.sin(np.arange(200) / 6)
+    >>> fc = Forecaster(lookback=12, horizon=3, hidden_size=8, max_iter=3,
+    ...                 random_state=0).fit(series[:150])
+    >>> fc.predict(5).shape
+    (5,)
+    >>> fc.predict(3, series=series[:170]).shape     # continue another stretch
+    (3,)
+    >>> bool(fc.score(series[150:]) <= 0)            # minus the MSE of the last 3 steps
+    True
     """
 
     def __init__(self, cell="lstm", lookback=24, horizon=1, strategy="recursive",

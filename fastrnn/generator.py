@@ -30,19 +30,107 @@ class SequenceGenerator(BaseEstimator):
     model also learns where sequences start and end; generation stops at an end.
     With ``conditions`` (one feature vector per sequence), a learned projection
     of the features sets the initial state: generate(..., condition=f) then
-    describes f (captioning).
+    describes f (captioning). The sampling loop (embedding, recurrent steps,
+    head, softmax, sampling) runs in C without Python per token.
 
     Parameters
     ----------
     cell : {"lstm", "gru", "rnn"}, default="lstm"
-    hidden_size, num_layers, dropout : the recurrent stack (default 128, 1, 0).
+        The recurrent cell.
+
+    hidden_size : int, default=128
+        Units per recurrent layer.
+
+    num_layers : int, default=1
+        Recurrent layers stacked on each other.
+
     embedding_dim : int, default=32
+        Size of the learned token embedding.
+
     seq_len : int, default=64
         Training window length (steps of backpropagation through time) when no
         conditions are given; conditioned sequences are used whole.
-    solver, learning_rate_init, batch_size, max_iter, alpha, clip_norm,
-    early_stopping, n_iter_no_change, tol, random_state, verbose, n_threads, dtype :
-        as in the estimators (FastLSTMClassifier); max_iter counts epochs.
+
+    dropout : float, default=0.0
+        Dropout between recurrent layers (num_layers > 1).
+
+    solver : {"adam", "sgd", "rmsprop", "adagrad"}, default="adam"
+        The optimizer, as in FastLSTMClassifier.
+
+    learning_rate_init : float, default=0.003
+        The initial learning rate.
+
+    batch_size : int or "auto", default=64
+        Training windows per mini-batch.
+
+    max_iter : int, default=10
+        Epochs (passes over the training windows).
+
+    alpha : float, default=0.0
+        L2 penalty on weights.
+
+    clip_norm : float or None, default=5.0
+        Clip the gradient to this global norm; None: no clipping.
+
+    early_stopping : bool, default=False
+        Hold out part of the windows and stop when their score stops
+        improving, as in FastLSTMClassifier.
+
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of more than tol before training stops.
+
+    tol : float, default=1e-4
+        Improvement that counts.
+
+    random_state : int, RandomState, Generator or None, default=None
+        Makes training reproducible (generate takes its own seed).
+
+    verbose : bool or int, default=False
+        Progress per epoch.
+
+    n_threads : int or None, default=None
+        None: what OpenMP allows; -1: every CPU.
+
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the network.
+
+    Attributes
+    ----------
+    vocabulary_ : list of str or list of int
+        The sorted distinct characters (text) or token ids seen in fit; the
+        model's internal id of ``vocabulary_[i]`` is i + 1 (0 is the boundary).
+
+    token_index_ : dict
+        Token -> internal id.
+
+    text_ : bool
+        Whether fit saw text (generate returns str) or token ids (arrays).
+
+    n_condition_features_ : int or None
+        Features per condition vector, None when fitted without conditions.
+
+    classifier_ : FastLSTMClassifier, FastGRUClassifier or FastRNNClassifier
+        The per-step next-token classifier that was trained.
+
+    loss_curve_ : list of float
+        Training loss (mean cross entropy per token) of every epoch.
+
+    n_iter_ : int
+        Epochs run.
+
+    Examples
+    --------
+    >>> from fastrnn import SequenceGenerator
+    >>> text = "the cat sat on the mat. the dog sat on the log. " * 5
+    >>> gen = SequenceGenerator(hidden_size=16, embedding_dim=8, seq_len=16, max_iter=2,
+    ...                         random_state=0).fit(text)
+    >>> len(gen.vocabulary_), gen.n_iter_
+    (14, 2)
+    >>> sample = gen.generate(20, prompt="the ", random_state=0)[0]
+    >>> isinstance(sample, str) and len(sample) <= 20
+    True
+    >>> bool(gen.perplexity(text[:30]) > 1)
+    True
     """
 
     def __init__(self, cell="lstm", hidden_size=128, num_layers=1, embedding_dim=32, seq_len=64,
