@@ -365,7 +365,8 @@ class SequenceGenerator(BaseEstimator):
         self._check_vocabulary(text, vocabulary)
         check_wrapped_estimator(self, estimator, "classification",
                                 ("hidden_size", "num_layers", "embedding_dim", "dropout", "dtype"))
-        if not estimator.per_step_ or estimator.vocab_size != len(vocabulary) + 1:
+        # n_tokens_ is the network's embedding size (persistence checked it)
+        if not estimator.per_step_ or estimator.n_tokens_ != len(vocabulary) + 1:
             raise ValueError("the classifier is not a next-token model of the vocabulary")
         classes = estimator.classes_
         if classes.dtype.kind not in "iu" or classes.min() < 0 or classes.max() > len(vocabulary):

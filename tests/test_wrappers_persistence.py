@@ -112,6 +112,14 @@ def test_damaged_generator_files_raise_model_file_error(generator, tmp_path, edi
         fastrnn.load(bad)
 
 
+def test_generator_vocabulary_must_match_the_embedding(generator, tmp_path):
+    generator.save(tmp_path / "gen.npz")
+    bad = rewrite(tmp_path / "gen.npz", tmp_path / "bad.npz",
+                  edit_meta=lambda m: m["wrapper"]["fitted"]["vocabulary_"].append("~"))
+    with pytest.raises(ModelFileError, match="next-token model of the vocabulary"):
+        fastrnn.load(bad)
+
+
 def test_generator_vocabulary_must_cover_the_classes(generator, tmp_path):
     generator.save(tmp_path / "gen.npz")
     bad = rewrite(tmp_path / "gen.npz", tmp_path / "bad.npz",
