@@ -228,3 +228,52 @@ def test_grid_search_ranks_forecasters_by_score(series):
     assert np.all(np.isfinite(scores)) and np.all(scores <= 0)
     assert search.best_params_["hidden_size"] == [2, 8][int(np.argmax(scores))]
     assert search.best_estimator_.predict(2).shape == (2,)
+
+
+# ----- any change to a wrapper file: ModelFileError, or a wrapper that works --------------
+
+HOSTILE = [None, True, -1, 0, 2.5, 10**6, 2**70, float("nan"), "x", "os.system", [], {},
+           ["a", 1], [[1]]]
+
+
+def works_or_refuses(path, use):
+    """load raises ModelFileError, or gives a wrapper whose use() works (or
+    refuses its input with a ValueError)."""
+    try:
+        loaded = fastrnn.load(path)
+    except ModelFileError:
+        return
+    try:
+        use(loaded)
+    except ValueError:
+        pass
+
+
+@pytest.mark.parametrize("which", ["generator", "forecaster"])
+def test_mutated_wrapper_entries_never_escape_model_file_error(which, generator, forecaster,
+                                                               tmp_path):
+    wrapper, use = {
+        "generator": (generator, lambda g: g.generate(5, prompt="the", random_state=0)),
+        "forecaster": (forecaster, lambda f: f.predict(4)),
+    }[which]
+    wrapper.save(tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz", allow_pickle=False) as archive:
+        entry = json.loads(str(archive["metadata"]))["wrapper"]
+    keys = [("class",)] + [(part, name) for part in ("params", "fitted")
+                           for name in entry[part]]
+    for i, key in enumerate(keys):
+        for j, value in enumerate(HOSTILE):
+            def edit(meta, key=key, value=value):
+                node = meta["wrapper"]
+                for part in key[:-1]:
+                    node = node[part]
+                node[key[-1]] = value
+            bad = rewrite(tmp_path / "good.npz", tmp_path / f"bad{i}_{j}.npz", edit_meta=edit)
+            works_or_refuses(bad, use)
+    with np.load(tmp_path / "good.npz", allow_pickle=False) as archive:
+        names = [n for n in archive.files if n.startswith(persistence.WRAPPER_PREFIX)]
+    for name in names:
+        for value in (np.zeros(0), np.zeros((2, 2, 2)), np.array(["x"]), np.array([np.inf])):
+            bad = rewrite(tmp_path / "good.npz", tmp_path / "bad_array.npz",
+                          edit_arrays=lambda f, name=name, value=value: f.update({name: value}))
+            works_or_refuses(bad, use)
