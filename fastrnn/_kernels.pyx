@@ -97,17 +97,22 @@ def check_shape(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H):
     _raise(fr_check_shape(&s, H), "recurrent layer")
 
 
-def workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H, bint training):
-    """Elements of scratch a forward pass needs (training: kept for backward)."""
+def workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H, bint training,
+                   lengths=None):
+    """Elements of scratch a forward pass needs (training: kept for backward).
+    With lengths (int32, (B,)) it covers only the valid steps: pass the same
+    lengths as to forward."""
     check_shape(cell=cell, B=B, T=T, I=I, H=H)
-    cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
+    cdef fr_shape s = _shape(cell, B, T, I, H, False, lengths)
     return fr_forward_workspace(&s, training)
 
 
-def backward_workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H):
-    """Elements of scratch a backward pass needs besides the forward workspace."""
+def backward_workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H,
+                            lengths=None):
+    """Elements of scratch a backward pass needs besides the forward workspace
+    (lengths as for workspace_size)."""
     check_shape(cell=cell, B=B, T=T, I=I, H=H)
-    cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
+    cdef fr_shape s = _shape(cell, B, T, I, H, False, lengths)
     return fr_backward_workspace(&s)
 
 
