@@ -6,13 +6,17 @@
  * machine's SGEMM rate, and prints GFLOP/s (forward 2*G*H*(I+H) per
  * sample-step, backward 2x that).
  *
- *   bench/bin/c_bench [cell B T I H threads reps]     cell: lstm gru rnn
+ *   bench/bin/c_bench [cell B T I H threads reps lengths]
+ *     cell: lstm gru rnn; lengths: full (default), lognormal (median T/4, fill
+ *     about 0.3) or uniform (in [T/2, T], fill about 0.75); GFLOP/s count the
+ *     valid steps only, and a `full` run of the same shape is the padded time.
  */
 #define _POSIX_C_SOURCE 200112L /* clock_gettime, rand_r */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <math.h>
 
 #include "fastrnn.h"
 
@@ -37,6 +41,20 @@ static float *randn(size_t n, unsigned *seed)
     return x;
 }
 
+/* Per-sample lengths of one of the benchmark's distributions (fixed seed). */
+static int32_t *make_lengths(const char *kind, int64_t B, int64_t T, unsigned *seed)
+{
+    int32_t *len = malloc(B * sizeof(int32_t));
+    for (int64_t b = 0; b < B; b++) {
+        double u1 = (rand_r(seed) + 1.0) / (RAND_MAX + 2.0), u2 = rand_r(seed) / (RAND_MAX + 1.0);
+        double n = !strcmp(kind, "lognormal")
+                       ? T / 4.0 * exp(0.6 * sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2))
+                       : T / 2.0 + u2 * (T / 2.0 + 1);
+        len[b] = n < 1 ? 1 : n > T ? (int32_t)T : (int32_t)n;
+    }
+    return len;
+}
+
 static void check(int rc, const char *what)
 {
     if (rc == FR_OK) return;
@@ -53,6 +71,7 @@ int main(int argc, char **argv)
     int64_t B = argc > 2 ? atol(argv[2]) : 64, T = argc > 3 ? atol(argv[3]) : 100;
     int64_t I = argc > 4 ? atol(argv[4]) : 128, H = argc > 5 ? atol(argv[5]) : 256;
     int threads = argc > 6 ? atoi(argv[6]) : 1, reps = argc > 7 ? atoi(argv[7]) : 10;
+    const char *lengths_kind = argc > 8 ? argv[8] : "full";
     int cell = !strcmp(cell_name, "gru") ? FR_GRU : !strcmp(cell_name, "rnn") ? FR_RNN_TANH
                                                                              : FR_LSTM;
     int64_t G = fr_gates(cell);
@@ -60,8 +79,11 @@ int main(int argc, char **argv)
     scipy_openblas_set_num_threads(1);
 
     fr_blas blas = {scipy_sgemm_, scipy_dgemm_};
-    fr_shape s = {cell, B, T, I, H, 0, NULL};
     unsigned seed = 1;
+    int32_t *lengths = strcmp(lengths_kind, "full") ? make_lengths(lengths_kind, B, T, &seed) : NULL;
+    fr_shape s = {cell, B, T, I, H, 0, lengths};
+    int64_t valid = 0;
+    for (int64_t b = 0; b < B; b++) valid += lengths ? lengths[b] : T;
     float *X = randn(B * T * I, &seed), *W_ih = randn(G * H * I, &seed);
     float *W_hh = randn(G * H * H, &seed), *b_ih = randn(G * H, &seed), *b_hh = randn(G * H, &seed);
     float *Y = calloc(B * T * H, sizeof(float)), *dY = randn(B * T * H, &seed);
@@ -74,7 +96,7 @@ int main(int argc, char **argv)
     float *ws_inf = malloc(fr_forward_workspace(&s, 0) * sizeof(float));
     float *bws = malloc(fr_backward_workspace(&s) * sizeof(float));
 
-    double flops = 2.0 * G * H * (I + H) * B * T;
+    double flops = 2.0 * G * H * (I + H) * valid;
     double best_train = 1e30, best_back = 1e30, best_inf = 1e30;
     for (int r = 0; r < reps; r++) {
         double t0 = now();
@@ -103,9 +125,9 @@ int main(int argc, char **argv)
         if (now() - t0 < best_gemm) best_gemm = now() - t0;
     }
     double peak = 2.0 * n * n * n / best_gemm / 1e9;
-    printf("%s B=%ld T=%ld I=%ld H=%ld threads=%d (OpenBLAS %s, SGEMM %.1f GFLOP/s)\n",
-           cell_name, (long)B, (long)T, (long)I, (long)H, threads,
-           scipy_openblas_get_corename(), peak);
+    printf("%s B=%ld T=%ld I=%ld H=%ld threads=%d lengths=%s fill=%.3f (OpenBLAS %s, SGEMM "
+           "%.1f GFLOP/s)\n", cell_name, (long)B, (long)T, (long)I, (long)H, threads,
+           lengths_kind, (double)valid / (B * T), scipy_openblas_get_corename(), peak);
     printf("  forward-train  %8.3f ms  %6.1f GFLOP/s  %3.0f%% of SGEMM\n", best_train * 1e3,
            flops / best_train / 1e9, 100 * flops / best_train / 1e9 / peak);
     printf("  backward       %8.3f ms  %6.1f GFLOP/s  %3.0f%% of SGEMM\n", best_back * 1e3,

@@ -2,13 +2,16 @@
  * FR_GEMM, FR_SIGMOID and FR_TANH defined; no include guard on purpose.
  *
  * Forward, per layer and direction:
- *   gates = X W_ih^T                      one GEMM over all B*T rows
+ *   gates = X W_ih^T                      one GEMM over all B*T rows (ragged:
+ *                                         one per sample, its valid rows)
  *   for each step t (reversed for the backward direction):
  *     gates[t] += h_prev W_hh^T           one GEMM (GRU: into its own buffer)
  *     one fused pass: biases, activations, cell update, outputs, and what
  *     backward reads, stored in place
  * Backward walks the steps in the opposite order with one fused pass and one
  * GEMM for dh per step; dW_ih, dW_hh, dX and the bias sums come after the loop.
+ * With lengths, every step runs only the samples still active there: the
+ * call's plan (fr_plan in rnn.c) sorts them by length so they are a prefix.
  *
  * Workspaces: the regions of each mode are listed once, with their sizes, in
  * rnn.c (fr_*_sizes); point_*_ws below gives them names (forward_ws,
