@@ -177,3 +177,13 @@ def test_forward_refuses_a_workspace_sized_for_fewer_steps(rng):
                          h0=None, c0=None, Y=np.zeros((B, T, H), f32), y_col=0,
                          hN=np.zeros((B, H), f32), cN=None, lengths=np.array([6, 1, 1], np.int32),
                          reverse=False, ws=ws, training=True, n_threads=1)
+
+
+def test_benchmark_ragged_cases_have_the_fills_issue_9_names():
+    from fastrnn.benchmark import GRID, case_lengths, valid_steps
+    fills = {}
+    for case in GRID["ragged"]:
+        lengths = case_lengths(case)
+        assert lengths.shape == (case["B"],) and 1 <= lengths.min() <= lengths.max() <= case["T"]
+        fills[case["lengths"]] = valid_steps(case) / (case["B"] * case["T"])
+    assert 0.25 <= fills["lognormal"] <= 0.35 and 0.7 <= fills["uniform"] <= 0.8
