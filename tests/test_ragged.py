@@ -187,3 +187,114 @@ def test_benchmark_ragged_cases_have_the_fills_issue_9_names():
         assert lengths.shape == (case["B"],) and 1 <= lengths.min() <= lengths.max() <= case["T"]
         fills[case["lengths"]] = valid_steps(case) / (case["B"] * case["T"])
     assert 0.25 <= fills["lognormal"] <= 0.35 and 0.7 <= fills["uniform"] <= 0.8
+
+
+# ---------------------------------------------------------------------------------------------
+# estimators on lists of sequences of different lengths (issue 9 items 1 and 3)
+
+def _ragged_task(rng, tokens, n=24, n_classes=2):
+    lengths = np.concatenate([[1, 1, 9], rng.integers(1, 10, n - 3)])
+    if tokens:
+        X = [rng.integers(0, 6, L) for L in lengths]
+        signal = [x.sum() for x in X]
+    else:
+        X = [rng.normal(size=(L, 2)) for L in lengths]
+        signal = [x[:, 0].sum() for x in X]
+    labels = np.digitize(signal, np.quantile(signal, np.linspace(0, 1, n_classes + 1)[1:-1]))
+    return X, labels, np.asarray(signal, dtype=float)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("task,n_classes", [("classifier", 2), ("classifier", 5),
+                                            ("regressor", 1)])
+@pytest.mark.parametrize("tokens", [False, True], ids=["float", "tokens"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_sequence_predictions_on_a_ragged_list_equal_each_sequence_alone(
+        cell, task, n_classes, tokens, bidirectional, rng):
+    import warnings
+
+    import fastrnn
+    X, labels, signal = _ragged_task(rng, tokens, n_classes=n_classes)
+    y = labels if task == "classifier" else signal
+    est = getattr(fastrnn, f"Fast{cell}{task.capitalize()}")(
+        hidden_size=3, max_iter=2, bidirectional=bidirectional, random_state=0,
+        embedding_dim=3 if tokens else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    methods = ["predict"] + (["predict_proba", "predict_log_proba"] if task == "classifier"
+                             else [])
+    for method in methods:
+        together = getattr(est, method)(X)
+        alone = np.concatenate([getattr(est, method)([x]) for x in X])
+        expected_shape = (len(X), n_classes) if method != "predict" else (len(X),)
+        assert np.shape(together) == expected_shape, method
+        if method == "predict" and task == "classifier":
+            np.testing.assert_array_equal(together, alone)
+        else:
+            np.testing.assert_allclose(together, alone, rtol=1e-6, atol=1e-6, err_msg=method)
+    expected = (np.mean(est.predict(X) == y) if task == "classifier"
+                else fastrnn._base.r2_score(y, est.predict(X)))
+    assert est.score(X, y) == pytest.approx(expected)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_generator_scores_a_list_as_its_sequences_alone():
+    from fastrnn import SequenceGenerator
+    docs = ["abcabc", "ab", "cabbacab", "a"]
+    gen = SequenceGenerator(hidden_size=8, embedding_dim=4, seq_len=5, max_iter=2,
+                            random_state=0).fit(docs)
+    alone = [gen.score([d]) for d in docs]
+    tokens = np.array([len(d) + 1 for d in docs])  # each with its end marker
+    assert gen.score(docs) == pytest.approx(np.dot(alone, tokens) / tokens.sum(), rel=1e-6)
+
+
+def test_length_batches_group_similar_lengths_and_cover_every_sample_once():
+    from fastrnn import _data
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 400, 1000)
+    idx = np.arange(1000) * 2  # sample indices need not be positions
+    batches = _data.length_batches(idx, lengths, 32, np.random.default_rng(1))
+    assert sorted(np.concatenate(batches).tolist()) == idx.tolist()
+    assert max(len(b) for b in batches) == 32
+    by_index = dict(zip(idx, lengths))
+    spread = np.mean([np.ptp([by_index[i] for i in b]) for b in batches])
+    assert spread < 120  # buckets of 8 batches: about 100; random batches: about 370
+    again = _data.length_batches(idx, lengths, 32, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    fixed = _data.length_batches(idx, lengths, 32, None)  # no shuffling: shortest first
+    assert np.all(np.diff([by_index[b[0]] for b in fixed]) >= 0)
+
+
+def test_length_bucketing_trains_as_well_as_random_batches_and_reproducibly():
+    import warnings
+
+    from fastrnn import FastGRUClassifier
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(2, 40, 300)
+    X = [rng.normal(size=(L, 1)) for L in lengths]
+    y = np.array([int(x[0, 0] > 0) for x in X])  # the first step decides
+    scores, curves = {}, {}
+    for bucketing in (True, True, False):
+        est = FastGRUClassifier(hidden_size=8, max_iter=25, batch_size=16,
+                                learning_rate_init=0.02, length_bucketing=bucketing,
+                                bidirectional=True, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X[:200], y[:200])
+        if bucketing in curves:  # random_state reproduces the fit
+            assert est.loss_curve_ == curves[bucketing]
+        curves[bucketing] = est.loss_curve_
+        scores[bucketing] = est.score(X[200:], y[200:])
+    assert curves[True] != curves[False]  # the batches did differ
+    assert min(scores.values()) >= 0.9 and abs(scores[True] - scores[False]) <= 0.05
+
+
+def test_length_bucketing_is_a_documented_constructor_parameter():
+    from fastrnn import FastLSTMClassifier
+    est = FastLSTMClassifier()
+    assert est.get_params()["length_bucketing"] is True
+    assert "length_bucketing : bool, default=True" in FastLSTMClassifier.__doc__
+    with pytest.raises(ValueError, match="length_bucketing"):
+        FastLSTMClassifier(length_bucketing="yes").fit([np.ones((2, 1)), np.ones((3, 1))],
+                                                       [0, 1])
