@@ -147,6 +147,8 @@ static int fr_fits(int64_t a, int64_t b) /* a * b <= INT_MAX, for a, b >= 1 */
     return a <= INT_MAX / b;
 }
 
+static int fr_is_ragged(const fr_shape *s);
+
 int fr_check_shape(const fr_shape *s, int64_t ldy)
 {
     if (!s) return FR_ERR_ARG;
@@ -154,10 +156,12 @@ int fr_check_shape(const fr_shape *s, int64_t ldy)
     if (G == 0 || s->batch < 1 || s->steps < 1 || s->inputs < 1 || s->hidden < 1 || ldy < s->hidden)
         return FR_ERR_ARG;
     /* The int arguments handed to gemm: B*T rows (projection, weight
-     * gradients), G*H*T and H*T leading dimensions of the per-step GEMMs. */
+     * gradients), G*H*T and H*T leading dimensions of the per-step GEMMs;
+     * ragged, G*H*B: the leading dimension of the time-major gate grid. */
     if (!fr_fits(s->batch, s->steps) || !fr_fits(s->hidden, G) || !fr_fits(G * s->hidden, s->steps) ||
         s->inputs > INT_MAX)
         return FR_ERR_TOO_LARGE;
+    if (fr_is_ragged(s) && !fr_fits(G * s->hidden, s->batch)) return FR_ERR_TOO_LARGE;
     return FR_OK;
 }
 

@@ -72,7 +72,8 @@ cdef int _raise(int rc, str what) except -1:
         raise MemoryError(f"{what}: the kernel could not allocate its scratch memory")
     if rc == FR_ERR_TOO_LARGE:
         raise ValueError(f"{what}: sizes too large for BLAS's 32-bit integer arguments "
-                         "(batch*timesteps, or timesteps*gates*hidden, must stay below 2**31)")
+                         "(batch*timesteps, timesteps*gates*hidden, and with lengths "
+                         "batch*gates*hidden must stay below 2**31)")
     if rc != FR_OK:
         raise ValueError(f"{what}: invalid arguments (code {rc})")
     return 0
@@ -102,8 +103,8 @@ def workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H, bint
     """Elements of scratch a forward pass needs (training: kept for backward).
     With lengths (int32, (B,)) it covers only the valid steps: pass the same
     lengths as to forward."""
-    check_shape(cell=cell, B=B, T=T, I=I, H=H)
     cdef fr_shape s = _shape(cell, B, T, I, H, False, lengths)
+    _raise(fr_check_shape(&s, H), "recurrent layer")
     return fr_forward_workspace(&s, training)
 
 
@@ -111,8 +112,8 @@ def backward_workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_
                             lengths=None):
     """Elements of scratch a backward pass needs besides the forward workspace
     (lengths as for workspace_size)."""
-    check_shape(cell=cell, B=B, T=T, I=I, H=H)
     cdef fr_shape s = _shape(cell, B, T, I, H, False, lengths)
+    _raise(fr_check_shape(&s, H), "recurrent layer")
     return fr_backward_workspace(&s)
 
 

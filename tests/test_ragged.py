@@ -298,3 +298,12 @@ def test_length_bucketing_is_a_documented_constructor_parameter():
     with pytest.raises(ValueError, match="length_bucketing"):
         FastLSTMClassifier(length_bucketing="yes").fit([np.ones((2, 1)), np.ones((3, 1))],
                                                        [0, 1])
+
+
+def test_ragged_shapes_whose_gate_grid_overflows_blas_ints_are_refused():
+    cell, B, T, H = _kernels.CELLS["lstm"], 2 ** 20, 2, 1024  # B*4*H = 2**32
+    assert _kernels.workspace_size(cell=cell, B=B, T=T, I=1, H=H, training=False) > 0
+    lengths = np.full(B, T, np.int32)
+    lengths[0] = 1
+    with pytest.raises(ValueError, match="32-bit"):
+        _kernels.workspace_size(cell=cell, B=B, T=T, I=1, H=H, training=False, lengths=lengths)
