@@ -394,7 +394,7 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         net = self.model_
         snapshot = net.flat_params.copy()  # the weights of the last finished epoch
         lr = self._optimizer.schedule.rate(self.n_iter_)
-        batches = self._epoch_batches(train, train_idx)
+        batches = self._epoch_batches(train_idx, train.data.lengths)
         total, count = 0.0, 0
         bar = tqdm(total=len(batches), desc=f"epoch {self.n_iter_ + 1}", leave=False,
                    disable=not self.verbose, unit="batch")
@@ -414,15 +414,16 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         bar.close()
         return total / count
 
-    def _epoch_batches(self, train, train_idx):
-        """The mini-batches of one epoch (arrays of sample indices). Ragged data
-        with length_bucketing: samples of similar length together, so a batch
-        costs about its real length (see _data.length_batches); else slices of
-        the (shuffled) samples."""
+    def _epoch_batches(self, train_idx, lengths):
+        """The mini-batches of one epoch (arrays of sample indices) over
+        train_idx; lengths: of every sample, or None. Ragged data with
+        length_bucketing: samples of similar length together, so a batch costs
+        about its real length (see _data.length_batches); else slices of the
+        (shuffled) samples. fastrnn.dask plans its global batches here too."""
         batch = self._batch_size(len(train_idx))
         rng = self._rng if self.shuffle else None
-        if self.length_bucketing and train.data.lengths is not None:
-            return _data.length_batches(train_idx, train.data.lengths[train_idx], batch, rng)
+        if self.length_bucketing and lengths is not None:
+            return _data.length_batches(train_idx, lengths[train_idx], batch, rng)
         order = rng.permutation(train_idx) if rng is not None else train_idx
         return [order[start:start + batch] for start in range(0, len(order), batch)]
 
