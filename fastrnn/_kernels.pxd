@@ -12,7 +12,7 @@ cdef extern from "fastrnn.h" nogil:
 
     enum:
         FR_LSTM, FR_GRU, FR_RNN_TANH, FR_RNN_RELU
-        FR_OK, FR_ERR_ARG, FR_ERR_TOO_LARGE, FR_ERR_NOMEM
+        FR_OK, FR_ERR_ARG, FR_ERR_TOO_LARGE, FR_ERR_NOMEM, FR_STOPPED
 
     ctypedef struct fr_shape:
         int cell
@@ -53,6 +53,12 @@ cdef extern from "fastrnn.h" nogil:
     int fr_openmp_enabled()
     int fr_packed_enabled()
     int fr_max_threads()
+    int fr_threads(int n_threads)
+    void fr_fork_child()
+    void fr_request_stop()
+    void fr_clear_stop()
+    void fr_watch_stop(int on)
+    int fr_should_stop()
 
     enum:
         FR_SGD, FR_RMSPROP, FR_ADAGRAD, FR_ADAM
@@ -100,3 +106,11 @@ cdef extern from "fastrnn.h" nogil:
                         int64_t n_samples, const int32_t *prompt, int64_t n_prompt,
                         const double *h0, const double *c0, int64_t n_new, int32_t *out,
                         double *ws, int n_threads)
+
+cdef extern from "bench.h" nogil:
+    ctypedef struct fr_layer_times:
+        double forward_train, backward, forward_infer
+
+    int fr_bench_layer(const fr_blas *blas, const fr_shape *s, int n_threads, int reps,
+                       fr_layer_times *out)
+    int fr_bench_sgemm(const fr_blas *blas, int64_t n, int reps, double *seconds)
