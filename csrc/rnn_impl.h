@@ -555,7 +555,7 @@ static void FR_(forward_step)(const FR_(forward_call) *f, int64_t step, int64_t 
 {
     const int lstm = f->s->cell == FR_LSTM;
     real *cp, *cn;
-    int64_t s_hp, s_hn = 0;
+    int64_t s_hp = 0, s_hn = 0;
     const real *hp = FR_(forward_state)(f, step, &cp, &s_hp);
     real *hn = FR_(forward_state)(f, step + 1, &cn, &s_hn);
     if (j1 <= j0) return;
