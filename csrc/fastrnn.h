@@ -41,8 +41,11 @@ enum fr_status {
 };
 
 /* One layer, one direction. lengths (B) may be NULL (every sample has T steps);
- * a sample b is active at step t when t < lengths[b]. Inactive steps keep the
- * state, write 0 to Y, and a reverse direction starts at the last valid step. */
+ * a sample b is active at step t when t < lengths[b] (lengths are clamped to
+ * [0, T]). Y is 0 past a sample's length, its final state is the one after its
+ * last valid step, and a reverse direction starts there (from h0). The kernels
+ * compute only the valid steps: with lengths, the workspaces are sized for
+ * them, so the same lengths must reach the size functions and the kernels. */
 typedef struct {
     int cell;
     int64_t batch, steps, inputs, hidden;
@@ -53,8 +56,9 @@ typedef struct {
 int fr_gates(int cell); /* G: 4 for LSTM, 3 for GRU, 1 for RNN */
 int fr_check_shape(const fr_shape *s, int64_t ldy);
 
-/* Elements of workspace the forward pass needs. A training workspace holds what
- * backward reads and must be passed to it unchanged. */
+/* Elements of workspace the forward pass needs (s->lengths included). A
+ * training workspace holds what backward reads and must be passed to it
+ * unchanged. */
 int64_t fr_forward_workspace(const fr_shape *s, int training);
 /* Elements of scratch the backward pass needs (besides the forward workspace). */
 int64_t fr_backward_workspace(const fr_shape *s);

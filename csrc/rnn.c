@@ -197,6 +197,8 @@ static int fr_fits(int64_t a, int64_t b) /* a * b <= INT_MAX, for a, b >= 1 */
     return a <= INT_MAX / b;
 }
 
+static int fr_is_ragged(const fr_shape *s);
+
 int fr_check_shape(const fr_shape *s, int64_t ldy)
 {
     if (!s) return FR_ERR_ARG;
@@ -204,44 +206,220 @@ int fr_check_shape(const fr_shape *s, int64_t ldy)
     if (G == 0 || s->batch < 1 || s->steps < 1 || s->inputs < 1 || s->hidden < 1 || ldy < s->hidden)
         return FR_ERR_ARG;
     /* The int arguments handed to gemm: B*T rows (projection, weight
-     * gradients), G*H*T and H*T leading dimensions of the per-step GEMMs. */
+     * gradients), G*H*T and H*T leading dimensions of the per-step GEMMs;
+     * ragged, G*H*B: the leading dimension of the time-major gate grid. */
     if (!fr_fits(s->batch, s->steps) || !fr_fits(s->hidden, G) || !fr_fits(G * s->hidden, s->steps) ||
         s->inputs > INT_MAX)
         return FR_ERR_TOO_LARGE;
+    if (fr_is_ragged(s) && !fr_fits(G * s->hidden, s->batch)) return FR_ERR_TOO_LARGE;
     return FR_OK;
+}
+
+/* The order a layer call walks its (sample, step) rows in, shared by forward
+ * and backward. Dense (no lengths, or every length T): every sample at every
+ * step, the workspace batch-first like X (row b*T + t). Ragged: the samples
+ * sorted by length (stable, descending) so that those with a valid step at
+ * time t are a prefix; step s runs time s forward, longest-1-s reverse (a
+ * sample joins the reverse pass at its own last valid step, from h0). The
+ * gates live on a time-major grid (row t*B + i for sorted sample i) so that
+ * each sample's projection is one GEMM shaped as if it ran alone (OpenBLAS's
+ * rows depend on the GEMM's shape: batch invariance); the states entering
+ * each step, aux and the gate gradients hold the valid rows only, step-major
+ * (step s's rows from state_row[s], one per active sample). */
+typedef struct {
+    int64_t n_steps;      /* steps with an active sample: T dense, the longest length ragged */
+    int64_t n_rows;       /* valid (sample, step) rows */
+    int64_t sample_rows;  /* state rows between sorted samples i and i+1 of a step: T / 1 */
+    int64_t gate_step;    /* gate rows between times t and t+1: 1 dense, B ragged */
+    int64_t gate_sample;  /* gate rows between sorted samples i and i+1: T dense, 1 ragged */
+    int64_t *active;      /* n_steps: how many samples (a prefix) step s runs */
+    int64_t *state_row;   /* n_steps: the state row of sorted sample 0 at step s */
+    int64_t *order;       /* B: sorted position -> sample; NULL when dense (identity) */
+    int64_t *x_row;       /* n_rows: the X row (b*T + t) of each state row; NULL when dense */
+    void *mem;
+} fr_plan;
+
+static int64_t fr_clamped_length(const fr_shape *s, int64_t b)
+{
+    if (!s->lengths) return s->steps;
+    int64_t n = s->lengths[b];
+    return n < 0 ? 0 : n > s->steps ? s->steps : n;
+}
+
+static int64_t fr_longest(const fr_shape *s)
+{
+    int64_t longest = 0;
+    for (int64_t b = 0; b < s->batch; b++) {
+        const int64_t n = fr_clamped_length(s, b);
+        longest = n > longest ? n : longest;
+    }
+    return longest;
+}
+
+/* Ragged: some sample is shorter than T (the kernels then skip the padding). */
+static int fr_is_ragged(const fr_shape *s)
+{
+    for (int64_t b = 0; s->lengths && b < s->batch; b++)
+        if (fr_clamped_length(s, b) < s->steps) return 1;
+    return 0;
+}
+
+static int64_t fr_valid_rows(const fr_shape *s)
+{
+    int64_t n = 0;
+    for (int64_t b = 0; b < s->batch; b++) n += fr_clamped_length(s, b);
+    return n;
+}
+
+/* Rows of the gate grid: B*T dense, B*longest ragged. */
+static int64_t fr_gate_rows(const fr_shape *s)
+{
+    return s->batch * (fr_is_ragged(s) ? fr_longest(s) : s->steps);
+}
+
+static inline int64_t fr_plan_sample(const fr_plan *p, int64_t i)
+{
+    return p->order ? p->order[i] : i;
+}
+
+/* The time of step `step` (the same for every sample). */
+static inline int64_t fr_plan_time(const fr_shape *s, const fr_plan *p, int64_t step)
+{
+    return s->reverse ? p->n_steps - 1 - step : step;
+}
+
+static inline int64_t fr_plan_state_row(const fr_plan *p, int64_t step, int64_t i)
+{
+    return p->state_row[step] + i * p->sample_rows;
+}
+
+static inline int64_t fr_plan_gate_row(const fr_shape *s, const fr_plan *p, int64_t step,
+                                       int64_t i)
+{
+    return fr_plan_time(s, p, step) * p->gate_step + i * p->gate_sample;
+}
+
+/* The first and the last step sample b (of length n) runs. */
+static inline int64_t fr_plan_first_step(const fr_shape *s, const fr_plan *p, int64_t n)
+{
+    return s->reverse ? p->n_steps - n : 0;
+}
+
+static inline int64_t fr_plan_last_step(const fr_shape *s, const fr_plan *p, int64_t n)
+{
+    return s->reverse ? p->n_steps - 1 : n - 1;
+}
+
+static void fr_plan_dense(const fr_shape *s, fr_plan *p)
+{
+    const int64_t T = s->steps;
+    p->n_steps = T;
+    p->n_rows = s->batch * T;
+    p->sample_rows = p->gate_sample = T;
+    p->gate_step = 1;
+    for (int64_t step = 0; step < T; step++) {
+        p->active[step] = s->batch;
+        p->state_row[step] = fr_plan_time(s, p, step);
+    }
+}
+
+/* Counting sort by length, longest first, ties in batch order. */
+static void fr_plan_sort(const fr_shape *s, fr_plan *p, int64_t *count)
+{
+    const int64_t B = s->batch, T = s->steps;
+    for (int64_t n = 0; n <= T; n++) count[n] = 0;
+    for (int64_t b = 0; b < B; b++) count[fr_clamped_length(s, b)]++;
+    int64_t start = 0;
+    for (int64_t n = T; n >= 0; n--) { /* count[n] becomes the first position of length n */
+        const int64_t c = count[n];
+        count[n] = start;
+        start += c;
+    }
+    for (int64_t b = 0; b < B; b++) p->order[count[fr_clamped_length(s, b)]++] = b;
+}
+
+/* The sorted order, then the active counts, state rows and X rows per step. */
+static void fr_plan_ragged(const fr_shape *s, fr_plan *p, int64_t *count)
+{
+    const int64_t B = s->batch, T = s->steps;
+    fr_plan_sort(s, p, count);
+    p->n_steps = fr_longest(s);
+    p->sample_rows = p->gate_sample = 1;
+    p->gate_step = B;
+    int64_t row = 0, n_active = 0;
+    for (int64_t step = 0; step < p->n_steps; step++) {
+        const int64_t t = fr_plan_time(s, p, step);
+        while (n_active < B && fr_clamped_length(s, p->order[n_active]) > t) n_active++;
+        while (n_active > 0 && fr_clamped_length(s, p->order[n_active - 1]) <= t) n_active--;
+        p->active[step] = n_active;
+        p->state_row[step] = row;
+        for (int64_t i = 0; i < n_active; i++, row++) p->x_row[row] = p->order[i] * T + t;
+    }
+    p->n_rows = row;
+}
+
+/* One malloc per call (freed by fr_plan_free); FR_ERR_NOMEM when it fails. */
+static int fr_plan_make(const fr_shape *s, fr_plan *p)
+{
+    const int64_t B = s->batch, T = s->steps;
+    const int ragged = fr_is_ragged(s);
+    const int64_t n_rows = ragged ? fr_valid_rows(s) : 0;
+    size_t n = (size_t)(2 * T + (ragged ? B + n_rows + T + 1 : 0));
+    p->mem = malloc(n * sizeof(int64_t));
+    if (!p->mem) return FR_ERR_NOMEM;
+    p->active = (int64_t *)p->mem;
+    p->state_row = p->active + T;
+    p->order = ragged ? p->state_row + T : NULL;
+    p->x_row = ragged ? p->order + B : NULL;
+    if (ragged)
+        fr_plan_ragged(s, p, p->x_row + n_rows);
+    else
+        fr_plan_dense(s, p);
+    return FR_OK;
+}
+
+static void fr_plan_free(fr_plan *p)
+{
+    free(p->mem);
+    p->mem = NULL;
 }
 
 /* Workspace layouts, llm.c style: one function per mode lists the sizes of
  * its named regions in order; the size functions add them up and the kernels
  * point their structs of named pointers at them (point_*_ws in rnn_impl.h),
- * so no offset is computed anywhere else. A region of size 0 is absent. */
-enum { FR_FWD_GATES, FR_FWD_H, FR_FWD_C, FR_FWD_AUX, FR_FWD_GH, FR_FORWARD_REGIONS };
-enum { FR_BWD_DGX, FR_BWD_DGH, FR_BACKWARD_REGIONS };
+ * so no offset is computed anywhere else. A region of size 0 is absent.
+ * Row counts are the plan's: B*T dense, the valid rows ragged. */
+enum { FR_FWD_GATES, FR_FWD_H, FR_FWD_C, FR_FWD_AUX, FR_FWD_GH, FR_FWD_X, FR_FORWARD_REGIONS };
+enum { FR_BWD_DGX, FR_BWD_DGH, FR_BWD_DX, FR_BWD_DH, FR_BWD_DC, FR_BACKWARD_REGIONS };
 enum { FR_GEN_H, FR_GEN_C, FR_GEN_GATES, FR_GEN_GH, FR_GEN_X, FR_GEN_LOGITS, FR_GENERATE_REGIONS };
 
-/* Training forward: everything is batch-first (B, T, .) and kept for backward. */
+/* Training forward: every row is kept for backward. Ragged calls also keep X's
+ * valid rows gathered in state-row order (dW_ih's input). */
 static void fr_train_forward_sizes(const fr_shape *s, int64_t sizes[FR_FORWARD_REGIONS])
 {
-    int64_t BT = s->batch * s->steps, H = s->hidden, G = fr_gates(s->cell);
+    const int ragged = fr_is_ragged(s);
+    int64_t N = fr_valid_rows(s), H = s->hidden, G = fr_gates(s->cell);
     int lstm = s->cell == FR_LSTM, gru = s->cell == FR_GRU;
-    sizes[FR_FWD_GATES] = BT * G * H;
-    sizes[FR_FWD_H] = BT * H;                       /* state entering each step */
-    sizes[FR_FWD_C] = lstm ? BT * H : 0;            /* cell state entering each step */
-    sizes[FR_FWD_AUX] = (lstm || gru) ? BT * H : 0; /* LSTM tanh(c_t), GRU W_hn h + b_hn */
-    sizes[FR_FWD_GH] = gru ? s->batch * 3 * H : 0;  /* GRU: W_hh h of one step */
+    sizes[FR_FWD_GATES] = fr_gate_rows(s) * G * H;
+    sizes[FR_FWD_H] = N * H;                       /* state entering each step */
+    sizes[FR_FWD_C] = lstm ? N * H : 0;            /* cell state entering each step */
+    sizes[FR_FWD_AUX] = (lstm || gru) ? N * H : 0; /* LSTM tanh(c_t), GRU W_hn h + b_hn */
+    sizes[FR_FWD_GH] = gru ? s->batch * 3 * H : 0; /* GRU: W_hh h of one step */
+    sizes[FR_FWD_X] = ragged ? N * s->inputs : 0;
 }
 
-/* Inference forward: gates for every step (the projection), then two (B, H)
+/* Inference forward: the gates (the projection), then two (B, H)
  * state buffers swapped each step and one step's aux. */
 static void fr_infer_forward_sizes(const fr_shape *s, int64_t sizes[FR_FORWARD_REGIONS])
 {
     int64_t B = s->batch, H = s->hidden, G = fr_gates(s->cell);
     int lstm = s->cell == FR_LSTM, gru = s->cell == FR_GRU;
-    sizes[FR_FWD_GATES] = B * s->steps * G * H;
+    sizes[FR_FWD_GATES] = fr_gate_rows(s) * G * H;
     sizes[FR_FWD_H] = 2 * B * H;
     sizes[FR_FWD_C] = lstm ? 2 * B * H : 0;
     sizes[FR_FWD_AUX] = (lstm || gru) ? B * H : 0;
     sizes[FR_FWD_GH] = gru ? B * 3 * H : 0;
+    sizes[FR_FWD_X] = 0;
 }
 
 static void fr_forward_sizes(const fr_shape *s, int training, int64_t sizes[FR_FORWARD_REGIONS])
@@ -252,13 +430,20 @@ static void fr_forward_sizes(const fr_shape *s, int training, int64_t sizes[FR_F
         fr_infer_forward_sizes(s, sizes);
 }
 
-/* Backward: the gate gradients (B, T, G*H) fed to W_ih; GRU's reset gate
- * makes those fed to W_hh differ, LSTM and RNN share one buffer. */
+/* Backward: the gate gradients per row fed to W_ih; GRU's reset gate makes
+ * those fed to W_hh differ, LSTM and RNN share one buffer. Ragged calls add
+ * dX's valid rows (scattered afterwards) and the running dh, dc in sorted
+ * order (dense ones run them in dh0, dc0). */
 static void fr_backward_sizes(const fr_shape *s, int64_t sizes[FR_BACKWARD_REGIONS])
 {
-    int64_t n = s->batch * s->steps * fr_gates(s->cell) * s->hidden;
+    const int ragged = fr_is_ragged(s);
+    int64_t N = fr_valid_rows(s), BH = s->batch * s->hidden;
+    int64_t n = N * fr_gates(s->cell) * s->hidden;
     sizes[FR_BWD_DGX] = n;
     sizes[FR_BWD_DGH] = s->cell == FR_GRU ? n : 0;
+    sizes[FR_BWD_DX] = ragged ? N * s->inputs : 0;
+    sizes[FR_BWD_DH] = ragged ? BH : 0;
+    sizes[FR_BWD_DC] = ragged && s->cell == FR_LSTM ? BH : 0;
 }
 
 /* Generation: per layer two state buffers (current, next) for h and c, one

@@ -2,13 +2,16 @@
  * FR_GEMM, FR_SIGMOID and FR_TANH defined; no include guard on purpose.
  *
  * Forward, per layer and direction:
- *   gates = X W_ih^T                      one GEMM over all B*T rows
+ *   gates = X W_ih^T                      one GEMM over all B*T rows (ragged:
+ *                                         one per sample, its valid rows)
  *   for each step t (reversed for the backward direction):
  *     gates[t] += h_prev W_hh^T           one GEMM (GRU: into its own buffer)
  *     one fused pass: biases, activations, cell update, outputs, and what
  *     backward reads, stored in place
  * Backward walks the steps in the opposite order with one fused pass and one
  * GEMM for dh per step; dW_ih, dW_hh, dX and the bias sums come after the loop.
+ * With lengths, every step runs only the samples still active there: the
+ * call's plan (fr_plan in rnn.c) sorts them by length so they are a prefix.
  *
  * Workspaces: the regions of each mode are listed once, with their sizes, in
  * rnn.c (fr_*_sizes); point_*_ws below gives them names (forward_ws,
@@ -378,23 +381,26 @@ static void FR_(point_regions)(real **const *regions, const int64_t *sizes, int 
 
 /* ----- forward ------------------------------------------------------------------- */
 
-/* The forward workspace's named regions (sizes: fr_forward_sizes). */
+/* The forward workspace's named regions (sizes: fr_forward_sizes). Rows are
+ * the plan's (fr_plan in rnn.c): gate rows and state rows. */
 typedef struct {
-    real *gates; /* (B, T, G*H): projected, then activated gates */
-    real *h, *c; /* state entering each step (training), or two (B, H) buffers */
-    real *aux;   /* LSTM tanh(c_t), GRU W_hn h + b_hn: per step, or one step's */
+    real *gates; /* (gate rows, G*H): projected, then activated gates */
+    real *h, *c; /* state entering each step (training: per state row), or two (B, H) buffers */
+    real *aux;   /* LSTM tanh(c_t), GRU W_hn h + b_hn: per state row, or one step's */
     real *gh;    /* GRU: (B, G*H) W_hh h of the current step */
+    real *x;     /* ragged training: X's valid rows in state-row order, for dW_ih */
 } FR_(forward_ws);
 
 static void FR_(point_forward_ws)(FR_(forward_ws) *w, const fr_shape *s, int training, real *ws)
 {
     int64_t sizes[FR_FORWARD_REGIONS];
     fr_forward_sizes(s, training, sizes);
-    real **const regions[FR_FORWARD_REGIONS] = {&w->gates, &w->h, &w->c, &w->aux, &w->gh};
+    real **const regions[FR_FORWARD_REGIONS] = {&w->gates, &w->h, &w->c, &w->aux, &w->gh,
+                                                &w->x};
     FR_(point_regions)(regions, sizes, FR_FORWARD_REGIONS, ws);
 }
 
-/* One forward layer call: its arguments, workspace and packed W_hh. */
+/* One forward layer call: its arguments, plan, workspace and packed W_hh. */
 typedef struct {
     const fr_blas *blas;
     const fr_shape *s;
@@ -402,7 +408,7 @@ typedef struct {
     real *Y, *hN, *cN;
     int64_t ldy;
     int training;
-    int64_t stride; /* row stride of w.h, w.c, w.aux: T*H in training, H otherwise */
+    fr_plan plan;
     FR_(forward_ws) w;
     real *packed;   /* W_hh in panels, or NULL: the steps call BLAS */
     int nth;
@@ -422,104 +428,141 @@ static int FR_(forward_check)(const fr_blas *blas, const fr_shape *s, const real
     return FR_OK;
 }
 
-/* The state entering step `step` (step T: the final state hN, cN). */
+/* The state entering step `step` for sorted sample 0 (c: the cell state),
+ * and the stride between samples; NULL past the last step (every sample's
+ * final state goes to hN, cN). */
 static real *FR_(forward_state)(const FR_(forward_call) *f, int64_t step, real **c,
                                 int64_t *stride)
 {
-    const fr_shape *s = f->s;
-    const int64_t T = s->steps, H = s->hidden;
-    if (step == T) {
-        *c = f->cN;
-        *stride = H;
-        return f->hN;
-    }
-    const int64_t t = s->reverse ? T - 1 - step : step;
-    const int64_t at = f->training ? t * H : (step & 1) * s->batch * H;
+    const int64_t H = f->s->hidden;
+    *c = NULL;
+    if (step >= f->plan.n_steps) return NULL;
+    const int64_t at = f->training ? fr_plan_state_row(&f->plan, step, 0) * H
+                                   : (step & 1) * f->s->batch * H;
+    *stride = f->training ? f->plan.sample_rows * H : H;
     *c = f->w.c ? f->w.c + at : NULL;
-    *stride = f->stride;
     return f->w.h + at;
 }
 
+/* h0/c0 -> the state entering each sample's first step; a sample with no
+ * step keeps it as its final state. */
 static void FR_(forward_init_state)(const FR_(forward_call) *f, const real *h0, const real *c0)
 {
-    real *c;
-    int64_t stride;
-    real *h = FR_(forward_state)(f, 0, &c, &stride);
-    FR_(copy_rows)(h, stride, h0, f->s->batch, f->s->hidden);
-    if (f->s->cell == FR_LSTM) FR_(copy_rows)(c, stride, c0, f->s->batch, f->s->hidden);
+    const fr_shape *s = f->s;
+    const int64_t H = s->hidden;
+    for (int64_t i = 0; i < s->batch; i++) {
+        const int64_t b = fr_plan_sample(&f->plan, i), n = fr_clamped_length(s, b);
+        real *h = f->hN + b * H, *c = f->cN ? f->cN + b * H : NULL;
+        int64_t stride = 0;
+        if (n > 0) {
+            h = FR_(forward_state)(f, fr_plan_first_step(s, &f->plan, n), &c, &stride);
+            h += i * stride;
+            c = c ? c + i * stride : NULL;
+        }
+        FR_(copy_rows)(h, H, h0 ? h0 + b * H : NULL, 1, H);
+        if (s->cell == FR_LSTM) FR_(copy_rows)(c, H, c0 ? c0 + b * H : NULL, 1, H);
+    }
 }
 
-/* gates = X W_ih^T for this thread's share of the B*T rows. */
+/* gates = X W_ih^T for this thread's share of the rows. Ragged: one GEMM per
+ * sample over its valid steps (shaped as if it ran alone), onto the gate
+ * grid; a training call also gathers X's valid rows for dW_ih. */
 static void FR_(forward_project)(const FR_(forward_call) *f, int tid, int nt)
 {
     const fr_shape *s = f->s;
-    const int64_t I = s->inputs, GH = fr_gates(s->cell) * s->hidden;
+    const int64_t I = s->inputs, GH = fr_gates(s->cell) * s->hidden, T = s->steps;
     int64_t r0, r1;
-    fr_split(s->batch * s->steps, nt, tid, 1, &r0, &r1);
-    FR_(gemm_rm)(f->blas, 0, 1, r1 - r0, GH, I, 1, f->X + r0 * I, I, f->W_ih, I, 0,
-                 f->w.gates + r0 * GH, GH);
+    if (!f->plan.order) {
+        fr_split(f->plan.n_rows, nt, tid, 1, &r0, &r1);
+        FR_(gemm_rm)(f->blas, 0, 1, r1 - r0, GH, I, 1, f->X + r0 * I, I, f->W_ih, I, 0,
+                     f->w.gates + r0 * GH, GH);
+        return;
+    }
+    for (int64_t i = tid; i < s->batch; i += nt) { /* sorted by length: deal them round */
+        const int64_t b = f->plan.order[i];
+        FR_(gemm_rm)(f->blas, 0, 1, fr_clamped_length(s, b), GH, I, 1, f->X + b * T * I, I,
+                     f->W_ih, I, 0, f->w.gates + i * GH, s->batch * GH);
+    }
+    fr_split(f->plan.n_rows, nt, tid, 1, &r0, &r1);
+    for (int64_t r = r0; f->w.x && r < r1; r++)
+        memcpy(f->w.x + r * I, f->X + f->plan.x_row[r] * I, (size_t)I * sizeof(real));
 }
 
-/* gates[t][:, units j0..j1] += h_prev W_hh^T (GRU: into w.gh, overwritten). */
-static void FR_(forward_recurrent)(const FR_(forward_call) *f, const real *hp, int64_t s_hp,
-                                   real *g_t, int64_t j0, int64_t j1, const real *panels)
+/* Y's padding rows (past each sample's length) are 0: units [j0, j1). */
+static void FR_(forward_zero_padding)(const FR_(forward_call) *f, int64_t j0, int64_t j1)
+{
+    const fr_shape *s = f->s;
+    for (int64_t b = 0; f->plan.order && b < s->batch; b++)
+        for (int64_t t = fr_clamped_length(s, b); t < s->steps; t++)
+            memset(f->Y + (b * s->steps + t) * f->ldy + j0, 0, (size_t)(j1 - j0) * sizeof(real));
+}
+
+/* gates[step][active rows, units j0..j1] += h_prev W_hh^T (GRU: into w.gh,
+ * overwritten). */
+static void FR_(forward_recurrent)(const FR_(forward_call) *f, int64_t step, const real *hp,
+                                   int64_t s_hp, int64_t j0, int64_t j1, const real *panels)
 {
     const fr_shape *s = f->s;
     const int gru = s->cell == FR_GRU;
-    const int64_t B = s->batch, H = s->hidden, G = fr_gates(s->cell), GH = G * H;
-    real *c_base = gru ? f->w.gh : g_t;
-    const int64_t ldc = gru ? GH : s->steps * GH;
+    const int64_t M = f->plan.active[step], H = s->hidden, G = fr_gates(s->cell), GH = G * H;
+    real *c_base = gru ? f->w.gh : f->w.gates + fr_plan_gate_row(s, &f->plan, step, 0) * GH;
+    const int64_t ldc = gru ? GH : f->plan.gate_sample * GH;
 #if FR_HAVE_PACKED
     if (panels) {
-        FR_(packed_apply)(B, H, hp, s_hp, panels, G, H, j0, j1, c_base, ldc, !gru);
+        FR_(packed_apply)(M, H, hp, s_hp, panels, G, H, j0, j1, c_base, ldc, !gru);
         return;
     }
 #else
     (void)panels;
 #endif
     for (int64_t k = 0; k < G; k++)
-        FR_(gemm_rm)(f->blas, 0, 1, B, j1 - j0, H, 1, hp, s_hp, f->W_hh + (k * H + j0) * H, H,
+        FR_(gemm_rm)(f->blas, 0, 1, M, j1 - j0, H, 1, hp, s_hp, f->W_hh + (k * H + j0) * H, H,
                      gru ? 0 : 1, c_base + k * H + j0, ldc);
 }
 
-/* One step for units [j0, j1): the recurrent GEMM, then the fused pass per
- * sample; a sample past its length keeps its state and outputs 0. */
-static void FR_(forward_step)(const FR_(forward_call) *f, int64_t step, int64_t j0, int64_t j1,
-                              const real *panels)
+/* The fused pass of sorted sample i at `step`, units [j0, j1): the next state
+ * goes to the next step's row, or to hN/cN at the sample's last step. */
+static void FR_(forward_row)(const FR_(forward_call) *f, int64_t step, int64_t i,
+                             const real *hp, const real *cp, real *hn, real *cn, int64_t j0,
+                             int64_t j1)
 {
     const fr_shape *s = f->s;
     const int lstm = s->cell == FR_LSTM, gru = s->cell == FR_GRU, relu = s->cell == FR_RNN_RELU;
-    const int64_t B = s->batch, T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
-    const int64_t t = s->reverse ? T - 1 - step : step, nj = j1 - j0;
-    const int32_t *len = s->lengths;
-    real *cp, *cn;
-    int64_t s_hp, s_hn;
-    real *hp = FR_(forward_state)(f, step, &cp, &s_hp);
-    real *hn = FR_(forward_state)(f, step + 1, &cn, &s_hn);
-    real *g_t = f->w.gates + t * GH;
-    real *aux_t = f->w.aux ? (f->training ? f->w.aux + t * H : f->w.aux) : NULL;
-    if (nj <= 0) return;
-    FR_(forward_recurrent)(f, hp, s_hp, g_t, j0, j1, panels);
-    for (int64_t b = 0; b < B; b++) {
-        real *g = g_t + b * T * GH + j0, *y = f->Y + (b * T + t) * f->ldy + j0;
-        const real *hpb = hp + b * s_hp + j0;
-        real *hnb = hn + b * s_hn + j0;
-        real *cpb = lstm ? cp + b * s_hp + j0 : NULL;
-        real *cnb = lstm ? cn + b * s_hn + j0 : NULL;
-        real *auxb = aux_t ? aux_t + b * f->stride + j0 : NULL;
-        if (len && t >= len[b]) { /* past this sample's end: keep the state */
-            memcpy(hnb, hpb, (size_t)nj * sizeof(real));
-            if (lstm) memcpy(cnb, cpb, (size_t)nj * sizeof(real));
-            memset(y, 0, (size_t)nj * sizeof(real));
-        } else if (lstm) {
-            FR_(lstm_forward_row)(nj, H, g, f->b_ih + j0, f->b_hh + j0, cpb, hnb, cnb, y, auxb);
-        } else if (gru) {
-            FR_(gru_forward_row)(nj, H, g, f->w.gh + b * GH + j0, f->b_ih + j0, f->b_hh + j0,
-                                 hpb, hnb, y, auxb);
-        } else {
-            FR_(rnn_forward_row)(nj, relu, g, f->b_ih + j0, f->b_hh + j0, hnb, y);
-        }
+    const int64_t H = s->hidden, GH = fr_gates(s->cell) * H, nj = j1 - j0;
+    const int64_t b = fr_plan_sample(&f->plan, i), t = fr_plan_time(s, &f->plan, step);
+    const int64_t row = fr_plan_state_row(&f->plan, step, i);
+    real *g = f->w.gates + fr_plan_gate_row(s, &f->plan, step, i) * GH + j0;
+    real *y = f->Y + (b * s->steps + t) * f->ldy + j0;
+    real *aux = f->w.aux ? f->w.aux + (f->training ? row : i) * H + j0 : NULL;
+    if (step == fr_plan_last_step(s, &f->plan, fr_clamped_length(s, b))) {
+        hn = f->hN + b * H;
+        cn = lstm ? f->cN + b * H : NULL;
     }
+    if (lstm)
+        FR_(lstm_forward_row)(nj, H, g, f->b_ih + j0, f->b_hh + j0, cp + j0, hn + j0, cn + j0, y,
+                              aux);
+    else if (gru)
+        FR_(gru_forward_row)(nj, H, g, f->w.gh + i * GH + j0, f->b_ih + j0, f->b_hh + j0, hp + j0,
+                             hn + j0, y, aux);
+    else
+        FR_(rnn_forward_row)(nj, relu, g, f->b_ih + j0, f->b_hh + j0, hn + j0, y);
+}
+
+/* One step for units [j0, j1): the recurrent GEMM, then the fused pass,
+ * both over the samples still active (a prefix of the plan's order). */
+static void FR_(forward_step)(const FR_(forward_call) *f, int64_t step, int64_t j0, int64_t j1,
+                              const real *panels)
+{
+    const int lstm = f->s->cell == FR_LSTM;
+    real *cp, *cn;
+    int64_t s_hp = 0, s_hn = 0;
+    const real *hp = FR_(forward_state)(f, step, &cp, &s_hp);
+    real *hn = FR_(forward_state)(f, step + 1, &cn, &s_hn);
+    if (j1 <= j0) return;
+    FR_(forward_recurrent)(f, step, hp, s_hp, j0, j1, panels);
+    for (int64_t i = 0; i < f->plan.active[step]; i++)
+        FR_(forward_row)(f, step, i, hp + i * s_hp, lstm ? cp + i * s_hp : NULL,
+                         hn ? hn + i * s_hn : NULL, cn ? cn + i * s_hn : NULL, j0, j1);
 }
 
 /* The parallel region: project, pack this thread's W_hh slice, step loop. */
@@ -531,12 +574,13 @@ static void FR_(forward_team)(const FR_(forward_call) *f)
     int64_t j0, j1;
     FR_(forward_project)(f, tid, nt);
     fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
+    FR_(forward_zero_padding)(f, j0, j1);
     real *panels = FR_(own_panels)(f->packed, G, H, j0);
 #if FR_HAVE_PACKED
     if (panels) FR_(pack_forward)(f->W_hh, H, H, G, j0, j1, panels);
 #endif
 #pragma omp barrier
-    for (int64_t step = 0; step < s->steps; step++) {
+    for (int64_t step = 0; step < f->plan.n_steps; step++) {
         if (fr_team_stop(f->stop, step)) break;
         FR_(forward_step)(f, step, j0, j1, panels);
 #pragma omp barrier
@@ -551,18 +595,21 @@ int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const
     int rc = FR_(forward_check)(blas, s, X, W_ih, W_hh, b_ih, b_hh, Y, ldy, hN, cN, ws);
     if (rc != FR_OK) return rc;
     const int64_t G = fr_gates(s->cell), H = s->hidden;
-    FR_(forward_call) f = {blas, s, X, W_ih, W_hh, b_ih, b_hh, Y, hN, cN, ldy, training,
-                           training ? s->steps * H : H};
+    FR_(forward_call) f = {blas, s, X, W_ih, W_hh, b_ih, b_hh, Y, hN, cN, ldy, training};
     volatile int stop[2] = {0, 0};
     f.stop = stop;
     FR_(point_forward_ws)(&f.w, s, training, ws);
     f.nth = fr_team_size(n_threads, s->batch, H, G, s->inputs, sizeof(real));
+    if ((rc = fr_plan_make(s, &f.plan)) != FR_OK) return rc;
     FR_(forward_init_state)(&f, h0, c0);
     rc = FR_(alloc_panels)(FR_(panels_size)(G, H, H, f.nth), &f.packed);
-    if (rc != FR_OK) return rc;
+    if (rc == FR_OK) {
 #pragma omp parallel num_threads(f.nth) if (f.nth > 1)
-    FR_(forward_team)(&f);
+        FR_(forward_team)(&f);
+    }
     free(f.packed);
+    fr_plan_free(&f.plan);
+    if (rc != FR_OK) return rc;
     return fr_should_stop() ? FR_STOPPED : FR_OK;
 }
 
@@ -570,21 +617,23 @@ int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const
 
 /* The backward scratch's named regions (sizes: fr_backward_sizes). */
 typedef struct {
-    real *dgx; /* (B, T, G*H) gate gradients fed to W_ih, X and b_ih */
-    real *dgh; /* the same fed to W_hh, h and b_hh (GRU only; else dgx itself) */
+    real *dgx;    /* (rows, G*H) gate gradients fed to W_ih, X and b_ih */
+    real *dgh;    /* the same fed to W_hh, h and b_hh (GRU only; else dgx itself) */
+    real *dx;     /* ragged: dX's valid rows in row order, before the scatter */
+    real *dh, *dc; /* ragged: the running dh, dc (B, H) in sorted order */
 } FR_(backward_ws);
 
 static void FR_(point_backward_ws)(FR_(backward_ws) *w, const fr_shape *s, real *bws)
 {
     int64_t sizes[FR_BACKWARD_REGIONS];
     fr_backward_sizes(s, sizes);
-    real **const regions[FR_BACKWARD_REGIONS] = {&w->dgx, &w->dgh};
+    real **const regions[FR_BACKWARD_REGIONS] = {&w->dgx, &w->dgh, &w->dx, &w->dh, &w->dc};
     FR_(point_regions)(regions, sizes, FR_BACKWARD_REGIONS, bws);
     if (!w->dgh) w->dgh = w->dgx; /* LSTM and RNN: one gate gradient for both */
 }
 
 /* One backward layer call. dh, dc (B, H) carry the running gradient of the
- * state through the loop and end as dh0, dc0. */
+ * state through the loop in the plan's order (dense: they are dh0, dc0). */
 typedef struct {
     const fr_blas *blas;
     const fr_shape *s;
@@ -592,7 +641,9 @@ typedef struct {
     int64_t ldy;
     real *dX;
     int accumulate_dx;
-    real *dW_ih, *dW_hh, *db_ih, *db_hh, *dh, *dc;
+    real *dW_ih, *dW_hh, *db_ih, *db_hh, *dh0, *dc0;
+    real *dh, *dc;
+    fr_plan plan;
     FR_(forward_ws) fw; /* the training forward's regions, read only */
     FR_(backward_ws) w;
     real *packed;       /* W_hh in backward panels, or NULL: BLAS */
@@ -614,32 +665,54 @@ static int FR_(backward_check)(const fr_blas *blas, const fr_shape *s, const rea
     return FR_OK;
 }
 
-/* Step t, sample b, units [j0, j1): add dY, then the fused pass writes the
- * gate gradients and the part of dh (dc) that does not go through W_hh. */
-static void FR_(backward_row)(const FR_(backward_call) *bc, int64_t b, int64_t t, int64_t j0,
+/* dst row i = src row order[i] (gather) or dst row order[i] = src row i
+ * (scatter), (B, H) each; a NULL src reads zeros. */
+static void FR_(permute_rows)(real *dst, const real *src, const int64_t *order, int64_t B,
+                              int64_t H, int scatter)
+{
+    for (int64_t i = 0; i < B; i++) {
+        const int64_t d = scatter ? order[i] : i, r = scatter ? i : order[i];
+        FR_(copy_rows)(dst + d * H, H, src ? src + r * H : NULL, 1, H);
+    }
+}
+
+/* dh, dc start as dhN, dcN (in the plan's order). */
+static void FR_(backward_init_state)(FR_(backward_call) *bc, const real *dhN, const real *dcN)
+{
+    const int64_t B = bc->s->batch, H = bc->s->hidden;
+    const int lstm = bc->s->cell == FR_LSTM;
+    bc->dh = bc->plan.order ? bc->w.dh : bc->dh0;
+    bc->dc = bc->plan.order ? bc->w.dc : bc->dc0;
+    if (!bc->plan.order) {
+        FR_(copy_rows)(bc->dh, H, dhN, B, H);
+        if (lstm) FR_(copy_rows)(bc->dc, H, dcN, B, H);
+        return;
+    }
+    FR_(permute_rows)(bc->dh, dhN, bc->plan.order, B, H, 0);
+    if (lstm) FR_(permute_rows)(bc->dc, dcN, bc->plan.order, B, H, 0);
+}
+
+/* Sorted sample i at `step`, units [j0, j1): add dY, then the fused pass
+ * writes the gate gradients and the part of dh (dc) that does not go through
+ * W_hh. */
+static void FR_(backward_row)(const FR_(backward_call) *bc, int64_t step, int64_t i, int64_t j0,
                               int64_t j1)
 {
     const fr_shape *s = bc->s;
     const int lstm = s->cell == FR_LSTM, gru = s->cell == FR_GRU, relu = s->cell == FR_RNN_RELU;
-    const int64_t T = s->steps, H = s->hidden, G = fr_gates(s->cell), GH = G * H;
-    const int64_t row = b * T + t, nj = j1 - j0;
-    real *dh = bc->dh + b * H + j0;
+    const int64_t H = s->hidden, G = fr_gates(s->cell), GH = G * H, nj = j1 - j0;
+    const int64_t b = fr_plan_sample(&bc->plan, i), row = fr_plan_state_row(&bc->plan, step, i);
+    real *dh = bc->dh + i * H + j0;
     real *dgx_b = bc->w.dgx + row * GH + j0, *dgh_b = bc->w.dgh + row * GH + j0;
-    if (s->lengths && t >= s->lengths[b]) { /* Y was 0 here and the state passed through */
-        for (int64_t k = 0; k < G; k++) {
-            memset(dgx_b + k * H, 0, (size_t)nj * sizeof(real));
-            if (gru) memset(dgh_b + k * H, 0, (size_t)nj * sizeof(real));
-        }
-        return;
-    }
     if (bc->dY) {
-        const real *dy = bc->dY + row * bc->ldy + j0;
+        const int64_t t = fr_plan_time(s, &bc->plan, step);
+        const real *dy = bc->dY + (b * s->steps + t) * bc->ldy + j0;
         for (int64_t j = 0; j < nj; j++) dh[j] += dy[j];
     }
-    const real *g = bc->fw.gates + row * GH + j0;
+    const real *g = bc->fw.gates + fr_plan_gate_row(s, &bc->plan, step, i) * GH + j0;
     const real *aux = bc->fw.aux ? bc->fw.aux + row * H + j0 : NULL;
     if (lstm)
-        FR_(lstm_backward_row)(nj, H, g, aux, bc->fw.c + row * H + j0, dh, bc->dc + b * H + j0,
+        FR_(lstm_backward_row)(nj, H, g, aux, bc->fw.c + row * H + j0, dh, bc->dc + i * H + j0,
                                dgx_b);
     else if (gru)
         FR_(gru_backward_row)(nj, H, g, aux, bc->fw.h + row * H + j0, dh, dgx_b, dgh_b);
@@ -647,25 +720,54 @@ static void FR_(backward_row)(const FR_(backward_call) *bc, int64_t b, int64_t t
         FR_(rnn_backward_row)(nj, relu, g, dh, dgx_b);
 }
 
-/* dh[:, j0:j1] += dG_t W_hh[:, j0:j1]: reads every unit's dG_t. */
-static void FR_(backward_recurrent)(const FR_(backward_call) *bc, int64_t t, int64_t j0,
+/* dh[active, j0:j1] += dG_step W_hh[:, j0:j1]: reads every unit's dG. */
+static void FR_(backward_recurrent)(const FR_(backward_call) *bc, int64_t step, int64_t j0,
                                     int64_t j1, const real *panels)
 {
     const fr_shape *s = bc->s;
-    const int64_t B = s->batch, T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
+    const int64_t M = bc->plan.active[step], H = s->hidden, GH = fr_gates(s->cell) * H;
+    const real *dg = bc->w.dgh + fr_plan_state_row(&bc->plan, step, 0) * GH;
+    const int64_t ld = bc->plan.sample_rows * GH;
 #if FR_HAVE_PACKED
     if (panels) {
         const real *P = panels;
         for (int64_t jj = j0; jj < j1; jj += FR_NR, P += GH * FR_NR)
-            FR_(panel_kernel)(B, GH, bc->w.dgh + t * GH, T * GH, P, bc->dh + jj, H,
+            FR_(panel_kernel)(M, GH, dg, ld, P, bc->dh + jj, H,
                               j1 - jj < FR_NR ? j1 - jj : FR_NR, 1);
         return;
     }
 #else
     (void)panels;
 #endif
-    FR_(gemm_rm)(bc->blas, 0, 0, B, j1 - j0, GH, 1, bc->w.dgh + t * GH, T * GH, bc->W_hh + j0, H,
-                 1, bc->dh + j0, H);
+    FR_(gemm_rm)(bc->blas, 0, 0, M, j1 - j0, GH, 1, dg, ld, bc->W_hh + j0, H, 1, bc->dh + j0, H);
+}
+
+/* dX = dG W_ih for this thread's rows; ragged: computed in row order, then
+ * scattered to (sample, time), the padding rows set to 0 (or left alone when
+ * accumulating). */
+static void FR_(backward_dx)(const FR_(backward_call) *bc, int tid, int nt)
+{
+    const fr_shape *s = bc->s;
+    const int64_t I = s->inputs, GH = fr_gates(s->cell) * s->hidden, T = s->steps;
+    const int64_t *x_row = bc->plan.x_row;
+    const size_t bytes = (size_t)I * sizeof(real);
+    int64_t r0, r1, b0, b1;
+    fr_split(bc->plan.n_rows, nt, tid, 1, &r0, &r1);
+    real *dx = x_row ? bc->w.dx : bc->dX;
+    FR_(gemm_rm)(bc->blas, 0, 0, r1 - r0, I, GH, 1, bc->w.dgx + r0 * GH, GH, bc->W_ih, I,
+                 bc->accumulate_dx && !x_row ? 1 : 0, dx + r0 * I, I);
+    if (!x_row) return;
+    for (int64_t r = r0; r < r1; r++) {
+        real *d = bc->dX + x_row[r] * I;
+        const real *v = dx + r * I;
+        if (bc->accumulate_dx)
+            for (int64_t k = 0; k < I; k++) d[k] += v[k];
+        else
+            memcpy(d, v, bytes);
+    }
+    fr_split(s->batch, nt, tid, 1, &b0, &b1);
+    for (int64_t b = b0; b < b1 && !bc->accumulate_dx; b++)
+        for (int64_t t = fr_clamped_length(s, b); t < T; t++) memset(bc->dX + (b * T + t) * I, 0, bytes);
 }
 
 /* After the loop: weight gradients split by output rows, dX by input rows. */
@@ -673,31 +775,27 @@ static void FR_(backward_weights)(const FR_(backward_call) *bc, int tid, int nt)
 {
     const fr_shape *s = bc->s;
     const int64_t I = s->inputs, H = s->hidden, GH = fr_gates(s->cell) * H;
-    const int64_t BT = s->batch * s->steps;
-    const real *dgx = bc->w.dgx, *dgh = bc->w.dgh;
-    int64_t q0, q1, r0, r1;
+    const int64_t N = bc->plan.n_rows;
+    const real *dgx = bc->w.dgx, *dgh = bc->w.dgh, *X = bc->fw.x ? bc->fw.x : bc->X;
+    int64_t q0, q1;
     fr_split(GH, nt, tid, FR_UNIT_ALIGN, &q0, &q1);
-    FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, I, BT, 1, dgx + q0, GH, bc->X, I, 1,
-                 bc->dW_ih + q0 * I, I);
-    FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, H, BT, 1, dgh + q0, GH, bc->fw.h, H, 1,
+    FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, I, N, 1, dgx + q0, GH, X, I, 1, bc->dW_ih + q0 * I, I);
+    FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, H, N, 1, dgh + q0, GH, bc->fw.h, H, 1,
                  bc->dW_hh + q0 * H, H);
     if (s->cell == FR_GRU) {
-        FR_(colsum_add)(dgx, BT, GH, q0, q1, bc->db_ih, NULL);
-        FR_(colsum_add)(dgh, BT, GH, q0, q1, bc->db_hh, NULL);
+        FR_(colsum_add)(dgx, N, GH, q0, q1, bc->db_ih, NULL);
+        FR_(colsum_add)(dgh, N, GH, q0, q1, bc->db_hh, NULL);
     } else {
-        FR_(colsum_add)(dgx, BT, GH, q0, q1, bc->db_ih, bc->db_hh);
+        FR_(colsum_add)(dgx, N, GH, q0, q1, bc->db_ih, bc->db_hh);
     }
-    fr_split(BT, nt, tid, 1, &r0, &r1);
-    if (bc->dX)
-        FR_(gemm_rm)(bc->blas, 0, 0, r1 - r0, I, GH, 1, dgx + r0 * GH, GH, bc->W_ih, I,
-                     bc->accumulate_dx ? 1 : 0, bc->dX + r0 * I, I);
+    if (bc->dX) FR_(backward_dx)(bc, tid, nt);
 }
 
 /* The parallel region: pack this thread's W_hh slice, steps in reverse, tail. */
 static void FR_(backward_team)(const FR_(backward_call) *bc)
 {
     const fr_shape *s = bc->s;
-    const int64_t T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
+    const int64_t H = s->hidden, GH = fr_gates(s->cell) * H;
     const int tid = fr_thread_id(), nt = fr_team();
     int64_t j0, j1;
     fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
@@ -705,12 +803,12 @@ static void FR_(backward_team)(const FR_(backward_call) *bc)
 #if FR_HAVE_PACKED
     if (panels) FR_(pack_backward)(bc->W_hh, H, GH, j0, j1, panels);
 #endif
-    for (int64_t step = T - 1; step >= 0; step--) {
+    for (int64_t step = bc->plan.n_steps - 1; step >= 0; step--) {
         if (fr_team_stop(bc->stop, step)) break;
-        const int64_t t = s->reverse ? T - 1 - step : step;
-        for (int64_t b = 0; b < s->batch && j1 > j0; b++) FR_(backward_row)(bc, b, t, j0, j1);
+        for (int64_t i = 0; i < bc->plan.active[step] && j1 > j0; i++)
+            FR_(backward_row)(bc, step, i, j0, j1);
 #pragma omp barrier
-        FR_(backward_recurrent)(bc, t, j0, j1, panels);
+        FR_(backward_recurrent)(bc, step, j0, j1, panels);
     }
 #pragma omp barrier
     FR_(backward_weights)(bc, tid, nt);
@@ -734,13 +832,20 @@ int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, cons
     FR_(point_forward_ws)(&bc.fw, s, 1, (real *)ws);
     FR_(point_backward_ws)(&bc.w, s, bws);
     bc.nth = fr_team_size(n_threads, s->batch, H, G, s->inputs, sizeof(real));
-    FR_(copy_rows)(dh0, H, dhN, s->batch, H);
-    if (s->cell == FR_LSTM) FR_(copy_rows)(dc0, H, dcN, s->batch, H);
+    if ((rc = fr_plan_make(s, &bc.plan)) != FR_OK) return rc;
+    FR_(backward_init_state)(&bc, dhN, dcN);
     rc = FR_(alloc_panels)(FR_(panels_size)(1, H, G * H, bc.nth), &bc.packed);
-    if (rc != FR_OK) return rc;
+    if (rc == FR_OK) {
 #pragma omp parallel num_threads(bc.nth) if (bc.nth > 1)
-    FR_(backward_team)(&bc);
+        FR_(backward_team)(&bc);
+    }
+    if (rc == FR_OK && bc.plan.order) {
+        FR_(permute_rows)(dh0, bc.dh, bc.plan.order, s->batch, H, 1);
+        if (s->cell == FR_LSTM) FR_(permute_rows)(dc0, bc.dc, bc.plan.order, s->batch, H, 1);
+    }
     free(bc.packed);
+    fr_plan_free(&bc.plan);
+    if (rc != FR_OK) return rc;
     return fr_should_stop() ? FR_STOPPED : FR_OK;
 }
 

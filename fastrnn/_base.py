@@ -110,7 +110,7 @@ class BaseFastRNN(BaseEstimator):
         "epsilon": [_RealInterval(Real, 0, None, closed="neither")],
         "rho": [_RealInterval(Real, 0, 1, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
-        "max_iter": _positive_int(), "shuffle": ["boolean"],
+        "max_iter": _positive_int(), "shuffle": ["boolean"], "length_bucketing": ["boolean"],
         "alpha": [_RealInterval(Real, 0, None, closed="left")],
         "clip_norm": [_RealInterval(Real, 0, None, closed="neither"), None],
         "early_stopping": ["boolean"],
@@ -135,8 +135,8 @@ class BaseFastRNN(BaseEstimator):
                  learning_rate="constant", learning_rate_init=0.001, lr_decay=0.5,
                  lr_decay_every=10, momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, rho=0.9, batch_size="auto", max_iter=200,
-                 shuffle=True, alpha=1e-4, clip_norm=5.0, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
+                 shuffle=True, length_bucketing=True, alpha=1e-4, clip_norm=5.0,
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
                  random_state=None, verbose=False, n_threads=None, dtype="float32",
                  task="auto", class_weight=None, nonlinearity="tanh"):
         self.hidden_size = hidden_size
@@ -160,6 +160,7 @@ class BaseFastRNN(BaseEstimator):
         self.batch_size = batch_size
         self.max_iter = max_iter
         self.shuffle = shuffle
+        self.length_bucketing = length_bucketing
         self.alpha = alpha
         self.clip_norm = clip_norm
         self.early_stopping = early_stopping
@@ -478,15 +479,12 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
     def _train_epoch(self, train, train_idx, checkpoint):
         """One pass over train_idx in mini-batches; the mean loss."""
         lr = self._optimizer.schedule.rate(self.n_iter_)
-        order = self._rng.permutation(train_idx) if self.shuffle else train_idx
-        batch = self._batch_size(len(train_idx))
-        n_batches = -(-len(train_idx) // batch)
+        batches = self._epoch_batches(train_idx, train.data.lengths)
         total, count = 0.0, 0
-        bar = tqdm(total=n_batches, desc=f"epoch {self.n_iter_ + 1}", leave=False,
+        bar = tqdm(total=len(batches), desc=f"epoch {self.n_iter_ + 1}", leave=False,
                    disable=not self.verbose, unit="batch")
         try:
-            for b in range(n_batches):
-                idx = order[b * batch:(b + 1) * batch]
+            for idx in batches:
                 loss = self._train_batch(train, idx, lr, checkpoint)
                 total += loss * len(idx)
                 count += len(idx)
@@ -499,6 +497,19 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             self._check_divergence("epoch loss", epoch_loss, checkpoint,
                                    limit=DIVERGED_LOSS_FACTOR * train.constant_loss)
         return epoch_loss
+
+    def _epoch_batches(self, train_idx, lengths):
+        """The mini-batches of one epoch (arrays of sample indices) over
+        train_idx; lengths: of every sample, or None. Ragged data with
+        length_bucketing: samples of similar length together, so a batch costs
+        about its real length (see _data.length_batches); else slices of the
+        (shuffled) samples. fastrnn.dask plans its global batches here too."""
+        batch = self._batch_size(len(train_idx))
+        rng = self._rng if self.shuffle else None
+        if self.length_bucketing and lengths is not None:
+            return _data.length_batches(train_idx, lengths[train_idx], batch, rng)
+        order = rng.permutation(train_idx) if rng is not None else train_idx
+        return [order[start:start + batch] for start in range(0, len(order), batch)]
 
     def _constant_prediction_loss(self, weights):
         """The loss per row of uniform class probabilities, or of predicting
@@ -636,20 +647,26 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
 
     # ----- prediction --------------------------------------------------------------------
     def _forward(self, data):
-        """Head outputs for every sample, PREDICT_BATCH samples at a time."""
+        """Head outputs for every sample, in X's order, PREDICT_BATCH samples at
+        a time (ragged data with length_bucketing: batches of similar length)."""
         net = self.model_
-        outputs = []
+        order = np.arange(len(data))
+        if self.length_bucketing and data.lengths is not None:
+            order = np.argsort(data.lengths, kind="stable")
+        outputs = None
         with single_threaded_blas():
             for start in range(0, len(data), PREDICT_BATCH):
-                idx = np.arange(start, min(start + PREDICT_BATCH, len(data)))
+                idx = order[start:start + PREDICT_BATCH]
                 values, lengths, conditions = data.batch(idx)
                 out = net.forward(values, lengths=lengths, conditions=conditions)
+                if outputs is None:
+                    steps = (data.n_steps,) if self.per_step_ else ()
+                    outputs = np.zeros((len(data),) + steps + out.shape[-1:], out.dtype)
                 if self.per_step_:
-                    padded = np.zeros((len(idx), data.n_steps, out.shape[2]), out.dtype)
-                    padded[:, :out.shape[1]] = out
-                    out = padded
-                outputs.append(out)
-        return np.concatenate(outputs)
+                    outputs[idx, :out.shape[1]] = out
+                else:
+                    outputs[idx] = out
+        return outputs
 
     def _decision(self, X, conditions=None):
         check_is_fitted(self, "model_")
@@ -670,7 +687,7 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
     def _unpad(self, values, data, X):
         """Per-step predictions: a list of per-sample arrays when X was a list
         of different lengths, else the padded array. Per-sequence predictions
-        stay one row per sample."""
+        stay one row per sequence."""
         if self.per_step_ and data.lengths is not None and _data.is_ragged(X):
             return [v[:L] for v, L in zip(values, data.lengths)]
         return values

@@ -69,6 +69,26 @@ def step_mask(lengths, n, T):
     return np.arange(T)[None, :] < lengths[:, None]
 
 
+BUCKET_BATCHES = 8  # mini-batches per length bucket
+
+
+def length_batches(idx, lengths, batch, rng=None):
+    """Mini-batches of the samples idx (lengths: theirs) grouped by length: the
+    samples sorted by length (ties in random order), cut into buckets of
+    BUCKET_BATCHES batches; each bucket shuffled and cut into batches; the
+    batches shuffled. rng None: no shuffling (shortest first)."""
+    order = np.arange(len(idx)) if rng is None else rng.permutation(len(idx))
+    order = order[np.argsort(lengths[order], kind="stable")]
+    batches, size = [], batch * BUCKET_BATCHES
+    for start in range(0, len(order), size):
+        bucket = order[start:start + size]
+        bucket = bucket if rng is None else rng.permutation(bucket)
+        batches += [idx[bucket[b:b + batch]] for b in range(0, len(bucket), batch)]
+    if rng is not None:
+        batches = [batches[k] for k in rng.permutation(len(batches))]
+    return batches
+
+
 def target_rows(idx, rows, lengths, T, per_step):
     """Target rows of the samples idx, in the order the network emits them
     (rows maps every target row to its sample)."""

@@ -165,7 +165,8 @@ cdef int _raise(int rc, str what) except -1:
         raise MemoryError(f"{what}: the kernel could not allocate its scratch memory")
     if rc == FR_ERR_TOO_LARGE:
         raise ValueError(f"{what}: sizes too large for BLAS's 32-bit integer arguments "
-                         "(batch*timesteps, or timesteps*gates*hidden, must stay below 2**31)")
+                         "(batch*timesteps, timesteps*gates*hidden, and with lengths "
+                         "batch*gates*hidden must stay below 2**31)")
     if rc != FR_OK:
         raise ValueError(f"{what}: invalid arguments (code {rc})")
     return 0
@@ -190,17 +191,22 @@ def check_shape(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H):
     _raise(fr_check_shape(&s, H), "recurrent layer")
 
 
-def workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H, bint training):
-    """Elements of scratch a forward pass needs (training: kept for backward)."""
-    check_shape(cell=cell, B=B, T=T, I=I, H=H)
-    cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
+def workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H, bint training,
+                   lengths=None):
+    """Elements of scratch a forward pass needs (training: kept for backward).
+    With lengths (int32, (B,)) it covers only the valid steps: pass the same
+    lengths as to forward."""
+    cdef fr_shape s = _shape(cell, B, T, I, H, False, lengths)
+    _raise(fr_check_shape(&s, H), "recurrent layer")
     return fr_forward_workspace(&s, training)
 
 
-def backward_workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H):
-    """Elements of scratch a backward pass needs besides the forward workspace."""
-    check_shape(cell=cell, B=B, T=T, I=I, H=H)
-    cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
+def backward_workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H,
+                            lengths=None):
+    """Elements of scratch a backward pass needs besides the forward workspace
+    (lengths as for workspace_size)."""
+    cdef fr_shape s = _shape(cell, B, T, I, H, False, lengths)
+    _raise(fr_check_shape(&s, H), "recurrent layer")
     return fr_backward_workspace(&s)
 
 

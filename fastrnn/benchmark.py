@@ -5,6 +5,10 @@ Run it with OpenBLAS's slow-kernel overrides unset, as every contender should:
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE fastrnn bench --threads 1 2
 
 (or ``python bench/compare.py``; PyTorch and TensorFlow are optional contenders).
+The ragged group alone (variable lengths: fastrnn with and without lengths,
+PyTorch with PackedSequence and padded, Keras with masking):
+
+    fastrnn bench --cases ragged --threads 1 2
 
 Per case it times training (forward + backward) and inference (forward) with
 the same weights and thread count. Each contender runs in its own process (so
@@ -33,7 +37,30 @@ GRID = {
     + [dict(cell=c, B=16, T=25, I=1024, H=1024) for c in ("lstm", "gru")],
     "latency": [dict(cell="lstm", B=1, T=150, I=256, H=256, modes=("inference",))],
     "generation": [],  # see GENERATION
+    # variable lengths: log-normal around T/4 (fill about 0.3), uniform in [T/2, T] (0.75)
+    "ragged": [dict(cell=c, B=64, T=200, I=64, H=256, lengths=d)
+               for c in ("lstm", "gru") for d in ("lognormal", "uniform")],
 }
+
+
+def case_lengths(case):
+    """The per-sample lengths of a ragged case (fixed seed), or None."""
+    kind, B, T = case.get("lengths"), case["B"], case["T"]
+    if kind is None:
+        return None
+    rng = np.random.default_rng(2)
+    if kind == "lognormal":
+        n = np.round(T / 4 * rng.lognormal(0.0, 0.6, B))
+    elif kind == "uniform":
+        n = rng.integers(T // 2, T + 1, B)
+    else:
+        raise ValueError(f"unknown lengths {kind!r}: lognormal or uniform")
+    return np.clip(n, 1, T).astype(np.int32)
+
+
+def valid_steps(case):
+    lengths = case_lengths(case)
+    return case["B"] * case["T"] if lengths is None else int(lengths.sum())
 
 
 def _gates(cell):
@@ -42,32 +69,69 @@ def _gates(cell):
 
 
 def case_name(case):
-    return f"{case['cell'].upper()} B={case['B']} T={case['T']} I={case['I']} H={case['H']}"
+    name = f"{case['cell'].upper()} B={case['B']} T={case['T']} I={case['I']} H={case['H']}"
+    if case.get("lengths"):
+        name += f" {case['lengths']} fill={valid_steps(case) / (case['B'] * case['T']):.2f}"
+    return name
 
 
 def forward_flops(case):
+    """Of the valid steps (every step of a dense case)."""
     G = _gates(case["cell"])
-    return 2.0 * G * case["H"] * (case["I"] + case["H"]) * case["B"] * case["T"]
+    return 2.0 * G * case["H"] * (case["I"] + case["H"]) * valid_steps(case)
 
 
 # ----- contenders: each returns {"training": fn, "inference": fn} or None with a reason ----------
 
 
-def make_fastrnn(case, threads, weights, X):
+def make_fastrnn(case, threads, weights, X, lengths="case"):
     from fastrnn.layers import STACKS
     stack = STACKS[case["cell"]](case["I"], case["H"], n_threads=threads)
     stack.load_state_dict(weights)
     dY = np.ones((case["B"], case["T"], case["H"]), np.float32)
+    lengths = case_lengths(case) if lengths == "case" else lengths
 
     def training():
         stack.zero_grad()
-        stack.forward(X, training=True)
+        stack.forward(X, lengths=lengths, training=True)
         stack.backward(dY)
 
-    return {"training": training, "inference": lambda: stack.forward(X)}
+    return {"training": training, "inference": lambda: stack.forward(X, lengths=lengths)}
 
 
-def make_torch(case, threads, weights, X):
+def make_fastrnn_padded(case, threads, weights, X):
+    """A ragged case computed over the padding (no lengths): the cost the
+    lengths should save."""
+    if case.get("lengths") is None:
+        return "ragged cases only"
+    return make_fastrnn(case, threads, weights, X, lengths=None)
+
+
+def _torch_packed(torch, module, Xt, lengths):
+    """PyTorch's answer to ragged batches: PackedSequence (packing included)."""
+    pack = torch.nn.utils.rnn.pack_padded_sequence
+    lengths = torch.from_numpy(lengths.astype(np.int64))
+
+    def training():
+        module.zero_grad()
+        out, _ = module(pack(Xt, lengths, batch_first=True, enforce_sorted=False))
+        out.data.sum().backward()
+
+    def inference():
+        with torch.inference_mode():
+            module(pack(Xt, lengths, batch_first=True, enforce_sorted=False))
+
+    return {"training": training, "inference": inference}
+
+
+def make_torch_padded(case, threads, weights, X):
+    """A ragged case run over the padding: fast, but its final states are wrong."""
+    if case.get("lengths") is None:
+        return "ragged cases only"
+    return make_torch(case, threads, weights, X, padded=True)
+
+
+def make_torch(case, threads, weights, X, padded=False):
     try:
         import torch
     except ImportError:
@@ -77,6 +141,8 @@ def make_torch(case, threads, weights, X):
     module = cls(case["I"], case["H"], batch_first=True)
     module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
     Xt = torch.from_numpy(X)
+    if case.get("lengths") is not None and not padded:
+        return _torch_packed(torch, module, Xt, case_lengths(case))
 
     def training():
         module.zero_grad()
@@ -103,24 +169,28 @@ def make_keras(case, threads, weights, X):
     kw = {"reset_after": True} if case["cell"] == "gru" else {}
     model = layer(case["H"], return_sequences=True, **kw)
     Xt = tf.constant(X)
-    model(Xt)  # build; Keras' own initial weights: timing does not depend on values
+    lengths = case_lengths(case)  # ragged: Keras' masking
+    mask = None if lengths is None else tf.constant(np.arange(case["T"]) < lengths[:, None])
+    model(Xt, mask=mask)  # build; Keras' own initial weights: timing does not depend on values
 
     @tf.function
     def train_step():
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(model(Xt))
+            loss = tf.reduce_sum(model(Xt, mask=mask))
         return tape.gradient(loss, model.trainable_variables)
 
     @tf.function
     def infer():
-        return model(Xt)
+        return model(Xt, mask=mask)
 
     return {"training": lambda: train_step(), "inference": lambda: infer()}
 
 
 def make_numpy(case, threads, weights, X):
     """Plain NumPy float32 forward: one input GEMM, then a GEMM and NumPy
-    elementwise ops per step. No training (no autograd)."""
+    elementwise ops per step. No training (no autograd). Dense cases only."""
+    if case.get("lengths") is not None:
+        return "dense cases only"
     W_ih, W_hh = weights["weight_ih_l0"], weights["weight_hh_l0"]
     bias = weights["bias_ih_l0"] + weights["bias_hh_l0"]
     cell, H = case["cell"], case["H"]
@@ -163,6 +233,8 @@ def make_onnxruntime(case, threads, weights, X, quantize=False):
         from fastrnn import _onnx
     except ImportError:
         return "onnxruntime/onnx not installed (pip install onnxruntime onnx)"
+    if case.get("lengths") is not None:
+        return "dense cases only"
     if quantize and case["cell"] != "lstm":
         return "ONNX Runtime quantizes only LSTM nodes dynamically"
     import logging
@@ -180,6 +252,8 @@ def make_torch_int8(case, threads, weights, X):
     int8 weights, float activations; inference only."""
     if case["cell"] == "rnn":
         return "quantize_dynamic has no int8 kernel for nn.RNN"
+    if case.get("lengths") is not None:
+        return "dense cases only"
     made = make_torch(case, threads, weights, X)  # torch present, threads set
     if isinstance(made, str):
         return made
@@ -197,11 +271,12 @@ def make_torch_int8(case, threads, weights, X):
     return {"inference": inference}
 
 
-CONTENDERS = {"fastrnn": make_fastrnn, "pytorch": make_torch, "keras": make_keras,
+CONTENDERS = {"fastrnn": make_fastrnn, "fastrnn_padded": make_fastrnn_padded,
+              "pytorch": make_torch, "pytorch_padded": make_torch_padded, "keras": make_keras,
               "onnxruntime": make_onnxruntime, "numpy": make_numpy,
               "pytorch-int8": make_torch_int8, "onnxruntime-int8": make_onnxruntime_int8}
 # float32 rivals; the int8 contenders are reference points for reduced precision
-PEERS = ("pytorch", "keras", "onnxruntime")
+PEERS = ("pytorch", "pytorch_padded", "keras", "onnxruntime")
 INFERENCE_ONLY = ("numpy", "onnxruntime", "pytorch-int8", "onnxruntime-int8")
 
 # ----- generation: tokens per second of a sampling loop -------------------------------------------
@@ -414,6 +489,8 @@ def run_case(case, threads, workers, reps, min_seconds):
         for name, seconds in medians.items():
             rows.append(dict(case=case_name(case), cell=case["cell"], mode=mode, threads=threads,
                              contender=name, seconds=seconds, gflops=flops / seconds / 1e9,
+                             fill=valid_steps(case) / (case["B"] * case["T"]),
+                             us_per_valid_step=seconds / valid_steps(case) * 1e6,
                              vs_pytorch=(medians["pytorch"] / seconds
                                          if "pytorch" in medians else None),
                              vs_best_peer=(min(peers) / seconds if peers else None)))
@@ -434,6 +511,8 @@ def peak_memory_probe(contender, case_json):
     X = np.random.default_rng(1).normal(size=(case["B"], case["T"], case["I"])).astype(
         np.float32)
     made = CONTENDERS[contender](case, 1, weights, X)
+    if isinstance(made, str):  # not a contender for this case
+        return
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     before = _rss_peak_kib()
@@ -498,6 +577,7 @@ def markdown(results):
         lines.append(f"| {r['case']} | {r['mode']} | {r['threads']} | {r['contender']} | "
                      f"{r['seconds'] * 1e3:.2f} | {r['gflops']:.1f} | "
                      f"{100 * r['gflops'] / peak:.0f}% | {vs} | {vb} |")
+    lines += ragged_markdown(results["rows"])
     if results.get("memory"):
         lines += ["", "Peak memory growth of one training step (a child process per contender; "
                   "its high-water mark reset just before the step):", ""]
@@ -507,6 +587,33 @@ def markdown(results):
     if results["notes"]:
         lines += ["", "Not measured:", ""] + [f"- {k}: {v}" for k, v in results["notes"].items()]
     return "\n".join(lines) + "\n"
+
+
+def ragged_markdown(rows):
+    """The ragged cases side by side: fastrnn with lengths against itself padded
+    (target: ragged <= 1.2 x fill x padded) and PyTorch packed / padded."""
+    med = {(r["case"], r["mode"], r["threads"], r["contender"]): r for r in rows if "fill" in r}
+    keys = sorted({k[:3] for k, r in med.items() if r["fill"] < 1 and k[3] == "fastrnn"})
+    if not keys:
+        return []
+    lines = ["", "Ragged batches (time per valid step; ragged / (fill x padded) is the cost of "
+             "the padding left, 1.0 = none; x: throughput ratios, above 1 fastrnn is faster):",
+             "", "| case | mode | threads | fill | fastrnn us/valid step | ragged / (fill x "
+             "padded) | x fastrnn padded | x PyTorch packed | x PyTorch padded | x Keras masked |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for case, mode, threads in keys:
+        mine = med[(case, mode, threads, "fastrnn")]
+        other = {name: med.get((case, mode, threads, name))
+                 for name in ("fastrnn_padded", "pytorch", "pytorch_padded", "keras")}
+        ratio = {name: "" if r is None else f"{r['seconds'] / mine['seconds']:.2f}"
+                 for name, r in other.items()}
+        padded = other["fastrnn_padded"]
+        left = ("" if padded is None
+                else f"{mine['seconds'] / (mine['fill'] * padded['seconds']):.2f}")
+        lines.append(f"| {case} | {mode} | {threads} | {mine['fill']:.2f} | "
+                     f"{mine['us_per_valid_step']:.2f} | {left} | {ratio['fastrnn_padded']} | "
+                     f"{ratio['pytorch']} | {ratio['pytorch_padded']} | {ratio['keras']} |")
+    return lines
 
 
 def chart(results, path):
@@ -541,8 +648,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cases", nargs="+", default=None, choices=list(GRID),
                         help="groups of the grid (default: all, or none when --case is given)")
-    parser.add_argument("--case", action="append", default=[], metavar="CELL,B,T,I,H",
-                        help="an extra case, e.g. lstm,64,50,512,512 (repeatable)")
+    parser.add_argument("--case", action="append", default=[], metavar="CELL,B,T,I,H[,LENGTHS]",
+                        help="an extra case, e.g. lstm,64,50,512,512 or, ragged, "
+                        "gru,8,40,8,16,lognormal (lognormal or uniform; repeatable)")
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS),
                         choices=list(CONTENDERS))
     parser.add_argument("--reps", type=int, default=5)
@@ -562,7 +670,8 @@ def main(argv=None):
     extra = []
     for spec in args.case:
         cell, *dims = spec.split(",")
-        extra.append(dict(cell=cell, **dict(zip("BTIH", map(int, dims)))))
+        case = dict(cell=cell, **dict(zip("BTIH", map(int, dims[:4]))))
+        extra.append(dict(case, lengths=dims[4]) if len(dims) > 4 else case)
     if args.cases is None:
         args.cases = [] if extra else list(GRID)
     groups = [GRID[g] for g in args.cases] + ([extra] if extra else [])

@@ -148,7 +148,7 @@ def demo_caption(args):
     X, _, captions = load_digits_sequences()
     features = X.reshape(len(X), -1)
     n_train = 1400
-    cap = SequenceGenerator(hidden_size=64, embedding_dim=16, max_iter=30,
+    cap = SequenceGenerator(hidden_size=64, embedding_dim=16, max_iter=45,
                             learning_rate_init=0.01, batch_size=32, random_state=0,
                             n_threads=args.threads,
                             verbose=args.verbose and _live_progress(args))

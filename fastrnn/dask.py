@@ -186,12 +186,11 @@ def _check_divergence(est, loss, snapshot):
     est._check_divergence("loss", loss, snapshot)
 
 
-def _epoch_plan(est, n):
-    """(learning rate, global batches as arrays of sample indices) of the next epoch."""
-    batch = est._batch_size(n)
-    order = est._rng.permutation(n) if est.shuffle else np.arange(n)
-    lr = est._optimizer.schedule.rate(est.n_iter_)
-    return lr, [order[s:s + batch] for s in range(0, n, batch)]
+def _epoch_plan(est, n, lengths=None):
+    """(learning rate, global batches as arrays of sample indices) of the next
+    epoch, drawn as fit draws them (length buckets for ragged data)."""
+    batches = est._epoch_batches(np.arange(n), lengths)
+    return est._optimizer.schedule.rate(est.n_iter_), batches
 
 
 def _end_epoch(est, epoch_loss, started):
@@ -228,7 +227,8 @@ def _n_outputs(y_head, per_step):
 
 def _chunk_stats(X, y, task, n_outputs, tokens):
     """Small summary of one chunk, computed where it lives."""
-    stats = {"n": len(X)}
+    stats = {"n": len(X), "lengths": np.array([len(x) for x in X]) if isinstance(X, list)
+             else np.full(len(X), np.shape(X)[1])}
     if task == "classification":
         stats["labels"] = np.unique(_flat_targets(y), return_counts=True)
     else:
@@ -243,6 +243,8 @@ def _chunk_stats(X, y, task, n_outputs, tokens):
 def _combine_stats(chunk_stats, task):
     """Global classes and counts, or mean and scale (Chan's pairwise moments)."""
     out = {"n_chunks": [s["n"] for s in chunk_stats]}
+    lengths = np.concatenate([s["lengths"] for s in chunk_stats])
+    out["lengths"] = lengths if np.any(lengths != lengths[0]) else None  # None: not ragged
     if task == "classification":
         labels = np.concatenate([s["labels"][0] for s in chunk_stats])
         counts = np.concatenate([s["labels"][1] for s in chunk_stats])
@@ -538,18 +540,18 @@ def fit(estimator, X, y, client=None, sync_every=1, **fit_params):
         template = copy.copy(estimator)
         template.class_weight = balanced
     cluster = _Cluster(client, template, (X_chunks, y_chunks, w_chunks), stats["n_chunks"])
-    _run_epochs(estimator, cluster, sync_every)
+    _run_epochs(estimator, cluster, sync_every, stats["lengths"])
     return estimator
 
 
-def _run_epochs(est, cluster, sync_every):
+def _run_epochs(est, cluster, sync_every, lengths):
     n = len(cluster.owner)
     timings = []
     stopped_early = False
     for _ in range(est.max_iter):
         started = time.perf_counter()
         snapshot = est._checkpoint()  # weights and optimizer state of the last finished epoch
-        lr, batches = _epoch_plan(est, n)
+        lr, batches = _epoch_plan(est, n, lengths)
         try:
             if sync_every == 1:
                 total, count = _sync_epoch(est, cluster, batches, lr, snapshot, timings)

@@ -124,6 +124,14 @@ _PARAMETERS = """Parameters
     shuffle : bool, default=True
         Shuffle the samples every epoch.
 
+    length_bucketing : bool, default=True
+        With sequences of different lengths, draw each mini-batch from
+        samples of similar length (buckets of a few batches, shuffled, then
+        the batches shuffled), so an epoch costs about the total length of
+        the data rather than batches x longest sequence; predict batches by
+        length too (results stay in X's order). False: batches of shuffled
+        samples regardless of length.
+
     alpha : float, default=1e-4
         L2 penalty on weights (not biases), as in MLPClassifier.
 

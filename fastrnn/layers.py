@@ -306,7 +306,7 @@ class RecurrentStack:
                 for d in range(D):
                     view = self.direction(k, d)
                     n_ws = _kernels.workspace_size(cell=cell, B=B, T=T, I=layer_in.shape[2],
-                                                   H=H, training=training)
+                                                   H=H, training=training, lengths=lengths)
                     if training:
                         ws = np.empty(n_ws, self.dtype)
                     else:  # inference keeps nothing: one buffer serves every call
@@ -363,7 +363,8 @@ class RecurrentStack:
                 for d in range(D):
                     view = self.direction(k, d)
                     n_bws = _kernels.backward_workspace_size(cell=cell, B=B, T=T,
-                                                             I=layer_in.shape[2], H=H)
+                                                             I=layer_in.shape[2], H=H,
+                                                             lengths=lengths)
                     if bws is None or bws.size < n_bws:
                         bws = np.empty(n_bws, self.dtype)
                     _kernels.backward(cell=cell, X=layer_in, W_ih=view.W_ih, W_hh=view.W_hh,
