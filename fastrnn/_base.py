@@ -49,6 +49,15 @@ class _TrainingSet:
         self.loss_fn, self.n_threads = loss_fn, n_threads
 
 
+class _ValidationSet:
+    """What an epoch is scored on: samples idx of a prepared set (held-out
+    samples of the training data, or all of X_val)."""
+
+    def __init__(self, prepared, idx, score_weights=None):
+        self.prepared, self.idx = prepared, idx
+        self.score_weights = score_weights  # per output row; None: an unweighted score
+
+
 class BaseFastRNN(BaseEstimator):
     """Shared by every estimator; use the nine public classes in
     fastrnn.estimators (their docstrings document the parameters). One
@@ -94,6 +103,7 @@ class BaseFastRNN(BaseEstimator):
     _FITTED_SCALARS = ("n_features_in_", "n_iter_", "t_", "input_kind_", "task_", "per_step_",
                        "n_outputs_", "n_tokens_", "best_loss_", "best_validation_score_")
     _FITTED_ARRAYS = ("classes_", "y_mean_", "y_scale_")
+    _CURVES = ("loss_curve_", "validation_scores_", "validation_loss_curve_")
 
     def __init__(self, *, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
                  embedding_dim=None, vocab_size=None, per_step="auto", solver="adam",
@@ -245,7 +255,7 @@ class BaseFastRNN(BaseEstimator):
 
     # ----- fit ---------------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
         """Train on X, y.
 
         Parameters
@@ -258,12 +268,26 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             Labels or values, per sequence or per step.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of every sample in the loss.
+        X_val : array-like or list, default=None
+            Validation sequences in any form X may take (as in scikit-learn's
+            HistGradientBoosting). Scored after every epoch into
+            ``validation_scores_`` and ``validation_loss_curve_``; with
+            early_stopping they replace the held-out validation_fraction.
+        y_val : array-like or list, default=None
+            Targets of X_val; required with X_val.
+        sample_weight_val : array-like of shape (n_val_samples,), default=None
+            Weights of the validation samples in the validation loss and score.
 
         Returns
         -------
         self : the fitted estimator.
         """
-        return self._fit(X, y, sample_weight, incremental=False)
+        if X_val is None and (y_val is not None or sample_weight_val is not None):
+            raise ValueError("y_val and sample_weight_val need X_val")
+        if X_val is not None and y_val is None:
+            raise ValueError("X_val needs y_val")
+        validation = None if X_val is None else (X_val, y_val, sample_weight_val)
+        return self._fit(X, y, sample_weight, incremental=False, validation=validation)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -288,7 +312,8 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         self._validate_params()
         return self._fit(X, y, None, incremental=False, conditions=conditions)
 
-    def _fit(self, X, y, sample_weight, incremental, classes=None, conditions=None):
+    def _fit(self, X, y, sample_weight, incremental, classes=None, conditions=None,
+             validation=None):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
                              "is None")
@@ -304,23 +329,41 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         weights = self._sample_weights(sample_weight, target, rows, len(data))
         if first:
             self._build_model(data)
-            self._start_curves(track_validation=self.early_stopping and not incremental)
+            self._start_curves()
         if self._optimizer is None:
             self._optimizer = self._new_optimizer()
         self._optimizer.schedule.configure(self.learning_rate, self.learning_rate_init,
                                            self.lr_decay, self.lr_decay_every, self.tol)
         train = _TrainingSet(data, target, rows, weights, LOSSES[self._loss_name()],
                              resolve_n_threads(self.n_threads))
-        train_idx, val_idx = np.arange(len(data)), None
-        if self.early_stopping and not incremental:
+        train_idx, val = np.arange(len(data)), None
+        if validation is not None:
+            val = self._validation_set(*validation, train)
+        elif self.early_stopping and not incremental:
             train_idx, val_idx = self._validation_split(len(data), target)
-        self._run_epochs(train, train_idx, val_idx, 1 if incremental else self.max_iter,
+            val = _ValidationSet(train, val_idx)
+        if val is not None and self.validation_scores_ is None:  # the first with validation
+            self._start_validation_curves()
+        self._run_epochs(train, train_idx, val, 1 if incremental else self.max_iter,
                          incremental)
         return self
 
+    def _validation_set(self, X_val, y_val, sample_weight_val, train):
+        """X_val, y_val prepared as the training data was (the fitted form,
+        classes and target scaling)."""
+        data = self._prepare_X(X_val, reset=False)
+        target, rows = self._prepare_y(y_val, data, reset=False)
+        weights = self._sample_weights(sample_weight_val, target, rows, len(data))
+        prepared = _TrainingSet(data, target, rows, weights, train.loss_fn, train.n_threads)
+        score_weights = (None if sample_weight_val is None else
+                         _check_sample_weight(sample_weight_val, np.empty((len(data), 1)),
+                                              dtype=np.float64)[rows])
+        return _ValidationSet(prepared, np.arange(len(data)), score_weights)
+
     def _forget_fit(self):
         self._rng = np.random.default_rng(self.random_state)
-        for attr in ("loss_curve_", "validation_scores_", "best_loss_", "best_validation_score_"):
+        for attr in ("loss_curve_", "validation_scores_", "validation_loss_curve_",
+                     "best_loss_", "best_validation_score_"):
             if hasattr(self, attr):
                 delattr(self, attr)
 
@@ -331,13 +374,19 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             raise ValueError(f"conditions has {len(conditions)} rows, X {n}")
         return conditions
 
-    def _start_curves(self, track_validation):
+    def _start_curves(self):
         self.loss_curve_ = []
         self.n_iter_ = 0
         self.t_ = 0
-        self.validation_scores_ = [] if track_validation else None
-        self.best_validation_score_ = -np.inf if track_validation else None
+        self.validation_scores_ = None  # lists from the first fit with validation data
+        self.validation_loss_curve_ = None
+        self.best_validation_score_ = None
         self.best_loss_ = np.inf
+
+    def _start_validation_curves(self):
+        self.validation_scores_ = []
+        self.validation_loss_curve_ = []
+        self.best_validation_score_ = -np.inf
 
     def _validation_split(self, n, target):
         """Sorted train and validation sample indices (stratified for labels
@@ -364,8 +413,9 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         return min(64, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
 
     # ----- the training loop -------------------------------------------------------------
-    def _run_epochs(self, train, train_idx, val_idx, epochs, incremental):
+    def _run_epochs(self, train, train_idx, val, epochs, incremental):
         self._no_improvement_count = 0
+        self.__dict__.pop("_best_params", None)  # an interrupted fit's best is not this one's
         stopped_early = False
         with single_threaded_blas():
             for _ in range(epochs):
@@ -373,14 +423,14 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
                 epoch_loss = self._train_epoch(train, train_idx)
                 if epoch_loss is None:  # interrupted: the last finished epoch stays
                     return
-                self._end_epoch(epoch_loss, train, val_idx, started)
+                self._end_epoch(epoch_loss, val, started)
                 if not incremental and self._no_improvement_count >= self.n_iter_no_change:
                     stopped_early = True
                     if self.verbose:
                         print(f"no improvement of more than tol={self.tol} for "
                               f"{self.n_iter_no_change} epochs: stopping")
                     break
-        if val_idx is not None and hasattr(self, "_best_params"):
+        if hasattr(self, "_best_params"):
             self.model_.flat_params[:] = self._best_params
             del self._best_params
         if not incremental and not stopped_early and epochs == self.max_iter:
@@ -468,26 +518,29 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             f"{self.clip_norm}), or scale X; the model keeps the weights "
             "of the last finished epoch.")
 
-    def _end_epoch(self, epoch_loss, train, val_idx, started):
-        """Curves, validation score, early-stopping count, the schedule, and
-        the verbose line of a finished epoch."""
+    def _end_epoch(self, epoch_loss, val, started):
+        """Curves, validation score and loss, early-stopping count, the
+        schedule, and the verbose line of a finished epoch."""
         self.loss_curve_.append(epoch_loss)
         self.n_iter_ += 1
         message = f"epoch {self.n_iter_}: loss {epoch_loss:.6g}"
         val_score = None
-        if val_idx is not None:
-            val_score = self._validation_score(train, val_idx)
+        if val is not None:
+            val_score, val_loss = self._validate(val)
             self.validation_scores_.append(val_score)
-            message += f", validation score {val_score:.6g}"
-        self._update_no_improvement_count(epoch_loss, val_score)
-        self._optimizer.schedule.end_epoch(epoch_loss if val_score is None else -val_score)
+            self.validation_loss_curve_.append(val_loss)
+            message += f", validation loss {val_loss:.6g}, validation score {val_score:.6g}"
+        stopping_score = val_score if self.early_stopping else None
+        self._update_no_improvement_count(epoch_loss, stopping_score)
+        self._optimizer.schedule.end_epoch(epoch_loss if stopping_score is None
+                                           else -stopping_score)
         if self.verbose:
             print(f"{message} ({time.perf_counter() - started:.2f}s)")
 
     def _update_no_improvement_count(self, epoch_loss, val_score):
         """Count epochs without an improvement of more than tol (of the
-        validation score when there is one, else of the training loss); keep
-        the best validation weights."""
+        validation score when early stopping on one, else of the training
+        loss); keep the best validation weights."""
         if val_score is not None:
             if val_score > self.best_validation_score_ + self.tol:
                 self._no_improvement_count = 0
@@ -502,19 +555,28 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             self._no_improvement_count = 0
         self.best_loss_ = min(self.best_loss_, epoch_loss)
 
-    def _validation_score(self, train, idx):
-        """Accuracy or R^2 on samples idx of the prepared training data."""
-        sub = train.data.subset(idx)
+    def _validate(self, val):
+        """(score, loss) on a validation set: accuracy or R^2 (weighted by
+        sample_weight_val when given), and the mean loss per output row
+        weighted as in training (sample and class weights), without the L2
+        penalty."""
+        data, idx = val.prepared.data, val.idx
+        sub = data.subset(idx)
         out = self._forward(sub)
-        rows = _data.target_rows(idx, train.rows, train.data.lengths, train.data.n_steps,
+        rows = _data.target_rows(idx, val.prepared.rows, data.lengths, data.n_steps,
                                  self.per_step_)
         out = out.reshape(-1, out.shape[-1])
         if self.per_step_:
             out = out[sub.step_mask().reshape(-1)]
+        target, weights = val.prepared.target[rows], val.prepared.weights[rows]
+        loss_sum, _ = val.prepared.loss_fn(out.astype(np.float64), target, weights)
+        score_weights = val.score_weights
         if self.task_ == "classification":
-            return accuracy_score(train.target[rows],
-                                  np.argmax(self._proba_from_logits(out), axis=-1))
-        return r2_score(train.target[rows], out)
+            score = accuracy_score(target, np.argmax(self._proba_from_logits(out), axis=-1),
+                                   sample_weight=score_weights)
+        else:
+            score = r2_score(target, out, sample_weight=score_weights)
+        return float(score), float(loss_sum / len(rows))
 
     # ----- prediction --------------------------------------------------------------------
     def _forward(self, data):
@@ -603,9 +665,9 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         check_is_fitted(self, "model_")
         attributes = {name: getattr(self, name) for name in self._FITTED_SCALARS
                       if hasattr(self, name)}
-        attributes["loss_curve_"] = [float(v) for v in self.loss_curve_]
-        attributes["validation_scores_"] = (None if self.validation_scores_ is None
-                                            else [float(v) for v in self.validation_scores_])
+        for name in self._CURVES:
+            curve = getattr(self, name, None)
+            attributes[name] = None if curve is None else [float(v) for v in curve]
         arrays = {name: np.asarray(getattr(self, name)) for name in self._FITTED_ARRAYS
                   if hasattr(self, name)}
         return attributes, arrays, self.model_
@@ -613,14 +675,15 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
     def _set_fitted_state(self, attributes, arrays, model):
         """Restore what _get_fitted_state gave; training state (optimizer
         moments, schedule, random generator) starts afresh."""
-        unknown = set(attributes) - set(self._FITTED_SCALARS) - {"loss_curve_",
-                                                                 "validation_scores_"}
+        unknown = set(attributes) - set(self._FITTED_SCALARS) - set(self._CURVES)
         unknown |= set(arrays) - set(self._FITTED_ARRAYS)
         if unknown:
             raise ValueError(f"unknown fitted attributes {sorted(unknown)}")
         for name, value in {**attributes, **arrays}.items():
             setattr(self, name, value)
         self.loss_curve_ = list(attributes["loss_curve_"])
+        for name in self._CURVES[1:]:  # None when there was no validation data
+            setattr(self, name, None if attributes.get(name) is None else list(attributes[name]))
         self.model_ = model
         self._optimizer = None
         self._rng = np.random.default_rng(self.random_state)

@@ -115,8 +115,9 @@ _PARAMETERS = """Parameters
         Clip the gradient to this global norm; None: no clipping.
 
     early_stopping : bool, default=False
-        Hold out validation_fraction of the data, stop when its score stops
-        improving for n_iter_no_change epochs, and keep the best weights.
+        Hold out validation_fraction of the data (or use ``X_val``, ``y_val``
+        when fit is given them), stop when its score stops improving for
+        n_iter_no_change epochs, and keep the best weights.
 
     validation_fraction : float, default=0.1
         Share of the samples held out; only used when early_stopping is True.
@@ -167,7 +168,13 @@ _ATTRIBUTES = """Attributes
         Training loss (mean over samples, plus the L2 penalty) of every epoch.
 
     validation_scores_ : list of float or None
-        Accuracy or R^2 on the held-out set per epoch; None unless early_stopping.
+        Accuracy or R^2 on the validation data per epoch (``X_val`` given to
+        fit, else the held-out set of early_stopping); None without
+        validation data.
+
+    validation_loss_curve_ : list of float or None
+        Loss on the validation data per epoch (mean over samples, without the
+        L2 penalty); None without validation data.
 
     best_loss_ : float
         Lowest training loss reached.
