@@ -97,6 +97,7 @@ class BaseFastRNN(BaseEstimator):
         "task": [StrOptions({"auto", "classification", "regression"})],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "nonlinearity": [StrOptions({"tanh", "relu"})],
+        "norm": [StrOptions({"layer", "batch"}), None], "residual": ["boolean"],
     }
 
     # fitted attributes persistence stores (besides model_ and the two curves)
@@ -113,7 +114,8 @@ class BaseFastRNN(BaseEstimator):
                  shuffle=True, alpha=1e-4, clip_norm=5.0, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
                  random_state=None, verbose=False, n_threads=None, dtype="float32",
-                 task="auto", class_weight=None, nonlinearity="tanh"):
+                 task="auto", class_weight=None, nonlinearity="tanh", norm=None,
+                 residual=False):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -149,6 +151,8 @@ class BaseFastRNN(BaseEstimator):
         self.task = task
         self.class_weight = class_weight
         self.nonlinearity = nonlinearity
+        self.norm = norm
+        self.residual = residual
 
     # ----- inputs ------------------------------------------------------------------------
     def _prepare_X(self, X, reset):
@@ -234,16 +238,26 @@ class BaseFastRNN(BaseEstimator):
 
     def _build_model(self, data):
         tokens = self.embedding_dim is not None
+        input_size = self.embedding_dim if tokens else data.values.shape[2]
+        self._warn_unused_options(input_size)
         self.model_ = Network(
-            self._cell, input_size=self.embedding_dim if tokens else data.values.shape[2],
+            self._cell, input_size=input_size,
             hidden_size=self.hidden_size, output_size=self._output_size(),
             num_layers=self.num_layers, bidirectional=self.bidirectional, dropout=self.dropout,
             nonlinearity=self.nonlinearity if self._cell == "rnn" else "tanh",
             vocab_size=self.n_tokens_ if tokens else None, per_step=self.per_step_,
             condition_size=None if data.conditions is None else data.conditions.shape[1],
             dtype=as_float_dtype(self.dtype), n_threads=self.n_threads,
-            random_state=self._rng)
+            random_state=self._rng, norm=self.norm, residual=self.residual)
         self._optimizer = None
+
+    def _warn_unused_options(self, input_size):
+        """A warning for each model option that this configuration ignores."""
+        layer_width = self.hidden_size * (2 if self.bidirectional else 1)
+        if self.residual and self.num_layers == 1 and input_size != layer_width:
+            warnings.warn(f"residual=True has no effect: the one layer's input size "
+                          f"({input_size}) differs from its output size ({layer_width})",
+                          UserWarning)
 
     def _new_optimizer(self):
         schedule = LearningRateSchedule(self.learning_rate, self.learning_rate_init,

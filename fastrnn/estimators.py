@@ -48,7 +48,8 @@ _PARAMETERS = """Parameters
         Run every layer forwards and backwards and concatenate the two.
 
     dropout : float, default=0.0
-        Dropout between recurrent layers; only used when num_layers > 1.
+        Dropout on the outputs of every recurrent layer, the last included
+        (Keras's ``Dropout`` after each ``LSTM`` layer); training only.
 
     embedding_dim : int or None, default=None
         When set, X holds integer token ids and an embedding of this size is
@@ -154,6 +155,17 @@ _PARAMETERS = """Parameters
     nonlinearity : {"tanh", "relu"}, default="tanh"
         The Elman cell's activation. Only used by FastRNN,
         FastRNNClassifier and FastRNNRegressor.
+
+    norm : {"layer", "batch"} or None, default=None
+        Normalization of every recurrent layer's output sequence, per feature
+        with a learned gain and bias: "layer" over the features of each step,
+        "batch" over the batch and the valid steps (running statistics at
+        inference, as BatchNorm1d).
+
+    residual : bool, default=False
+        Add each recurrent layer's input to its output where their sizes match
+        (every layer after the first; the first when its input has
+        hidden_size * directions features), before the norm and dropout.
 """
 
 _ATTRIBUTES = """Attributes

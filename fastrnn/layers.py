@@ -121,6 +121,13 @@ def load_into(views, state, owner):
         views[name][...] = value
 
 
+def valid_steps(lengths, n_samples, n_steps):
+    """(B, T) bool of the steps inside each sample's length, or None when all are."""
+    if lengths is None:
+        return None
+    return np.arange(n_steps)[None, :] < np.asarray(lengths)[:, None]
+
+
 def _row(states, index):
     """states[index], or None when there are no states."""
     return None if states is None else states[index]
@@ -148,6 +155,10 @@ class RecurrentStack:
 
     cell = None  # kernel cell name (a key of _kernels.CELLS), set by subclasses
     n_gates = None  # from the kernels' count, set by subclasses
+    # None, or one object per layer with forward(Y, X, valid, training) -> Y' and
+    # backward(dY') -> (dY, dX share or None), applied to every layer's output (the
+    # last included): a Network's residual / norm / dropout (network.LayerOutput)
+    layer_outputs = None
 
     def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False,
                  dropout=0.0, dtype=np.float32, n_threads=None, random_state=None,
@@ -326,6 +337,9 @@ class RecurrentStack:
                     keep = 1.0 - self.dropout
                     mask = (self.rng.random(Y.shape) < keep).astype(self.dtype) / keep
                 cache.append((layer_in, workspaces, mask))
+                if self.layer_outputs is not None:  # a network's residual / norm / dropout
+                    Y = self.layer_outputs[k].forward(Y, layer_in, valid_steps(lengths, B, T),
+                                                      training)
                 layer_in = Y if mask is None else Y * mask
         self._cache = (cache, lengths, B, T) if training else None
         return layer_in, State(hN, cN)
@@ -357,6 +371,9 @@ class RecurrentStack:
         with single_threaded_blas():
             for k in range(self.num_layers - 1, -1, -1):
                 layer_in, workspaces, _ = cache[k]
+                d_input = None  # the residual connection's share of dX
+                if self.layer_outputs is not None:
+                    dY, d_input = self.layer_outputs[k].backward(dY)
                 need_dx = k > 0 or input_grad
                 dX = np.empty(layer_in.shape, self.dtype) if need_dx else None
                 for d in range(D):
@@ -373,6 +390,8 @@ class RecurrentStack:
                                       dh0=dh0[view.index], dc0=_row(dc0, view.index),
                                       lengths=lengths, reverse=view.reverse, bws=bws,
                                       n_threads=n_threads)
+                if d_input is not None and dX is not None:
+                    dX += d_input
                 if k > 0:
                     prev_mask = cache[k - 1][2]
                     dY = dX if prev_mask is None else dX * prev_mask

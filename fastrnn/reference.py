@@ -52,10 +52,31 @@ def layer_forward(cell, X, W_ih, W_hh, b_ih, b_hh, h0=None, c0=None, lengths=Non
     return Y, h, c
 
 
+def layer_output(Y, X, lengths=None, norm=None, residual=False, weight=None, bias=None,
+                 running=None, eps=1e-5):
+    """What follows a recurrent layer (network.LayerOutput, no dropout):
+    Y + X when residual and the sizes match, then the norm: "layer" per step
+    over features; "batch" per feature over the valid steps of the batch, or
+    with running = (mean, var) the inference form. Zeros past each length."""
+    B, T, F = Y.shape
+    valid = np.ones((B, T), bool) if lengths is None else \
+        np.arange(T)[None, :] < np.asarray(lengths)[:, None]
+    Z = Y + X if residual and X.shape[2] == F else Y.copy()
+    if norm == "layer":
+        mean, var = Z.mean(axis=2, keepdims=True), Z.var(axis=2, keepdims=True)
+    elif norm == "batch":
+        mean, var = running if running is not None else (Z[valid].mean(0), Z[valid].var(0))
+    if norm is not None:
+        Z = (Z - mean) / np.sqrt(var + eps) * weight + bias
+    return Z * valid[:, :, None]
+
+
 def stack_forward(cell, params, X, num_layers=1, bidirectional=False, lengths=None,
-                  h0=None, c0=None):
+                  h0=None, c0=None, between=None):
     """A whole stack from a PyTorch-named parameter dict. Returns (Y, hN, cN)
-    with hN/cN shaped (num_layers * num_directions, B, H)."""
+    with hN/cN shaped (num_layers * num_directions, B, H). between(k, Y, X),
+    when given, turns layer k's output Y (input X) into what the next layer
+    reads and the stack returns (e.g. a layer_output)."""
     X = np.asarray(X, dtype=np.float64)
     dirs = ("", "_reverse") if bidirectional else ("",)
     hs, cs = [], []
@@ -73,5 +94,6 @@ def stack_forward(cell, params, X, num_layers=1, bidirectional=False, lengths=No
             outs.append(Y)
             hs.append(h)
             cs.append(c)
-        layer_in = np.concatenate(outs, axis=2)
+        Y = np.concatenate(outs, axis=2)
+        layer_in = Y if between is None else between(k, Y, layer_in)
     return layer_in, np.stack(hs), np.stack(cs)
