@@ -98,6 +98,8 @@ class BaseFastRNN(BaseEstimator):
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "nonlinearity": [StrOptions({"tanh", "relu"})],
         "norm": [StrOptions({"layer", "batch"}), None], "residual": ["boolean"],
+        "layer_norm": ["boolean"],
+        "recurrent_dropout": [Interval(Real, 0, 1, closed="left")],
     }
 
     # fitted attributes persistence stores (besides model_ and the two curves)
@@ -115,7 +117,7 @@ class BaseFastRNN(BaseEstimator):
                  validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
                  random_state=None, verbose=False, n_threads=None, dtype="float32",
                  task="auto", class_weight=None, nonlinearity="tanh", norm=None,
-                 residual=False):
+                 residual=False, layer_norm=False, recurrent_dropout=0.0):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -153,6 +155,8 @@ class BaseFastRNN(BaseEstimator):
         self.nonlinearity = nonlinearity
         self.norm = norm
         self.residual = residual
+        self.layer_norm = layer_norm
+        self.recurrent_dropout = recurrent_dropout
 
     # ----- inputs ------------------------------------------------------------------------
     def _prepare_X(self, X, reset):
@@ -248,11 +252,16 @@ class BaseFastRNN(BaseEstimator):
             vocab_size=self.n_tokens_ if tokens else None, per_step=self.per_step_,
             condition_size=None if data.conditions is None else data.conditions.shape[1],
             dtype=as_float_dtype(self.dtype), n_threads=self.n_threads,
-            random_state=self._rng, norm=self.norm, residual=self.residual)
+            random_state=self._rng, norm=self.norm, residual=self.residual,
+            layer_norm=self.layer_norm, recurrent_dropout=self.recurrent_dropout)
         self._optimizer = None
 
     def _warn_unused_options(self, input_size):
-        """A warning for each model option that this configuration ignores."""
+        """A warning for each model option that this configuration ignores; an
+        error for the cell options the Elman cell does not have."""
+        if self._cell == "rnn" and (self.layer_norm or self.recurrent_dropout):
+            raise ValueError("layer_norm and recurrent_dropout are options of the LSTM and "
+                             "GRU cells, not of the Elman RNN")
         layer_width = self.hidden_size * (2 if self.bidirectional else 1)
         if self.residual and self.num_layers == 1 and input_size != layer_width:
             warnings.warn(f"residual=True has no effect: the one layer's input size "

@@ -166,6 +166,17 @@ _PARAMETERS = """Parameters
         Add each recurrent layer's input to its output where their sizes match
         (every layer after the first; the first when its input has
         hidden_size * directions features), before the norm and dropout.
+
+    layer_norm : bool, default=False
+        Layer-normalized LSTM / GRU cells (Ba, Kiros & Hinton 2016): the input
+        and recurrent pre-activations (and LSTM's cell state before its tanh)
+        normalized inside the C time loop, each with a learned gain and bias.
+        Not for the Elman RNN.
+
+    recurrent_dropout : float, default=0.0
+        Dropout on the hidden state entering the recurrent weights, one mask
+        per sequence kept at every step (Keras's ``recurrent_dropout``, Gal &
+        Ghahramani 2016); training only. Not for the Elman RNN.
 """
 
 _ATTRIBUTES = """Attributes

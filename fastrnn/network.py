@@ -165,7 +165,8 @@ class Network:
     def __init__(self, cell, input_size, hidden_size, output_size, num_layers=1,
                  bidirectional=False, dropout=0.0, nonlinearity="tanh", vocab_size=None,
                  per_step=False, condition_size=None, dtype=np.float32, n_threads=None,
-                 random_state=None, norm=None, residual=False):
+                 random_state=None, norm=None, residual=False, layer_norm=False,
+                 recurrent_dropout=0.0):
         if cell not in STACKS:
             raise ValueError(f"cell must be one of {sorted(STACKS)}, got {cell!r}")
         if norm not in NORMS:
@@ -177,7 +178,8 @@ class Network:
                            vocab_size=None if vocab_size is None else int(vocab_size),
                            per_step=bool(per_step),
                            condition_size=None if condition_size is None else int(condition_size),
-                           norm=norm, residual=bool(residual))
+                           norm=norm, residual=bool(residual), layer_norm=bool(layer_norm),
+                           recurrent_dropout=float(recurrent_dropout))
         self.dtype = as_float_dtype(dtype)
         self.n_threads = n_threads
         self.rng = np.random.default_rng(random_state)
@@ -192,7 +194,8 @@ class Network:
         if c["vocab_size"] is not None:
             shapes.append(("embedding.weight", (c["vocab_size"], c["input_size"])))
         shapes.append(("stack", (self._stack_class().n_params(
-            c["input_size"], c["hidden_size"], c["num_layers"], c["bidirectional"]),)))
+            c["input_size"], c["hidden_size"], c["num_layers"], c["bidirectional"],
+            c["layer_norm"]),)))
         for k in range(c["num_layers"]):
             shapes += norm_shapes(c["norm"], k, D * c["hidden_size"])
         if c["condition_size"] is not None:  # features -> initial state of every layer
@@ -217,7 +220,8 @@ class Network:
         transformed = self._has_layer_outputs()
         kw = dict(num_layers=c["num_layers"], bidirectional=c["bidirectional"],
                   dropout=0.0 if transformed else c["dropout"], dtype=self.dtype,
-                  n_threads=self.n_threads)
+                  n_threads=self.n_threads, layer_norm=c["layer_norm"],
+                  recurrent_dropout=c["recurrent_dropout"])
         if c["cell"] == "rnn":
             kw["nonlinearity"] = c["nonlinearity"]
         for (name, shape), size in zip(self._shapes(), sizes):
@@ -229,7 +233,8 @@ class Network:
                 self.stack.rng = self.rng
                 inner = offset
                 for stack_name, stack_shape in self.stack.param_shapes(
-                        c["input_size"], c["hidden_size"], c["num_layers"], c["bidirectional"]):
+                        c["input_size"], c["hidden_size"], c["num_layers"], c["bidirectional"],
+                        c["layer_norm"]):
                     self.layout.append((stack_name, inner, stack_shape))
                     inner += int(np.prod(stack_shape))
             else:
@@ -239,7 +244,7 @@ class Network:
             offset += size
         self.decay_mask = np.ones_like(self.flat_params)  # L2 on weights, not biases
         for name, start, shape in self.layout:  # nor on norm gains and running statistics
-            if "bias" in name or name.startswith("norm_"):
+            if "bias" in name or name.startswith(("norm_", "ln_")):
                 self.decay_mask[start:start + int(np.prod(shape))] = 0
         self.stack.layer_outputs = None
         if transformed:
@@ -266,7 +271,9 @@ class Network:
             self.params["embedding.weight"][:] = rng.uniform(
                 -0.05, 0.05, self.params["embedding.weight"].shape)
         for name, view in self.stack.params.items():
-            if name.startswith("weight_ih"):
+            if name.startswith("ln_"):  # layer-norm gains 1, biases 0
+                view[:] = 1.0 if "_weight_" in name else 0.0
+            elif name.startswith("weight_ih"):
                 view[:] = glorot_uniform(rng, G * H, view.shape[1])
             elif name.startswith("weight_hh"):
                 view[:] = np.concatenate([orthogonal(rng, H) for _ in range(G)])

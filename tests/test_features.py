@@ -260,3 +260,243 @@ def test_residual_without_a_matching_layer_warns():
     X, y = np.zeros((8, 4, 3)), np.arange(8.0)
     with pytest.warns(UserWarning, match="residual=True has no effect"):
         quiet_fit(FastLSTMRegressor(hidden_size=4, max_iter=1, residual=True), X, y)
+
+
+# ----- items 1 and 4: layer-normalized cells and recurrent dropout in C ------------------------
+from fastrnn import _kernels, FastGRUClassifier  # noqa: E402
+from fastrnn.layers import GRU, LSTM, param_name  # noqa: E402
+
+
+def ln_stack(cls, rng, layer_norm=True, recurrent_dropout=0.0, dtype=np.float64, **kw):
+    options = dict(num_layers=2, bidirectional=True)
+    options.update(kw)
+    stack = cls(3, 4, dtype=dtype, random_state=0, layer_norm=layer_norm,
+                recurrent_dropout=recurrent_dropout, **options)
+    for name, view in stack.params.items():  # gains and biases away from 1 and 0
+        if name.startswith("ln_"):
+            view[:] = rng.normal(size=view.shape)
+    return stack
+
+
+def reference_stack(stack, X, lengths):
+    """The stack through reference.ln_layer_forward, layer by layer (no dropout)."""
+    layer_in = X
+    for k in range(stack.num_layers):
+        outs = []
+        for d in range(stack.num_directions):
+            p = {kind: stack.params[param_name(kind, k, d)]
+                 for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            Y, _, _ = reference.ln_layer_forward(
+                stack.cell, layer_in, p["weight_ih"], p["weight_hh"], p["bias_ih"],
+                p["bias_hh"], stack.norms(k, d)[0] or None, lengths=lengths, reverse=bool(d))
+            outs.append(Y)
+        layer_in = np.concatenate(outs, axis=2)
+    return layer_in
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU])
+def test_layer_norm_cells_are_the_reference(cls, rng):
+    stack = ln_stack(cls, rng)
+    assert {"ln_ih_weight_l0", "ln_hh_bias_l1_reverse"} <= set(stack.params)
+    assert ("ln_c_weight_l0" in stack.params) == (cls is LSTM)
+    X, lengths = rng.normal(size=(3, 6, 3)), np.array([6, 2, 5])
+    for training in (False, True):
+        Y, _ = stack.forward(X, lengths=lengths, training=training)
+        np.testing.assert_allclose(Y, reference_stack(stack, X, lengths), rtol=1e-10,
+                                   atol=1e-12)
+
+
+def check_stack_gradients(stack, X, lengths, rng, eps=1e-6):
+    """Stack.backward (parameters and X) against central finite differences of
+    sum(Y * R) + sum(hN * S), with the same dropout masks in every pass."""
+    seed_state = stack.rng.bit_generator.state
+
+    def run():
+        stack.rng.bit_generator.state = seed_state
+        return stack.forward(X, lengths=lengths, training=True)
+    Y, (hN, _) = run()
+    R, S = rng.normal(size=Y.shape), rng.normal(size=hN.shape)
+
+    def loss():
+        Y, (hN, _) = run()
+        stack._cache = None
+        return float((Y * R).sum() + (hN * S).sum())
+    run()
+    stack.zero_grad()
+    dX, _ = stack.backward(R, S)
+    analytic = stack.flat_grads.copy()
+    for values, grads in ((stack.flat_params, analytic), (X.reshape(-1), dX.reshape(-1))):
+        numeric = np.empty(values.size)
+        for i in range(values.size):
+            saved = values[i]
+            values[i] = saved + eps
+            up = loss()
+            values[i] = saved - eps
+            down = loss()
+            values[i] = saved
+            numeric[i] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(grads, numeric, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU])
+@pytest.mark.parametrize("layer_norm, recurrent_dropout", [(True, 0.0), (True, 0.4),
+                                                           (False, 0.4)])
+def test_layer_norm_and_recurrent_dropout_gradients(cls, layer_norm, recurrent_dropout, rng):
+    stack = ln_stack(cls, rng, layer_norm, recurrent_dropout)
+    X = rng.normal(size=(3, 5, 3))
+    check_stack_gradients(stack, X, np.array([5, 2, 4]), rng)
+
+
+def torch_ln_layer(torch, cell, X, p, reverse, mask=None):
+    """A layer-normalized cell as PyTorch users write it: a Python loop over steps."""
+    F = torch.nn.functional
+    B, T, _ = X.shape
+    H = p["weight_hh"].shape[1]
+    h, c = torch.zeros(B, H, dtype=X.dtype), torch.zeros(B, H, dtype=X.dtype)
+    ys = [None] * T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        hm = h if mask is None else h * mask
+        gx = F.layer_norm(X[:, t] @ p["weight_ih"].T, (p["weight_ih"].shape[0],),
+                          p["ln_ih_weight"], p["ln_ih_bias"]) + p["bias_ih"]
+        gh = F.layer_norm(hm @ p["weight_hh"].T, (p["weight_hh"].shape[0],),
+                          p["ln_hh_weight"], p["ln_hh_bias"]) + p["bias_hh"]
+        if cell == "lstm":
+            i, f, g, o = (gx + gh).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, (H,), p["ln_c_weight"],
+                                                           p["ln_c_bias"]))
+        else:
+            xr, xz, xn = gx.chunk(3, dim=1)
+            hr, hz, hn = gh.chunk(3, dim=1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            h = (1 - z) * torch.tanh(xn + r * hn) + z * h
+        ys[t] = h
+    return torch.stack(ys, dim=1)
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU])
+def test_layer_norm_cells_match_a_pytorch_autograd_loop(cls, torch, rng):
+    stack = ln_stack(cls, rng, dtype=np.float32, num_layers=1)
+    X = rng.normal(size=(4, 7, 3)).astype(np.float32)
+    Y, _ = stack.forward(X, training=True)
+    R = rng.normal(size=Y.shape).astype(np.float32)
+    stack.zero_grad()
+    dX, _ = stack.backward(R)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in stack.params.items()}
+    tX = torch.tensor(X, requires_grad=True)
+    outs = [torch_ln_layer(torch, stack.cell, tX, {k[:-len(sfx) - 3]: v for k, v in tp.items()
+                                                   if k.endswith("_l0" + sfx)}, bool(sfx))
+            for sfx in ("", "_reverse")]
+    tY = torch.cat(outs, dim=2)
+    (tY * torch.from_numpy(R)).sum().backward()
+    np.testing.assert_allclose(Y, tY.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dX, tX.grad.numpy(), rtol=1e-4, atol=1e-5)
+    for name, value in tp.items():
+        np.testing.assert_allclose(stack.grads[name], value.grad.numpy(), rtol=1e-4,
+                                   atol=1e-4, err_msg=name)
+
+
+def test_layer_norm_float32_follows_float64_and_threads_agree(rng):
+    stack64 = ln_stack(LSTM, rng)
+    stack32 = LSTM(3, 4, num_layers=2, bidirectional=True, layer_norm=True, n_threads=2)
+    stack32.load_state_dict(stack64.state_dict())
+    X, lengths = rng.normal(size=(40, 6, 3)), rng.integers(1, 7, size=40)
+    Y32 = stack32.forward(X.astype(np.float32), lengths=lengths)[0]
+    np.testing.assert_allclose(Y32, stack64.forward(X, lengths=lengths)[0], atol=2e-5)
+    stack32.n_threads = 1
+    np.testing.assert_allclose(stack32.forward(X.astype(np.float32), lengths=lengths)[0],
+                               Y32, atol=1e-6)
+
+
+def test_recurrent_dropout_mask_is_one_per_sequence_and_only_in_training(rng):
+    stack = ln_stack(GRU, rng, layer_norm=False, recurrent_dropout=0.5, num_layers=1,
+                     bidirectional=False)
+    X = rng.normal(size=(3, 6, 3))
+    state = stack.rng.bit_generator.state
+    Y, _ = stack.forward(X, training=True)
+    stack.rng.bit_generator.state = state  # the same draw: one (B, H) mask
+    keep = 0.5
+    mask = (stack.rng.random((3, 4)) < keep) / keep
+    p = stack.params
+    expected, _, _ = reference.ln_layer_forward("gru", X, p["weight_ih_l0"], p["weight_hh_l0"],
+                                                p["bias_ih_l0"], p["bias_hh_l0"], mask=mask)
+    np.testing.assert_allclose(Y, expected, rtol=1e-10, atol=1e-12)
+    plain, _, _ = reference.ln_layer_forward("gru", X, p["weight_ih_l0"], p["weight_hh_l0"],
+                                             p["bias_ih_l0"], p["bias_hh_l0"])
+    np.testing.assert_allclose(stack.forward(X)[0], plain, rtol=1e-10, atol=1e-12)
+
+
+def test_layer_norm_kernel_refuses_bad_arguments(rng):
+    X = np.zeros((2, 3, 3))
+    with pytest.raises(ValueError, match="LSTM and GRU"):
+        _kernels.ln_workspace_size(cell=_kernels.CELLS["rnn_tanh"], B=2, T=3, I=3, H=4)
+    stack = ln_stack(LSTM, rng, num_layers=1, bidirectional=False)
+    view = stack.direction(0)
+    norms = dict(stack.norms(0)[0])
+    del norms["ln_c_bias"]
+    with pytest.raises(ValueError, match="ln_c_bias is required"):
+        _kernels.ln_forward(cell=0, X=X, W_ih=view.W_ih, W_hh=view.W_hh, b_ih=view.b_ih,
+                            b_hh=view.b_hh, norms=norms, h0=None, c0=None, mask=None,
+                            Y=np.zeros((2, 3, 4)), y_col=0, hN=np.zeros((2, 4)),
+                            cN=np.zeros((2, 4)), lengths=None, reverse=False,
+                            ws=np.zeros(10 ** 4), n_threads=1)
+    from fastrnn import FastRNNClassifier
+    with pytest.raises(ValueError, match="not of the Elman RNN"):
+        FastRNNClassifier(layer_norm=True, max_iter=1).fit(X, [0, 1])
+
+
+@pytest.mark.parametrize("options", [dict(layer_norm=True), dict(recurrent_dropout=0.3)])
+def test_cell_options_train_and_predict_deterministically(options, split_task):
+    X, y, X_val, y_val = split_task
+    kw = dict(hidden_size=8, max_iter=3, random_state=0, **options)
+    a = quiet_fit(FastGRUClassifier(**kw), X, y)
+    b = quiet_fit(FastGRUClassifier(**kw), X, y)
+    assert a.loss_curve_ == b.loss_curve_
+    plain = quiet_fit(FastGRUClassifier(hidden_size=8, max_iter=3, random_state=0), X, y)
+    assert a.loss_curve_ != plain.loss_curve_
+    np.testing.assert_array_equal(a.predict_proba(X_val), b.predict_proba(X_val))
+
+
+# ----- item 7: scikit-learn conformance, persistence with every option on ----------------------
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from fastrnn import FastGRURegressor as _GRUReg, FastLSTMClassifier as _LSTMClf  # noqa: E402
+
+ALL_OPTIONS = dict(num_layers=2, layer_norm=True, recurrent_dropout=0.1, norm="layer",
+                   residual=True, dropout=0.1)
+
+
+def _expected_failures(estimator):
+    return {"check_sample_weight_equivalence_on_dense_data": (
+        "shuffled mini-batch training: repeating a sample changes the batches and the "
+        "number of updates (as for the plain estimators in test_estimators.py)")}
+
+
+# float64: the checks compare predictions on subsets at atol=1e-7, below the float32
+# rounding of a two-layer network (about 1e-7 for the plain one, 3e-7 with residual)
+@parametrize_with_checks(
+    [_LSTMClf(hidden_size=32, max_iter=100, learning_rate_init=0.01, random_state=0,
+              dtype="float64", **ALL_OPTIONS),
+     _GRUReg(hidden_size=32, max_iter=100, learning_rate_init=0.01, random_state=0,
+             dtype="float64", num_layers=2, layer_norm=True, norm="batch", residual=True)],
+    expected_failed_checks=_expected_failures)
+def test_scikit_learn_conformance_with_the_new_options(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_every_option_saves_and_loads(norm, split_task, tmp_path):
+    X, y, X_val, y_val = split_task
+    clf = quiet_fit(FastLSTMClassifier(hidden_size=6, max_iter=2, random_state=0,
+                                       bidirectional=True, **{**ALL_OPTIONS, "norm": norm}),
+                    X, y, X_val=X_val, y_val=y_val)
+    names = set(clf.model_.state_dict())
+    assert {"ln_c_weight_l1_reverse", "norm_l1.weight"} <= names
+    assert (norm == "batch") == ("norm_l0.running_var" in names)
+    clf.save(tmp_path / "m.npz")
+    for loaded in (fastrnn.load(tmp_path / "m.npz"), pickle.loads(pickle.dumps(clf))):
+        np.testing.assert_array_equal(loaded.predict_proba(X_val), clf.predict_proba(X_val))
+        assert loaded.get_params() == clf.get_params()
+        assert loaded.validation_loss_curve_ == clf.validation_loss_curve_
