@@ -8,7 +8,7 @@ same loop under TorchScript. Issue 11's targets: an LN-LSTM step costs at most
 
 Times training (forward + backward) and inference (forward) at the issue's
 shape (B=64 T=100 I=128 H=256 by default) with the same weights, median of
---repeats after one warm-up, and prints a table plus the ratios. Run it on a
+--repeats after three warm-ups, and prints a table plus the ratios. Run it on a
 quiet machine; every contender uses --threads threads.
 """
 import argparse
@@ -86,8 +86,9 @@ def torch_runner(weights, X, threads, script):
     return train, infer
 
 
-def median_seconds(fn, repeats):
-    fn()
+def median_seconds(fn, repeats, warmups=3):
+    for _ in range(warmups):  # TorchScript optimizes over its first runs
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -10,20 +10,35 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def cell_step(cell, x, h, c, W_ih, W_hh, b_ih, b_hh):
-    """One step of one cell for a batch: returns (h', c') (c' is None but for LSTM)."""
-    gx = x @ W_ih.T + b_ih
-    gh = h @ W_hh.T + b_hh
+def layer_norm(v, gain, bias, eps=1e-5):
+    """Per row over the last axis; gain None: the identity."""
+    if gain is None:
+        return v
+    return (v - v.mean(axis=-1, keepdims=True)) / np.sqrt(v.var(axis=-1, keepdims=True)
+                                                          + eps) * gain + bias
+
+
+def cell_step(cell, x, h, c, W_ih, W_hh, b_ih, b_hh, norms=None, mask=None):
+    """One step of one cell for a batch: returns (h', c') (c' is None but for LSTM).
+
+    norms (LSTM, GRU): a dict of ln_ih_weight, ln_ih_bias, ln_hh_weight,
+    ln_hh_bias (and ln_c_weight, ln_c_bias for LSTM) for the layer-normalized
+    cell (Ba, Kiros & Hinton 2016; csrc/lnrnn.h); mask: recurrent dropout on h."""
+    n = norms or {}
+    hm = h if mask is None else h * mask
+    gx = layer_norm(x @ W_ih.T, n.get("ln_ih_weight"), n.get("ln_ih_bias")) + b_ih
+    gh = layer_norm(hm @ W_hh.T, n.get("ln_hh_weight"), n.get("ln_hh_bias")) + b_hh
     if cell == "lstm":
         i, f, g, o = np.split(gx + gh, 4, axis=1)
         c_new = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-        return _sigmoid(o) * np.tanh(c_new), c_new
+        cn = layer_norm(c_new, n.get("ln_c_weight"), n.get("ln_c_bias"))
+        return _sigmoid(o) * np.tanh(cn), c_new
     if cell == "gru":
         xr, xz, xn = np.split(gx, 3, axis=1)
         hr, hz, hn = np.split(gh, 3, axis=1)
         r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
-        n = np.tanh(xn + r * hn)
-        return (1 - z) * n + z * h, None
+        n_ = np.tanh(xn + r * hn)
+        return (1 - z) * n_ + z * h, None
     if cell == "rnn_tanh":
         return np.tanh(gx + gh), None
     if cell == "rnn_relu":
@@ -32,10 +47,10 @@ def cell_step(cell, x, h, c, W_ih, W_hh, b_ih, b_hh):
 
 
 def layer_forward(cell, X, W_ih, W_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
-                  reverse=False):
-    """One layer, one direction over batch-first X (B, T, I).
-
-    Returns Y (B, T, H) with zeros past each length, and the final (h, c)."""
+                  reverse=False, norms=None, mask=None):
+    """One layer, one direction over batch-first X (B, T, I) (norms, mask: as
+    cell_step). Returns Y (B, T, H) with zeros past each length, and the final
+    (h, c)."""
     B, T, _ = X.shape
     H = W_hh.shape[1]
     lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
@@ -43,7 +58,7 @@ def layer_forward(cell, X, W_ih, W_hh, b_ih, b_hh, h0=None, c0=None, lengths=Non
     c = np.zeros((B, H)) if c0 is None else np.array(c0, dtype=np.float64)
     Y = np.zeros((B, T, H))
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
-        h_new, c_new = cell_step(cell, X[:, t], h, c, W_ih, W_hh, b_ih, b_hh)
+        h_new, c_new = cell_step(cell, X[:, t], h, c, W_ih, W_hh, b_ih, b_hh, norms, mask)
         active = (t < lengths)[:, None]
         h = np.where(active, h_new, h)
         if c_new is not None:
@@ -97,53 +112,3 @@ def stack_forward(cell, params, X, num_layers=1, bidirectional=False, lengths=No
         Y = np.concatenate(outs, axis=2)
         layer_in = Y if between is None else between(k, Y, layer_in)
     return layer_in, np.stack(hs), np.stack(cs)
-
-
-def layer_norm(v, gain, bias, eps=1e-5):
-    """Per row over the last axis; gain None: the identity."""
-    if gain is None:
-        return v
-    return (v - v.mean(axis=-1, keepdims=True)) / np.sqrt(v.var(axis=-1, keepdims=True)
-                                                          + eps) * gain + bias
-
-
-def ln_cell_step(cell, x, h, c, W_ih, W_hh, b_ih, b_hh, norms=None, mask=None):
-    """One step of a layer-normalized LSTM or GRU (Ba, Kiros & Hinton 2016) with
-    an optional recurrent dropout mask on h: the equations of csrc/lnrnn.h.
-    norms: a dict of ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias (and
-    ln_c_weight, ln_c_bias for LSTM), or None for the plain cell."""
-    n = norms or {}
-    hm = h if mask is None else h * mask
-    gx = layer_norm(x @ W_ih.T, n.get("ln_ih_weight"), n.get("ln_ih_bias")) + b_ih
-    gh = layer_norm(hm @ W_hh.T, n.get("ln_hh_weight"), n.get("ln_hh_bias")) + b_hh
-    if cell == "lstm":
-        i, f, g, o = np.split(gx + gh, 4, axis=1)
-        c_new = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-        cn = layer_norm(c_new, n.get("ln_c_weight"), n.get("ln_c_bias"))
-        return _sigmoid(o) * np.tanh(cn), c_new
-    if cell == "gru":
-        xr, xz, xn = np.split(gx, 3, axis=1)
-        hr, hz, hn = np.split(gh, 3, axis=1)
-        r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
-        n_ = np.tanh(xn + r * hn)
-        return (1 - z) * n_ + z * h, None
-    raise ValueError(f"layer-normalized cells are lstm and gru, not {cell!r}")
-
-
-def ln_layer_forward(cell, X, W_ih, W_hh, b_ih, b_hh, norms=None, mask=None, h0=None,
-                     c0=None, lengths=None, reverse=False):
-    """layer_forward for ln_cell_step: Y (B, T, H) and the final (h, c)."""
-    B, T, _ = X.shape
-    H = W_hh.shape[1]
-    lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
-    h = np.zeros((B, H)) if h0 is None else np.array(h0, dtype=np.float64)
-    c = np.zeros((B, H)) if c0 is None else np.array(c0, dtype=np.float64)
-    Y = np.zeros((B, T, H))
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
-        h_new, c_new = ln_cell_step(cell, X[:, t], h, c, W_ih, W_hh, b_ih, b_hh, norms, mask)
-        active = (t < lengths)[:, None]
-        h = np.where(active, h_new, h)
-        if c_new is not None:
-            c = np.where(active, c_new, c)
-        Y[:, t] = np.where(active, h_new, 0.0)
-    return Y, h, c

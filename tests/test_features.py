@@ -162,17 +162,25 @@ def check_gradients(net, X, lengths, rng, eps=1e-6):
     net.zero_grad()
     net.backward(R)
     analytic = net.flat_grads.copy()
-    params = net.flat_params
+    numeric = numeric_gradient(net.flat_params, loss, eps)
     for name, start, shape in trainable:
-        for i in range(start, start + int(np.prod(shape))):
-            saved = params[i]
-            params[i] = saved + eps
-            up = loss()
-            params[i] = saved - eps
-            down = loss()
-            params[i] = saved
-            assert analytic[i] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-7), \
-                name
+        part = slice(start, start + int(np.prod(shape)))
+        np.testing.assert_allclose(analytic[part], numeric[part], rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
+
+
+def numeric_gradient(values, loss, eps=1e-6):
+    """Central finite differences of loss() w.r.t. every element of values (1-D, in place)."""
+    numeric = np.empty(values.size)
+    for i in range(values.size):
+        saved = values[i]
+        values[i] = saved + eps
+        up = loss()
+        values[i] = saved - eps
+        down = loss()
+        values[i] = saved
+        numeric[i] = (up - down) / (2 * eps)
+    return numeric
 
 
 @pytest.mark.parametrize("options", [
@@ -279,16 +287,16 @@ def ln_stack(cls, rng, layer_norm=True, recurrent_dropout=0.0, dtype=np.float64,
 
 
 def reference_stack(stack, X, lengths):
-    """The stack through reference.ln_layer_forward, layer by layer (no dropout)."""
+    """The stack through reference.layer_forward with its norms, layer by layer (no dropout)."""
     layer_in = X
     for k in range(stack.num_layers):
         outs = []
         for d in range(stack.num_directions):
             p = {kind: stack.params[param_name(kind, k, d)]
                  for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-            Y, _, _ = reference.ln_layer_forward(
+            Y, _, _ = reference.layer_forward(
                 stack.cell, layer_in, p["weight_ih"], p["weight_hh"], p["bias_ih"],
-                p["bias_hh"], stack.norms(k, d)[0] or None, lengths=lengths, reverse=bool(d))
+                p["bias_hh"], lengths=lengths, reverse=bool(d), norms=stack.norms(k, d)[0])
             outs.append(Y)
         layer_in = np.concatenate(outs, axis=2)
     return layer_in
@@ -326,16 +334,8 @@ def check_stack_gradients(stack, X, lengths, rng, eps=1e-6):
     dX, _ = stack.backward(R, S)
     analytic = stack.flat_grads.copy()
     for values, grads in ((stack.flat_params, analytic), (X.reshape(-1), dX.reshape(-1))):
-        numeric = np.empty(values.size)
-        for i in range(values.size):
-            saved = values[i]
-            values[i] = saved + eps
-            up = loss()
-            values[i] = saved - eps
-            down = loss()
-            values[i] = saved
-            numeric[i] = (up - down) / (2 * eps)
-        np.testing.assert_allclose(grads, numeric, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(grads, numeric_gradient(values, loss, eps), rtol=1e-5,
+                                   atol=1e-6)
 
 
 @pytest.mark.parametrize("cls", [LSTM, GRU])
@@ -418,11 +418,11 @@ def test_recurrent_dropout_mask_is_one_per_sequence_and_only_in_training(rng):
     keep = 0.5
     mask = (stack.rng.random((3, 4)) < keep) / keep
     p = stack.params
-    expected, _, _ = reference.ln_layer_forward("gru", X, p["weight_ih_l0"], p["weight_hh_l0"],
-                                                p["bias_ih_l0"], p["bias_hh_l0"], mask=mask)
+    expected, _, _ = reference.layer_forward("gru", X, p["weight_ih_l0"], p["weight_hh_l0"],
+                                             p["bias_ih_l0"], p["bias_hh_l0"], mask=mask)
     np.testing.assert_allclose(Y, expected, rtol=1e-10, atol=1e-12)
-    plain, _, _ = reference.ln_layer_forward("gru", X, p["weight_ih_l0"], p["weight_hh_l0"],
-                                             p["bias_ih_l0"], p["bias_hh_l0"])
+    plain, _, _ = reference.layer_forward("gru", X, p["weight_ih_l0"], p["weight_hh_l0"],
+                                          p["bias_ih_l0"], p["bias_hh_l0"])
     np.testing.assert_allclose(stack.forward(X)[0], plain, rtol=1e-10, atol=1e-12)
 
 
