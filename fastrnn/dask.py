@@ -133,7 +133,7 @@ def _finish_setup(est, first, data_head, y_head, stats):
         if est.embedding_dim is not None and est.vocab_size is None:
             est.n_tokens_ = stats["n_tokens"]
         est._build_model(data_head)
-        est._start_curves(track_validation=False)
+        est._start_curves()
     if est._optimizer is None:
         est._optimizer = est._new_optimizer()
     est._optimizer.schedule.configure(est.learning_rate, est.learning_rate_init,
@@ -196,7 +196,7 @@ def _epoch_plan(est, n):
 def _end_epoch(est, epoch_loss, started):
     """Record the epoch as fit does without validation data (curves, the
     no-improvement count, the schedule); returns whether to stop early."""
-    est._end_epoch(epoch_loss, None, None, started)
+    est._end_epoch(epoch_loss, None, started)
     return est._no_improvement_count >= est.n_iter_no_change
 # ===== end of the adapter ===================================================================
 

@@ -40,8 +40,9 @@ class LayerOutput:
     they have no weight decay), so every copy and save of the weights carries
     them."""
 
-    def __init__(self, layer, norm, residual, dropout, params, grads, rng):
-        self.norm, self.residual, self.dropout, self.rng = norm, residual, dropout, rng
+    def __init__(self, layer, norm, residual, dropout, params, grads, stack):
+        # dropout draws from stack.rng at the time of drawing (an owner may reseed it)
+        self.norm, self.residual, self.dropout, self.stack = norm, residual, dropout, stack
         prefix = f"norm_l{layer}."
         self.p = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
         self.g = {k[len(prefix):]: v for k, v in grads.items() if k.startswith(prefix)}
@@ -59,7 +60,7 @@ class LayerOutput:
         mask = None
         if training and self.dropout > 0:
             keep = 1.0 - self.dropout
-            mask = (self.rng.random(Z.shape) < keep).astype(Z.dtype) / keep
+            mask = (self.stack.rng.random(Z.shape) < keep).astype(Z.dtype) / keep
             Z = Z * mask
         if valid is not None:
             Z = Z * valid[:, :, None]
@@ -250,7 +251,7 @@ class Network:
         if transformed:
             self.stack.layer_outputs = [
                 LayerOutput(k, c["norm"], c["residual"], c["dropout"], self.params,
-                            self.grads, self.rng) for k in range(c["num_layers"])]
+                            self.grads, self.stack) for k in range(c["num_layers"])]
         self._cache = None
 
     def _has_layer_outputs(self):

@@ -264,6 +264,17 @@ def test_dropout_masks_scale_kept_units():
     assert abs((mask == 0).mean() - 0.25) < 0.02
 
 
+def test_dropout_follows_a_reseeded_stack_generator():
+    """fastrnn.dask reseeds net.rng and net.stack.rng per worker; the masks follow."""
+    net = make_net(dropout=0.5, per_step=True)
+    X = np.random.default_rng(0).normal(size=(2, 5, 4))
+    outs = []
+    for _ in range(2):
+        net.rng = net.stack.rng = np.random.default_rng(5)
+        outs.append(net.forward(X, training=True))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
 def test_residual_without_a_matching_layer_warns():
     X, y = np.zeros((8, 4, 3)), np.arange(8.0)
     with pytest.warns(UserWarning, match="residual=True has no effect"):
@@ -537,3 +548,18 @@ def test_layer_norm_cells_cope_with_badly_scaled_inputs(sign_task):
     plain = mean_final_validation_score(sign_task, **options)
     helped = mean_final_validation_score(sign_task, layer_norm=True, **options)
     assert helped >= plain + 0.08, (plain, helped)
+
+
+def test_the_cli_loss_chart_draws_training_and_validation_curves(split_task):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from fastrnn.cli import _draw_loss_curves
+    X, y, X_val, y_val = split_task
+    clf = quiet_fit(FastLSTMClassifier(hidden_size=4, max_iter=3, random_state=0), X, y,
+                    X_val=X_val, y_val=y_val)
+    fig, ax = plt.subplots()
+    _draw_loss_curves(ax, clf, "title")
+    drawn = [line.get_ydata().tolist() for line in ax.get_lines()]
+    plt.close(fig)
+    assert drawn == [clf.loss_curve_, clf.validation_loss_curve_]
