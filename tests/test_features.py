@@ -11,6 +11,7 @@ from sklearn.metrics import log_loss
 
 import fastrnn
 from fastrnn import FastGRURegressor, FastLSTMClassifier
+from test_layers import _numeric_grad  # central finite differences, in place
 
 
 def quiet_fit(est, *args, **kwargs):
@@ -162,25 +163,11 @@ def check_gradients(net, X, lengths, rng, eps=1e-6):
     net.zero_grad()
     net.backward(R)
     analytic = net.flat_grads.copy()
-    numeric = numeric_gradient(net.flat_params, loss, eps)
+    numeric = _numeric_grad(loss, net.flat_params, eps)
     for name, start, shape in trainable:
         part = slice(start, start + int(np.prod(shape)))
         np.testing.assert_allclose(analytic[part], numeric[part], rtol=1e-5, atol=1e-7,
                                    err_msg=name)
-
-
-def numeric_gradient(values, loss, eps=1e-6):
-    """Central finite differences of loss() w.r.t. every element of values (1-D, in place)."""
-    numeric = np.empty(values.size)
-    for i in range(values.size):
-        saved = values[i]
-        values[i] = saved + eps
-        up = loss()
-        values[i] = saved - eps
-        down = loss()
-        values[i] = saved
-        numeric[i] = (up - down) / (2 * eps)
-    return numeric
 
 
 @pytest.mark.parametrize("options", [
@@ -345,7 +332,7 @@ def check_stack_gradients(stack, X, lengths, rng, eps=1e-6):
     dX, _ = stack.backward(R, S)
     analytic = stack.flat_grads.copy()
     for values, grads in ((stack.flat_params, analytic), (X.reshape(-1), dX.reshape(-1))):
-        np.testing.assert_allclose(grads, numeric_gradient(values, loss, eps), rtol=1e-5,
+        np.testing.assert_allclose(grads, _numeric_grad(loss, values, eps), rtol=1e-5,
                                    atol=1e-6)
 
 
