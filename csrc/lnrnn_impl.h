@@ -55,7 +55,7 @@ static void LN_(point_backward_ws)(const fr_shape *s, real *ws, LN_(backward_ws)
 
 /* v (n) -> (v - mean) / sqrt(var + eps) in place; returns 1 / sqrt(var + eps).
  * on == 0: the identity (returns 1). */
-static real LN_(normalize)(real *v, int64_t n, int on)
+LN_CLONES static real LN_(normalize)(real *v, int64_t n, int on)
 {
     if (!on) return 1;
     double mean = 0, var = 0;
@@ -68,7 +68,7 @@ static real LN_(normalize)(real *v, int64_t n, int on)
 }
 
 /* d (n): the gradient w.r.t. normalize's output -> w.r.t. its input, in place. */
-static void LN_(normalize_backward)(real *d, const real *vhat, int64_t n, real rstd, int on)
+LN_CLONES static void LN_(normalize_backward)(real *d, const real *vhat, int64_t n, real rstd, int on)
 {
     if (!on) return;
     double md = 0, mdv = 0;
@@ -113,7 +113,7 @@ static int LN_(active)(const fr_shape *s, int64_t b, int64_t t)
 }
 
 /* LSTM, one row r = (b, t) of an active step: hs/cs the row's running h, c. */
-static void LN_(lstm_row)(const LN_(forward_call) *c, int64_t r, real *hs, real *cs, real *y)
+LN_CLONES static void LN_(lstm_row)(const LN_(forward_call) *c, int64_t r, real *hs, real *cs, real *y)
 {
     const LN_(weights) *w = &c->w;
     int64_t H = c->s->hidden, GH = 4 * H;
@@ -141,7 +141,7 @@ static void LN_(lstm_row)(const LN_(forward_call) *c, int64_t r, real *hs, real 
 }
 
 /* GRU, one row r = (b, t) of an active step. aux keeps ah_n for backward. */
-static void LN_(gru_row)(const LN_(forward_call) *c, int64_t r, real *hs, real *y)
+LN_CLONES static void LN_(gru_row)(const LN_(forward_call) *c, int64_t r, real *hs, real *y)
 {
     const LN_(weights) *w = &c->w;
     int64_t H = c->s->hidden, GH = 3 * H;
@@ -261,7 +261,7 @@ typedef struct { /* one backward call, shared by the threads */
 /* LSTM, active row r: dh (already + dY) and dc of the row in; out: the gate
  * gradients dpx (= dph), d of the normalized cell's affine output (dcn),
  * dc of the previous step, and dh's direct part (0: all through W_hh). */
-static void LN_(lstm_row_backward)(const LN_(backward_call) *c, int64_t r, real *dh, real *dc)
+LN_CLONES static void LN_(lstm_row_backward)(const LN_(backward_call) *c, int64_t r, real *dh, real *dc)
 {
     const LN_(weights) *w = &c->w;
     int64_t H = c->s->hidden, GH = 4 * H;
@@ -289,7 +289,7 @@ static void LN_(lstm_row_backward)(const LN_(backward_call) *c, int64_t r, real 
 }
 
 /* GRU, active row r: dh (already + dY) in; out: dpx, dph and dh's direct part z dh. */
-static void LN_(gru_row_backward)(const LN_(backward_call) *c, int64_t r, real *dh)
+LN_CLONES static void LN_(gru_row_backward)(const LN_(backward_call) *c, int64_t r, real *dh)
 {
     int64_t H = c->s->hidden, GH = 3 * H;
     const real *g = c->f.gates + r * GH, *ahn = c->f.aux + r * H, *hp = c->f.h + r * H;
@@ -363,7 +363,7 @@ static void LN_(backward_rows)(const LN_(backward_call) *c, int64_t lo, int64_t 
 }
 
 /* Columns [q0, q1) of the sums over all B*T rows: biases and norm parameters. */
-static void LN_(parameter_sums)(const LN_(backward_call) *c, const fr_ln_grads *g, int64_t q0,
+LN_CLONES static void LN_(parameter_sums)(const LN_(backward_call) *c, const fr_ln_grads *g, int64_t q0,
                                 int64_t q1)
 {
     int64_t BT = c->s->batch * c->s->steps, H = c->s->hidden, GH = fr_gates(c->s->cell) * H;
