@@ -84,6 +84,15 @@ class _TrainingSet:
         self.constant_loss = constant_loss
 
 
+class _ValidationSet:
+    """What an epoch is scored on: samples idx of a prepared set (held-out
+    samples of the training data, or all of X_val)."""
+
+    def __init__(self, prepared, idx, score_weights=None):
+        self.prepared, self.idx = prepared, idx
+        self.score_weights = score_weights  # per output row; None: an unweighted score
+
+
 class BaseFastRNN(BaseEstimator):
     """Shared by every estimator; use the nine public classes in
     fastrnn.estimators (their docstrings document the parameters). One
@@ -123,12 +132,16 @@ class BaseFastRNN(BaseEstimator):
         "task": [StrOptions({"auto", "classification", "regression"})],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "nonlinearity": [StrOptions({"tanh", "relu"})],
+        "norm": [StrOptions({"layer", "batch"}), None], "residual": ["boolean"],
+        "layer_norm": ["boolean"],
+        "recurrent_dropout": [Interval(Real, 0, 1, closed="left")],
     }
 
     # fitted attributes persistence stores (besides model_ and the two curves)
     _FITTED_SCALARS = ("n_features_in_", "n_iter_", "t_", "input_kind_", "task_", "per_step_",
                        "n_outputs_", "n_tokens_", "best_loss_", "best_validation_score_")
     _FITTED_ARRAYS = ("classes_", "y_mean_", "y_scale_")
+    _CURVES = ("loss_curve_", "validation_scores_", "validation_loss_curve_")
 
     def __init__(self, *, hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
                  embedding_dim=None, vocab_size=None, per_step="auto", solver="adam",
@@ -138,7 +151,8 @@ class BaseFastRNN(BaseEstimator):
                  shuffle=True, length_bucketing=True, alpha=1e-4, clip_norm=5.0,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
                  random_state=None, verbose=False, n_threads=None, dtype="float32",
-                 task="auto", class_weight=None, nonlinearity="tanh"):
+                 task="auto", class_weight=None, nonlinearity="tanh", norm=None,
+                 residual=False, layer_norm=False, recurrent_dropout=0.0):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -175,6 +189,10 @@ class BaseFastRNN(BaseEstimator):
         self.task = task
         self.class_weight = class_weight
         self.nonlinearity = nonlinearity
+        self.norm = norm
+        self.residual = residual
+        self.layer_norm = layer_norm
+        self.recurrent_dropout = recurrent_dropout
 
     # ----- inputs ------------------------------------------------------------------------
     def _prepare_X(self, X, reset):
@@ -264,16 +282,31 @@ class BaseFastRNN(BaseEstimator):
 
     def _build_model(self, data):
         tokens = self.embedding_dim is not None
+        input_size = self.embedding_dim if tokens else data.values.shape[2]
+        self._warn_unused_options(input_size)
         self.model_ = Network(
-            self._cell, input_size=self.embedding_dim if tokens else data.values.shape[2],
+            self._cell, input_size=input_size,
             hidden_size=self.hidden_size, output_size=self._output_size(),
             num_layers=self.num_layers, bidirectional=self.bidirectional, dropout=self.dropout,
             nonlinearity=self.nonlinearity if self._cell == "rnn" else "tanh",
             vocab_size=self.n_tokens_ if tokens else None, per_step=self.per_step_,
             condition_size=None if data.conditions is None else data.conditions.shape[1],
             dtype=as_float_dtype(self.dtype), n_threads=self.n_threads,
-            random_state=self._rng)
+            random_state=self._rng, norm=self.norm, residual=self.residual,
+            layer_norm=self.layer_norm, recurrent_dropout=self.recurrent_dropout)
         self._optimizer = None
+
+    def _warn_unused_options(self, input_size):
+        """A warning for each model option that this configuration ignores; an
+        error for the cell options the Elman cell does not have."""
+        if self._cell == "rnn" and (self.layer_norm or self.recurrent_dropout):
+            raise ValueError("layer_norm and recurrent_dropout are options of the LSTM and "
+                             "GRU cells, not of the Elman RNN")
+        layer_width = self.hidden_size * (2 if self.bidirectional else 1)
+        if self.residual and self.num_layers == 1 and input_size != layer_width:
+            warnings.warn(f"residual=True has no effect: the one layer's input size "
+                          f"({input_size}) differs from its output size ({layer_width})",
+                          UserWarning)
 
     def _new_optimizer(self):
         schedule = LearningRateSchedule(self.learning_rate, self.learning_rate_init,
@@ -285,7 +318,7 @@ class BaseFastRNN(BaseEstimator):
 
     # ----- fit ---------------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
         """Train on X, y.
 
         Parameters
@@ -298,12 +331,26 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             Labels or values, per sequence or per step.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of every sample in the loss.
+        X_val : array-like or list, default=None
+            Validation sequences in any form X may take (as in scikit-learn's
+            HistGradientBoosting). Scored after every epoch into
+            ``validation_scores_`` and ``validation_loss_curve_``; with
+            early_stopping they replace the held-out validation_fraction.
+        y_val : array-like or list, default=None
+            Targets of X_val; required with X_val.
+        sample_weight_val : array-like of shape (n_val_samples,), default=None
+            Weights of the validation samples in the validation loss and score.
 
         Returns
         -------
         self : the fitted estimator.
         """
-        return self._fit(X, y, sample_weight, incremental=False)
+        if X_val is None and (y_val is not None or sample_weight_val is not None):
+            raise ValueError("y_val and sample_weight_val need X_val")
+        if X_val is not None and y_val is None:
+            raise ValueError("X_val needs y_val")
+        validation = None if X_val is None else (X_val, y_val, sample_weight_val)
+        return self._fit(X, y, sample_weight, incremental=False, validation=validation)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -329,7 +376,8 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         self._validate_params()
         return self._fit(X, y, None, incremental=False, conditions=conditions)
 
-    def _fit(self, X, y, sample_weight, incremental, classes=None, conditions=None):
+    def _fit(self, X, y, sample_weight, incremental, classes=None, conditions=None,
+             validation=None):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
                              "is None")
@@ -347,7 +395,7 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         weights = self._sample_weights(sample_weight, target, rows, len(data))
         if first:
             self._build_model(data)
-            self._start_curves(track_validation=self.early_stopping and not incremental)
+            self._start_curves()
         if self._optimizer is None:
             self._optimizer = self._new_optimizer()
         self._optimizer.schedule.configure(self.learning_rate, self.learning_rate_init,
@@ -355,10 +403,15 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         train = _TrainingSet(data, target, rows, weights, LOSSES[self._loss_name()],
                              resolve_n_threads(self.n_threads),
                              self._constant_prediction_loss(weights))
-        train_idx, val_idx = np.arange(len(data)), None
-        if self.early_stopping and not incremental:
+        train_idx, val = np.arange(len(data)), None
+        if validation is not None:
+            val = self._validation_set(*validation, train)
+        elif self.early_stopping and not incremental:
             train_idx, val_idx = self._validation_split(len(data), target)
-        self._run_epochs(train, train_idx, val_idx, 1 if incremental else self.max_iter,
+            val = _ValidationSet(train, val_idx)
+        if val is not None and self.validation_scores_ is None:  # the first with validation
+            self._start_validation_curves()
+        self._run_epochs(train, train_idx, val, 1 if incremental else self.max_iter,
                          incremental)
         return self
 
@@ -368,7 +421,9 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         config, tokens = self.model_.config, self.embedding_dim is not None
         wanted = {"hidden_size": self.hidden_size, "num_layers": self.num_layers,
                   "bidirectional": bool(self.bidirectional),
-                  "nonlinearity": self.nonlinearity if self._cell == "rnn" else "tanh"}
+                  "nonlinearity": self.nonlinearity if self._cell == "rnn" else "tanh",
+                  "norm": self.norm, "residual": bool(self.residual),
+                  "layer_norm": bool(self.layer_norm)}
         changed = [name for name, value in wanted.items() if config[name] != value]
         if as_float_dtype(self.dtype) != self.model_.dtype:
             changed.append("dtype")
@@ -380,9 +435,22 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
                              "warm_start and partial_fit continue that network; set "
                              "warm_start=False (or fit a new estimator) to train a new one")
 
+    def _validation_set(self, X_val, y_val, sample_weight_val, train):
+        """X_val, y_val prepared as the training data was (the fitted form,
+        classes and target scaling)."""
+        data = self._prepare_X(X_val, reset=False)
+        target, rows = self._prepare_y(y_val, data, reset=False)
+        weights = self._sample_weights(sample_weight_val, target, rows, len(data))
+        prepared = _TrainingSet(data, target, rows, weights, train.loss_fn, train.n_threads)
+        score_weights = (None if sample_weight_val is None else
+                         _check_sample_weight(sample_weight_val, np.empty((len(data), 1)),
+                                              dtype=np.float64)[rows])
+        return _ValidationSet(prepared, np.arange(len(data)), score_weights)
+
     def _forget_fit(self):
         self._rng = np.random.default_rng(self.random_state)
-        for attr in ("loss_curve_", "validation_scores_", "best_loss_", "best_validation_score_"):
+        for attr in ("loss_curve_", "validation_scores_", "validation_loss_curve_",
+                     "best_loss_", "best_validation_score_"):
             if hasattr(self, attr):
                 delattr(self, attr)
 
@@ -393,13 +461,19 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             raise ValueError(f"conditions has {len(conditions)} rows, X {n}")
         return conditions
 
-    def _start_curves(self, track_validation):
+    def _start_curves(self):
         self.loss_curve_ = []
         self.n_iter_ = 0
         self.t_ = 0
-        self.validation_scores_ = [] if track_validation else None
-        self.best_validation_score_ = -np.inf if track_validation else None
+        self.validation_scores_ = None  # lists from the first fit with validation data
+        self.validation_loss_curve_ = None
+        self.best_validation_score_ = None
         self.best_loss_ = np.inf
+
+    def _start_validation_curves(self):
+        self.validation_scores_ = []
+        self.validation_loss_curve_ = []
+        self.best_validation_score_ = -np.inf
 
     def _validation_split(self, n, target):
         """Sorted train and validation sample indices (stratified for labels
@@ -426,20 +500,21 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         return min(64, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
 
     # ----- the training loop -------------------------------------------------------------
-    def _run_epochs(self, train, train_idx, val_idx, epochs, incremental):
+    def _run_epochs(self, train, train_idx, val, epochs, incremental):
         self._no_improvement_count = 0
+        self.__dict__.pop("_best_params", None)  # an interrupted fit's best is not this one's
         with single_threaded_blas():
-            stopped_early = self._epoch_loop(train, train_idx, val_idx, epochs, incremental)
+            stopped_early = self._epoch_loop(train, train_idx, val, epochs, incremental)
         if stopped_early is None:  # interrupted: the last finished epoch stays
             return
-        if val_idx is not None and hasattr(self, "_best_params"):
+        if hasattr(self, "_best_params"):
             self.model_.flat_params[:] = self._best_params
             del self._best_params
         if not incremental and not stopped_early and epochs == self.max_iter:
             warnings.warn(f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached "
                           "and the optimization hasn't converged yet.", ConvergenceWarning)
 
-    def _epoch_loop(self, train, train_idx, val_idx, epochs, incremental):
+    def _epoch_loop(self, train, train_idx, val, epochs, incremental):
         """The epochs; returns whether early stopping ended them, or None after
         a Ctrl-C, wherever it came (training, validation scoring, between
         epochs): an epoch under way is undone, a finished one is kept whole."""
@@ -449,9 +524,9 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
                 started = time.perf_counter()
                 checkpoint = self._checkpoint()
                 epoch_loss = self._train_epoch(train, train_idx, checkpoint)
-                val_score = None if val_idx is None else self._validation_score(train, val_idx)
+                val_result = None if val is None else self._validate(val)
                 with _ctrl_c_deferred():  # the epoch is recorded whole, or not at all
-                    self._end_epoch(epoch_loss, val_score, started)
+                    self._end_epoch(epoch_loss, val_result, started)
                     checkpoint = None
                 if not incremental and self._no_improvement_count >= self.n_iter_no_change:
                     if self.verbose:
@@ -599,24 +674,30 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             f"{self.clip_norm}), or scale X; the model keeps the weights "
             "of the last finished epoch.")
 
-    def _end_epoch(self, epoch_loss, val_score, started):
-        """Curves, early-stopping count, the schedule, and the verbose line of
-        a finished epoch (val_score: None without validation data)."""
+    def _end_epoch(self, epoch_loss, val_result, started):
+        """Curves, validation score and loss, early-stopping count, the
+        schedule, and the verbose line of a finished epoch (val_result: the
+        (score, loss) of _validate, or None without validation data)."""
         self.loss_curve_.append(epoch_loss)
         self.n_iter_ += 1
         message = f"epoch {self.n_iter_}: loss {epoch_loss:.6g}"
-        if val_score is not None:
+        val_score = None
+        if val_result is not None:
+            val_score, val_loss = val_result
             self.validation_scores_.append(val_score)
-            message += f", validation score {val_score:.6g}"
-        self._update_no_improvement_count(epoch_loss, val_score)
-        self._optimizer.schedule.end_epoch(epoch_loss if val_score is None else -val_score)
+            self.validation_loss_curve_.append(val_loss)
+            message += f", validation loss {val_loss:.6g}, validation score {val_score:.6g}"
+        stopping_score = val_score if self.early_stopping else None
+        self._update_no_improvement_count(epoch_loss, stopping_score)
+        self._optimizer.schedule.end_epoch(epoch_loss if stopping_score is None
+                                           else -stopping_score)
         if self.verbose:
             print(f"{message} ({time.perf_counter() - started:.2f}s)")
 
     def _update_no_improvement_count(self, epoch_loss, val_score):
         """Count epochs without an improvement of more than tol (of the
-        validation score when there is one, else of the training loss); keep
-        the best validation weights."""
+        validation score when early stopping on one, else of the training
+        loss); keep the best validation weights."""
         if val_score is not None:
             if val_score > self.best_validation_score_ + self.tol:
                 self._no_improvement_count = 0
@@ -631,19 +712,28 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             self._no_improvement_count = 0
         self.best_loss_ = min(self.best_loss_, epoch_loss)
 
-    def _validation_score(self, train, idx):
-        """Accuracy or R^2 on samples idx of the prepared training data."""
-        sub = train.data.subset(idx)
+    def _validate(self, val):
+        """(score, loss) on a validation set: accuracy or R^2 (weighted by
+        sample_weight_val when given), and the mean loss per output row
+        weighted as in training (sample and class weights), without the L2
+        penalty."""
+        data, idx = val.prepared.data, val.idx
+        sub = data.subset(idx)
         out = self._forward(sub)
-        rows = _data.target_rows(idx, train.rows, train.data.lengths, train.data.n_steps,
+        rows = _data.target_rows(idx, val.prepared.rows, data.lengths, data.n_steps,
                                  self.per_step_)
         out = out.reshape(-1, out.shape[-1])
         if self.per_step_:
             out = out[sub.step_mask().reshape(-1)]
+        target, weights = val.prepared.target[rows], val.prepared.weights[rows]
+        loss_sum, _ = val.prepared.loss_fn(out.astype(np.float64), target, weights)
+        score_weights = val.score_weights
         if self.task_ == "classification":
-            return accuracy_score(train.target[rows],
-                                  np.argmax(self._proba_from_logits(out), axis=-1))
-        return r2_score(train.target[rows], out)
+            score = accuracy_score(target, np.argmax(self._proba_from_logits(out), axis=-1),
+                                   sample_weight=score_weights)
+        else:
+            score = r2_score(target, out, sample_weight=score_weights)
+        return float(score), float(loss_sum / len(rows))
 
     # ----- prediction --------------------------------------------------------------------
     def _forward(self, data):
@@ -738,9 +828,9 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         check_is_fitted(self, "model_")
         attributes = {name: getattr(self, name) for name in self._FITTED_SCALARS
                       if hasattr(self, name)}
-        attributes["loss_curve_"] = [float(v) for v in self.loss_curve_]
-        attributes["validation_scores_"] = (None if self.validation_scores_ is None
-                                            else [float(v) for v in self.validation_scores_])
+        for name in self._CURVES:
+            curve = getattr(self, name, None)
+            attributes[name] = None if curve is None else [float(v) for v in curve]
         arrays = {name: np.asarray(getattr(self, name)) for name in self._FITTED_ARRAYS
                   if hasattr(self, name)}
         return attributes, arrays, self.model_
@@ -748,14 +838,15 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
     def _set_fitted_state(self, attributes, arrays, model):
         """Restore what _get_fitted_state gave; training state (optimizer
         moments, schedule, random generator) starts afresh."""
-        unknown = set(attributes) - set(self._FITTED_SCALARS) - {"loss_curve_",
-                                                                 "validation_scores_"}
+        unknown = set(attributes) - set(self._FITTED_SCALARS) - set(self._CURVES)
         unknown |= set(arrays) - set(self._FITTED_ARRAYS)
         if unknown:
             raise ValueError(f"unknown fitted attributes {sorted(unknown)}")
         for name, value in {**attributes, **arrays}.items():
             setattr(self, name, value)
         self.loss_curve_ = list(attributes["loss_curve_"])
+        for name in self._CURVES[1:]:  # None when there was no validation data
+            setattr(self, name, None if attributes.get(name) is None else list(attributes[name]))
         self.model_ = model
         self._optimizer = None
         self._rng = np.random.default_rng(self.random_state)

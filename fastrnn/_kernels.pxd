@@ -114,3 +114,50 @@ cdef extern from "bench.h" nogil:
     int fr_bench_layer(const fr_blas *blas, const fr_shape *s, int n_threads, int reps,
                        fr_layer_times *out)
     int fr_bench_sgemm(const fr_blas *blas, int64_t n, int reps, double *seconds)
+
+
+# csrc/lnrnn.h: layer-normalized LSTM / GRU with a recurrent dropout mask.
+cdef extern from "lnrnn.h" nogil:
+    ctypedef struct fr_ln_weights:
+        const void *W_ih
+        const void *W_hh
+        const void *b_ih
+        const void *b_hh
+        const void *ln_ih_w
+        const void *ln_ih_b
+        const void *ln_hh_w
+        const void *ln_hh_b
+        const void *ln_c_w
+        const void *ln_c_b
+
+    ctypedef struct fr_ln_grads:
+        void *dW_ih
+        void *dW_hh
+        void *db_ih
+        void *db_hh
+        void *dln_ih_w
+        void *dln_ih_b
+        void *dln_hh_w
+        void *dln_hh_b
+        void *dln_c_w
+        void *dln_c_b
+
+    int64_t fr_ln_workspace(const fr_shape *s)
+    int64_t fr_ln_backward_workspace(const fr_shape *s)
+    int fr_ln_forward_f32(const fr_blas *blas, const fr_shape *s, const fr_ln_weights *w,
+                          const float *X, const float *h0, const float *c0, const float *mask,
+                          float *Y, int64_t ldy, float *hN, float *cN, float *ws, int n_threads)
+    int fr_ln_forward_f64(const fr_blas *blas, const fr_shape *s, const fr_ln_weights *w,
+                          const double *X, const double *h0, const double *c0,
+                          const double *mask, double *Y, int64_t ldy, double *hN, double *cN,
+                          double *ws, int n_threads)
+    int fr_ln_backward_f32(const fr_blas *blas, const fr_shape *s, const fr_ln_weights *w,
+                           const float *X, const float *mask, const float *ws, const float *dY,
+                           int64_t ldy, const float *dhN, const float *dcN, float *dX,
+                           int accumulate_dx, const fr_ln_grads *g, float *dh0, float *dc0,
+                           float *bws, int n_threads)
+    int fr_ln_backward_f64(const fr_blas *blas, const fr_shape *s, const fr_ln_weights *w,
+                           const double *X, const double *mask, const double *ws,
+                           const double *dY, int64_t ldy, const double *dhN, const double *dcN,
+                           double *dX, int accumulate_dx, const fr_ln_grads *g, double *dh0,
+                           double *dc0, double *bws, int n_threads)

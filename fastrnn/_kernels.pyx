@@ -549,3 +549,155 @@ def bench_sgemm(*, int64_t n=1024, int reps=3):
         rc = fr_bench_sgemm(&BLAS, n, reps, &seconds)
     _raise(rc, "bench_sgemm")
     return seconds
+
+
+# ----- layer-normalized LSTM / GRU, recurrent dropout (csrc/lnrnn.h) ----------------------
+LN_NAMES = ("ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias", "ln_c_weight",
+            "ln_c_bias")
+
+
+def ln_workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H):
+    """Elements of an ln_forward workspace (what ln_backward reads)."""
+    cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
+    cdef int64_t n = fr_ln_workspace(&s)
+    if n < 0:
+        _raise(fr_check_shape(&s, H), "layer-normalized layer")
+        raise ValueError("layer-normalized cells are LSTM and GRU")
+    return n
+
+
+def ln_backward_workspace_size(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H):
+    """Elements of ln_backward's scratch besides the forward workspace."""
+    ln_workspace_size(cell=cell, B=B, T=T, I=I, H=H)
+    cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
+    return fr_ln_backward_workspace(&s)
+
+
+cdef fr_ln_weights _ln_weights(int cell, W_ih, W_hh, b_ih, b_hh, dict norms, object dtype,
+                               int64_t I, int64_t H, str prefix) except *:
+    """The weight table; norms maps LN_NAMES to arrays, or is empty (no norm)."""
+    cdef int64_t GH = gates(cell) * H
+    cdef fr_ln_weights w
+    w.W_ih = _data(W_ih, dtype, (GH, I), prefix + "weight_ih", False)
+    w.W_hh = _data(W_hh, dtype, (GH, H), prefix + "weight_hh", False)
+    w.b_ih = _data(b_ih, dtype, (GH,), prefix + "bias_ih", False)
+    w.b_hh = _data(b_hh, dtype, (GH,), prefix + "bias_hh", False)
+    cdef bint on = bool(norms)
+    cdef bint cell_norm = on and cell == FR_LSTM
+    w.ln_ih_w = _data(norms.get("ln_ih_weight"), dtype, (GH,), prefix + "ln_ih_weight", not on)
+    w.ln_ih_b = _data(norms.get("ln_ih_bias"), dtype, (GH,), prefix + "ln_ih_bias", not on)
+    w.ln_hh_w = _data(norms.get("ln_hh_weight"), dtype, (GH,), prefix + "ln_hh_weight", not on)
+    w.ln_hh_b = _data(norms.get("ln_hh_bias"), dtype, (GH,), prefix + "ln_hh_bias", not on)
+    w.ln_c_w = _data(norms.get("ln_c_weight"), dtype, (H,), prefix + "ln_c_weight",
+                     not cell_norm)
+    w.ln_c_b = _data(norms.get("ln_c_bias"), dtype, (H,), prefix + "ln_c_bias", not cell_norm)
+    return w
+
+
+def ln_forward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, norms, h0, c0, mask, Y,
+               int64_t y_col, hN, cN, lengths, bint reverse, ws, int n_threads):
+    """One layer, one direction of the layer-normalized cell (norms: a dict of
+    LN_NAMES arrays; empty: a plain cell) with an optional recurrent dropout
+    mask (B, H). Arguments otherwise as forward; ws from ln_workspace_size."""
+    if not isinstance(X, np.ndarray) or X.ndim != 3 or not isinstance(W_hh, np.ndarray) \
+            or W_hh.ndim != 2 or not isinstance(Y, np.ndarray) or Y.ndim != 3:
+        raise ValueError("X and Y must be 3-D, W_hh 2-D NumPy arrays")
+    dtype = X.dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise ValueError(f"X must be float32 or float64, got {dtype}")
+    cdef int64_t B = X.shape[0], T = X.shape[1], I = X.shape[2], H = W_hh.shape[1]
+    cdef int64_t ldy = Y.shape[2]
+    if y_col < 0 or y_col + H > ldy:
+        raise ValueError("Y has too few columns for this direction")
+    cdef int64_t need = ln_workspace_size(cell=cell, B=B, T=T, I=I, H=H)
+    cdef fr_shape s = _shape(cell, B, T, I, H, reverse, lengths)
+    cdef fr_ln_weights w = _ln_weights(cell, W_ih, W_hh, b_ih, b_hh, dict(norms), dtype, I, H,
+                                       "")
+    cdef char *x = _data(X, dtype, (B, T, I), "X", False)
+    cdef char *ph0 = _data(h0, dtype, (B, H), "h0", True)
+    cdef char *pc0 = _data(c0, dtype, (B, H), "c0", True)
+    cdef char *pm = _data(mask, dtype, (B, H), "mask", True)
+    cdef char *y = _out(Y, dtype, (B, T, ldy), "Y", False)
+    cdef char *phN = _out(hN, dtype, (B, H), "hN", False)
+    cdef char *pcN = _out(cN, dtype, (B, H), "cN", cell != FR_LSTM)
+    cdef char *pw = _workspace(ws, dtype, need, "workspace")
+    cdef int rc
+    if dtype == np.float32:
+        with nogil:
+            rc = fr_ln_forward_f32(&BLAS, &s, &w, <float *>x, <float *>ph0, <float *>pc0,
+                                   <float *>pm, (<float *>y) + y_col, ldy, <float *>phN,
+                                   <float *>pcN, <float *>pw, n_threads)
+    else:
+        with nogil:
+            rc = fr_ln_forward_f64(&BLAS, &s, &w, <double *>x, <double *>ph0, <double *>pc0,
+                                   <double *>pm, (<double *>y) + y_col, ldy, <double *>phN,
+                                   <double *>pcN, <double *>pw, n_threads)
+    _raise(rc, "ln_forward")
+
+
+def ln_backward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, norms, mask, ws, dY, int64_t y_col,
+                dhN, dcN, dX, bint accumulate_dx, grads, dh0, dc0, lengths, bint reverse, bws,
+                int n_threads):
+    """Backward after ln_forward with the same arguments. grads: a dict with
+    weight_ih, weight_hh, bias_ih, bias_hh and (with norms) the LN_NAMES
+    gradients, all accumulated; dX written (or accumulated), may be None."""
+    if not isinstance(X, np.ndarray) or X.ndim != 3 or not isinstance(W_hh, np.ndarray) \
+            or W_hh.ndim != 2:
+        raise ValueError("X must be 3-D, W_hh 2-D NumPy arrays")
+    dtype = X.dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise ValueError(f"X must be float32 or float64, got {dtype}")
+    cdef int64_t B = X.shape[0], T = X.shape[1], I = X.shape[2], H = W_hh.shape[1]
+    cdef int64_t ldy = H
+    if dY is not None:
+        if not isinstance(dY, np.ndarray) or dY.ndim != 3:
+            raise ValueError("dY must be a 3-D NumPy array")
+        ldy = dY.shape[2]
+        if y_col < 0 or y_col + H > ldy:
+            raise ValueError("dY has too few columns for this direction")
+    cdef int64_t need = ln_workspace_size(cell=cell, B=B, T=T, I=I, H=H)
+    cdef int64_t need_b = ln_backward_workspace_size(cell=cell, B=B, T=T, I=I, H=H)
+    cdef fr_shape s = _shape(cell, B, T, I, H, reverse, lengths)
+    norms = dict(norms)
+    cdef fr_ln_weights w = _ln_weights(cell, W_ih, W_hh, b_ih, b_hh, norms, dtype, I, H, "")
+    grads = dict(grads)
+    for name in LN_NAMES:
+        if (name in norms) != (name in grads):
+            raise ValueError(f"grads must hold {name} exactly when norms does")
+    for name in grads:
+        _out(grads[name], dtype, None, "grad " + name, False)
+    cdef fr_ln_weights gw = _ln_weights(cell, grads.get("weight_ih"), grads.get("weight_hh"),
+                                        grads.get("bias_ih"), grads.get("bias_hh"),
+                                        {k: grads[k] for k in LN_NAMES if k in grads}, dtype,
+                                        I, H, "grad ")
+    cdef fr_ln_grads g
+    g.dW_ih, g.dW_hh, g.db_ih, g.db_hh = <void *>gw.W_ih, <void *>gw.W_hh, <void *>gw.b_ih, \
+        <void *>gw.b_hh
+    g.dln_ih_w, g.dln_ih_b = <void *>gw.ln_ih_w, <void *>gw.ln_ih_b
+    g.dln_hh_w, g.dln_hh_b = <void *>gw.ln_hh_w, <void *>gw.ln_hh_b
+    g.dln_c_w, g.dln_c_b = <void *>gw.ln_c_w, <void *>gw.ln_c_b
+    cdef char *x = _data(X, dtype, (B, T, I), "X", False)
+    cdef char *pm = _data(mask, dtype, (B, H), "mask", True)
+    cdef char *pw = _workspace(ws, dtype, need, "workspace")
+    cdef char *dy = _data(dY, dtype, (B, T, ldy), "dY", True)
+    cdef char *dhn = _data(dhN, dtype, (B, H), "dhN", True)
+    cdef char *dcn = _data(dcN, dtype, (B, H), "dcN", True)
+    cdef char *dx = _out(dX, dtype, (B, T, I), "dX", True)
+    cdef char *dh = _out(dh0, dtype, (B, H), "dh0", False)
+    cdef char *dc = _out(dc0, dtype, (B, H), "dc0", cell != FR_LSTM)
+    cdef char *bw = _workspace(bws, dtype, need_b, "backward workspace")
+    cdef int64_t col = y_col if dy != NULL else 0
+    cdef int rc
+    if dtype == np.float32:
+        with nogil:
+            rc = fr_ln_backward_f32(&BLAS, &s, &w, <float *>x, <float *>pm, <float *>pw,
+                                    (<float *>dy) + col, ldy, <float *>dhn, <float *>dcn,
+                                    <float *>dx, accumulate_dx, &g, <float *>dh, <float *>dc,
+                                    <float *>bw, n_threads)
+    else:
+        with nogil:
+            rc = fr_ln_backward_f64(&BLAS, &s, &w, <double *>x, <double *>pm, <double *>pw,
+                                    (<double *>dy) + col, ldy, <double *>dhn, <double *>dcn,
+                                    <double *>dx, accumulate_dx, &g, <double *>dh,
+                                    <double *>dc, <double *>bw, n_threads)
+    _raise(rc, "ln_backward")

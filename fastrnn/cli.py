@@ -42,8 +42,11 @@ def _fit_and_report(est, args, *fit_args, **fit_kwargs):
     est.set_params(verbose=_live_progress(args))
     est.fit(*fit_args, **fit_kwargs)
     if not args.quiet and not est.verbose:
+        validation = getattr(est, "validation_loss_curve_", None) or []
         for epoch, loss in enumerate(est.loss_curve_, start=1):
-            print(f"epoch {epoch}: loss {loss:.6g}")
+            extra = (f", validation loss {validation[epoch - 1]:.6g}"
+                     if epoch <= len(validation) else "")
+            print(f"epoch {epoch}: loss {loss:.6g}{extra}")
     return est
 
 
@@ -83,14 +86,25 @@ def demo_classify(args):
                              random_state=0, n_threads=args.threads,
                              verbose=args.verbose and _live_progress(args))
     start = time.perf_counter()
-    clf.fit(Xtr, ytr)
+    clf.fit(Xtr, ytr, X_val=Xte, y_val=yte)  # scored every epoch; training is unchanged
     seconds = time.perf_counter() - start
     _say(f"  digits as 8-step sequences, LSTM(64): test accuracy {clf.score(Xte, yte):.3f} "
           f"({clf.n_iter_} epochs in {seconds:.1f}s)")
     if args.plot:
         _plot(os.path.join(args.plot, "classify_loss.png"),
-              lambda ax: (ax.plot(clf.loss_curve_), ax.set_xlabel("epoch"),
-                          ax.set_ylabel("training loss"), ax.set_title("digits, LSTM")))
+              lambda ax: _draw_loss_curves(ax, clf, "digits, LSTM"))
+
+
+def _draw_loss_curves(ax, est, title):
+    """The training loss per epoch, and the validation loss when there is one."""
+    epochs = np.arange(1, len(est.loss_curve_) + 1)
+    ax.plot(epochs, est.loss_curve_, label="training")
+    if getattr(est, "validation_loss_curve_", None) is not None:
+        ax.plot(epochs, est.validation_loss_curve_, label="validation")
+        ax.legend()
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
 
 
 def demo_forecast(args):

@@ -133,7 +133,7 @@ def _finish_setup(est, first, data_head, y_head, stats):
         if est.embedding_dim is not None and est.vocab_size is None:
             est.n_tokens_ = stats["n_tokens"]
         est._build_model(data_head)
-        est._start_curves(track_validation=False)
+        est._start_curves()
     if est._optimizer is None:
         est._optimizer = est._new_optimizer()
     est._optimizer.schedule.configure(est.learning_rate, est.learning_rate_init,

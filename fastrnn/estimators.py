@@ -64,7 +64,8 @@ _PARAMETERS = """Parameters
         Run every layer forwards and backwards and concatenate the two.
 
     dropout : float, default=0.0
-        Dropout between recurrent layers; only used when num_layers > 1.
+        Dropout on the outputs of every recurrent layer, the last included
+        (Keras's ``Dropout`` after each ``LSTM`` layer); training only.
 
     embedding_dim : int or None, default=None
         When set, X holds integer token ids and an embedding of this size is
@@ -139,8 +140,9 @@ _PARAMETERS = """Parameters
         Clip the gradient to this global norm; None: no clipping.
 
     early_stopping : bool, default=False
-        Hold out validation_fraction of the data, stop when its score stops
-        improving for n_iter_no_change epochs, and keep the best weights.
+        Hold out validation_fraction of the data (or use ``X_val``, ``y_val``
+        when fit is given them), stop when its score stops improving for
+        n_iter_no_change epochs, and keep the best weights.
 
     validation_fraction : float, default=0.1
         Share of the samples held out; only used when early_stopping is True.
@@ -177,6 +179,28 @@ _PARAMETERS = """Parameters
     nonlinearity : {"tanh", "relu"}, default="tanh"
         The Elman cell's activation. Only used by FastRNN,
         FastRNNClassifier and FastRNNRegressor.
+
+    norm : {"layer", "batch"} or None, default=None
+        Normalization of every recurrent layer's output sequence, per feature
+        with a learned gain and bias: "layer" over the features of each step,
+        "batch" over the batch and the valid steps (running statistics at
+        inference, as BatchNorm1d).
+
+    residual : bool, default=False
+        Add each recurrent layer's input to its output where their sizes match
+        (every layer after the first; the first when its input has
+        hidden_size * directions features), before the norm and dropout.
+
+    layer_norm : bool, default=False
+        Layer-normalized LSTM / GRU cells (Ba, Kiros & Hinton 2016): the input
+        and recurrent pre-activations (and LSTM's cell state before its tanh)
+        normalized inside the C time loop, each with a learned gain and bias.
+        Not for the Elman RNN.
+
+    recurrent_dropout : float, default=0.0
+        Dropout on the hidden state entering the recurrent weights, one mask
+        per sequence kept at every step (Keras's ``recurrent_dropout``, Gal &
+        Ghahramani 2016); training only. Not for the Elman RNN.
 """
 
 _ATTRIBUTES = """Attributes
@@ -191,7 +215,13 @@ _ATTRIBUTES = """Attributes
         Training loss (mean over samples, plus the L2 penalty) of every epoch.
 
     validation_scores_ : list of float or None
-        Accuracy or R^2 on the held-out set per epoch; None unless early_stopping.
+        Accuracy or R^2 on the validation data per epoch (``X_val`` given to
+        fit, else the held-out set of early_stopping); None without
+        validation data.
+
+    validation_loss_curve_ : list of float or None
+        Loss on the validation data per epoch (mean over samples, without the
+        L2 penalty); None without validation data.
 
     best_loss_ : float
         Lowest training loss reached.

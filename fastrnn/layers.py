@@ -121,6 +121,13 @@ def load_into(views, state, owner):
         views[name][...] = value
 
 
+def valid_steps(lengths, n_samples, n_steps):
+    """(B, T) bool of the steps inside each sample's length, or None when all are."""
+    if lengths is None:
+        return None
+    return np.arange(n_steps)[None, :] < np.asarray(lengths)[:, None]
+
+
 def _row(states, index):
     """states[index], or None when there are no states."""
     return None if states is None else states[index]
@@ -144,20 +151,41 @@ class RecurrentStack:
         Seeds PyTorch's default initialisation U(-1/sqrt(H), 1/sqrt(H)) and dropout.
     flat_params, flat_grads : 1-D arrays of ``n_params(...)`` elements, optional
         Buffers to place parameters and gradients in (views are taken).
+    layer_norm : bool, default False
+        Layer-normalized cells (LSTM and GRU; Ba, Kiros & Hinton 2016): the
+        input and recurrent pre-activations, and LSTM's cell state before its
+        tanh, each normalized with a gain and bias (``ln_ih_weight_l0``,
+        ``ln_ih_bias_l0``, ``ln_hh_weight_l0``, ``ln_hh_bias_l0``,
+        ``ln_c_weight_l0``, ``ln_c_bias_l0``, suffix ``_reverse``), in C
+        (csrc/lnrnn.h).
+    recurrent_dropout : float, default 0
+        Dropout on h where it enters the recurrent projection, one mask per
+        sequence and layer direction, the same at every step (Gal & Ghahramani
+        2016, Keras's ``recurrent_dropout``); training only; LSTM and GRU.
     """
 
     cell = None  # kernel cell name (a key of _kernels.CELLS), set by subclasses
     n_gates = None  # from the kernels' count, set by subclasses
+    # None, or one object per layer with forward(Y, X, valid, training) -> Y' and
+    # backward(dY') -> (dY, dX share or None), applied to every layer's output (the
+    # last included): a Network's residual / norm / dropout (network.LayerOutput)
+    layer_outputs = None
 
     def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False,
                  dropout=0.0, dtype=np.float32, n_threads=None, random_state=None,
-                 flat_params=None, flat_grads=None):
+                 flat_params=None, flat_grads=None, layer_norm=False, recurrent_dropout=0.0):
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        if not 0.0 <= float(recurrent_dropout) < 1.0:
+            raise ValueError(f"recurrent_dropout must lie in [0, 1), got {recurrent_dropout!r}")
+        if (layer_norm or recurrent_dropout) and self.cell not in ("lstm", "gru"):
+            raise ValueError("layer_norm and recurrent_dropout need an LSTM or GRU cell")
+        self.layer_norm = bool(layer_norm)
+        self.recurrent_dropout = float(recurrent_dropout)
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.num_layers = int(num_layers)
@@ -167,7 +195,7 @@ class RecurrentStack:
         self.n_threads = n_threads
         self.rng = np.random.default_rng(random_state)
         n = self.n_params(self.input_size, self.hidden_size, self.num_layers,
-                          self.bidirectional)
+                          self.bidirectional, self.layer_norm)
         self.flat_params = self._buffer(flat_params, n, "flat_params")
         self.flat_grads = self._buffer(flat_grads, n, "flat_grads")
         self.params = self._views(self.flat_params)
@@ -192,8 +220,10 @@ class RecurrentStack:
                          *(p[n] for n in names), *(g[n] for n in names))
 
     @classmethod
-    def param_shapes(cls, input_size, hidden_size, num_layers=1, bidirectional=False):
-        """[(name, shape)] in PyTorch's order and names."""
+    def param_shapes(cls, input_size, hidden_size, num_layers=1, bidirectional=False,
+                     layer_norm=False):
+        """[(name, shape)] in PyTorch's order and names (then, per layer and
+        direction, the layer-norm gains and biases)."""
         G, H = cls.n_gates, hidden_size
         D = 2 if bidirectional else 1
         shapes = []
@@ -204,12 +234,21 @@ class RecurrentStack:
                            (param_name("weight_hh", k, d), (G * H, H)),
                            (param_name("bias_ih", k, d), (G * H,)),
                            (param_name("bias_hh", k, d), (G * H,))]
+                if layer_norm:
+                    shapes += [(param_name(kind, k, d), (H if "_c_" in kind else G * H,))
+                               for kind in cls.ln_names()]
         return shapes
 
     @classmethod
-    def n_params(cls, input_size, hidden_size, num_layers=1, bidirectional=False):
-        return sum(int(np.prod(s)) for _, s in
-                   cls.param_shapes(input_size, hidden_size, num_layers, bidirectional))
+    def ln_names(cls):
+        """The layer-norm parameter kinds of this cell (the cell norm: LSTM only)."""
+        return [kind for kind in _kernels.LN_NAMES if cls.cell == "lstm" or "_c_" not in kind]
+
+    @classmethod
+    def n_params(cls, input_size, hidden_size, num_layers=1, bidirectional=False,
+                 layer_norm=False):
+        return sum(int(np.prod(s)) for _, s in cls.param_shapes(
+            input_size, hidden_size, num_layers, bidirectional, layer_norm))
 
     def _buffer(self, buf, n, name):
         if buf is None:
@@ -223,16 +262,34 @@ class RecurrentStack:
     def _views(self, flat):
         views, offset = {}, 0
         for name, shape in self.param_shapes(self.input_size, self.hidden_size,
-                                             self.num_layers, self.bidirectional):
+                                             self.num_layers, self.bidirectional,
+                                             self.layer_norm):
             size = int(np.prod(shape))
             views[name] = flat[offset:offset + size].reshape(shape)
             offset += size
         return views
 
     def reset_parameters(self):
-        """PyTorch's default: every parameter ~ U(-1/sqrt(H), 1/sqrt(H))."""
+        """PyTorch's default: every parameter ~ U(-1/sqrt(H), 1/sqrt(H)); layer-norm
+        gains 1 and biases 0 (LayerNorm's)."""
         bound = 1.0 / np.sqrt(self.hidden_size)
         self.flat_params[:] = self.rng.uniform(-bound, bound, self.flat_params.size)
+        for name, view in self.params.items():
+            if name.startswith("ln_"):
+                view[:] = 1.0 if "_weight_" in name else 0.0
+
+    def norms(self, layer, reverse=False):
+        """The layer-norm parameters of one layer and direction and their
+        gradients: two dicts keyed by _kernels.LN_NAMES (empty without layer_norm)."""
+        if not self.layer_norm:
+            return {}, {}
+        names = {kind: param_name(kind, layer, reverse) for kind in self.ln_names()}
+        return ({kind: self.params[n] for kind, n in names.items()},
+                {kind: self.grads[n] for kind, n in names.items()})
+
+    def _ln_kernel(self, training):
+        """Whether the layer-norm / recurrent-dropout kernels (csrc/lnrnn.h) run."""
+        return self.layer_norm or (training and self.recurrent_dropout > 0)
 
     def zero_grad(self):
         self.flat_grads[:] = 0
@@ -302,9 +359,15 @@ class RecurrentStack:
         with single_threaded_blas():
             for k in range(self.num_layers):
                 Y = np.empty((B, T, D * H), self.dtype)
-                workspaces = []
+                workspaces, h_masks = [], []
                 for d in range(D):
                     view = self.direction(k, d)
+                    if self._ln_kernel(training):
+                        ws, h_mask = self._ln_forward(view, layer_in, h0, c0, Y, hN, cN,
+                                                      lengths, training, n_threads)
+                        workspaces.append(ws)
+                        h_masks.append(h_mask)
+                        continue
                     n_ws = _kernels.workspace_size(cell=cell, B=B, T=T, I=layer_in.shape[2],
                                                    H=H, training=training, lengths=lengths)
                     if training:
@@ -325,11 +388,50 @@ class RecurrentStack:
                 if training and self.dropout > 0 and k < self.num_layers - 1:
                     keep = 1.0 - self.dropout
                     mask = (self.rng.random(Y.shape) < keep).astype(self.dtype) / keep
-                cache.append((layer_in, workspaces, mask))
+                cache.append((layer_in, workspaces, mask, h_masks))
+                if self.layer_outputs is not None:  # a network's residual / norm / dropout
+                    Y = self.layer_outputs[k].forward(Y, layer_in, valid_steps(lengths, B, T),
+                                                      training)
                 layer_in = Y if mask is None else Y * mask
         if training:  # inference leaves the training cache alone: a fit in another
             self._cache = (cache, lengths, B, T)  # thread may be between forward and backward
         return layer_in, State(hN, cN)
+
+    def _ln_forward(self, view, X, h0, c0, Y, hN, cN, lengths, training, n_threads):
+        """One layer direction through the layer-norm / recurrent-dropout kernel;
+        returns its workspace and the recurrent dropout mask (B, H) or None."""
+        B, T, I = X.shape
+        H, cell = self.hidden_size, _kernels.CELLS[self.cell]
+        h_mask = None
+        if training and self.recurrent_dropout > 0:  # one mask per sequence
+            keep = 1.0 - self.recurrent_dropout
+            h_mask = (self.rng.random((B, H)) < keep).astype(self.dtype) / keep
+        ws = np.empty(_kernels.ln_workspace_size(cell=cell, B=B, T=T, I=I, H=H), self.dtype)
+        _kernels.ln_forward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, b_ih=view.b_ih,
+                            b_hh=view.b_hh, norms=self.norms(view.layer, view.reverse)[0],
+                            h0=_row(h0, view.index), c0=_row(c0, view.index), mask=h_mask,
+                            Y=Y, y_col=view.reverse * H, hN=hN[view.index],
+                            cN=_row(cN, view.index), lengths=lengths, reverse=view.reverse,
+                            ws=ws, n_threads=n_threads)
+        return ws, h_mask
+
+    def _ln_backward(self, view, X, ws, h_mask, dY, dhN, dcN, dX, dh0, dc0, lengths,
+                     n_threads):
+        """Backward of _ln_forward; dX accumulates for the reverse direction."""
+        B, T, I = X.shape
+        H, cell = self.hidden_size, _kernels.CELLS[self.cell]
+        norms, norm_grads = self.norms(view.layer, view.reverse)
+        grads = dict(weight_ih=view.dW_ih, weight_hh=view.dW_hh, bias_ih=view.db_ih,
+                     bias_hh=view.db_hh, **norm_grads)
+        bws = np.empty(_kernels.ln_backward_workspace_size(cell=cell, B=B, T=T, I=I, H=H),
+                       self.dtype)
+        _kernels.ln_backward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, b_ih=view.b_ih,
+                             b_hh=view.b_hh, norms=norms, mask=h_mask, ws=ws, dY=dY,
+                             y_col=view.reverse * H, dhN=_row(dhN, view.index),
+                             dcN=_row(dcN, view.index), dX=dX, accumulate_dx=view.reverse,
+                             grads=grads, dh0=dh0[view.index], dc0=_row(dc0, view.index),
+                             lengths=lengths, reverse=view.reverse, bws=bws,
+                             n_threads=n_threads)
 
     def backward(self, dY, dhN=None, dcN=None, input_grad=True):
         """Backpropagate through the last training forward.
@@ -357,11 +459,18 @@ class RecurrentStack:
         bws = None
         with single_threaded_blas():
             for k in range(self.num_layers - 1, -1, -1):
-                layer_in, workspaces, _ = cache[k]
+                layer_in, workspaces, _, h_masks = cache[k]
+                d_input = None  # the residual connection's share of dX
+                if self.layer_outputs is not None:
+                    dY, d_input = self.layer_outputs[k].backward(dY)
                 need_dx = k > 0 or input_grad
                 dX = np.empty(layer_in.shape, self.dtype) if need_dx else None
                 for d in range(D):
                     view = self.direction(k, d)
+                    if h_masks:
+                        self._ln_backward(view, layer_in, workspaces[d], h_masks[d], dY, dhN,
+                                          dcN, dX, dh0, dc0, lengths, n_threads)
+                        continue
                     n_bws = _kernels.backward_workspace_size(cell=cell, B=B, T=T,
                                                              I=layer_in.shape[2], H=H,
                                                              lengths=lengths)
@@ -375,6 +484,8 @@ class RecurrentStack:
                                       dh0=dh0[view.index], dc0=_row(dc0, view.index),
                                       lengths=lengths, reverse=view.reverse, bws=bws,
                                       n_threads=n_threads)
+                if d_input is not None and dX is not None:
+                    dX += d_input
                 if k > 0:
                     prev_mask = cache[k - 1][2]
                     dY = dX if prev_mask is None else dX * prev_mask
@@ -416,6 +527,16 @@ _STACK_PARAMETERS = """Parameters
     flat_params, flat_grads : ndarray of shape (n_params,), default=None
         Buffers to place parameters and gradients in (views are taken), e.g.
         a network's; None: the stack allocates its own.
+
+    layer_norm : bool, default=False
+        Layer-normalized cells (Ba, Kiros & Hinton 2016; LSTM and GRU only):
+        the input and recurrent pre-activations, and an LSTM's cell state,
+        are normalized with their own gain and bias (``ln_ih_weight_l0``, ...).
+
+    recurrent_dropout : float, default=0.0
+        Dropout on h with one mask per sequence, the same at every step (Gal &
+        Ghahramani 2016, Keras's ``recurrent_dropout``); training only; LSTM
+        and GRU only.
 
     Attributes
     ----------

@@ -15,6 +15,127 @@ import numpy as np
 from fastrnn.layers import STACKS, as_float_dtype, load_into
 
 
+NORMS = (None, "layer", "batch")
+NORM_EPS = 1e-5  # PyTorch's LayerNorm / BatchNorm1d default
+BATCH_NORM_MOMENTUM = 0.1  # running = (1 - m) * running + m * batch statistic (PyTorch's)
+
+
+def norm_shapes(norm, layer, features):
+    """[(name, shape)] of the normalization after recurrent layer ``layer``:
+    gain and bias, and for batch norm the running mean and (unbiased) variance."""
+    names = {None: (), "layer": ("weight", "bias"),
+             "batch": ("weight", "bias", "running_mean", "running_var")}[norm]
+    return [(f"norm_l{layer}.{name}", (features,)) for name in names]
+
+
+class LayerOutput:
+    """What follows one recurrent layer, in this order: the residual
+    connection (the layer's input added when its size matches, GNMT style),
+    the normalization ("layer": per step over features; "batch": per feature
+    over the batch and the valid steps, running statistics for inference),
+    and dropout (training only). Steps past a sample's length stay 0.
+
+    ``params`` / ``grads`` hold the norm_l{k}.* views of the network's flat
+    buffers; running statistics live there too (their gradient stays 0 and
+    they have no weight decay), so every copy and save of the weights carries
+    them."""
+
+    def __init__(self, layer, norm, residual, dropout, params, grads, stack):
+        # dropout draws from stack.rng at the time of drawing (an owner may reseed it)
+        self.norm, self.residual, self.dropout, self.stack = norm, residual, dropout, stack
+        prefix = f"norm_l{layer}."
+        self.p = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+        self.g = {k[len(prefix):]: v for k, v in grads.items() if k.startswith(prefix)}
+        self._cache = None
+
+    def forward(self, Y, X, valid, training):
+        """Y (B, T, F): the layer's output; X its input; valid (B, T) bool or
+        None (every step valid)."""
+        add_input = self.residual and X.shape[2] == Y.shape[2]
+        Z = Y + X if add_input else Y
+        xhat = inv_std = None
+        if self.norm is not None:
+            xhat, inv_std = self._normalize(Z, valid, training)
+            Z = xhat * self.p["weight"] + self.p["bias"]
+        mask = None
+        if training and self.dropout > 0:
+            keep = 1.0 - self.dropout
+            mask = (self.stack.rng.random(Z.shape) < keep).astype(Z.dtype) / keep
+            Z = Z * mask
+        if valid is not None:
+            Z = Z * valid[:, :, None]
+        if training:
+            self._cache = (add_input, xhat, inv_std, mask, valid)
+        return np.ascontiguousarray(Z, dtype=Y.dtype)
+
+    def _normalize(self, Z, valid, training):
+        if self.norm == "layer":
+            mean = Z.mean(axis=2, keepdims=True)
+            var = Z.var(axis=2, keepdims=True)
+        elif training:
+            rows = Z.reshape(-1, Z.shape[2]) if valid is None else Z[valid]
+            mean, var = rows.mean(axis=0), rows.var(axis=0)
+            m, n = BATCH_NORM_MOMENTUM, len(rows)
+            self.p["running_mean"][:] = (1 - m) * self.p["running_mean"] + m * mean
+            unbiased = var * n / (n - 1) if n > 1 else var
+            self.p["running_var"][:] = (1 - m) * self.p["running_var"] + m * unbiased
+        else:
+            mean, var = self.p["running_mean"], self.p["running_var"]
+        inv_std = 1.0 / np.sqrt(var + NORM_EPS)
+        return (Z - mean) * inv_std, inv_std
+
+    def backward(self, dZ):
+        """d(loss)/d(Y) and the residual's d(loss)/d(X) (None without one);
+        accumulates the norm's gain and bias gradients."""
+        add_input, xhat, inv_std, mask, valid = self._cache
+        self._cache = None
+        if valid is not None:
+            dZ = dZ * valid[:, :, None]
+        if mask is not None:
+            dZ = dZ * mask
+        if self.norm is not None:
+            dZ = self._normalize_backward(dZ, xhat, inv_std, valid)
+        dZ = np.ascontiguousarray(dZ)
+        return dZ, (dZ if add_input else None)
+
+    def _normalize_backward(self, dout, xhat, inv_std, valid):
+        self.g["weight"] += (dout * xhat).sum(axis=(0, 1))
+        self.g["bias"] += dout.sum(axis=(0, 1))
+        dxhat = dout * self.p["weight"]
+        if self.norm == "layer":
+            return inv_std * (dxhat - dxhat.mean(axis=2, keepdims=True)
+                              - xhat * (dxhat * xhat).mean(axis=2, keepdims=True))
+        n = dout.shape[0] * dout.shape[1] if valid is None else int(valid.sum())
+        # padding has dout = 0, so sums over every step are sums over valid ones
+        mean_dxhat = dxhat.sum(axis=(0, 1)) / n
+        mean_dxhat_xhat = (dxhat * xhat).sum(axis=(0, 1)) / n
+        dZ = inv_std * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
+        return dZ if valid is None else dZ * valid[:, :, None]
+
+
+def final_outputs(Y, lengths, hidden_size, num_directions):
+    """The outputs at each sample's final step, (B, D*H): the forward
+    direction's at its last valid step, the reverse direction's at step 0
+    (where the final states hN come from)."""
+    B, T, _ = Y.shape
+    last = np.full(B, T - 1) if lengths is None else np.asarray(lengths) - 1
+    features = Y[np.arange(B), last].copy()
+    if num_directions == 2:
+        features[:, hidden_size:] = Y[:, 0, hidden_size:]
+    return features
+
+
+def scatter_final_outputs(d_features, shape, lengths, hidden_size, num_directions):
+    """The gradient of final_outputs: d_features placed back into a zero (B, T, D*H)."""
+    B, T, _ = shape
+    dY = np.zeros(shape, d_features.dtype)
+    last = np.full(B, T - 1) if lengths is None else np.asarray(lengths) - 1
+    dY[np.arange(B), last, :hidden_size] = d_features[:, :hidden_size]
+    if num_directions == 2:
+        dY[:, 0, hidden_size:] += d_features[:, hidden_size:]
+    return dY
+
+
 def glorot_uniform(rng, fan_out, fan_in):
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=(fan_out, fan_in))
@@ -32,6 +153,11 @@ class Network:
     directions concatenated) and gives (B, output_size). per_step=True: the head
     reads every step's output and gives (B, T, output_size). An estimator's
     ``model_`` is a Network.
+
+    Every recurrent layer's output, the last included, passes through a
+    LayerOutput when ``residual``, ``norm`` or ``dropout`` asks for one
+    (Keras-style dropout after every layer); the head then reads the last
+    layer's transformed outputs at each sample's final step.
 
     Parameters
     ----------
@@ -69,6 +195,20 @@ class Network:
     random_state : int, Generator or None, default=None
         Seeds the initialisation and dropout.
 
+    norm : {None, "layer", "batch"}, default=None
+        Normalization of every recurrent layer's output sequence, per feature
+        (batch norm over the batch and valid steps, running statistics at
+        inference).
+
+    residual : bool, default=False
+        Add each layer's input to its output where their sizes match.
+
+    layer_norm : bool, default=False
+        Layer-normalized LSTM/GRU cells (fused in C).
+
+    recurrent_dropout : float, default=0.0
+        One dropout mask on h per sequence, the same at every step (LSTM/GRU).
+
     Attributes
     ----------
     config : dict
@@ -79,8 +219,9 @@ class Network:
 
     params, grads : dict of str to ndarray
         Views into the buffers: ``embedding.weight``, ``condition.weight``,
-        ``condition.bias``, the stack's PyTorch names (``weight_ih_l0``, ...),
-        ``head.weight``, ``head.bias``.
+        ``condition.bias``, the stack's PyTorch names (``weight_ih_l0``, ...,
+        ``ln_ih_weight_l0``, ...), ``norm_l{k}.weight`` / ``.bias`` (/
+        ``.running_mean`` / ``.running_var``), ``head.weight``, ``head.bias``.
 
     stack : fastrnn.LSTM, fastrnn.GRU or fastrnn.RNN
         The recurrent stack (its parameters are views into flat_params).
@@ -106,16 +247,21 @@ class Network:
     def __init__(self, cell, input_size, hidden_size, output_size, num_layers=1,
                  bidirectional=False, dropout=0.0, nonlinearity="tanh", vocab_size=None,
                  per_step=False, condition_size=None, dtype=np.float32, n_threads=None,
-                 random_state=None):
+                 random_state=None, norm=None, residual=False, layer_norm=False,
+                 recurrent_dropout=0.0):
         if cell not in STACKS:
             raise ValueError(f"cell must be one of {sorted(STACKS)}, got {cell!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         self.config = dict(cell=cell, input_size=int(input_size), hidden_size=int(hidden_size),
                            output_size=int(output_size), num_layers=int(num_layers),
                            bidirectional=bool(bidirectional), dropout=float(dropout),
                            nonlinearity=nonlinearity,
                            vocab_size=None if vocab_size is None else int(vocab_size),
                            per_step=bool(per_step),
-                           condition_size=None if condition_size is None else int(condition_size))
+                           condition_size=None if condition_size is None else int(condition_size),
+                           norm=norm, residual=bool(residual), layer_norm=bool(layer_norm),
+                           recurrent_dropout=float(recurrent_dropout))
         self.dtype = as_float_dtype(dtype)
         self.n_threads = n_threads
         self.rng = np.random.default_rng(random_state)
@@ -130,7 +276,10 @@ class Network:
         if c["vocab_size"] is not None:
             shapes.append(("embedding.weight", (c["vocab_size"], c["input_size"])))
         shapes.append(("stack", (self._stack_class().n_params(
-            c["input_size"], c["hidden_size"], c["num_layers"], c["bidirectional"]),)))
+            c["input_size"], c["hidden_size"], c["num_layers"], c["bidirectional"],
+            c["layer_norm"]),)))
+        for k in range(c["num_layers"]):
+            shapes += norm_shapes(c["norm"], k, D * c["hidden_size"])
         if c["condition_size"] is not None:  # features -> initial state of every layer
             n_states = c["num_layers"] * D * c["hidden_size"]
             shapes.append(("condition.weight", (n_states, c["condition_size"])))
@@ -150,8 +299,11 @@ class Network:
         self.params, self.grads = {}, {}
         self.layout = []  # (name, offset, shape) of every parameter in the flat buffer
         offset = 0
+        transformed = self._has_layer_outputs()
         kw = dict(num_layers=c["num_layers"], bidirectional=c["bidirectional"],
-                  dropout=c["dropout"], dtype=self.dtype, n_threads=self.n_threads)
+                  dropout=0.0 if transformed else c["dropout"], dtype=self.dtype,
+                  n_threads=self.n_threads, layer_norm=c["layer_norm"],
+                  recurrent_dropout=c["recurrent_dropout"])
         if c["cell"] == "rnn":
             kw["nonlinearity"] = c["nonlinearity"]
         for (name, shape), size in zip(self._shapes(), sizes):
@@ -163,7 +315,8 @@ class Network:
                 self.stack.rng = self.rng
                 inner = offset
                 for stack_name, stack_shape in self.stack.param_shapes(
-                        c["input_size"], c["hidden_size"], c["num_layers"], c["bidirectional"]):
+                        c["input_size"], c["hidden_size"], c["num_layers"], c["bidirectional"],
+                        c["layer_norm"]):
                     self.layout.append((stack_name, inner, stack_shape))
                     inner += int(np.prod(stack_shape))
             else:
@@ -172,10 +325,19 @@ class Network:
                 self.layout.append((name, offset, shape))
             offset += size
         self.decay_mask = np.ones_like(self.flat_params)  # L2 on weights, not biases
-        for name, start, shape in self.layout:
-            if "bias" in name:
+        for name, start, shape in self.layout:  # nor on norm gains and running statistics
+            if "bias" in name or name.startswith(("norm_", "ln_")):
                 self.decay_mask[start:start + int(np.prod(shape))] = 0
+        self.stack.layer_outputs = None
+        if transformed:
+            self.stack.layer_outputs = [
+                LayerOutput(k, c["norm"], c["residual"], c["dropout"], self.params,
+                            self.grads, self.stack) for k in range(c["num_layers"])]
         self._cache = None
+
+    def _has_layer_outputs(self):
+        c = self.config
+        return c["norm"] is not None or c["residual"] or c["dropout"] > 0
 
     def named_params(self):
         """(name, view) of every parameter, in flat-buffer order."""
@@ -191,7 +353,9 @@ class Network:
             self.params["embedding.weight"][:] = rng.uniform(
                 -0.05, 0.05, self.params["embedding.weight"].shape)
         for name, view in self.stack.params.items():
-            if name.startswith("weight_ih"):
+            if name.startswith("ln_"):  # layer-norm gains 1, biases 0
+                view[:] = 1.0 if "_weight_" in name else 0.0
+            elif name.startswith("weight_ih"):
                 view[:] = glorot_uniform(rng, G * H, view.shape[1])
             elif name.startswith("weight_hh"):
                 view[:] = np.concatenate([orthogonal(rng, H) for _ in range(G)])
@@ -199,6 +363,9 @@ class Network:
                 view[:] = 0
                 if c["cell"] == "lstm" and name.startswith("bias_ih"):
                     view[H:2 * H] = 1.0
+        for name, view in self.params.items():
+            if name.startswith("norm_"):
+                view[:] = 1.0 if name.endswith(("weight", "running_var")) else 0.0
         for name in ("head", "condition"):
             if f"{name}.weight" in self.params:
                 self.params[f"{name}.weight"][:] = glorot_uniform(
@@ -264,11 +431,13 @@ class Network:
         H, D = c["hidden_size"], self.stack.num_directions
         if c["per_step"]:
             features = Y.reshape(-1, D * H)
+        elif self._has_layer_outputs():  # the transformed outputs at the final steps
+            features = final_outputs(Y, lengths, H, D)
         else:  # last layer, both directions: (B, D*H)
             features = np.concatenate(list(hN[-D:]), axis=1)
         out = features @ self.params["head.weight"].T + self.params["head.bias"]
         if training:
-            self._cache = (tokens, features, Y.shape, state, conditions, h0)
+            self._cache = (tokens, features, Y.shape, state, conditions, h0, lengths)
         if c["per_step"]:
             out = out.reshape(Y.shape[0], Y.shape[1], -1)
         return out
@@ -278,7 +447,7 @@ class Network:
         d(loss)/d(h0) of the stack."""
         if self._cache is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
-        tokens, features, y_shape, state, conditions, h0 = self._cache
+        tokens, features, y_shape, state, conditions, h0, lengths = self._cache
         self._cache = None
         c = self.config
         H, D = c["hidden_size"], self.stack.num_directions
@@ -288,6 +457,8 @@ class Network:
         d_features = d_out @ self.params["head.weight"]
         if c["per_step"]:
             dY, dhN = d_features.reshape(y_shape), None
+        elif self._has_layer_outputs():
+            dY, dhN = scatter_final_outputs(d_features, y_shape, lengths, H, D), None
         else:
             dY = None
             dhN = np.zeros_like(state.h)

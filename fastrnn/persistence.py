@@ -30,6 +30,9 @@ _MAX_EXPANSION = 16
 _NETWORK_KEYS = {"cell", "input_size", "hidden_size", "output_size", "num_layers",
                  "bidirectional", "dropout", "nonlinearity", "vocab_size", "per_step",
                  "condition_size"}
+# options added later: a file written before them has none of them (their defaults)
+_NETWORK_OPTIONS = {"norm": None, "residual": False, "layer_norm": False,
+                    "recurrent_dropout": 0.0}
 _ARRAY_NAMES = {"flat_params", "classes_", "y_mean_", "y_scale_"}
 # A wrapper's (SequenceGenerator, Forecaster) own arrays, stored as
 # "wrapper.<name>" beside the arrays of the estimator it trained.
@@ -194,18 +197,25 @@ def _n_params(config):
     H, L, D = config["hidden_size"], config["num_layers"], 2 if config["bidirectional"] else 1
     I, O = config["input_size"], config["output_size"]
     stack = D * G * H * ((I + H + 2) + (L - 1) * (D * H + H + 2))
+    if config["layer_norm"]:  # gain and bias of both pre-activations (and an LSTM's cell)
+        stack += L * D * (4 * G * H + (2 * H if config["cell"] == "lstm" else 0))
+    norms = L * D * H * {None: 0, "layer": 2, "batch": 4}[config["norm"]]
     embedding = 0 if config["vocab_size"] is None else config["vocab_size"] * I
     C = config["condition_size"]
     condition = 0 if C is None else L * D * H * (C + 1)
-    return embedding + stack + condition + O * (D * H + 1)
+    return embedding + stack + norms + condition + O * (D * H + 1)
 
 
 def _check_network(config, flat):
     """The network's configuration, each size bounded by the parameters present
     (every unit, layer, input, output and token owns at least one), then the
     exact count."""
-    if not isinstance(config, dict) or set(config) != _NETWORK_KEYS:
-        raise ValueError(f"the network must be described by exactly {sorted(_NETWORK_KEYS)}")
+    options = set(config) - _NETWORK_KEYS if isinstance(config, dict) else None
+    if options is None or set(config) - options != _NETWORK_KEYS or (
+            options and options != set(_NETWORK_OPTIONS)):
+        raise ValueError(f"the network must be described by exactly {sorted(_NETWORK_KEYS)}"
+                         f" (and, in newer files, {sorted(_NETWORK_OPTIONS)})")
+    config.update({k: v for k, v in _NETWORK_OPTIONS.items() if k not in config})
     most = max(1, flat.size)
     _one_of(config["cell"], "cell", ("lstm", "gru", "rnn"))
     for name in ("input_size", "hidden_size", "output_size", "num_layers"):
@@ -215,8 +225,14 @@ def _check_network(config, flat):
     _one_of(config["bidirectional"], "bidirectional", (True, False))
     _one_of(config["per_step"], "per_step", (True, False))
     _one_of(config["nonlinearity"], "nonlinearity", ("tanh", "relu"))
-    if not (isinstance(config["dropout"], Real) and 0 <= config["dropout"] < 1):
-        raise ValueError(f"dropout must lie in [0, 1), got {config['dropout']!r}")
+    for name in ("dropout", "recurrent_dropout"):
+        if not (isinstance(config[name], Real) and 0 <= config[name] < 1):
+            raise ValueError(f"{name} must lie in [0, 1), got {config[name]!r}")
+    _one_of(config["norm"], "norm", (None, "layer", "batch"))
+    _one_of(config["residual"], "residual", (True, False))
+    _one_of(config["layer_norm"], "layer_norm", (True, False))
+    if config["cell"] == "rnn" and (config["layer_norm"] or config["recurrent_dropout"]):
+        raise ValueError("layer_norm and recurrent_dropout need an LSTM or GRU cell")
     if flat.size != _n_params(config):
         raise ValueError(f"the parameter buffer has {flat.size} values, the network "
                          f"{_n_params(config)}")
@@ -236,7 +252,7 @@ def _check_fitted(fitted, arrays, config, est):
     network: classes and head, outputs and scaling, inputs and vocabulary."""
     if not isinstance(fitted, dict) or not all(isinstance(k, str) for k in fitted):
         raise ValueError("fitted must be a mapping of names")
-    known = set(est._FITTED_SCALARS) | {"loss_curve_", "validation_scores_"}
+    known = set(est._FITTED_SCALARS) | set(est._CURVES)
     if set(fitted) - known:
         raise ValueError(f"unknown fitted attributes {sorted(set(fitted) - known)}")
     for name in ("task_", "input_kind_", "per_step_", "loss_curve_", "n_iter_", "t_"):
@@ -247,9 +263,9 @@ def _check_fitted(fitted, arrays, config, est):
         if isinstance(fitted[name], bool) or not isinstance(fitted[name], int) or \
                 not 0 <= fitted[name] < big:
             raise ValueError(f"{name} must be a non-negative int")
-    for name in ("loss_curve_", "validation_scores_"):
+    for name in est._CURVES:
         curve = fitted.get(name)
-        if not (curve is None and name == "validation_scores_") and not (
+        if not (curve is None and name != "loss_curve_") and not (
                 isinstance(curve, list) and all(isinstance(v, Real) and not isinstance(v, bool)
                                                 for v in curve)):
             raise ValueError(f"{name} must be a list of numbers")

@@ -265,15 +265,15 @@ def test_ctrl_c_in_validation_scoring_keeps_the_last_finished_epoch(task, monkey
     X, y = task
     clf = FastLSTMClassifier(hidden_size=8, max_iter=10, early_stopping=True, random_state=0)
     calls = {"n": 0}
-    original = BaseFastRNN._validation_score
+    original = BaseFastRNN._validate
 
-    def interrupted_on_the_third(self, train, idx):
+    def interrupted_on_the_third(self, val):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(self, train, idx)
+        return original(self, val)
 
-    monkeypatch.setattr(BaseFastRNN, "_validation_score", interrupted_on_the_third)
+    monkeypatch.setattr(BaseFastRNN, "_validate", interrupted_on_the_third)
     with pytest.warns(RuntimeWarning, match="interrupted"):
         clf.fit(X, y)
     assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2 and len(clf.validation_scores_) == 2
