@@ -156,15 +156,23 @@ def _sigint_handler_address():
 
 
 @contextmanager
-def _sigint_once_a_kernel_watches():
-    """SIGINT as soon as a kernel call in the block watches for Ctrl-C (its C
-    handler replaced Python's): the signal lands in that call however fast or
-    slow the machine runs it. Yields the dict that gets the time under "at"."""
+def _sigint_in_a_kernel(after):
+    """SIGINT `after` seconds into the first kernel call of the block that
+    watches for Ctrl-C (its C handler replaced Python's): timed from the
+    call's start, not the block's, so however fast or slow the machine, the
+    signal lands in that call if it runs longer. Yields the dict that gets the
+    time it was sent under "at" (none if the call ended first)."""
     pythons, sent, done = _sigint_handler_address(), {}, threading.Event()
 
+    def watching():
+        return _sigint_handler_address() != pythons
+
     def watch():
-        while not done.is_set():
-            if _sigint_handler_address() != pythons:
+        while not done.is_set() and not watching():
+            time.sleep(0.0005)
+        started = time.perf_counter()
+        while not done.is_set() and watching():
+            if time.perf_counter() - started >= after:
                 sent["at"] = time.perf_counter()
                 os.kill(os.getpid(), signal.SIGINT)
                 return
@@ -190,7 +198,7 @@ def test_ctrl_c_stops_a_long_generation_at_once(tiny_generator):
     # generate(3_000_000) takes seconds on this model; the C loop checks the
     # stop flag every step, so Ctrl-C returns in well under 0.2 s (the bound
     # asserted is loose: a loaded machine may deschedule us).
-    with _sigint_once_a_kernel_watches() as sent:
+    with _sigint_in_a_kernel(after=0.1) as sent:
         with pytest.raises(KeyboardInterrupt):
             tiny_generator.generate(3_000_000, random_state=0)
         stopped = time.perf_counter()
@@ -202,12 +210,15 @@ def test_ctrl_c_stops_a_long_generation_at_once(tiny_generator):
 
 @posix_only
 def test_ctrl_c_stops_a_long_forward_pass():
-    # Long in its step loop (about a second), short on memory. The signal
-    # comes as the call starts, so it may land in the projection before the
-    # loop, one GEMM that no flag interrupts: short at input_size=1.
+    # Long in its step loop (a second or so), short on memory: the projection
+    # before the loop is one GEMM that no flag interrupts, so the signal comes
+    # well after the call's start.
     lstm = LSTM(input_size=1, hidden_size=512, random_state=0, n_threads=1)
     X = np.zeros((1, 10_000, 1), np.float32)
-    with _sigint_once_a_kernel_watches() as sent:
+    started = time.perf_counter()
+    lstm.forward(X[:, :100])  # what comes before the step loop (packing W_hh), and a bit
+    before_the_loop = time.perf_counter() - started
+    with _sigint_in_a_kernel(after=0.1 + 2 * before_the_loop) as sent:
         with pytest.raises(KeyboardInterrupt):
             lstm.forward(X)
         stopped = time.perf_counter()
@@ -234,7 +245,7 @@ def test_stop_requests_outside_a_watched_call_are_ignored(tiny_generator):
 def test_ctrl_c_during_fit_keeps_the_last_finished_epoch(task, monkeypatch):
     # A real SIGINT a little after epoch 2 (in a kernel, most likely: they take
     # most of an epoch); the fit cannot end before it comes (no early stop, and
-    # 2000 epochs of this take a minute or more).
+    # 2000 epochs of this take tens of seconds on a fast machine).
     X, y = task
     X = np.repeat(X, 10, axis=0)
     y = np.repeat(y, 10)
