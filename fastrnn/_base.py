@@ -56,17 +56,24 @@ class _RealInterval(Interval):
 
 @contextmanager
 def _ctrl_c_deferred():
-    """SIGINT held back inside the block and delivered when it ends (on the
-    main thread of a POSIX system; elsewhere Ctrl-C does not reach us)."""
-    if threading.current_thread() is not threading.main_thread() or \
-            not hasattr(signal, "pthread_sigmask"):
+    """Ctrl-C held back inside the block and delivered to SIGINT's Python
+    handler when the block ends (on the main thread, where Python runs signal
+    handlers; elsewhere Ctrl-C does not reach us). Blocking the signal would
+    not do: a process-directed SIGINT goes to any thread that does not block
+    it (OpenMP's, a timer's), and Python runs the handler on the main thread
+    all the same, so the block swaps in a handler that only records it."""
+    handler = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(handler):
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    held = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.signal(signal.SIGINT, handler)
+    if held:
+        handler(signal.SIGINT, None)
 
 
 def _positive_int(optional=False):

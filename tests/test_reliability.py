@@ -1,5 +1,7 @@
 """Nothing crashes, hangs or lies: thread counts, fork, Ctrl-C, training and
 inference side by side, NaN in the kernels (issue 10)."""
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
 import signal
@@ -8,6 +10,7 @@ import sys
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -105,18 +108,83 @@ def test_fork_child_predicts_after_a_multithreaded_fit(task):
 
 # ----- Ctrl-C ------------------------------------------------------------------------------
 
-def _sigint_after(seconds):
-    """Send this process SIGINT after `seconds`; returns a dict that gets the
-    time it was sent under "at"."""
-    sent = {}
-
+def _sigint_after(seconds, sent):
+    """A started timer that sends this process SIGINT after `seconds` and
+    puts the time it did under sent["at"]."""
     def fire():
         sent["at"] = time.perf_counter()
         os.kill(os.getpid(), signal.SIGINT)
 
     timer = threading.Timer(seconds, fire)
     timer.start()
-    return sent, timer
+    return timer
+
+
+@contextmanager
+def _sigint_during_fit(monkeypatch, after_epoch, seconds):
+    """SIGINT `seconds` after the epoch loop of the fit in the block starts
+    epoch after_epoch + 1: the timer starts there, not before fit, so however
+    slow the machine, the signal finds fit in its epochs (with no early stop
+    and enough epochs left). Yields the dict _sigint_after fills."""
+    from fastrnn._base import BaseFastRNN
+    original, sent, timers = BaseFastRNN._train_epoch, {}, []
+
+    def train_epoch(self, *args):
+        if self.n_iter_ == after_epoch and not timers:
+            timers.append(_sigint_after(seconds, sent))
+        return original(self, *args)
+
+    monkeypatch.setattr(BaseFastRNN, "_train_epoch", train_epoch)
+    try:
+        yield sent
+    finally:
+        monkeypatch.setattr(BaseFastRNN, "_train_epoch", original)
+        for timer in timers:
+            timer.cancel()
+            timer.join()
+
+
+def _sigint_handler_address():
+    """The address of the C function that SIGINT runs now: Python's, or the
+    bindings' while a kernel watches for Ctrl-C (it comes first in struct
+    sigaction on Linux and macOS; the buffer outsizes the struct)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    action = ctypes.create_string_buffer(512)
+    if libc.sigaction(signal.SIGINT, None, action) != 0:
+        raise OSError(ctypes.get_errno(), "sigaction")
+    return ctypes.c_void_p.from_buffer(action).value
+
+
+@contextmanager
+def _sigint_in_a_kernel(after):
+    """SIGINT `after` seconds into the first kernel call of the block that
+    watches for Ctrl-C (its C handler replaced Python's): timed from the
+    call's start, not the block's, so however fast or slow the machine, the
+    signal lands in that call if it runs longer. Yields the dict that gets the
+    time it was sent under "at" (none if the call ended first)."""
+    pythons, sent, done = _sigint_handler_address(), {}, threading.Event()
+
+    def watching():
+        return _sigint_handler_address() != pythons
+
+    def watch():
+        while not done.is_set() and not watching():
+            time.sleep(0.0005)
+        started = time.perf_counter()
+        while not done.is_set() and watching():
+            if time.perf_counter() - started >= after:
+                sent["at"] = time.perf_counter()
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield sent
+    finally:
+        done.set()
+        watcher.join()
 
 
 @pytest.fixture(scope="module")
@@ -130,13 +198,10 @@ def test_ctrl_c_stops_a_long_generation_at_once(tiny_generator):
     # generate(3_000_000) takes seconds on this model; the C loop checks the
     # stop flag every step, so Ctrl-C returns in well under 0.2 s (the bound
     # asserted is loose: a loaded machine may deschedule us).
-    sent, timer = _sigint_after(0.3)
-    try:
+    with _sigint_in_a_kernel(after=0.1) as sent:
         with pytest.raises(KeyboardInterrupt):
             tiny_generator.generate(3_000_000, random_state=0)
         stopped = time.perf_counter()
-    finally:
-        timer.cancel()
     assert stopped - sent["at"] < 1.0
     # the next call runs normally: the stop request does not linger
     assert tiny_generator.generate(5, random_state=0) == tiny_generator.generate(
@@ -145,20 +210,18 @@ def test_ctrl_c_stops_a_long_generation_at_once(tiny_generator):
 
 @posix_only
 def test_ctrl_c_stops_a_long_forward_pass():
-    # Long enough in its step loop (about 2 s here), short on memory: the
-    # projection before the loop is one GEMM that no flag interrupts.
+    # Long in its step loop (a second or so), short on memory: the projection
+    # before the loop is one GEMM that no flag interrupts, so the signal comes
+    # well after the call's start.
     lstm = LSTM(input_size=1, hidden_size=512, random_state=0, n_threads=1)
     X = np.zeros((1, 10_000, 1), np.float32)
     started = time.perf_counter()
     lstm.forward(X[:, :100])  # what comes before the step loop (packing W_hh), and a bit
     before_the_loop = time.perf_counter() - started
-    sent, timer = _sigint_after(0.3 + 2 * before_the_loop)
-    try:
+    with _sigint_in_a_kernel(after=0.1 + 2 * before_the_loop) as sent:
         with pytest.raises(KeyboardInterrupt):
             lstm.forward(X)
         stopped = time.perf_counter()
-    finally:
-        timer.cancel()
     assert stopped - sent["at"] < 1.0
     Y, _ = lstm.forward(X[:, :10])
     assert np.all(np.isfinite(Y))
@@ -179,19 +242,20 @@ def test_stop_requests_outside_a_watched_call_are_ignored(tiny_generator):
 
 
 @posix_only
-def test_ctrl_c_during_fit_keeps_the_last_finished_epoch(task):
+def test_ctrl_c_during_fit_keeps_the_last_finished_epoch(task, monkeypatch):
+    # A real SIGINT a little after epoch 2 (in a kernel, most likely: they take
+    # most of an epoch); the fit cannot end before it comes (no early stop, and
+    # 2000 epochs of this take tens of seconds on a fast machine).
     X, y = task
     X = np.repeat(X, 10, axis=0)
     y = np.repeat(y, 10)
-    clf = FastLSTMClassifier(hidden_size=16, max_iter=10_000, batch_size=16, random_state=0)
-    sent, timer = _sigint_after(1.5)
-    try:
+    clf = FastLSTMClassifier(hidden_size=16, max_iter=2000, n_iter_no_change=2000,
+                             batch_size=16, random_state=0)
+    with _sigint_during_fit(monkeypatch, after_epoch=2, seconds=0.1) as sent:
         with pytest.warns(RuntimeWarning, match="interrupted"):
             clf.fit(X, y)
-    finally:
-        timer.cancel()
     assert "at" in sent
-    assert clf.n_iter_ == len(clf.loss_curve_) >= 1
+    assert clf.n_iter_ == len(clf.loss_curve_) >= 2
     assert np.all(np.isfinite(clf.model_.flat_params))
     assert clf.predict(X[:5]).shape == (5,)
 
@@ -286,23 +350,58 @@ def test_ctrl_c_in_validation_scoring_keeps_the_last_finished_epoch(task, monkey
 
 
 @posix_only
-def test_ctrl_c_at_any_moment_of_an_early_stopping_fit_never_escapes(task):
+def test_ctrl_c_at_any_moment_of_an_early_stopping_fit_never_escapes(task, monkeypatch):
     # Half the data is validation, so a good share of the signals land in
     # validation scoring or between epochs, where fit used to let them escape.
+    # The fit cannot end first: no early stop, and far more epochs than fit in
+    # 0.6 s on any machine.
     X, y = task
     delays = np.random.default_rng(1).uniform(0.05, 0.6, size=12)
     for delay in delays:
         clf = FastLSTMClassifier(hidden_size=8, max_iter=100_000, early_stopping=True,
                                  validation_fraction=0.5, n_iter_no_change=100_000,
                                  random_state=0)
-        sent, timer = _sigint_after(delay)
-        try:
+        with _sigint_during_fit(monkeypatch, after_epoch=0, seconds=delay) as sent:
             with pytest.warns(RuntimeWarning, match="interrupted"):
                 clf.fit(X, y)
-        finally:
-            timer.cancel()
+        assert "at" in sent
         assert clf.n_iter_ == len(clf.loss_curve_) == len(clf.validation_scores_)
         assert np.all(np.isfinite(clf.model_.flat_params))
+
+
+@posix_only
+def test_ctrl_c_while_an_epoch_is_recorded_keeps_that_epoch_whole(task, monkeypatch):
+    # A process-directed SIGINT goes to any thread that does not block it (an
+    # OpenMP worker, a timer: here a thread that just waits), and Python then
+    # raises KeyboardInterrupt on the main thread all the same. One sent while
+    # epoch 3 is recorded must still wait until it is recorded whole.
+    from fastrnn._base import BaseFastRNN
+    X, y = task
+    original = BaseFastRNN._update_no_improvement_count
+
+    def interrupted_in_the_third(self, *args):
+        original(self, *args)
+        if self.n_iter_ == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # long enough for any thread to take the signal
+
+    monkeypatch.setattr(BaseFastRNN, "_update_no_improvement_count", interrupted_in_the_third)
+    clf = FastLSTMClassifier(hidden_size=8, max_iter=10, n_iter_no_change=100, random_state=0)
+    released = threading.Event()
+    bystander = threading.Thread(target=released.wait)
+    bystander.start()
+    try:
+        with pytest.warns(RuntimeWarning, match="interrupted in epoch 4"):
+            clf.fit(X, y)
+    finally:
+        released.set()
+        bystander.join()
+    monkeypatch.undo()
+    three_epochs = quiet(FastLSTMClassifier(hidden_size=8, max_iter=3, n_iter_no_change=100,
+                                            random_state=0).fit, X, y)
+    assert clf.n_iter_ == len(clf.loss_curve_) == 3
+    assert clf.t_ == three_epochs.t_ and clf._optimizer.t == three_epochs._optimizer.t
+    np.testing.assert_array_equal(clf.model_.flat_params, three_epochs.model_.flat_params)
 
 
 @pytest.mark.parametrize("solver", ["adam", "sgd", "rmsprop", "adagrad"])
