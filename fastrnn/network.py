@@ -167,11 +167,13 @@ class Network:
         B = conditions.shape[0]
         return np.ascontiguousarray(flat.reshape(B, -1, c["hidden_size"]).transpose(1, 0, 2))
 
-    def forward(self, X, lengths=None, h0=None, conditions=None, training=False):
+    def forward(self, X, lengths=None, h0=None, conditions=None, training=False,
+                keep_for_backward=False):
         """X: (B, T, input_size) floats, or (B, T) token ids when an embedding is
         used. h0: optional initial hidden state of the stack, or conditions
-        (B, condition_size) for a conditioned network. Returns the head's output:
-        (B, output_size), or (B, T, output_size) when per_step."""
+        (B, condition_size) for a conditioned network. keep_for_backward: keep
+        what backward / input_gradient need, without dropout. Returns the head's
+        output: (B, output_size), or (B, T, output_size) when per_step."""
         c = self.config
         if (conditions is None) != (c["condition_size"] is None):
             raise ValueError("conditions are required exactly when the network has "
@@ -182,7 +184,8 @@ class Network:
         if c["vocab_size"] is not None:
             tokens = np.asarray(X)
             X = self.params["embedding.weight"][tokens]
-        Y, state = self.stack.forward(X, lengths=lengths, h0=h0, training=training)
+        Y, state = self.stack.forward(X, lengths=lengths, h0=h0, training=training,
+                                      keep_for_backward=keep_for_backward)
         hN = state.h
         H, D = c["hidden_size"], self.stack.num_directions
         if c["per_step"]:
@@ -190,7 +193,7 @@ class Network:
         else:  # last layer, both directions: (B, D*H)
             features = np.concatenate(list(hN[-D:]), axis=1)
         out = features @ self.params["head.weight"].T + self.params["head.bias"]
-        if training:
+        if training or keep_for_backward:
             self._cache = (tokens, features, Y.shape, state, conditions, h0)
         if c["per_step"]:
             out = out.reshape(Y.shape[0], Y.shape[1], -1)
@@ -203,19 +206,10 @@ class Network:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
         tokens, features, y_shape, state, conditions, h0 = self._cache
         self._cache = None
-        c = self.config
-        H, D = c["hidden_size"], self.stack.num_directions
         d_out = np.asarray(d_out, self.dtype).reshape(features.shape[0], -1)
         self.grads["head.weight"] += d_out.T @ features
         self.grads["head.bias"] += d_out.sum(axis=0)
-        d_features = d_out @ self.params["head.weight"]
-        if c["per_step"]:
-            dY, dhN = d_features.reshape(y_shape), None
-        else:
-            dY = None
-            dhN = np.zeros_like(state.h)
-            for d in range(D):
-                dhN[-D + d] = d_features[:, d * H:(d + 1) * H]
+        dY, dhN = self._stack_output_grads(d_out, y_shape, state)
         need_dx = tokens is not None
         dX, dstate = self.stack.backward(dY, dhN, input_grad=need_dx)
         if need_dx:
@@ -227,6 +221,32 @@ class Network:
             self.grads["condition.weight"] += d_pre.T @ np.asarray(conditions, self.dtype)
             self.grads["condition.bias"] += d_pre.sum(axis=0)
         return dh0
+
+    def _stack_output_grads(self, d_out, y_shape, state):
+        """dY, dhN of the stack from d(loss)/d(head output) (rows of d_out)."""
+        H, D = self.config["hidden_size"], self.stack.num_directions
+        d_features = d_out @ self.params["head.weight"]
+        if self.config["per_step"]:
+            return d_features.reshape(y_shape), None
+        dhN = np.zeros_like(state.h)
+        for d in range(D):
+            dhN[-D + d] = d_features[:, d * H:(d + 1) * H]
+        return None, dhN
+
+    def input_gradient(self, d_out):
+        """After forward(..., keep_for_backward=True): the gradient of
+        sum(output * d_out) with respect to the stack's input, (B, T,
+        input_size): X itself, or the embedded tokens. Only dX is computed
+        (the kernels' dX-only mode); no parameter gradient is touched."""
+        if self._cache is None:
+            raise RuntimeError("input_gradient() needs a preceding forward(..., "
+                               "keep_for_backward=True)")
+        _, features, y_shape, state, _, _ = self._cache
+        self._cache = None
+        d_out = np.asarray(d_out, self.dtype).reshape(features.shape[0], -1)
+        dY, dhN = self._stack_output_grads(d_out, y_shape, state)
+        dX, _ = self.stack.backward(dY, dhN, input_grad_only=True)
+        return dX
 
     def zero_grad(self):
         self.flat_grads[:] = 0
