@@ -168,9 +168,10 @@ class Network:
         return np.ascontiguousarray(flat.reshape(B, -1, c["hidden_size"]).transpose(1, 0, 2))
 
     def forward(self, X, lengths=None, h0=None, conditions=None, training=False,
-                keep_for_backward=False):
+                keep_for_backward=False, embedded=False):
         """X: (B, T, input_size) floats, or (B, T) token ids when an embedding is
-        used. h0: optional initial hidden state of the stack, or conditions
+        used (embedded=True: X holds the embedded tokens, (B, T, input_size)).
+        h0: optional initial hidden state of the stack, or conditions
         (B, condition_size) for a conditioned network. keep_for_backward: keep
         what backward / input_gradient need, without dropout. Returns the head's
         output: (B, output_size), or (B, T, output_size) when per_step."""
@@ -181,7 +182,7 @@ class Network:
         if conditions is not None:
             h0 = self.initial_state(conditions)
         tokens = None
-        if c["vocab_size"] is not None:
+        if c["vocab_size"] is not None and not embedded:
             tokens = np.asarray(X)
             X = self.params["embedding.weight"][tokens]
         Y, state = self.stack.forward(X, lengths=lengths, h0=h0, training=training,
