@@ -5,11 +5,10 @@ __version__ = "0.1.0"
 from fastrnn._config import build_info, show_config  # noqa: E402
 from fastrnn.estimators import (  # noqa: E402
     FastGRU, FastGRUClassifier, FastGRURegressor, FastLSTM, FastLSTMClassifier,
-    FastLSTMRegressor, FastRNN, FastRNNClassifier, FastRNNRegressor, TrainingDivergedError)
+    FastLSTMRegressor, FastRNN, FastRNNClassifier, FastRNNRegressor, TrainingDivergedError, load)
 from fastrnn.forecaster import Forecaster, make_windows  # noqa: E402
 from fastrnn.generator import SequenceGenerator  # noqa: E402
 from fastrnn.layers import GRU, LSTM, RNN  # noqa: E402
-from fastrnn.persistence import load  # noqa: E402
 
 __all__ = [
     "__version__", "show_config", "build_info", "load", "LSTM", "GRU", "RNN",

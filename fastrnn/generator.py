@@ -149,7 +149,7 @@ class SequenceGenerator(BaseEstimator):
         self.n_condition_features_ = None if conditions is None else conditions.shape[1]
         X, y = self._training_samples(docs, conditions)
         self.classifier_ = self._classifier()
-        self.classifier_._fit(X, y, None, incremental=False, conditions=conditions)
+        self.classifier_._fit_conditioned(X, y, conditions)
         self.loss_curve_ = self.classifier_.loss_curve_
         self.n_iter_ = self.classifier_.n_iter_
         return self
@@ -182,21 +182,7 @@ class SequenceGenerator(BaseEstimator):
         prompt_ids = self._encode(prompt) if prompt is not None else np.zeros(0, np.int64)
         feed = np.tile(np.concatenate([[BOUNDARY], prompt_ids]).astype(np.int32), (n_samples, 1))
         net = self.classifier_.model_
-        h0 = None
-        if self.n_condition_features_ is not None:
-            if condition is None:
-                raise ValueError("this generator was fitted with conditions: pass condition=")
-            cond = np.atleast_2d(np.asarray(condition, dtype=np.float64))
-            if cond.shape[1] != self.n_condition_features_:
-                raise ValueError(f"condition has {cond.shape[1]} features, expected "
-                                 f"{self.n_condition_features_}")
-            if len(cond) == 1:
-                cond = np.repeat(cond, n_samples, axis=0)
-            if len(cond) != n_samples:
-                raise ValueError(f"{len(cond)} conditions for n_samples={n_samples}")
-            h0 = net.initial_state(cond)
-        elif condition is not None:
-            raise ValueError("this generator was fitted without conditions")
+        h0 = self._initial_state(net, condition, n_samples)
         if random_state is None:
             seed = int(np.random.default_rng().integers(2**63))
         else:
@@ -214,6 +200,25 @@ class SequenceGenerator(BaseEstimator):
             results.append(self._decode(row[:end[0]] if end.size else row))
         return results
 
+    def _initial_state(self, net, condition, n_samples):
+        """h0 of every sample from the condition of a conditioned model (one
+        condition serves every sample), or None."""
+        if self.n_condition_features_ is None:
+            if condition is not None:
+                raise ValueError("this generator was fitted without conditions")
+            return None
+        if condition is None:
+            raise ValueError("this generator was fitted with conditions: pass condition=")
+        cond = np.atleast_2d(np.asarray(condition, dtype=np.float64))
+        if cond.shape[1] != self.n_condition_features_:
+            raise ValueError(f"condition has {cond.shape[1]} features, expected "
+                             f"{self.n_condition_features_}")
+        if len(cond) == 1:
+            cond = np.repeat(cond, n_samples, axis=0)
+        if len(cond) != n_samples:
+            raise ValueError(f"{len(cond)} conditions for n_samples={n_samples}")
+        return net.initial_state(cond)
+
     # ----- evaluation --------------------------------------------------------------------
     def score(self, sequences, conditions=None):
         """Mean log-likelihood per token (higher is better), end markers included."""
@@ -221,12 +226,9 @@ class SequenceGenerator(BaseEstimator):
         docs, _ = self._as_documents(sequences)
         clf = self.classifier_
         framed = self._framed(docs)
-        data = clf._prepare_X([f[:-1] for f in framed], reset=False)
-        if conditions is not None:
-            data.conditions = check_array(conditions, dtype=np.float64)
-        elif self.n_condition_features_ is not None:
+        if conditions is None and self.n_condition_features_ is not None:
             raise ValueError("this generator was fitted with conditions: pass conditions=")
-        proba = clf._proba_from_logits(clf._forward(data))
+        proba = clf._predict_proba_conditioned([f[:-1] for f in framed], conditions)
         total, count = 0.0, 0
         for p, f in zip(proba, framed):
             targets = f[1:]

@@ -3,19 +3,19 @@
 The file is a NumPy .npz read with allow_pickle=False: the flat parameter
 buffer, fitted arrays, and one JSON document with the class name, the
 hyper-parameters, the network configuration and the fastrnn version. Loading
-executes no code from the file; a class is only ever taken from fastrnn's own
-list of estimators.
+executes no code from the file; a class is only ever taken from the mapping
+the caller passes (fastrnn.load: the nine estimators). The estimator owns what
+is stored: ``_get_fitted_state()`` / ``_set_fitted_state()``.
 """
 import json
 import zipfile
 
 import numpy as np
 
+from fastrnn.network import Network
+
 FORMAT = "fastrnn-estimator"
 FORMAT_VERSION = 1
-_ARRAYS = ("classes_", "y_mean_", "y_scale_")
-_SCALARS = ("n_features_in_", "n_iter_", "t_", "input_kind_", "task_", "per_step_",
-            "n_outputs_", "n_tokens_", "best_loss_", "best_validation_score_")
 
 
 def _jsonable(value):
@@ -33,41 +33,31 @@ def _from_json(value):
 
 
 def save(estimator, path):
-    """Write a fitted estimator to ``path`` (see the module docstring)."""
+    """Write a fitted estimator to ``path`` (see the module docstring).
+
+    The estimator describes itself: ``get_params()`` and
+    ``_get_fitted_state()`` -> (fitted attributes, fitted arrays, network)."""
     import fastrnn
-    from sklearn.utils.validation import check_is_fitted
-    check_is_fitted(estimator, "model_")
+    attributes, arrays, net = estimator._get_fitted_state()
     params = estimator.get_params()
     if not isinstance(params.get("random_state"), (int, type(None))):
         params["random_state"] = None  # a Generator or RandomState is not data
-    net = estimator.model_
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "fastrnn_version": fastrnn.__version__,
         "class": type(estimator).__name__,
         "params": {k: _jsonable(v) for k, v in params.items()},
         "network": net.config, "dtype": net.dtype.name,
-        "fitted": {k: _jsonable(getattr(estimator, k)) for k in _SCALARS
-                   if hasattr(estimator, k)},
-        "loss_curve_": [float(v) for v in estimator.loss_curve_],
-        "validation_scores_": (None if estimator.validation_scores_ is None
-                               else [float(v) for v in estimator.validation_scores_]),
+        "fitted": {k: _jsonable(v) for k, v in attributes.items()},
     }
-    arrays = {"flat_params": net.flat_params}
-    for name in _ARRAYS:
-        if hasattr(estimator, name):
-            value = np.asarray(getattr(estimator, name))
-            if value.dtype == object:
-                value = value.astype(str)
-            arrays[name] = value
+    arrays = {name: value.astype(str) if value.dtype == object else value
+              for name, value in arrays.items()}
     with open(path, "wb") as f:
-        np.savez(f, metadata=np.array(json.dumps(meta)), **arrays)
+        np.savez(f, metadata=np.array(json.dumps(meta)), flat_params=net.flat_params, **arrays)
 
 
-def load(path):
-    """Read an estimator written by ``save`` (or ``est.save(path)``)."""
-    from fastrnn.estimators import ESTIMATORS
-    from fastrnn.network import Network
+def _read_archive(path):
+    """The metadata document and the arrays of a model file."""
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):  # a plain .npy array
@@ -83,31 +73,35 @@ def load(path):
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has format version {meta.get('format_version')}; this "
                          f"fastrnn reads version {FORMAT_VERSION}")
-    cls = ESTIMATORS.get(meta.get("class"))
+    return meta, files
+
+
+def _network(meta, flat, n_threads):
+    net = Network(dtype=meta["dtype"], n_threads=n_threads, **meta["network"])
+    if flat.shape != net.flat_params.shape:
+        raise ValueError(f"parameter buffer has {flat.size} values, the network "
+                         f"{net.flat_params.size}")
+    if not np.all(np.isfinite(flat)):
+        raise ValueError("parameters hold NaN or inf")
+    net.flat_params[:] = flat
+    return net
+
+
+def load(path, classes):
+    """Read an estimator written by ``save``; ``classes`` maps the class names
+    a file may name to the classes (fastrnn.load passes the nine estimators)."""
+    meta, files = _read_archive(path)
+    cls = classes.get(meta.get("class"))
     if cls is None:
         raise ValueError(f"{path} names an unknown estimator class {meta.get('class')!r}")
     try:
         est = cls(**{k: _from_json(v) for k, v in meta["params"].items()})
-        for name, value in meta["fitted"].items():
-            setattr(est, name, value)
-        for name in _ARRAYS:
-            if name in files:
-                setattr(est, name, files[name])
-        est.loss_curve_ = list(meta["loss_curve_"])
-        est.validation_scores_ = meta["validation_scores_"]
-        net = Network(dtype=meta["dtype"], n_threads=est.n_threads, **meta["network"])
-        flat = files["flat_params"]
-        if flat.shape != net.flat_params.shape:
-            raise ValueError(f"parameter buffer has {flat.size} values, the network "
-                             f"{net.flat_params.size}")
-        if not np.all(np.isfinite(flat)):
-            raise ValueError("parameters hold NaN or inf")
-        net.flat_params[:] = flat
+        attributes = dict(meta["fitted"])
+        for name in ("loss_curve_", "validation_scores_"):  # files of fastrnn 0.1.0
+            if name in meta:
+                attributes.setdefault(name, meta[name])
+        flat = files.pop("flat_params")
+        est._set_fitted_state(attributes, files, _network(meta, flat, est.n_threads))
     except (TypeError, KeyError, ValueError) as exc:
         raise ValueError(f"{path} is a damaged fastrnn model file ({exc})") from exc
-    est.model_ = net
-    est._optimizer = None
-    est._rng = np.random.default_rng(est.random_state)
-    est._lr = float(est.learning_rate_init)
-    est._plateau = (np.inf, 0)
     return est

@@ -24,3 +24,11 @@ def torch():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def small_task():
+    """120 sequences of 6 steps, 3 features; label: is the first feature's sum > 0."""
+    X = np.random.default_rng(5).normal(size=(120, 6, 3))
+    y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    return X, y

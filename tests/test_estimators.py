@@ -1,10 +1,11 @@
-"""The scikit-learn estimators: API conformance, input forms, training loop,
-persistence, and learning on real data."""
-import pickle
+"""fastrnn.estimators and fastrnn._base: API conformance, parameters and
+docstrings, input forms, the training loop, and learning on real data
+(persistence: test_persistence.py; input preparation: test_data.py)."""
+import doctest
+import inspect
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-import joblib
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -15,11 +16,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import fastrnn
 from fastrnn import (FastGRU, FastGRUClassifier, FastGRURegressor, FastLSTM, FastLSTMClassifier,
                      FastLSTMRegressor, FastRNN, FastRNNClassifier, FastRNNRegressor,
                      TrainingDivergedError)
-from fastrnn import estimators as est_module
+from fastrnn import _base
+from fastrnn.estimators import ESTIMATORS, estimator_class
+from fastrnn.network import Network
 
 FIXED = [FastLSTMClassifier, FastLSTMRegressor, FastGRUClassifier, FastGRURegressor,
          FastRNNClassifier, FastRNNRegressor]
@@ -203,14 +205,6 @@ def test_bad_inputs_raise_clear_errors():
 # ----- training loop -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def small_task():
-    rng = np.random.default_rng(5)
-    X = rng.normal(size=(120, 6, 3))
-    y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
-    return X, y
-
-
 @pytest.mark.parametrize("solver", ["sgd", "rmsprop", "adagrad", "adam"])
 @pytest.mark.parametrize("schedule", ["constant", "exponential", "step", "plateau"])
 def test_every_solver_and_schedule_learns(solver, schedule, small_task):
@@ -250,8 +244,16 @@ def test_class_weight_and_sample_weight_shift_predictions(small_task):
     heavy = quiet_fit(FastGRUClassifier(max_iter=10, random_state=0, class_weight={0: 1, 1: 20}),
                       X, y)
     assert heavy.predict_proba(X)[:, 1].mean() > base.predict_proba(X)[:, 1].mean()
-    balanced = quiet_fit(FastGRUClassifier(max_iter=2, class_weight="balanced"), X, y)
-    assert balanced.n_iter_ == 2
+    # "balanced" is the same fit as per-sample weights n / (n_classes * count)
+    balanced = quiet_fit(FastGRUClassifier(max_iter=2, class_weight="balanced",
+                                           random_state=0), X, y)
+    counts = np.bincount(y)
+    by_hand = quiet_fit(FastGRUClassifier(max_iter=2, random_state=0), X, y,
+                        sample_weight=len(y) / (2 * counts[y]))
+    np.testing.assert_array_equal(balanced.model_.flat_params, by_hand.model_.flat_params)
+    assert not np.array_equal(balanced.model_.flat_params,
+                              quiet_fit(FastGRUClassifier(max_iter=2, random_state=0), X, y)
+                              .model_.flat_params)  # the weights do change the fit
     sw = np.where(y == 1, 20.0, 1.0)
     weighted = quiet_fit(FastGRUClassifier(max_iter=10, random_state=0), X, y, sample_weight=sw)
     assert weighted.predict_proba(X)[:, 1].mean() > base.predict_proba(X)[:, 1].mean()
@@ -259,16 +261,29 @@ def test_class_weight_and_sample_weight_shift_predictions(small_task):
 
 def test_warm_start_and_partial_fit_continue(small_task):
     X, y = small_task
-    clf = quiet_fit(FastLSTMClassifier(max_iter=2, warm_start=True, random_state=0), X, y)
+    clf = quiet_fit(FastLSTMClassifier(max_iter=2, warm_start=True, learning_rate="plateau",
+                                       lr_decay_every=1, random_state=0), X, y)
     quiet_fit(clf, X, y)
     assert clf.n_iter_ == 4 and len(clf.loss_curve_) == 4
+    # two warm fits of 2 epochs continue exactly where the first stopped:
+    # weights, optimizer moments, schedule and shuffling as one fit of 4 epochs
+    once = quiet_fit(FastLSTMClassifier(max_iter=4, learning_rate="plateau", lr_decay_every=1,
+                                        random_state=0), X, y)
+    np.testing.assert_array_equal(clf.model_.flat_params, once.model_.flat_params)
+    assert clf.loss_curve_ == once.loss_curve_
+    cold = quiet_fit(clf.set_params(warm_start=False), X, y)
+    assert cold.n_iter_ == 2 and cold.loss_curve_ == once.loss_curve_[:2]
     with pytest.raises(ValueError, match="classes"):
         FastLSTMClassifier().partial_fit(X, y)
     inc = FastLSTMClassifier(random_state=0)
     inc.partial_fit(X[:10], y[:10], classes=[0, 1, 2])
+    first = inc.model_.flat_params.copy()
     inc.partial_fit(X, y)
     assert inc.n_iter_ == 2 and list(inc.classes_) == [0, 1, 2]
+    assert not np.array_equal(first, inc.model_.flat_params)
     assert inc.predict_proba(X).shape == (len(X), 3)
+    with pytest.raises(ValueError, match="differ"):
+        inc.partial_fit(X, y, classes=[0, 1])
 
 
 def test_divergence_stops_with_clear_error_and_finite_weights(small_task):
@@ -284,7 +299,7 @@ def test_ctrl_c_keeps_last_finished_epoch(small_task, monkeypatch):
     X, y = small_task
     clf = FastLSTMClassifier(max_iter=10, batch_size=30, random_state=0)
     calls = {"n": 0}
-    original = est_module.Network.backward
+    original = Network.backward
 
     def interrupting_backward(self, d_out):
         calls["n"] += 1
@@ -292,11 +307,13 @@ def test_ctrl_c_keeps_last_finished_epoch(small_task, monkeypatch):
             raise KeyboardInterrupt
         return original(self, d_out)
 
-    monkeypatch.setattr(est_module.Network, "backward", interrupting_backward)
+    monkeypatch.setattr(Network, "backward", interrupting_backward)
     with pytest.warns(RuntimeWarning, match="interrupted"):
         clf.fit(X, y)
     assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2
-    assert clf.predict(X).shape == (len(X),)
+    monkeypatch.undo()
+    two_epochs = quiet_fit(FastLSTMClassifier(max_iter=2, batch_size=30, random_state=0), X, y)
+    np.testing.assert_array_equal(clf.model_.flat_params, two_epochs.model_.flat_params)
 
 
 def test_verbose_prints_epoch_lines(small_task, capsys):
@@ -313,49 +330,12 @@ def test_predict_in_batches_and_from_threads(small_task, monkeypatch):
     X, y = small_task
     clf = quiet_fit(FastLSTMClassifier(max_iter=3, random_state=0), X, y)
     whole = clf.predict_proba(X)
-    monkeypatch.setattr(est_module, "PREDICT_BATCH", 7)
+    monkeypatch.setattr(_base, "PREDICT_BATCH", 7)
     np.testing.assert_allclose(clf.predict_proba(X), whole, rtol=1e-6, atol=1e-7)
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(clf.predict_proba, [X] * 8))
     for r in results:
         np.testing.assert_allclose(r, whole, rtol=1e-6, atol=1e-7)
-
-
-# ----- persistence ------------------------------------------------------------------------------
-
-
-def test_pickle_joblib_and_save_load_round_trip(small_task, tmp_path):
-    X, y = small_task
-    labels = np.where(y == 1, "pos", "neg")
-    clf = quiet_fit(FastGRUClassifier(max_iter=2, bidirectional=True, class_weight={"pos": 2.0,
-                                      "neg": 1.0}, random_state=0), X, labels)
-    expected = clf.predict_proba(X)
-    for restored in (pickle.loads(pickle.dumps(clf)),
-                     joblib.load(joblib.dump(clf, tmp_path / "m.joblib")[0])):
-        np.testing.assert_array_equal(restored.predict_proba(X), expected)
-    path = tmp_path / "model.npz"
-    clf.save(path)
-    loaded = fastrnn.load(path)
-    assert type(loaded) is FastGRUClassifier
-    np.testing.assert_array_equal(loaded.predict_proba(X), expected)
-    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
-    assert loaded.get_params() == clf.get_params()
-    assert loaded.loss_curve_ == clf.loss_curve_
-
-
-def test_load_refuses_corrupt_and_foreign_files(small_task, tmp_path):
-    X, y = small_task
-    good = tmp_path / "good.npz"
-    quiet_fit(FastLSTMRegressor(max_iter=1), X, X[:, 0, 0]).save(good)
-    corrupt = tmp_path / "corrupt.npz"
-    corrupt.write_bytes(good.read_bytes()[:200])
-    foreign = tmp_path / "foreign.npz"
-    np.savez(foreign, weights=np.zeros(3))
-    pickled = tmp_path / "pickled.npz"
-    pickled.write_bytes(pickle.dumps({"evil": 1}))
-    for path in (corrupt, foreign, pickled, tmp_path / "missing.npz"):
-        with pytest.raises(ValueError, match="fastrnn model file"):
-            fastrnn.load(path)
 
 
 # ----- inside scikit-learn ---------------------------------------------------------------------
@@ -371,10 +351,94 @@ def test_pipeline_grid_search_cross_val_and_clone():
     assert pipe.predict(X).shape == (90,)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        grid = GridSearchCV(FastRNNClassifier(max_iter=5, random_state=0),
-                            {"hidden_size": [8, 16]}, cv=2, n_jobs=2).fit(X, y)
-        scores = cross_val_score(FastLSTMClassifier(max_iter=5, random_state=0), X, y, cv=3)
-    assert grid.best_params_["hidden_size"] in (8, 16)
-    assert scores.shape == (3,)
+        # one thread: the processes' fits equal the ones made here bit for bit
+        grid = GridSearchCV(FastRNNClassifier(max_iter=5, random_state=0, n_threads=1),
+                            {"hidden_size": [2, 16]}, cv=2, n_jobs=2).fit(X, y)
+        by_hand = [cross_val_score(FastRNNClassifier(hidden_size=h, max_iter=5, random_state=0,
+                                                     n_threads=1), X, y, cv=2).mean()
+                   for h in (2, 16)]
+    np.testing.assert_allclose(grid.cv_results_["mean_test_score"], by_hand)
+    assert by_hand[0] != by_hand[1]
+    assert grid.best_params_["hidden_size"] == (2, 16)[int(np.argmax(by_hand))]
+    assert grid.best_estimator_.model_.config["hidden_size"] == grid.best_params_["hidden_size"]
     fresh = clone(FastGRUClassifier(hidden_size=12, dropout=0.1))
     assert fresh.get_params()["hidden_size"] == 12 and not hasattr(fresh, "model_")
+
+
+# ----- the classes themselves ------------------------------------------------------------------
+
+
+def test_the_nine_classes_share_one_signature_and_validate_it():
+    signature = inspect.signature(_base.BaseFastRNN.__init__)
+    params = set(signature.parameters) - {"self"}
+    assert {"task", "class_weight", "nonlinearity"} <= params
+    assert all(p.kind is p.KEYWORD_ONLY for n, p in signature.parameters.items() if n != "self")
+    assert set(_base.BaseFastRNN._parameter_constraints) == params
+    assert "_validate_params" not in vars(_base.BaseFastRNN)  # scikit-learn's is the one
+    for name, cls in ESTIMATORS.items():
+        assert inspect.signature(cls.__init__) == signature, name
+        assert set(cls().get_params()) == params, name
+        assert estimator_class(cls._cell, cls._fixed_task) is cls, name
+
+
+@pytest.mark.parametrize("params,match", [
+    (dict(hidden_size=0), "hidden_size"), (dict(solver="lbfgs"), "solver"),
+    (dict(learning_rate="cosine"), "learning_rate"), (dict(dropout=1.0), "dropout"),
+    (dict(validation_fraction=0.0), "validation_fraction"), (dict(clip_norm=0), "clip_norm"),
+    (dict(batch_size=0), "batch_size"), (dict(per_step="sometimes"), "per_step"),
+    (dict(n_threads=0), "n_threads"), (dict(dtype="float16"), "dtype"),
+    (dict(nonlinearity="sigmoid"), "nonlinearity"), (dict(task="clustering"), "task"),
+])
+def test_bad_parameters_raise_through_scikit_learn(params, match, small_task):
+    from sklearn.utils._param_validation import InvalidParameterError
+    X, y = small_task
+    with pytest.raises(InvalidParameterError, match=match):
+        FastRNN(**params).fit(X, y)
+
+
+def test_estimator_class_maps_cell_and_task():
+    assert len(ESTIMATORS) == 9
+    assert estimator_class("lstm") is FastLSTM
+    assert estimator_class("gru", "classification") is FastGRUClassifier
+    assert estimator_class("rnn", "regression") is FastRNNRegressor
+    with pytest.raises(ValueError, match="cell"):
+        estimator_class("transformer")
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_docstrings_document_every_parameter_and_their_examples_run(name):
+    cls = ESTIMATORS[name]
+    doc = inspect.getdoc(cls)
+    for section in ("Parameters\n----------", "Attributes\n----------",
+                    "Examples\n--------"):
+        assert section in doc, section
+    for param in inspect.signature(cls).parameters:
+        assert f"\n{param} : " in doc, param
+    for attribute in ("classes_", "n_features_in_", "loss_curve_", "validation_scores_",
+                      "best_loss_", "n_iter_", "model_"):
+        assert f"\n{attribute} : " in doc, attribute
+    examples = doctest.DocTestFinder().find(cls, name, globs={})[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        result = doctest.DocTestRunner().run(examples)
+    assert result.attempted > 3 and result.failed == 0
+
+
+def test_max_iter_without_convergence_warns_and_early_stop_does_not(small_task):
+    X, y = small_task
+    with pytest.warns(ConvergenceWarning, match="maximum iterations"):
+        FastGRUClassifier(max_iter=2, random_state=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = FastGRUClassifier(max_iter=500, tol=10.0, n_iter_no_change=2,
+                                random_state=0).fit(X, y)
+    # the first epoch improves on no loss at all; the next two not by tol=10
+    assert clf.n_iter_ == 3
+
+
+def test_auto_task_estimators_offer_predict_proba_only_for_classes(small_task):
+    X, y = small_task
+    reg = quiet_fit(FastGRU(max_iter=1), X, X[:, 0, 0])
+    assert not hasattr(reg, "predict_proba")
+    clf = quiet_fit(FastGRU(max_iter=1), X, y)
+    np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1, rtol=1e-6)

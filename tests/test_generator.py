@@ -1,10 +1,12 @@
-"""Generation (the C sampling loop), captioning, forecasting, data sets, CLI."""
+"""fastrnn.generator: the C sampling loop against the Python forward pass,
+sampling options, token sequences, captioning, pickling."""
+import pickle
+
 import numpy as np
 import pytest
 
-from fastrnn import Forecaster, SequenceGenerator, make_windows
-from fastrnn.cli import main as cli_main
-from fastrnn.datasets import load_digits_sequences, load_text, mackey_glass
+from fastrnn import SequenceGenerator
+from fastrnn.datasets import load_digits_sequences, load_text
 from fastrnn.generator import BOUNDARY
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -108,12 +110,9 @@ def test_token_id_sequences_and_perplexity(text_model):
         text_model.generate(5, prompt="\x00\x01")
 
 
-def test_generator_and_forecaster_pickle(text_model):
-    import pickle
+def test_generator_pickle(text_model):
     restored = pickle.loads(pickle.dumps(text_model))
     assert restored.generate(30, random_state=2) == text_model.generate(30, random_state=2)
-    fc = Forecaster(lookback=8, max_iter=2, random_state=0).fit(mackey_glass(200))
-    np.testing.assert_array_equal(pickle.loads(pickle.dumps(fc)).predict(5), fc.predict(5))
 
 
 def test_generation_arguments_are_checked(text_model):
@@ -135,96 +134,9 @@ def test_captions_of_digit_images():
     assert accuracy >= 0.9
     batch = cap.generate(12, condition=features[1400:1404], n_samples=4, temperature=0)
     assert batch == predicted[:4]
-    with pytest.raises(ValueError, match="condition"):
+    with pytest.raises(ValueError, match="fitted with conditions"):
         cap.generate(5)
-
-
-# ----- forecasting ----------------------------------------------------------------------------
-
-
-def test_make_windows():
-    X, Y = make_windows(np.arange(12.0).reshape(6, 2), lookback=2, horizon=3)
-    assert X.shape == (2, 2, 2) and Y.shape == (2, 3, 2)
-    np.testing.assert_array_equal(Y[1, 0], [6, 7])
-    with pytest.raises(ValueError, match="too short"):
-        make_windows(np.arange(3.0), lookback=3)
-
-
-@pytest.mark.parametrize("strategy,horizon", [("recursive", 1), ("direct", 10)])
-def test_mackey_glass_forecast_beats_naive(strategy, horizon):
-    series = mackey_glass(1100)
-    train, test = series[:1000], series[1000:1030]
-    fc = Forecaster(lookback=24, horizon=horizon, strategy=strategy, max_iter=30,
-                    hidden_size=32, random_state=0).fit(train)
-    pred = fc.predict(len(test))
-    assert pred.shape == test.shape
-    mse = np.mean((pred - test) ** 2)
-    naive = np.mean((train[-1] - test) ** 2)
-    assert mse < 0.05 * naive, (mse, naive)
-
-
-def test_forecaster_missing_values_multivariate_and_exogenous():
-    series = mackey_glass(400)
-    gappy = series.copy()
-    gappy[::13] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        Forecaster(lookback=8, max_iter=1).fit(gappy)
-    fc = Forecaster(lookback=8, max_iter=2, missing="interpolate", random_state=0).fit(gappy)
-    assert np.all(np.isfinite(fc.predict(3)))
-    both = np.stack([series, np.roll(series, 5)], axis=1)
-    exog = np.arange(400.0)[:, None]
-    mv = Forecaster(lookback=8, max_iter=2, random_state=0).fit(both, X=exog)
-    assert mv.predict(4, X_future=np.arange(400.0, 404.0)[:, None]).shape == (4, 2)
-    with pytest.raises(ValueError, match="X_future"):
-        mv.predict(4)
-    assert mv.predict(2, series=both[:50], X=exog[:50],
-                      X_future=np.zeros((2, 1))).shape == (2, 2)
-
-
-# ----- data sets and the command ----------------------------------------------------------------
-
-
-def test_embedded_datasets():
-    X, y, captions = load_digits_sequences()
-    assert X.shape == (1797, 8, 8) and 0 <= X.min() and X.max() <= 1
-    assert captions[0] == "zero" and len(set(captions)) == 10
-    text = load_text()
-    assert len(text) > 100000 and "if" in text
-    series = mackey_glass(500)
-    assert series.shape == (500,) and 0.2 < series.min() < series.max() < 1.5
-    assert not np.allclose(mackey_glass(200, seed=1), mackey_glass(200, seed=2))
-
-
-def test_cli_info_and_demo(capsys, tmp_path):
-    assert cli_main(["info"]) == 0
-    assert "OpenMP" in capsys.readouterr().out
-    assert cli_main(["demo", "--task", "classify"]) == 0
-    assert "test accuracy" in capsys.readouterr().out
-
-
-def test_cli_generate_and_train_on_user_files(capsys, tmp_path):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("hello world. " * 200)
-    assert cli_main(["generate", str(corpus), "--epochs", "2", "--hidden-size", "16",
-                     "--n-tokens", "20", "--prompt", "hel"]) == 0
-    out = capsys.readouterr().out
-    assert "epoch 2: loss" in out and "\nhel" in out
-    rng = np.random.default_rng(0)
-    rows = rng.normal(size=(80, 6))
-    csv = tmp_path / "data.csv"
-    labels = np.where(rows.sum(axis=1) > 0, "pos", "neg")
-    csv.write_text("\n".join([",".join(f"t{i}" for i in range(6)) + ",label"]
-                             + [",".join(f"{v:.4f}" for v in r) + f",{lab}"
-                                for r, lab in zip(rows, labels)]))
-    model = tmp_path / "model.npz"
-    assert cli_main(["train", str(csv), "--epochs", "3", "--save", str(model)]) == 0
-    assert "classification" in capsys.readouterr().out and model.exists()
-
-
-def test_cli_bench_smoke(tmp_path, capsys):
-    assert cli_main(["bench", "--threads", "1", "--case", "gru,3,4,2,8", "--contenders",
-                     "fastrnn", "numpy", "--reps", "1", "--min-seconds", "0.01",
-                     "--out", str(tmp_path)]) == 0
-    report = (tmp_path / "RESULTS.md").read_text()
-    assert "GRU B=3 T=4 I=2 H=8" in report and "SGEMM" in report
-    assert (tmp_path / "results.json").exists()
+    with pytest.raises(ValueError, match="features, expected 64"):
+        cap.generate(5, condition=np.zeros(3))
+    with pytest.raises(ValueError, match="3 conditions for n_samples=2"):
+        cap.generate(5, condition=features[:3], n_samples=2)
