@@ -91,12 +91,16 @@ def explain(estimator, X, method="integrated_gradients", target=None, baseline=N
     return problem.in_input_form(attributions)
 
 
-def explained_output(estimator, X, target=None, step=None, output="logit"):
+def explained_output(estimator, X, target=None, *, step=None, output="logit",
+                     baseline=False):
     """The scalar per sample that ``explain`` attributes (see the module's
-    docstring): (n,) floats. Integrated gradients' attributions of a sample sum
-    to its value at X minus its value at the baseline."""
+    docstring), (n,) floats: at X, or with ``baseline`` (None: zeros, or an
+    array as in explain) at the baseline, the target still chosen at X.
+    Integrated gradients' attributions of a sample sum to the value at X minus
+    the value at the baseline."""
     problem = _Problem(estimator, X, target, step, output)
-    return problem.value(problem.inputs, np.arange(problem.n))
+    inputs = problem.inputs if baseline is False else problem.baseline(baseline)
+    return problem.value(inputs, np.arange(problem.n))
 
 
 def _check_positive_int(name, value):

@@ -1,8 +1,15 @@
 """Attributions (fastrnn.explain) and the kernels' dX-only backward they run on."""
+import os
+import warnings
+
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
-from fastrnn import _kernels
+import fastrnn.explain
+from fastrnn import (FastGRUClassifier, FastGRURegressor, FastLSTMClassifier,
+                     FastLSTMRegressor, FastRNNRegressor, _kernels)
+from fastrnn.explain import explained_output
 from fastrnn.layers import GRU, LSTM, RNN
 from fastrnn.network import Network
 
@@ -78,3 +85,152 @@ def test_backward_binding_takes_all_weight_gradients_or_none():
                           dW_ih=np.zeros_like(W_ih), dW_hh=None, db_ih=None, db_hh=None,
                           dh0=np.zeros((B, H), f32), dc0=np.zeros((B, H), f32), lengths=None,
                           reverse=False, bws=bws, n_threads=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# fitted models shared by the attribution tests (tiny, a few epochs)
+
+
+def _fit(estimator, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return estimator.fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    """A 3-class LSTM classifier on 3-D X."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 6, 3)).astype(np.float32)
+    y = np.digitize(X[:, 2, 0] + X[:, 4, 1], [-0.7, 0.7])
+    return _fit(FastLSTMClassifier(hidden_size=8, max_iter=15, learning_rate_init=0.02,
+                                   random_state=0), X, y), X
+
+
+@pytest.fixture(scope="module")
+def regressor():
+    """A two-layer bidirectional GRU with two outputs."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(150, 5, 2)).astype(np.float32)
+    y = np.stack([X[:, 1, 0] * 3 + 10, X[:, 3, 1] - X[:, 0, 0]], axis=1)
+    return _fit(FastGRURegressor(hidden_size=6, num_layers=2, bidirectional=True, max_iter=15,
+                                 learning_rate_init=0.02, random_state=0), X, y), X
+
+
+def _fraction(mass, where):
+    """The share of |attribution| mass summed over samples that lies at where."""
+    mass = np.abs(mass).sum(axis=0)
+    return mass[where].sum() / mass.sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# forms of input and output
+
+
+@pytest.mark.parametrize("method", ["saliency", "input_x_gradient", "integrated_gradients",
+                                    "occlusion"])
+def test_attributions_have_the_shape_of_X(classifier, method):
+    clf, X = classifier
+    A = clf.explain(X[:7], method=method, n_steps=8)
+    assert A.shape == (7, 6, 3) and A.dtype == np.float64 and np.all(np.isfinite(A))
+
+
+def test_ragged_lists_give_one_array_per_sequence(rng):
+    X = [rng.normal(size=(T, 2)) for T in (4, 7, 2, 7, 5) * 8]
+    y = np.array([x[:, 0].sum() for x in X])
+    reg = _fit(FastRNNRegressor(hidden_size=5, max_iter=3, random_state=0), X, y)
+    for method in ("integrated_gradients", "occlusion"):
+        A = reg.explain(X[:5], method=method, n_steps=8, window=2)
+        assert [a.shape for a in A] == [x.shape for x in X[:5]]
+    # a sequence's attributions do not depend on the padding around it
+    alone = reg.explain([X[2]], method="integrated_gradients", n_steps=8)
+    together = reg.explain(X[:5], method="integrated_gradients", n_steps=8)
+    np.testing.assert_allclose(together[2], alone[0], rtol=1e-5, atol=1e-7)
+
+
+def test_univariate_2d_X_gives_n_by_T(rng):
+    X = rng.normal(size=(60, 6))
+    reg = _fit(FastLSTMRegressor(hidden_size=4, max_iter=2, random_state=0), X, X[:, 3])
+    A = reg.explain(X[:4], baseline=X[:4].mean(axis=0))
+    assert A.shape == (4, 6)
+
+
+def test_token_input_gives_n_by_T_and_keeps_completeness(rng):
+    X = rng.integers(0, 12, size=(80, 7))
+    y = (X[:, 3] > 5).astype(int)
+    clf = _fit(FastGRUClassifier(hidden_size=8, embedding_dim=4, max_iter=10,
+                                 learning_rate_init=0.02, random_state=0), X, y)
+    A = clf.explain(X[:10], n_steps=64)
+    assert A.shape == (10, 7)
+    delta = explained_output(clf, X[:10]) - explained_output(clf, X[:10], baseline=None)
+    np.testing.assert_allclose(A.sum(axis=1), delta, rtol=0.01, atol=1e-3 * np.abs(delta).max())
+
+
+def test_bad_arguments_raise_clear_errors(classifier, regressor):
+    clf, X = classifier
+    with pytest.raises(ValueError, match="method must be one of"):
+        clf.explain(X[:2], method="gradcam")
+    with pytest.raises(ValueError, match="not one of the classes"):
+        clf.explain(X[:2], target=7)
+    with pytest.raises(ValueError, match="step is only for per-step models"):
+        clf.explain(X[:2], step=1)
+    with pytest.raises(ValueError, match="n_steps must be a positive int"):
+        clf.explain(X[:2], n_steps=0)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        clf.explain(X[:2], baseline=np.zeros(5))
+    reg, X = regressor
+    with pytest.raises(ValueError, match="2 outputs: pass target"):
+        reg.explain(X[:2])
+    with pytest.raises(ValueError, match="only for classifiers"):
+        reg.explain(X[:2], target=0, output="probability")
+
+
+def test_chunked_calls_give_the_one_call_result(classifier, monkeypatch):
+    clf, X = classifier
+    whole = clf.explain(X[:9], n_steps=10)
+    monkeypatch.setattr(fastrnn.explain, "CALL_BYTES", 1)  # one row per kernel call
+    np.testing.assert_allclose(clf.explain(X[:9], n_steps=10), whole, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# integrated gradients' completeness: attributions sum to f(x) - f(baseline)
+
+
+def _assert_complete(A, delta):
+    """Within 1% of f(x) - f(baseline) for every sample (and 1e-3 of the
+    largest difference, for samples whose difference is near 0)."""
+    sums = A.reshape(len(delta), -1).sum(axis=1)
+    np.testing.assert_allclose(sums, delta, rtol=0.01, atol=1e-3 * np.abs(delta).max())
+
+
+@pytest.mark.parametrize("output", ["logit", "probability"])
+def test_integrated_gradients_sum_to_the_classifiers_output_difference(classifier, output):
+    clf, X = classifier
+    baseline = np.full(X.shape[1:], 0.3, np.float32)
+    A = clf.explain(X[:30], baseline=baseline, n_steps=64, output=output)
+    delta = (explained_output(clf, X[:30], output=output)
+             - explained_output(clf, X[:30], output=output, baseline=baseline))
+    _assert_complete(A, delta)
+
+
+def test_integrated_gradients_sum_to_the_prediction_difference_of_a_regressor(regressor):
+    reg, X = regressor
+    A = reg.explain(X[:30], target=1, n_steps=64)
+    zeros = np.zeros_like(X[:30])
+    delta = reg.predict(X[:30])[:, 1] - reg.predict(zeros)[:, 1]  # in y's units
+    _assert_complete(A, delta)
+
+
+def test_integrated_gradients_of_a_per_step_model_at_a_chosen_step(rng):
+    X = rng.normal(size=(60, 6, 2))
+    y = np.cumsum(X[:, :, :1], axis=1)  # (n, T, 1): one target per step
+    reg = _fit(FastLSTMRegressor(hidden_size=6, max_iter=10, random_state=0), X, y)
+    A = reg.explain(X[:20], step=2, n_steps=64)
+    delta = reg.predict(X[:20])[:, 2] - reg.predict(np.zeros_like(X[:20]))[:, 2]
+    _assert_complete(A, delta)
+    # the output at step 2 of a unidirectional stack cannot depend on later steps
+    assert np.all(A[:, 3:] == 0)
+    last = reg.explain(X[:20], method="saliency")
+    np.testing.assert_array_equal(last, reg.explain(X[:20], method="saliency", step=-1))
+    with pytest.raises(ValueError, match="outside a sequence"):
+        reg.explain(X[:2], step=6)
