@@ -8,7 +8,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 import fastrnn.explain
 from fastrnn import (FastGRUClassifier, FastGRURegressor, FastLSTMClassifier,
-                     FastLSTMRegressor, FastRNNRegressor, _kernels)
+                     FastLSTMRegressor, FastRNNRegressor, Forecaster, SequenceGenerator,
+                     _kernels)
 from fastrnn.explain import explained_output
 from fastrnn.layers import GRU, LSTM, RNN
 from fastrnn.network import Network
@@ -234,3 +235,147 @@ def test_integrated_gradients_of_a_per_step_model_at_a_chosen_step(rng):
     np.testing.assert_array_equal(last, reg.explain(X[:20], method="saliency", step=-1))
     with pytest.raises(ValueError, match="outside a sequence"):
         reg.explain(X[:2], step=6)
+
+
+# ---------------------------------------------------------------------------------------------
+# the oracle: captum on the same network rebuilt in PyTorch
+
+
+def import_captum():
+    """captum (with torch) is the attribution oracle: skipped for users
+    without it, a failure when CI requires the oracles."""
+    try:
+        import captum.attr
+        import torch
+    except ImportError:
+        if "1" in (os.environ.get("FASTRNN_REQUIRE_TORCH"),
+                   os.environ.get("FASTRNN_REQUIRE_CAPTUM")):
+            pytest.fail("FASTRNN_REQUIRE_TORCH/CAPTUM=1 but torch or captum cannot be imported")
+        pytest.skip("captum is not installed; the attribution oracle tests need it")
+    return torch, captum.attr
+
+
+def torch_model(torch, net, output_scale=1.0):
+    """fastrnn's network as torch.nn.LSTM/GRU (PyTorch's parameter names) and
+    a Linear head on the last layer's final states, times output_scale."""
+    c = net.config
+    rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[c["cell"]](
+        c["input_size"], c["hidden_size"], num_layers=c["num_layers"],
+        bidirectional=c["bidirectional"], batch_first=True)
+    D = 2 if c["bidirectional"] else 1
+    head = torch.nn.Linear(D * c["hidden_size"], c["output_size"])
+    state = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in net.state_dict().items()}
+    rnn.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")})
+    head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
+
+    def forward(x):
+        _, h = rnn(x)
+        h = h[0] if c["cell"] == "lstm" else h
+        return head(torch.cat(list(h[-D:]), dim=1)) * output_scale
+    return forward
+
+
+def _captum_pair(model, target_index, X, n_steps):
+    """captum's saliency and integrated gradients of model(x)[target]. captum's
+    riemann_trapezoid on n_steps + 1 points weighs them 1/(n_steps + 1) (ends
+    halved), fastrnn's trapezoid 1/n_steps: the same sum up to that factor."""
+    torch, attr = import_captum()
+    x = torch.from_numpy(np.ascontiguousarray(X, np.float32)).requires_grad_()
+    target = torch.from_numpy(np.asarray(target_index))
+    saliency = attr.Saliency(model).attribute(x, target=target, abs=True)
+    ig = attr.IntegratedGradients(model).attribute(
+        x, baselines=torch.zeros_like(x), target=target, n_steps=n_steps + 1,
+        method="riemann_trapezoid")
+    return saliency.detach().numpy(), ig.detach().numpy() * (n_steps + 1) / n_steps
+
+
+def test_saliency_and_integrated_gradients_equal_captums_for_a_classifier(classifier):
+    torch, _ = import_captum()
+    clf, X = classifier
+    target = np.arange(20) % 3  # every class, not only the predicted one
+    saliency, ig = _captum_pair(torch_model(torch, clf.model_), target, X[:20], 50)
+    labels = clf.classes_[target]
+    np.testing.assert_allclose(clf.explain(X[:20], "saliency", target=labels), saliency,
+                               rtol=1e-4, atol=1e-4 * np.abs(saliency).max())
+    np.testing.assert_allclose(clf.explain(X[:20], target=labels, n_steps=50), ig,
+                               rtol=1e-4, atol=1e-4 * np.abs(ig).max())
+
+
+def test_saliency_and_integrated_gradients_equal_captums_for_a_regressor(regressor):
+    torch, _ = import_captum()
+    reg, X = regressor
+    scale = torch.from_numpy(np.asarray(reg.y_scale_, np.float32))
+    saliency, ig = _captum_pair(torch_model(torch, reg.model_, scale), np.ones(20, int),
+                                X[:20], 16)
+    np.testing.assert_allclose(reg.explain(X[:20], "saliency", target=1), saliency,
+                               rtol=1e-4, atol=1e-4 * np.abs(saliency).max())
+    np.testing.assert_allclose(reg.explain(X[:20], target=1, n_steps=16), ig,
+                               rtol=1e-4, atol=1e-4 * np.abs(ig).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# known answers: only some steps / features carry the label
+
+
+def test_attributions_land_on_the_cells_a_regression_target_is_made_of():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 6, 2))
+    y = 2 * X[:, 1, 0] - X[:, 3, 1]
+    reg = _fit(FastLSTMRegressor(hidden_size=8, max_iter=60, learning_rate_init=0.02,
+                                 random_state=0), X, y)
+    cells = (np.array([1, 3]), np.array([0, 1]))
+    assert _fraction(reg.explain(X[:50], n_steps=32), cells) >= 0.8
+    assert _fraction(reg.explain(X[:50], "occlusion"), np.array([1, 3])) >= 0.8
+
+
+def test_attributions_land_on_the_step_that_carries_the_label():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 6, 3))
+    y = (X[:, 2].sum(axis=1) > 0).astype(int)
+    clf = _fit(FastGRUClassifier(hidden_size=8, max_iter=60, learning_rate_init=0.02,
+                                 random_state=0), X, y)
+    assert _fraction(clf.explain(X[:50], n_steps=32), 2) >= 0.8
+    assert _fraction(clf.explain(X[:50], "occlusion"), 2) >= 0.8
+
+
+def test_attributions_land_on_the_feature_that_carries_the_label():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 6, 3))
+    y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    clf = _fit(FastLSTMClassifier(hidden_size=8, max_iter=60, learning_rate_init=0.02,
+                                  random_state=0), X, y)
+    assert _fraction(clf.explain(X[:50], n_steps=32), (slice(None), 0)) >= 0.8
+
+
+# ---------------------------------------------------------------------------------------------
+# Forecaster and SequenceGenerator
+
+
+def test_forecaster_attributes_the_next_value_to_past_steps_and_exogenous_columns():
+    rng = np.random.default_rng(0)
+    t = np.arange(400)
+    exog = rng.normal(size=(400, 1))
+    series = np.sin(t / 5.0) + 0.5 * np.roll(exog[:, 0], 1)
+    fc = Forecaster(lookback=8, hidden_size=8, max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fc.fit(series[:300], X=exog[:300])
+    A = fc.explain(series[:300], X=exog[:300], n_steps=64)
+    assert A.shape == (8, 2)
+    # integrated gradients from the all-mean window, in the series' units
+    forecast = fc.predict(1, series[:300], X=exog[:300], X_future=exog[300:301])
+    at_mean = fc.predict(1, np.full(8, fc.mean_[0]), X=np.full((8, 1), fc.exog_mean_[0]),
+                         X_future=exog[300:301])
+    np.testing.assert_allclose(A.sum(), (forecast - at_mean)[0], rtol=0.01)
+
+
+def test_generator_attributes_the_next_token_to_the_prompt_tokens():
+    gen = SequenceGenerator(hidden_size=16, embedding_dim=8, max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gen.fit("abcd abce abcf " * 30)
+    A = gen.explain("ab", target="c", output="probability")
+    assert A.shape == (2,) and np.all(np.isfinite(A))
+    np.testing.assert_array_equal(gen.explain("ab", method="occlusion", target="c").shape, (2,))
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        gen.explain("ab", target="z")
