@@ -379,3 +379,23 @@ def test_generator_attributes_the_next_token_to_the_prompt_tokens():
     np.testing.assert_array_equal(gen.explain("ab", method="occlusion", target="c").shape, (2,))
     with pytest.raises(ValueError, match="not in the vocabulary"):
         gen.explain("ab", target="z")
+
+
+# ---------------------------------------------------------------------------------------------
+# pictures
+
+
+def test_plot_writes_heatmaps_and_token_pictures(tmp_path, classifier):
+    pytest.importorskip("matplotlib")
+    from fastrnn.plot import attributions
+    clf, X = classifier
+    A = clf.explain(X[:1])[0]
+    for name, kwargs in [("heatmap.png", {}), ("with_inputs.png", {"inputs": X[0]}),
+                         ("tokens.png", {"tokens": list("abcdef")})]:
+        values = A.sum(axis=1) if "tokens" in kwargs else A
+        path = attributions(values, tmp_path / name, title=name, **kwargs)
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="one sample"):
+        attributions(A[None], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="one per token"):
+        attributions(A, tmp_path / "bad.png", tokens=list("ab"))
