@@ -39,7 +39,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "occlusion")
-CALL_BYTES = 64 * 2 ** 20  # memory a forward/backward call may take (workspace and copies)
+CALL_BYTES = 4 * 2 ** 20  # memory of one forward/backward call: its buffers stay in cache
 
 
 def explain(estimator, X, method="integrated_gradients", target=None, baseline=None,
