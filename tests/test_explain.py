@@ -399,3 +399,12 @@ def test_plot_writes_heatmaps_and_token_pictures(tmp_path, classifier):
         attributions(A[None], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="one per token"):
         attributions(A, tmp_path / "bad.png", tokens=list("ab"))
+
+
+def test_explain_leaves_parameters_and_their_gradients_as_they_are(classifier):
+    clf, X = classifier
+    params, grads = clf.model_.flat_params.copy(), clf.model_.flat_grads.copy()
+    for method in ("saliency", "integrated_gradients", "occlusion"):
+        clf.explain(X[:5], method=method, n_steps=4)
+    np.testing.assert_array_equal(clf.model_.flat_params, params)
+    np.testing.assert_array_equal(clf.model_.flat_grads, grads)
