@@ -1,4 +1,5 @@
 """Attributions (fastrnn.explain) and the kernels' dX-only backward they run on."""
+import importlib.util
 import os
 import warnings
 
@@ -408,3 +409,29 @@ def test_explain_leaves_parameters_and_their_gradients_as_they_are(classifier):
         clf.explain(X[:5], method=method, n_steps=4)
     np.testing.assert_array_equal(clf.model_.flat_params, params)
     np.testing.assert_array_equal(clf.model_.flat_grads, grads)
+
+
+# ---------------------------------------------------------------------------------------------
+# command line: fastrnn explain MODEL DATA.csv --plot DIR
+
+
+def test_cli_explains_a_saved_model_on_a_training_csv(tmp_path, capsys, rng):
+    from fastrnn.cli import main
+    X = rng.normal(size=(80, 6))
+    y = np.where(X[:, 2] > 0, "up", "down")
+    est = _fit(FastLSTMClassifier(hidden_size=4, max_iter=3, random_state=0), X, y)
+    est.save(tmp_path / "model.npz")
+    lines = [",".join([f"t{i}" for i in range(6)] + ["label"])]
+    lines += [",".join([f"{v:.6f}" for v in row] + [label]) for row, label in zip(X, y)]
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    argv = ["explain", str(tmp_path / "model.npz"), str(tmp_path / "data.csv"), "--n-plots", "2"]
+    assert main(argv + (["--plot", str(tmp_path / "pictures")] if has_matplotlib else [])) == 0
+    out = capsys.readouterr().out
+    first = est.explain(X[:1])[0]
+    assert f"sequence 0: prediction {est.predict(X[:1])[0]}; strongest steps " \
+           f"{np.argmax(np.abs(first))} ({first[np.argmax(np.abs(first))]:+.3g})" in out
+    if has_matplotlib:
+        assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == \
+            ["explain_0.png", "explain_1.png"]
+    assert main(["explain", str(tmp_path / "model.npz"), str(tmp_path / "missing.csv")]) == 2
