@@ -111,8 +111,8 @@ class BuildExt(build_ext):
 extensions = [
     Extension(
         "fastrnn._kernels",
-        sources=["fastrnn/_kernels.pyx", "csrc/rnn.c", "csrc/optim.c"],
-        depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "csrc/optim_impl.h",
+        sources=["fastrnn/_kernels.pyx", "csrc/rnn.c", "csrc/optim.c", "csrc/bench.c"],
+        depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "csrc/optim_impl.h", "csrc/bench.h",
                  "fastrnn/_kernels.pxd"],
         include_dirs=["csrc", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -100,3 +100,11 @@ cdef extern from "fastrnn.h" nogil:
                         int64_t n_samples, const int32_t *prompt, int64_t n_prompt,
                         const double *h0, const double *c0, int64_t n_new, int32_t *out,
                         double *ws, int n_threads)
+
+cdef extern from "bench.h" nogil:
+    ctypedef struct fr_layer_times:
+        double forward_train, backward, forward_infer
+
+    int fr_bench_layer(const fr_blas *blas, const fr_shape *s, int n_threads, int reps,
+                       fr_layer_times *out)
+    int fr_bench_sgemm(const fr_blas *blas, int64_t n, int reps, double *seconds)

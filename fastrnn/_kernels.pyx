@@ -412,3 +412,33 @@ def generate(*, int cell, embedding, list W_ih, list W_hh, list b_ih, list b_hh,
     finally:
         free(ptrs)
     return out
+
+
+def bench_layer(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H, lengths=None,
+                int n_threads=1, int reps=5):
+    """Best-of-reps seconds of forward (training), backward and forward
+    (inference) of one float32 layer, timed in C (fastrnn.cbench)."""
+    if reps < 1:
+        raise ValueError("reps must be >= 1")
+    if lengths is not None and (len(lengths) != B or np.min(lengths) < 1
+                                or np.max(lengths) > T):
+        raise ValueError(f"lengths must be B={B} values in [1, T={T}]")
+    cdef fr_shape s = _shape(cell, B, T, I, H, False, lengths)
+    cdef fr_layer_times t
+    cdef int rc
+    with nogil:
+        rc = fr_bench_layer(&BLAS, &s, n_threads, reps, &t)
+    _raise(rc, "bench_layer")
+    return {"forward_train": t.forward_train, "backward": t.backward,
+            "forward_infer": t.forward_infer}
+
+
+def bench_sgemm(*, int64_t n=1024, int reps=3):
+    """Best-of-reps seconds of one n x n x n SGEMM through the same BLAS the
+    kernels use, with the BLAS threads the caller allows."""
+    cdef double seconds
+    cdef int rc
+    with nogil:
+        rc = fr_bench_sgemm(&BLAS, n, reps, &seconds)
+    _raise(rc, "bench_sgemm")
+    return seconds
