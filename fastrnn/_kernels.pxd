@@ -12,7 +12,7 @@ cdef extern from "fastrnn.h" nogil:
 
     enum:
         FR_LSTM, FR_GRU, FR_RNN_TANH, FR_RNN_RELU
-        FR_OK, FR_ERR_ARG, FR_ERR_TOO_LARGE, FR_ERR_NOMEM
+        FR_OK, FR_ERR_ARG, FR_ERR_TOO_LARGE, FR_ERR_NOMEM, FR_STOPPED
 
     ctypedef struct fr_shape:
         int cell
@@ -53,6 +53,12 @@ cdef extern from "fastrnn.h" nogil:
     int fr_openmp_enabled()
     int fr_packed_enabled()
     int fr_max_threads()
+    int fr_threads(int n_threads)
+    void fr_fork_child()
+    void fr_request_stop()
+    void fr_clear_stop()
+    void fr_watch_stop(int on)
+    int fr_should_stop()
 
     enum:
         FR_SGD, FR_RMSPROP, FR_ADAGRAD, FR_ADAM
