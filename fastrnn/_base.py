@@ -41,7 +41,10 @@ DIVERGED_LOSS_FACTOR = 100
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The training loss became NaN or inf."""
+    """Training diverged: the loss, the gradient or the weights became NaN or
+    inf (or the epoch loss blew up). The estimator keeps the weights and
+    optimizer state of the last finished epoch; the message suggests what to
+    change (learning_rate_init, clip_norm, the scale of X)."""
 
 
 class _RealInterval(Interval):
@@ -179,6 +182,9 @@ class BaseFastRNN(BaseEstimator):
         tokens = self.embedding_dim is not None
         dtype = as_float_dtype(self.dtype)
         kind = _data.input_kind(X, tokens)
+        if not reset:  # the form first: a 2-D X after a 3-D fit is no feature-count problem
+            _data.check_same_kind(kind, self.input_kind_, getattr(self, "n_features_in_", None),
+                                  type(self).__name__)
         if kind == "2d":  # scikit-learn's checks (n_features_in_, feature names)
             values = validate_data(self, X, reset=reset, dtype=_data.FLOAT_DTYPES)[:, :, None]
             lengths = None
@@ -311,7 +317,8 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             raise ValueError("classes must be passed on the first call to partial_fit")
         if fitted and classes is not None and hasattr(self, "classes_") and \
                 not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(f"classes {classes} differ from the first call's {self.classes_}")
+            raise ValueError(f"classes {_data.short_repr(classes)} differ from the first "
+                             f"call's {_data.short_repr(self.classes_)}")
         return self._fit(X, y, sample_weight, incremental=True,
                          classes=None if fitted else classes)
 

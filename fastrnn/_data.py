@@ -85,9 +85,48 @@ def input_kind(X, tokens):
     """Which of the X forms X is (see the module docstring)."""
     if isinstance(X, (list, tuple)) and len(X) > 0 and not np.isscalar(X[0]) and is_ragged(X):
         return "tokens_list" if tokens else "list"
+    check_dimensions(X, tokens)
     if tokens:
         return "tokens"
     return "3d" if np.asarray(X).ndim == 3 else "2d"
+
+
+# the X forms in words, for error messages
+_FLOAT_FORMS = ("2-D (n_samples, n_timesteps) univariate sequences, 3-D (n_samples, "
+                "n_timesteps, n_features), or a list of (n_timesteps_i, n_features) arrays")
+_TOKEN_FORMS = ("2-D (n_samples, n_timesteps) integer token ids, or a list of 1-D token id "
+                "arrays")
+_FORM_NAMES = {"2d": "2-D (n_samples, n_timesteps)",
+               "3d": "3-D (n_samples, n_timesteps, n_features)",
+               "list": "a list of (n_timesteps_i, n_features) arrays",
+               "tokens": "2-D token ids (n_samples, n_timesteps)",
+               "tokens_list": "a list of 1-D token id arrays"}
+
+
+def check_dimensions(X, tokens):
+    """An array X (not a ragged list) has a number of dimensions the
+    estimators accept; the message names the accepted shapes. A 1-D X keeps
+    scikit-learn's "Reshape your data" wording, without the array itself."""
+    ndim = X.ndim if hasattr(X, "ndim") else np.asarray(X).ndim  # sparse: scikit-learn's error
+    accepted = (2,) if tokens else (2, 3)
+    if ndim in accepted or ndim == 0:
+        return
+    shape = X.shape if hasattr(X, "shape") else np.shape(X)
+    forms = _TOKEN_FORMS if tokens else _FLOAT_FORMS
+    if ndim == 1:
+        raise ValueError(f"Expected 2D array, got 1D array instead (shape {shape}). Reshape "
+                         "your data: X.reshape(1, -1) if it is one sequence. Accepted: "
+                         f"{forms}.")
+    raise ValueError(f"X has {ndim} dimensions (shape {shape}); accepted: {forms}.")
+
+
+def short_repr(values, most=5):
+    """The first `most` of an array's values, and how many there are, for
+    error messages (never the whole array)."""
+    values = np.ravel(np.asarray(values))
+    shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in values[:most])
+    more = f", ... ({values.size} values)" if values.size > most else ""
+    return f"[{shown}{more}]"
 
 
 def pad(seqs, dtype):
@@ -145,11 +184,20 @@ def read_sequences(X, kind, dtype):
 
 def check_same_form(kind, values, fitted_kind, n_features, name):
     """X at predict time has a form compatible with the one seen in fit."""
-    if kind not in _COMPATIBLE_KINDS[fitted_kind]:
-        raise ValueError(f"X was a {fitted_kind} input in fit, got {kind} now")
+    check_same_kind(kind, fitted_kind, n_features, name)
     if kind in ("3d", "list") and values.shape[2] != n_features:
         raise ValueError(f"X has {values.shape[2]} features, but {name} "
                          f"is expecting {n_features} features as input")
+
+
+def check_same_kind(kind, fitted_kind, n_features, name):
+    """The form of X (2-D, 3-D, list, tokens) fits the one seen in fit; the
+    message says both."""
+    if kind not in _COMPATIBLE_KINDS[fitted_kind]:
+        raise ValueError(f"X was a {fitted_kind} input in fit, got {kind} now: {name} was "
+                         f"fitted on {_FORM_NAMES[fitted_kind]} X"
+                         + (f" with {n_features} features" if fitted_kind == "3d" else "")
+                         + f", and X is {_FORM_NAMES[kind]}. Pass X in the form seen in fit.")
 
 
 # ----- targets -----------------------------------------------------------------------------
@@ -248,8 +296,17 @@ def encode_labels(flat, classes):
 
 
 def as_value_rows(flat):
-    """Regression targets as float64 (rows, n_outputs)."""
-    return check_array(flat.reshape(len(flat), -1), dtype=np.float64)
+    """Regression targets as float64 (rows, n_outputs); strings are labels,
+    not values, and say so."""
+    rows = flat.reshape(len(flat), -1)
+    if flat.dtype.kind not in "USO":
+        return check_array(rows, dtype=np.float64)
+    try:
+        return check_array(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"y holds strings such as {short_repr(flat, 3)}, but a regressor "
+                         "needs numeric targets. For class labels use a classifier "
+                         "(e.g. FastLSTMClassifier, or task='classification').") from None
 
 
 def fit_scaling(values):

@@ -629,12 +629,41 @@ class FlatSequences(MetaEstimatorMixin, BaseEstimator):
     before the estimator sees it.
 
         >>> from dask_ml.wrappers import Incremental              # doctest: +SKIP
-        >>> inc = Incremental(FlatSequences(FastLSTMClassifier(), n_features=F))
-        >>> inc.fit(dX.reshape(n, T * F), dy, classes=[0, 1])
+        >>> inc = Incremental(FlatSequences(FastLSTMClassifier(), n_features=F))  # doctest: +SKIP
+        >>> inc.fit(dX.reshape(n, T * F), dy, classes=[0, 1])      # doctest: +SKIP
 
     Sequence-level outputs only (per-step outputs have a shape dask-ml does not
     declare). An already fitted estimator can be wrapped as is (for
     ParallelPostFit); fit and partial_fit train a clone in ``estimator_``.
+
+    Parameters
+    ----------
+    estimator : a fastrnn estimator
+        Fitted or not; sees X reshaped to (n, T, n_features).
+
+    n_features : int
+        Features per step F; X has T * F columns.
+
+    Attributes
+    ----------
+    estimator_ : a fastrnn estimator
+        The clone fit / partial_fit trained (absent until then: the wrapped
+        estimator predicts).
+
+    classes_ : ndarray of shape (n_classes,)
+        The (trained) estimator's classes.
+
+    Examples
+    --------
+    Without dask-ml, on NumPy arrays:
+
+    >>> import numpy as np
+    >>> from fastrnn import FastLSTMClassifier
+    >>> X = np.random.default_rng(0).normal(size=(20, 4, 2))
+    >>> y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    >>> flat = FlatSequences(FastLSTMClassifier(hidden_size=4, max_iter=1), n_features=2)
+    >>> flat.fit(X.reshape(20, 8), y).predict(X.reshape(20, 8)[:3]).shape
+    (3,)
     """
 
     def __init__(self, estimator, n_features):

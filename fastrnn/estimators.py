@@ -20,6 +20,9 @@ loop, prediction, the fitted state persistence stores); each class sets its
 cell and task. Input and target preparation lives in fastrnn._data. See
 ARCHITECTURE.md.
 """
+import errno
+import os
+
 from fastrnn import persistence
 from fastrnn._base import (BaseFastRNN, FastAutoTaskMixin,  # noqa: F401
                            FastClassifierMixin, FastRegressorMixin, TrainingDivergedError)
@@ -34,6 +37,19 @@ TRAINING_OPTIONS = ("solver", "learning_rate_init", "batch_size", "max_iter", "a
 def training_options(owner):
     """The TRAINING_OPTIONS that owner has, as keyword arguments."""
     return {name: getattr(owner, name) for name in TRAINING_OPTIONS if hasattr(owner, name)}
+
+
+def check_wrapped_estimator(owner, estimator, task, shaping):
+    """A loaded wrapper's estimator is one the wrapper would train: the class
+    of owner.cell and task, and the parameters named in ``shaping`` equal to
+    owner's. Raises ValueError (persistence turns it into ModelFileError)."""
+    expected = estimator_class(owner.cell, task)
+    if type(estimator) is not expected:
+        raise ValueError(f"{type(owner).__name__} with cell={owner.cell!r} trains a "
+                         f"{expected.__name__}, the file holds a {type(estimator).__name__}")
+    wrong = [name for name in shaping if getattr(estimator, name) != getattr(owner, name)]
+    if wrong:
+        raise ValueError(f"the parameters {wrong} disagree with the estimator's")
 
 
 _PARAMETERS = """Parameters
@@ -378,7 +394,15 @@ def estimator_class(cell, task=None):
 
 
 def load(path):
-    """Read an estimator written by ``est.save(path)``; only the nine classes
-    above can come out of a file. Anything wrong with the file raises
-    fastrnn.ModelFileError (a ValueError); see SECURITY.md."""
-    return persistence.load(path, ESTIMATORS)
+    """Read an estimator written by ``est.save(path)`` (or a SequenceGenerator
+    or Forecaster written by its ``save``); only the nine classes above and
+    those two can come out of a file. Anything wrong with the file raises
+    fastrnn.ModelFileError (a ValueError); see SECURITY.md. A path that does
+    not exist raises a FileNotFoundError (which is also a ModelFileError)."""
+    if not os.path.exists(path):
+        raise persistence.ModelFileNotFoundError(errno.ENOENT, "no such fastrnn model file",
+                                                 os.fspath(path))
+    from fastrnn.forecaster import Forecaster  # the wrappers import this module
+    from fastrnn.generator import SequenceGenerator
+    return persistence.load(path, ESTIMATORS, wrappers={
+        cls.__name__: cls for cls in (SequenceGenerator, Forecaster)})

@@ -13,8 +13,9 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from fastrnn import persistence
 from fastrnn._data import fit_scaling
-from fastrnn.estimators import estimator_class, training_options
+from fastrnn.estimators import check_wrapped_estimator, estimator_class, training_options
 
 
 def make_windows(series, lookback, horizon=1):
@@ -59,27 +60,112 @@ def _fill_missing(values):
 class Forecaster(BaseEstimator):
     """Forecast a univariate or multivariate series several steps ahead.
 
+    The series is cut into windows of ``lookback`` steps (make_windows) and a
+    recurrent regressor learns the steps that follow each window. The series
+    (and exogenous inputs) are standardised per column inside; predictions
+    come back in the original units.
+
     Parameters
     ----------
     cell : {"lstm", "gru", "rnn"}, default="lstm"
+        The recurrent cell.
+
     lookback : int, default=24
         Past steps the network reads.
+
     horizon : int, default=1
         Steps predicted at once by the "direct" strategy (and the training
-        target length for it).
+        target length for it); also the held-out tail of ``score``.
+
     strategy : {"recursive", "direct"}, default="recursive"
         "recursive": learn one step ahead and feed predictions back;
         "direct": learn all ``horizon`` steps at once (predict(steps) then
         chains blocks of ``horizon``).
+
     missing : {"raise", "interpolate"}, default="raise"
         NaN in the series (or exogenous inputs) raises, or is filled by linear
         interpolation (nearest value at the ends).
-    hidden_size, num_layers, learning_rate_init, batch_size, max_iter, alpha,
-    clip_norm, early_stopping, n_iter_no_change, tol, random_state, verbose,
-    n_threads : as in the estimators.
 
-    The series is standardised per column inside and predictions are returned
-    in the original units.
+    hidden_size : int, default=64
+        Units per recurrent layer.
+
+    num_layers : int, default=1
+        Recurrent layers stacked on each other.
+
+    learning_rate_init : float, default=0.005
+        The initial learning rate (Adam).
+
+    batch_size : int or "auto", default="auto"
+        Windows per mini-batch; "auto": min(64, n_windows).
+
+    max_iter : int, default=100
+        Epochs.
+
+    alpha : float, default=1e-4
+        L2 penalty on weights.
+
+    clip_norm : float or None, default=5.0
+        Clip the gradient to this global norm; None: no clipping.
+
+    early_stopping : bool, default=False
+        Hold out part of the windows and stop when their score stops
+        improving, as in FastLSTMRegressor.
+
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of more than tol before training stops.
+
+    tol : float, default=1e-4
+        Improvement that counts.
+
+    random_state : int, RandomState, Generator or None, default=None
+        Makes a fit reproducible.
+
+    verbose : bool or int, default=False
+        Progress per epoch.
+
+    n_threads : int or None, default=None
+        None: what OpenMP allows; -1: every CPU.
+
+    Attributes
+    ----------
+    univariate_ : bool
+        Whether fit saw a (T,) series (predict then returns (steps,)).
+
+    n_series_ : int
+        Columns k of the series.
+
+    n_exog_ : int
+        Columns m of the exogenous inputs X (0 without).
+
+    mean_, scale_ : ndarray of shape (n_series_,)
+        The series' standardisation.
+
+    exog_mean_, exog_scale_ : ndarray of shape (n_exog_,)
+        The exogenous inputs' standardisation (only when fitted with X).
+
+    history_ : ndarray of shape (lookback, n_series_ + n_exog_)
+        The last standardised window of the training data: predict's context
+        when no series is passed.
+
+    regressor_ : FastLSTMRegressor, FastGRURegressor or FastRNNRegressor
+        The trained window regressor.
+
+    loss_curve_ : list of float
+        Training loss of every epoch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastrnn import Forecaster
+    >>> series = np.sin(np.arange(200) / 6)
+    >>> fc = Forecaster(lookback=12, horizon=3, hidden_size=8, max_iter=3,
+    ...                 random_state=0).fit(series[:150])
+    >>> fc.predict(5).shape
+    (5,)
+    >>> fc.predict(3, series=series[:170]).shape     # continue another stretch
+    (3,)
+    >>> bool(fc.score(series[150:]) <= 0)            # minus the MSE of the last 3 steps
+    True
     """
 
     def __init__(self, cell="lstm", lookback=24, horizon=1, strategy="recursive",
@@ -105,6 +191,18 @@ class Forecaster(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.n_threads = n_threads
+
+    def _check_params(self):
+        """The parameters the forecaster itself uses (the estimator checks the rest)."""
+        if self.strategy not in ("recursive", "direct"):
+            raise ValueError(f"strategy must be 'recursive' or 'direct', got {self.strategy!r}")
+        if self.missing not in ("raise", "interpolate"):
+            raise ValueError(f"missing must be 'raise' or 'interpolate', got {self.missing!r}")
+        estimator_class(self.cell)  # checks the cell name before any work
+        for name in ("lookback", "horizon"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
 
     def _check_series(self, values, name):
         values = np.asarray(values, dtype=np.float64)
@@ -138,15 +236,7 @@ class Forecaster(BaseEstimator):
     def fit(self, series, X=None):
         """Learn from a (T,) or (T, k) series; X (T, m): optional exogenous
         inputs known in advance (calendar, prices), aligned with the series."""
-        if self.strategy not in ("recursive", "direct"):
-            raise ValueError(f"strategy must be 'recursive' or 'direct', got {self.strategy!r}")
-        if self.missing not in ("raise", "interpolate"):
-            raise ValueError(f"missing must be 'raise' or 'interpolate', got {self.missing!r}")
-        estimator_class(self.cell)  # checks the cell name before any work
-        for name in ("lookback", "horizon"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self._check_params()
         values = self._check_series(series, "series")
         self.univariate_ = np.ndim(series) == 1
         self.n_series_ = values.shape[1]
@@ -262,3 +352,93 @@ class Forecaster(BaseEstimator):
                 window = np.vstack([window[1:], row])
         result = np.asarray(out) * self.scale_ + self.mean_
         return result[:, 0] if self.univariate_ else result
+
+    # ----- evaluation --------------------------------------------------------------------
+    def score(self, series, X=None):
+        """Negative mean squared error of a held-out forecast (higher is
+        better), so that GridSearchCV and cross_val_score can rank forecasters.
+
+        The last ``horizon`` steps of ``series`` are held out and forecast
+        with ``predict(horizon, series=<the steps before them>)``; the score
+        is minus the mean of the squared errors over those steps and every
+        column, in the series' units. ``X``: exogenous inputs aligned with
+        ``series`` (its last ``horizon`` rows serve as X_future). The series
+        needs at least ``lookback + horizon`` steps. With GridSearchCV, pass
+        ``cv=TimeSeriesSplit(...)`` so that every fold is fitted on the past
+        and scored on the steps that follow it.
+        """
+        check_is_fitted(self, "regressor_")
+        values = self._check_series(series, "series")
+        h = int(self.horizon)
+        if len(values) < self.lookback + h:
+            raise ValueError(f"score needs at least lookback + horizon = {self.lookback + h} "
+                             f"steps, series has {len(values)}")
+        past_X = future_X = None
+        if X is not None:
+            X = np.asarray(X)
+            past_X, future_X = X[:-h], X[-h:]
+        forecast = self.predict(h, series=values[:-h], X=past_X, X_future=future_X)
+        errors = np.reshape(forecast, (h, -1)) - values[-h:]
+        return -float(np.mean(errors ** 2))
+
+    # ----- persistence -------------------------------------------------------------------
+    _FITTED_NAMES = ("univariate_", "n_series_", "n_exog_")
+    _FITTED_ARRAYS = ("mean_", "scale_", "history_")
+    _EXOG_ARRAYS = ("exog_mean_", "exog_scale_")
+
+    def save(self, path):
+        """Write the fitted forecaster to ``path``: a .npz without pickle (the
+        regressor's file plus the scaling and the context predict() reads),
+        read back with ``fastrnn.load(path)``, which checks the whole file
+        first."""
+        persistence.save_wrapper(self, path)
+
+    def _get_fitted_state(self):
+        """(attributes, arrays, estimator) for persistence: the series' shape
+        as JSON values, the scaling and context arrays, and the regressor."""
+        check_is_fitted(self, "regressor_")
+        names = self._FITTED_ARRAYS + (self._EXOG_ARRAYS if self.n_exog_ else ())
+        return ({name: getattr(self, name) for name in self._FITTED_NAMES},
+                {name: getattr(self, name) for name in names}, self.regressor_)
+
+    def _set_fitted_state(self, attributes, arrays, estimator):
+        """Restore what _get_fitted_state gave, after checking it against the
+        regressor (which persistence has checked against its network);
+        anything inconsistent raises ValueError."""
+        self._check_params()
+        if set(attributes) != set(self._FITTED_NAMES):
+            raise ValueError(f"a Forecaster stores exactly {list(self._FITTED_NAMES)}")
+        univariate, k, m = (attributes[name] for name in self._FITTED_NAMES)
+        if not isinstance(univariate, bool) or any(
+                isinstance(v, bool) or not isinstance(v, int) for v in (k, m)) or \
+                k < 1 or m < 0 or (univariate and k != 1):
+            raise ValueError("univariate_ must be a bool, n_series_ >= 1 and n_exog_ >= 0 ints")
+        shapes = {"mean_": (k,), "scale_": (k,), "history_": (self.lookback, k + m)}
+        if m:
+            shapes.update(exog_mean_=(m,), exog_scale_=(m,))
+        self._check_arrays(arrays, shapes)
+        check_wrapped_estimator(self, estimator, "regression", ("hidden_size", "num_layers"))
+        steps = 1 if self.strategy == "recursive" else self.horizon
+        if estimator.input_kind_ != "3d" or estimator.n_features_in_ != k + m or \
+                estimator.n_outputs_ != k * steps:
+            raise ValueError("the regressor's inputs or outputs disagree with the series")
+        self.univariate_, self.n_series_, self.n_exog_ = univariate, k, m
+        for name, value in arrays.items():
+            setattr(self, name, value.astype(np.float64))
+        self.regressor_ = estimator
+        self.loss_curve_ = estimator.loss_curve_
+        return self
+
+    @staticmethod
+    def _check_arrays(arrays, shapes):
+        """Exactly the arrays in ``shapes``, finite floats of those shapes;
+        scales positive."""
+        if set(arrays) != set(shapes):
+            raise ValueError(f"a Forecaster stores exactly the arrays {sorted(shapes)}")
+        for name, shape in shapes.items():
+            value = arrays[name]
+            if value.shape != shape or value.dtype.kind != "f" or \
+                    not np.all(np.isfinite(value)):
+                raise ValueError(f"{name} must hold finite floats of shape {shape}")
+            if name.endswith("scale_") and not np.all(value > 0):
+                raise ValueError(f"{name} must be positive")

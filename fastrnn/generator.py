@@ -14,9 +14,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
-from fastrnn import _kernels
+from fastrnn import _kernels, persistence
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
-from fastrnn.estimators import estimator_class, training_options
+from fastrnn.estimators import check_wrapped_estimator, estimator_class, training_options
 from fastrnn.layers import generation_args
 
 BOUNDARY = 0  # token id 0 marks where a sequence starts and ends
@@ -30,19 +30,107 @@ class SequenceGenerator(BaseEstimator):
     model also learns where sequences start and end; generation stops at an end.
     With ``conditions`` (one feature vector per sequence), a learned projection
     of the features sets the initial state: generate(..., condition=f) then
-    describes f (captioning).
+    describes f (captioning). The sampling loop (embedding, recurrent steps,
+    head, softmax, sampling) runs in C without Python per token.
 
     Parameters
     ----------
     cell : {"lstm", "gru", "rnn"}, default="lstm"
-    hidden_size, num_layers, dropout : the recurrent stack (default 128, 1, 0).
+        The recurrent cell.
+
+    hidden_size : int, default=128
+        Units per recurrent layer.
+
+    num_layers : int, default=1
+        Recurrent layers stacked on each other.
+
     embedding_dim : int, default=32
+        Size of the learned token embedding.
+
     seq_len : int, default=64
         Training window length (steps of backpropagation through time) when no
         conditions are given; conditioned sequences are used whole.
-    solver, learning_rate_init, batch_size, max_iter, alpha, clip_norm,
-    early_stopping, n_iter_no_change, tol, random_state, verbose, n_threads, dtype :
-        as in the estimators (FastLSTMClassifier); max_iter counts epochs.
+
+    dropout : float, default=0.0
+        Dropout between recurrent layers (num_layers > 1).
+
+    solver : {"adam", "sgd", "rmsprop", "adagrad"}, default="adam"
+        The optimizer, as in FastLSTMClassifier.
+
+    learning_rate_init : float, default=0.003
+        The initial learning rate.
+
+    batch_size : int or "auto", default=64
+        Training windows per mini-batch.
+
+    max_iter : int, default=10
+        Epochs (passes over the training windows).
+
+    alpha : float, default=0.0
+        L2 penalty on weights.
+
+    clip_norm : float or None, default=5.0
+        Clip the gradient to this global norm; None: no clipping.
+
+    early_stopping : bool, default=False
+        Hold out part of the windows and stop when their score stops
+        improving, as in FastLSTMClassifier.
+
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of more than tol before training stops.
+
+    tol : float, default=1e-4
+        Improvement that counts.
+
+    random_state : int, RandomState, Generator or None, default=None
+        Makes training reproducible (generate takes its own seed).
+
+    verbose : bool or int, default=False
+        Progress per epoch.
+
+    n_threads : int or None, default=None
+        None: what OpenMP allows; -1: every CPU.
+
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the network.
+
+    Attributes
+    ----------
+    vocabulary_ : list of str or list of int
+        The sorted distinct characters (text) or token ids seen in fit; the
+        model's internal id of ``vocabulary_[i]`` is i + 1 (0 is the boundary).
+
+    token_index_ : dict
+        Token -> internal id.
+
+    text_ : bool
+        Whether fit saw text (generate returns str) or token ids (arrays).
+
+    n_condition_features_ : int or None
+        Features per condition vector, None when fitted without conditions.
+
+    classifier_ : FastLSTMClassifier, FastGRUClassifier or FastRNNClassifier
+        The per-step next-token classifier that was trained.
+
+    loss_curve_ : list of float
+        Training loss (mean cross entropy per token) of every epoch.
+
+    n_iter_ : int
+        Epochs run.
+
+    Examples
+    --------
+    >>> from fastrnn import SequenceGenerator
+    >>> text = "the cat sat on the mat. the dog sat on the log. " * 5
+    >>> gen = SequenceGenerator(hidden_size=16, embedding_dim=8, seq_len=16, max_iter=2,
+    ...                         random_state=0).fit(text)
+    >>> len(gen.vocabulary_), gen.n_iter_
+    (14, 2)
+    >>> sample = gen.generate(20, prompt="the ", random_state=0)[0]
+    >>> isinstance(sample, str) and len(sample) <= 20
+    True
+    >>> bool(gen.perplexity(text[:30]) > 1)
+    True
     """
 
     def __init__(self, cell="lstm", hidden_size=128, num_layers=1, embedding_dim=32, seq_len=64,
@@ -144,15 +232,22 @@ class SequenceGenerator(BaseEstimator):
                         {int(t) for d in docs for t in d})
         if not tokens:
             raise ValueError("the sequences are empty")
-        self.vocabulary_ = tokens
-        self.token_index_ = {t: i + 1 for i, t in enumerate(tokens)}
+        self._remember_vocabulary(tokens)
         self.n_condition_features_ = None if conditions is None else conditions.shape[1]
         X, y = self._training_samples(docs, conditions)
-        self.classifier_ = self._classifier()
-        self.classifier_._fit_conditioned(X, y, conditions)
-        self.loss_curve_ = self.classifier_.loss_curve_
-        self.n_iter_ = self.classifier_.n_iter_
+        classifier = self._classifier()
+        classifier._fit_conditioned(X, y, conditions)
+        self._keep_classifier(classifier)
         return self
+
+    def _remember_vocabulary(self, tokens):
+        self.vocabulary_ = tokens
+        self.token_index_ = {t: i + 1 for i, t in enumerate(tokens)}
+
+    def _keep_classifier(self, classifier):
+        self.classifier_ = classifier
+        self.loss_curve_ = classifier.loss_curve_
+        self.n_iter_ = classifier.n_iter_
 
     # ----- generation --------------------------------------------------------------------
     def generate(self, n_tokens, prompt=None, temperature=1.0, top_k=None, top_p=None,
@@ -273,3 +368,55 @@ class SequenceGenerator(BaseEstimator):
     def perplexity(self, sequences, conditions=None):
         """exp(-score): the model's average branching factor per token."""
         return float(np.exp(-self.score(sequences, conditions)))
+
+    # ----- persistence -------------------------------------------------------------------
+    _FITTED_NAMES = ("text_", "vocabulary_", "n_condition_features_")
+
+    def save(self, path):
+        """Write the fitted generator to ``path``: a .npz without pickle (the
+        classifier's file plus the vocabulary), read back with
+        ``fastrnn.load(path)``, which checks the whole file first."""
+        persistence.save_wrapper(self, path)
+
+    def _get_fitted_state(self):
+        """(attributes, arrays, estimator) for persistence: the vocabulary and
+        conditioning as JSON values, no arrays, and the trained classifier."""
+        check_is_fitted(self, "classifier_")
+        return {name: getattr(self, name) for name in self._FITTED_NAMES}, {}, self.classifier_
+
+    def _set_fitted_state(self, attributes, arrays, estimator):
+        """Restore what _get_fitted_state gave, after checking it against the
+        classifier (which persistence has checked against its network);
+        anything inconsistent raises ValueError."""
+        if set(attributes) != set(self._FITTED_NAMES) or arrays:
+            raise ValueError(f"a SequenceGenerator stores exactly {list(self._FITTED_NAMES)}")
+        text, vocabulary = attributes["text_"], attributes["vocabulary_"]
+        n_conditions = attributes["n_condition_features_"]
+        self._check_vocabulary(text, vocabulary)
+        check_wrapped_estimator(self, estimator, "classification",
+                                ("hidden_size", "num_layers", "embedding_dim", "dropout", "dtype"))
+        # n_tokens_ is the network's embedding size (persistence checked it)
+        if not estimator.per_step_ or estimator.n_tokens_ != len(vocabulary) + 1:
+            raise ValueError("the classifier is not a next-token model of the vocabulary")
+        classes = estimator.classes_
+        if classes.dtype.kind not in "iu" or classes.min() < 0 or classes.max() > len(vocabulary):
+            raise ValueError("the classifier's classes are not token ids of the vocabulary")
+        if n_conditions != estimator.model_.config["condition_size"]:
+            raise ValueError("n_condition_features_ disagrees with the network")
+        self.text_, self.n_condition_features_ = text, n_conditions
+        self._remember_vocabulary(vocabulary)
+        self._keep_classifier(estimator)
+        return self
+
+    @staticmethod
+    def _check_vocabulary(text, vocabulary):
+        """Sorted distinct characters (text) or token ids >= 0."""
+        if not isinstance(text, bool) or not isinstance(vocabulary, list) or not vocabulary:
+            raise ValueError("text_ must be a bool and vocabulary_ a non-empty list")
+        if text:
+            ok = all(isinstance(t, str) and len(t) == 1 for t in vocabulary)
+        else:
+            ok = all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                     for t in vocabulary)
+        if not ok or sorted(set(vocabulary)) != vocabulary:
+            raise ValueError("vocabulary_ must hold sorted distinct characters or token ids")

@@ -391,21 +391,111 @@ class RecurrentStack:
         return dY, State(dh0, dc0)
 
 
+_STACK_PARAMETERS = """Parameters
+    ----------
+    input_size : int
+        Features per time step of X.
+
+    hidden_size : int
+        Units per layer and direction (H).
+
+    num_layers : int, default=1
+        Layers stacked on each other; layer k > 0 reads layer k-1's outputs.
+{extra}
+    bidirectional : bool, default=False
+        Also run every layer backwards; the reverse direction's outputs follow
+        the forward ones on the last axis, parameters get the suffix
+        ``_reverse``.
+
+    dropout : float, default=0.0
+        Dropout on the outputs of every layer but the last, in training only.
+
+    dtype : float32 or float64, default=float32
+        Precision of parameters and computations.
+
+    n_threads : int or None, default=None
+        None: what OpenMP allows; -1: every CPU; else that many.
+
+    random_state : int, Generator or None, default=None
+        Seeds PyTorch's default initialisation U(-1/sqrt(H), 1/sqrt(H)) and
+        dropout.
+
+    flat_params, flat_grads : ndarray of shape (n_params,), default=None
+        Buffers to place parameters and gradients in (views are taken), e.g.
+        a network's; None: the stack allocates its own.
+
+    Attributes
+    ----------
+    flat_params, flat_grads : ndarray of shape (n_params,)
+        Every parameter and gradient, in PyTorch's order.
+
+    params, grads : dict of str to ndarray
+        Views into the flat buffers under PyTorch's names, e.g.
+        ``weight_ih_l0`` ({G}*H, input_size), ``weight_hh_l0`` ({G}*H, H),
+        ``bias_ih_l0`` and ``bias_hh_l0`` ({G}*H,).
+
+    n_gates : int
+        Gate blocks per weight matrix ({G}: {gates}).
+
+    num_directions : int
+        2 when bidirectional, else 1.
+"""
+
+_STACK_EXAMPLES = """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastrnn import {name}
+    >>> stack = {name}(input_size=3, hidden_size=4, bidirectional=True, random_state=0)
+    >>> X = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    >>> Y, state = stack.forward(X, lengths=[5, 2])
+    >>> Y.shape, state.h.shape, stack.params["weight_ih_l0"].shape
+    ((2, 5, 8), (2, 2, 4), ({G4}, 3))
+    >>> bool(np.all(Y[1, 2:] == 0))        # outputs past a sample's length are 0
+    True
+"""
+
+
+def _stack_docstring(summary, name, gates, G, extra=""):
+    """A numpydoc docstring of one stack class: its summary and example around
+    the Parameters and Attributes the three stacks share."""
+    return (f"{summary}\n\n    "
+            + _STACK_PARAMETERS.format(extra=extra, G=G, gates=gates)
+            + _STACK_EXAMPLES.format(name=name, G4=G * 4))
+
+
 class LSTM(RecurrentStack):
-    """LSTM stack, gates i, f, g, o as in ``torch.nn.LSTM(batch_first=True)``."""
+    __doc__ = _stack_docstring(
+        """LSTM stack (long short-term memory), as ``torch.nn.LSTM(batch_first=True)``.
+
+    Gates i, f, g, o; ``forward`` returns Y and ``State(h, c)`` of the last
+    step of every sample; ``backward`` returns dX and ``State(dh0, dc0)``.""",
+        "LSTM", "i, f, g, o", 4)
     cell = "lstm"
     n_gates = _kernels.gates("lstm")
 
 
 class GRU(RecurrentStack):
-    """GRU stack, gates r, z, n with the reset gate applied after W_hn h
-    (``torch.nn.GRU(batch_first=True)``)."""
+    __doc__ = _stack_docstring(
+        """GRU stack (gated recurrent unit), as ``torch.nn.GRU(batch_first=True)``.
+
+    Gates r, z, n with n = tanh(W_in x + b_in + r * (W_hn h + b_hn)) and
+    h' = (1 - z) * n + z * h; ``forward`` returns Y and ``State(h, None)``.""",
+        "GRU", "r, z, n", 3)
     cell = "gru"
     n_gates = _kernels.gates("gru")
 
 
 class RNN(RecurrentStack):
-    """Elman RNN stack, ``nonlinearity`` 'tanh' or 'relu' (``torch.nn.RNN``)."""
+    __doc__ = _stack_docstring(
+        """Elman RNN stack, as ``torch.nn.RNN(batch_first=True)``.
+
+    h' = nonlinearity(W_ih x + b_ih + W_hh h + b_hh); ``forward`` returns Y
+    and ``State(h, None)``.""",
+        "RNN", "a single block", 1, extra="""
+    nonlinearity : {"tanh", "relu"}, default="tanh"
+        The activation.
+""")
     n_gates = _kernels.gates("rnn_tanh")
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", **kwargs):

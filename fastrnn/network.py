@@ -30,10 +30,77 @@ class Network:
 
     per_step=False: the head reads the final state of the last layer (both
     directions concatenated) and gives (B, output_size). per_step=True: the head
-    reads every step's output and gives (B, T, output_size).
+    reads every step's output and gives (B, T, output_size). An estimator's
+    ``model_`` is a Network.
 
-    Parameters named ``embedding.weight``, ``head.weight``, ``head.bias`` and
-    the stack's PyTorch names (``weight_ih_l0``, ...).
+    Parameters
+    ----------
+    cell : {"lstm", "gru", "rnn"}
+        The recurrent stack (fastrnn.LSTM, GRU or RNN).
+
+    input_size : int
+        Features per step (the embedding size when vocab_size is set).
+
+    hidden_size : int
+        Units per layer and direction.
+
+    output_size : int
+        Outputs of the Dense head.
+
+    num_layers, bidirectional, dropout, nonlinearity :
+        The stack's (nonlinearity only for "rnn"); defaults 1, False, 0.0, "tanh".
+
+    vocab_size : int or None, default=None
+        Token ids in [0, vocab_size) pass through a learned embedding first.
+
+    per_step : bool, default=False
+        One head output per step instead of per sequence.
+
+    condition_size : int or None, default=None
+        Features of per-sequence conditions whose projection (tanh) is the
+        initial state of every layer.
+
+    dtype : float32 or float64, default=float32
+        Precision.
+
+    n_threads : int or None, default=None
+        None: what OpenMP allows; -1: every CPU.
+
+    random_state : int, Generator or None, default=None
+        Seeds the initialisation and dropout.
+
+    Attributes
+    ----------
+    config : dict
+        The constructor's arguments but dtype, n_threads and random_state.
+
+    flat_params, flat_grads : ndarray of shape (n_params,)
+        Every parameter and gradient in one buffer each.
+
+    params, grads : dict of str to ndarray
+        Views into the buffers: ``embedding.weight``, ``condition.weight``,
+        ``condition.bias``, the stack's PyTorch names (``weight_ih_l0``, ...),
+        ``head.weight``, ``head.bias``.
+
+    stack : fastrnn.LSTM, fastrnn.GRU or fastrnn.RNN
+        The recurrent stack (its parameters are views into flat_params).
+
+    layout : list of (name, offset, shape)
+        Where every parameter lies in flat_params.
+
+    decay_mask : ndarray of shape (n_params,)
+        1 on weights, 0 on biases (the L2 penalty's mask).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastrnn.network import Network
+    >>> net = Network("gru", input_size=3, hidden_size=4, output_size=2, random_state=0)
+    >>> X = np.zeros((5, 7, 3), np.float32)
+    >>> net.forward(X).shape, net.params["head.weight"].shape
+    ((5, 2), (2, 4))
+    >>> sorted(net.state_dict())[:3]
+    ['bias_hh_l0', 'bias_ih_l0', 'head.bias']
     """
 
     def __init__(self, cell, input_size, hidden_size, output_size, num_layers=1,

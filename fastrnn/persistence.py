@@ -31,12 +31,33 @@ _NETWORK_KEYS = {"cell", "input_size", "hidden_size", "output_size", "num_layers
                  "bidirectional", "dropout", "nonlinearity", "vocab_size", "per_step",
                  "condition_size"}
 _ARRAY_NAMES = {"flat_params", "classes_", "y_mean_", "y_scale_"}
+# A wrapper's (SequenceGenerator, Forecaster) own arrays, stored as
+# "wrapper.<name>" beside the arrays of the estimator it trained.
+WRAPPER_PREFIX = "wrapper."
+_WRAPPER_ARRAY_NAMES = {WRAPPER_PREFIX + name for name in
+                        ("mean_", "scale_", "exog_mean_", "exog_scale_", "history_")}
 _INPUT_KINDS = {"2d", "3d", "list", "tokens", "tokens_list"}
+
+
+# The types a skops file (skops.io.dump) of a fastrnn estimator, SequenceGenerator
+# or Forecaster holds beyond skops' defaults: pass them as
+# skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES). See docs/skops.md.
+SKOPS_TRUSTED_TYPES = tuple(
+    [f"fastrnn.estimators.Fast{cell}{task}" for cell in ("LSTM", "GRU", "RNN")
+     for task in ("", "Classifier", "Regressor")]
+    + ["fastrnn.generator.SequenceGenerator", "fastrnn.forecaster.Forecaster",
+       "fastrnn.network.Network", "fastrnn.optim.Optimizer",
+       "fastrnn.optim.LearningRateSchedule", "numpy.dtype"])
 
 
 class ModelFileError(ValueError):
     """The file is not a fastrnn model file, or a damaged or inconsistent one:
     the one error ``fastrnn.load`` raises for anything in a file."""
+
+
+class ModelFileNotFoundError(FileNotFoundError, ModelFileError):
+    """``fastrnn.load`` of a path that does not exist: a FileNotFoundError, and
+    a ModelFileError like every other problem with a model file."""
 
 
 def _jsonable(value):
@@ -58,28 +79,59 @@ def _from_json(value):
     return value
 
 
-def save(estimator, path):
-    """Write a fitted estimator to ``path`` (see the module docstring).
-
-    The estimator describes itself: ``get_params()`` and
-    ``_get_fitted_state()`` -> (fitted attributes, fitted arrays, network)."""
-    import fastrnn
-    attributes, arrays, net = estimator._get_fitted_state()
-    params = estimator.get_params()
+def _params_document(owner):
+    """get_params() as JSON values."""
+    params = owner.get_params()
     if not isinstance(params.get("random_state"), (int, type(None))):
         params["random_state"] = None  # a Generator or RandomState is not data
+    return {k: _jsonable(v) for k, v in params.items()}
+
+
+def _estimator_document(estimator):
+    """(metadata, arrays, network) of a fitted estimator, described by its
+    ``get_params()`` and ``_get_fitted_state()``."""
+    import fastrnn
+    attributes, arrays, net = estimator._get_fitted_state()
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "fastrnn_version": fastrnn.__version__,
         "class": type(estimator).__name__,
-        "params": {k: _jsonable(v) for k, v in params.items()},
+        "params": _params_document(estimator),
         "network": net.config, "dtype": net.dtype.name,
         "fitted": {k: _jsonable(v) for k, v in attributes.items()},
     }
     arrays = {name: value.astype(str) if value.dtype == object else value
               for name, value in arrays.items()}
+    return meta, arrays, net
+
+
+def _write(path, meta, net, arrays):
     with open(path, "wb") as f:
         np.savez(f, metadata=np.array(json.dumps(meta)), flat_params=net.flat_params, **arrays)
+
+
+def save(estimator, path):
+    """Write a fitted estimator to ``path`` (see the module docstring).
+
+    The estimator describes itself: ``get_params()`` and
+    ``_get_fitted_state()`` -> (fitted attributes, fitted arrays, network)."""
+    meta, arrays, net = _estimator_document(estimator)
+    _write(path, meta, net, arrays)
+
+
+def save_wrapper(wrapper, path):
+    """Write a fitted SequenceGenerator or Forecaster to ``path``: the file of
+    the estimator it trained, plus a "wrapper" entry in the metadata (class,
+    params, fitted attributes) and the wrapper's arrays as "wrapper.<name>".
+
+    The wrapper describes itself: ``get_params()`` and
+    ``_get_fitted_state()`` -> (fitted attributes, fitted arrays, estimator)."""
+    attributes, arrays, estimator = wrapper._get_fitted_state()
+    meta, estimator_arrays, net = _estimator_document(estimator)
+    meta["wrapper"] = {"class": type(wrapper).__name__, "params": _params_document(wrapper),
+                       "fitted": {k: _jsonable(v) for k, v in attributes.items()}}
+    own = {WRAPPER_PREFIX + name: np.asarray(value) for name, value in arrays.items()}
+    _write(path, meta, net, {**estimator_arrays, **own})
 
 
 # ----- reading --------------------------------------------------------------------------
@@ -95,7 +147,7 @@ def _read_archive(path):
                  for m in members}
         if "metadata" not in names or "flat_params" not in names:
             raise ValueError("no metadata or parameters")
-        unknown = names - _ARRAY_NAMES - {"metadata"}
+        unknown = names - _ARRAY_NAMES - _WRAPPER_ARRAY_NAMES - {"metadata"}
         if unknown or len(names) != len(members):
             raise ValueError(f"unexpected members {sorted(unknown)}")
         limit = _MAX_EXPANSION * file_size + 4096
@@ -279,11 +331,14 @@ def _check_estimator(est, config, dtype):
         raise ValueError(f"the parameters {wrong} disagree with the network")
 
 
-def load(path, classes):
+def load(path, classes, wrappers=None):
     """Read an estimator written by ``save``; ``classes`` maps the class names
     a file may name to the classes (fastrnn.load passes the nine estimators).
-    Raises ModelFileError for anything wrong with the file."""
+    A file written by ``save_wrapper`` needs its wrapper's class in
+    ``wrappers`` (fastrnn.load: SequenceGenerator, Forecaster) and gives the
+    wrapper. Raises ModelFileError for anything wrong with the file."""
     meta, files = _read_archive(path)
+    wrapper = _wrapper_entry(path, meta, files, wrappers or {})
     name = meta.get("class")
     cls = classes.get(name) if isinstance(name, str) else None
     if cls is None:
@@ -312,5 +367,42 @@ def load(path, classes):
         est._set_fitted_state(fitted, files, net)
     except (TypeError, KeyError, ValueError, OverflowError, RecursionError) as exc:
         raise ModelFileError(f"{path} is a damaged fastrnn model file ({exc})") from exc
-    return est
+    return est if wrapper is None else _load_wrapper(path, wrapper, est)
+
+
+# ----- wrappers (SequenceGenerator, Forecaster) -----------------------------------------
+
+def _wrapper_entry(path, meta, files, wrappers):
+    """(class, metadata entry, arrays) of the wrapper a file holds, or None;
+    the wrapper's arrays leave ``files`` (which keeps the estimator's)."""
+    entry = meta.get("wrapper")
+    own = {name[len(WRAPPER_PREFIX):]: files.pop(name) for name in list(files)
+           if name.startswith(WRAPPER_PREFIX)}
+    if entry is None:
+        if own:
+            raise ModelFileError(f"{path} holds wrapper arrays but no wrapper")
+        return None
+    name = entry.get("class") if isinstance(entry, dict) else None
+    cls = wrappers.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ModelFileError(f"{path} names an unknown wrapper class {name!r}")
+    return cls, entry, own
+
+
+def _load_wrapper(path, wrapper, estimator):
+    """The wrapper around a loaded estimator: its parameters (JSON scalars it
+    has), then its own checks of its fitted state against the estimator
+    (``_set_fitted_state`` raises ValueError for anything inconsistent)."""
+    cls, entry, arrays = wrapper
+    try:
+        params, fitted = entry.get("params"), entry.get("fitted")
+        if not isinstance(params, dict) or not set(params) <= set(cls().get_params()):
+            raise ValueError(f"params must name parameters of {cls.__name__}")
+        if not all(_is_scalar(v) for v in params.values()):
+            raise ValueError("every parameter must be a JSON scalar")
+        if not isinstance(fitted, dict) or not all(isinstance(k, str) for k in fitted):
+            raise ValueError("fitted must be a mapping of names")
+        return cls(**params)._set_fitted_state(fitted, arrays, estimator)
+    except (TypeError, KeyError, ValueError, OverflowError, RecursionError) as exc:
+        raise ModelFileError(f"{path} is a damaged fastrnn model file ({exc})") from exc
 

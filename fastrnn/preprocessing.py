@@ -84,8 +84,15 @@ class SequenceScaler(TransformerMixin, BaseEstimator):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from sklearn.pipeline import make_pipeline
     >>> from fastrnn import FastLSTMClassifier, SequenceScaler
+    >>> ragged = [np.array([[1.0], [3.0]]), np.array([[5.0], [7.0], [9.0]])]
+    >>> scaler = SequenceScaler().fit(ragged)      # every step of a ragged list is valid
+    >>> scaler.mean_.tolist(), scaler.n_steps_seen_
+    ([5.0], 5)
+    >>> [s.shape for s in scaler.transform(ragged)]
+    [(2, 1), (3, 1)]
     >>> pipe = make_pipeline(SequenceScaler(), FastLSTMClassifier(max_iter=2))
     """
 
