@@ -76,7 +76,8 @@ int fr_forward_f64(const fr_blas *blas, const fr_shape *s, const double *X,
 
 /* Backward through one layer/direction after a training forward with the same
  * arguments. dY (with ldy), dhN, dcN may be NULL (zero). Weight and bias
- * gradients are accumulated (+=). dX (B, T, I) is overwritten, or accumulated
+ * gradients are accumulated (+=); all four NULL: the dX-only mode, no weight
+ * gradient is computed. dX (B, T, I) is overwritten, or accumulated
  * when accumulate_dx, and may be NULL. dh0/dc0 (B, H) are always written
  * (dc0 only for LSTM). bws holds fr_backward_workspace(s) elements. */
 int fr_backward_f32(const fr_blas *blas, const fr_shape *s, const float *X,

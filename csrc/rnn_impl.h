@@ -659,10 +659,12 @@ static int FR_(backward_check)(const fr_blas *blas, const fr_shape *s, const rea
 {
     int rc = fr_check_shape(s, dY ? ldy : s ? s->hidden : 0);
     if (rc != FR_OK) return rc;
-    if (!blas || !blas->FR_GEMM || !X || !W_ih || !W_hh || !ws || !dW_ih || !dW_hh || !db_ih ||
-        !db_hh || !dh0 || !bws || (s->cell == FR_LSTM && !dc0))
+    if (!blas || !blas->FR_GEMM || !X || !W_ih || !W_hh || !ws || !dh0 || !bws ||
+        (s->cell == FR_LSTM && !dc0))
         return FR_ERR_ARG;
-    return FR_OK;
+    /* the weight and bias gradients come all together or not at all (dX only) */
+    const int n_grads = !!dW_ih + !!dW_hh + !!db_ih + !!db_hh;
+    return n_grads == 0 || n_grads == 4 ? FR_OK : FR_ERR_ARG;
 }
 
 /* dst row i = src row order[i] (gather) or dst row order[i] = src row i
@@ -770,15 +772,13 @@ static void FR_(backward_dx)(const FR_(backward_call) *bc, int tid, int nt)
         for (int64_t t = fr_clamped_length(s, b); t < T; t++) memset(bc->dX + (b * T + t) * I, 0, bytes);
 }
 
-/* After the loop: weight gradients split by output rows, dX by input rows. */
-static void FR_(backward_weights)(const FR_(backward_call) *bc, int tid, int nt)
+/* dW_ih, dW_hh, db_ih, db_hh rows [q0, q1) from the gate gradients. */
+static void FR_(weight_grads)(const FR_(backward_call) *bc, int64_t q0, int64_t q1)
 {
     const fr_shape *s = bc->s;
     const int64_t I = s->inputs, H = s->hidden, GH = fr_gates(s->cell) * H;
     const int64_t N = bc->plan.n_rows;
     const real *dgx = bc->w.dgx, *dgh = bc->w.dgh, *X = bc->fw.x ? bc->fw.x : bc->X;
-    int64_t q0, q1;
-    fr_split(GH, nt, tid, FR_UNIT_ALIGN, &q0, &q1);
     FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, I, N, 1, dgx + q0, GH, X, I, 1, bc->dW_ih + q0 * I, I);
     FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, H, N, 1, dgh + q0, GH, bc->fw.h, H, 1,
                  bc->dW_hh + q0 * H, H);
@@ -788,6 +788,16 @@ static void FR_(backward_weights)(const FR_(backward_call) *bc, int tid, int nt)
     } else {
         FR_(colsum_add)(dgx, N, GH, q0, q1, bc->db_ih, bc->db_hh);
     }
+}
+
+/* After the loop: weight gradients split by output rows (skipped in dX-only
+ * mode: dW_ih NULL), then dX over the valid rows. */
+static void FR_(backward_weights)(const FR_(backward_call) *bc, int tid, int nt)
+{
+    const int64_t GH = fr_gates(bc->s->cell) * bc->s->hidden;
+    int64_t q0, q1;
+    fr_split(GH, nt, tid, FR_UNIT_ALIGN, &q0, &q1);
+    if (bc->dW_ih) FR_(weight_grads)(bc, q0, q1);
     if (bc->dX) FR_(backward_dx)(bc, tid, nt);
 }
 

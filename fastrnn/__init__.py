@@ -2,6 +2,7 @@
 scikit-learn API. See README.md."""
 __version__ = "0.1.0"
 
+from fastrnn import plot  # noqa: E402  (fastrnn.plot.attributions; matplotlib on first use)
 from fastrnn._config import build_info, show_config  # noqa: E402
 from fastrnn.estimators import (  # noqa: E402
     FastGRU, FastGRUClassifier, FastGRURegressor, FastLSTM, FastLSTMClassifier,

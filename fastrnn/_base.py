@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from fastrnn import _data, _kernels, persistence
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
+from fastrnn.explain import explain as explain_estimator
 from fastrnn.layers import as_float_dtype
 from fastrnn.losses import LOSSES
 from fastrnn.network import Network
@@ -822,6 +823,55 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         if self.task_ == "classification":
             return accuracy_score(y, pred, sample_weight=sample_weight)
         return r2_score(y, pred, sample_weight=sample_weight)
+
+    # ----- attributions ------------------------------------------------------------------
+    def explain(self, X, method="integrated_gradients", target=None, baseline=None, n_steps=50,
+                *, step=None, window=1, output="logit"):
+        """Attribute each prediction to the steps and features of X.
+
+        Parameters
+        ----------
+        X : array-like or list of arrays
+            Sequences in the form given to fit.
+        method : {"integrated_gradients", "saliency", "input_x_gradient", \
+"occlusion"}, default="integrated_gradients"
+        target : class label or output index (or one per sample), default=None
+            Classifiers: the class whose logit is explained (None: the
+            predicted class). Regressors: the output (None: output 0).
+        baseline : array-like or None, default=None
+            The reference input of integrated gradients and occlusion (None:
+            zeros; token input: zero embeddings, or baseline token ids).
+        n_steps : int, default=50
+            Intervals of integrated gradients' trapezoid rule.
+        step : int or None, default=None
+            Per-step models: the step whose prediction is explained (None:
+            each sequence's last step; negative: counted back from it).
+        window : int, default=1
+            Consecutive steps occluded together.
+        output : {"logit", "probability"}, default="logit"
+            Classifiers: what is explained.
+
+        Returns
+        -------
+        attributions : ndarray of X's shape ((n, T, F); (n, T) for 2-D X or
+            token ids), or a list of (T_i, F) arrays for ragged X. Integrated
+            gradients' attributions of a sample sum to the explained output at
+            X minus that at the baseline (fastrnn.explain.explained_output).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastrnn import FastGRURegressor
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(200, 5, 2))
+        >>> y = X[:, 1, 0]                      # only step 1, feature 0 matters
+        >>> reg = FastGRURegressor(hidden_size=8, max_iter=20, random_state=0).fit(X, y)
+        >>> A = reg.explain(X[:3], n_steps=32)
+        >>> A.shape
+        (3, 5, 2)
+        """
+        return explain_estimator(self, X, method, target, baseline, n_steps, step=step,
+                                 window=window, output=output)
 
     # ----- persistence -------------------------------------------------------------------
     def save(self, path):

@@ -297,7 +297,8 @@ def backward(*, int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
              bint accumulate_dx, dW_ih, dW_hh, db_ih, db_hh, dh0, dc0, lengths, bint reverse,
              bws, int n_threads):
     """Backward through one layer/direction after forward(..., training=True).
-    Weight and bias gradients are accumulated; dX is written (or accumulated)."""
+    Weight and bias gradients are accumulated; dX is written (or accumulated).
+    dW_ih, dW_hh, db_ih, db_hh all None: dX only, no weight gradient computed."""
     if not isinstance(X, np.ndarray) or X.ndim != 3:
         raise ValueError("X must be a 3-D NumPy array (batch, time, features)")
     if not isinstance(W_hh, np.ndarray) or W_hh.ndim != 2:
@@ -324,10 +325,13 @@ def backward(*, int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
     cdef char *dhn = _data(dhN, dtype, (B, H), "dhN", True)
     cdef char *dcn = _data(dcN, dtype, (B, H), "dcN", True)
     cdef char *dx = _out(dX, dtype, (B, T, I), "dX", True)
-    cdef char *dwih = _out(dW_ih, dtype, (G * H, I), "grad weight_ih", False)
-    cdef char *dwhh = _out(dW_hh, dtype, (G * H, H), "grad weight_hh", False)
-    cdef char *dbih = _out(db_ih, dtype, (G * H,), "grad bias_ih", False)
-    cdef char *dbhh = _out(db_hh, dtype, (G * H,), "grad bias_hh", False)
+    cdef bint input_grad_only = dW_ih is None
+    if any((g is None) != input_grad_only for g in (dW_hh, db_ih, db_hh)):
+        raise ValueError("dW_ih, dW_hh, db_ih and db_hh are all given or all None (dX only)")
+    cdef char *dwih = _out(dW_ih, dtype, (G * H, I), "grad weight_ih", input_grad_only)
+    cdef char *dwhh = _out(dW_hh, dtype, (G * H, H), "grad weight_hh", input_grad_only)
+    cdef char *dbih = _out(db_ih, dtype, (G * H,), "grad bias_ih", input_grad_only)
+    cdef char *dbhh = _out(db_hh, dtype, (G * H,), "grad bias_hh", input_grad_only)
     cdef char *dh = _out(dh0, dtype, (B, H), "dh0", False)
     cdef char *dc = _out(dc0, dtype, (B, H), "dc0", cell != FR_LSTM)
     cdef char *bw = _workspace(bws, dtype, fr_backward_workspace(&s), "backward workspace")

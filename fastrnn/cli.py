@@ -5,6 +5,7 @@
     fastrnn info                       build configuration (OpenMP, BLAS kernel, flags)
     fastrnn generate corpus.txt        learn a text file, print samples
     fastrnn train data.csv             learn a CSV (one sequence per row, target last)
+    fastrnn explain model.npz data.csv which steps drove each prediction (--plot DIR)
     fastrnn bench                      fastrnn vs PyTorch / Keras / NumPy (see --help)
 
 Progress bars appear only when stderr is a terminal; --quiet prints results only.
@@ -93,6 +94,7 @@ def demo_classify(args):
     if args.plot:
         _plot(os.path.join(args.plot, "classify_loss.png"),
               lambda ax: _draw_loss_curves(ax, clf, "digits, LSTM"))
+        _plot_explained_digit(clf, Xte[0], os.path.join(args.plot, "classify_explain.png"))
 
 
 def _draw_loss_curves(ax, est, title):
@@ -105,6 +107,20 @@ def _draw_loss_curves(ax, est, title):
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(title)
+
+
+def _plot_explained_digit(clf, x, path):
+    """Integrated gradients of one test digit toward its predicted class."""
+    from fastrnn.plot import attributions
+    label = clf.predict(x[None])[0]
+    try:
+        attributions(clf.explain(x[None])[0], path, inputs=x,
+                     feature_names=[f"pixel {j}" for j in range(x.shape[1])],
+                     title=f"predicted {label}: integrated gradients (red: for, blue: against)")
+    except ImportError:
+        _say("  (--plot needs matplotlib: pip install 'fastrnn[plot]')")
+        return
+    _say(f"  wrote {path}")
 
 
 def demo_forecast(args):
@@ -309,6 +325,56 @@ def cmd_train(args):
     return 0
 
 
+def _sequence_table(args, n_steps):
+    """(n, T) sequences from the CSV named on the command line; a training
+    CSV's target column (``--target``, default the last) is dropped when the
+    table has one column more than the model's steps."""
+    names, rows = read_csv(args.file, header=False if args.no_header else None)
+    keep = list(range(len(names)))
+    if n_steps is not None and len(names) == n_steps + 1:
+        keep.remove(names.index(args.target) if args.target in names else len(names) - 1)
+    return np.array([[float(row[i]) if row[i].strip() else np.nan for i in keep]
+                     for row in rows], dtype=np.float64)
+
+
+def cmd_explain(args):
+    import fastrnn
+    _quiet()
+    try:
+        est = fastrnn.load(args.model)
+        X = _sequence_table(args, getattr(est, "n_features_in_", None))
+        A = est.explain(X, method=args.method, n_steps=args.n_steps)
+    except (OSError, ValueError) as exc:
+        print(f"cannot explain {args.file} with {args.model}: {exc}", file=sys.stderr)
+        return 2
+    pred = est.predict(X)
+    mean = np.abs(A).mean(axis=0)
+    print(f"{args.method} over {len(X)} sequences; mean |attribution| per step: "
+          + " ".join(f"{v:.3g}" for v in mean))
+    for i in range(min(args.n_plots, len(X))):
+        top = np.argsort(-np.abs(A[i]))[:3]
+        print(f"sequence {i}: prediction {pred[i]}; strongest steps "
+              + ", ".join(f"{t} ({A[i, t]:+.3g})" for t in top))
+    if args.plot:
+        return _plot_attributions(args, X, A, pred)
+    return 0
+
+
+def _plot_attributions(args, X, A, pred):
+    from fastrnn.plot import attributions
+    os.makedirs(args.plot, exist_ok=True)
+    try:
+        for i in range(min(args.n_plots, len(X))):
+            path = attributions(A[i], os.path.join(args.plot, f"explain_{i}.png"), inputs=X[i],
+                                title=f"sequence {i}: prediction {pred[i]} ({args.method})")
+            print(f"wrote {path}")
+    except ImportError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+
 def _common_options():
     """Options every training command takes."""
     common = argparse.ArgumentParser(add_help=False)
@@ -371,6 +437,26 @@ def _add_train(sub, common):
                        help="save the fitted model here (.npz; load with fastrnn.load)")
 
 
+def _add_explain(sub):
+    exp = sub.add_parser("explain", formatter_class=HelpFormatter,
+                         help="which steps of each CSV sequence drove its prediction",
+                         description="Attributions of a saved model's predictions (fastrnn "
+                                     "train --save) to the steps of each CSV row.")
+    exp.add_argument("model", help="saved model (.npz)")
+    exp.add_argument("file", help="CSV file, one sequence per row (a target column is dropped)")
+    exp.add_argument("--method", default="integrated_gradients",
+                     choices=("integrated_gradients", "saliency", "input_x_gradient",
+                              "occlusion"), help="attribution method")
+    exp.add_argument("--n-steps", type=int, default=50, help="integrated gradients' steps")
+    exp.add_argument("--target", default=None,
+                     help="name of the target column to drop (default: the last, when the "
+                          "table has one column more than the model's steps)")
+    exp.add_argument("--no-header", action="store_true", help="the CSV has no header row")
+    exp.add_argument("--plot", metavar="DIR", default=None,
+                     help="write one PNG per shown sequence here (needs matplotlib)")
+    exp.add_argument("--n-plots", type=int, default=5, help="sequences shown and drawn")
+
+
 def build_parser():
     from fastrnn import __version__
     parser = argparse.ArgumentParser(prog="fastrnn", description=__doc__,
@@ -394,6 +480,7 @@ def build_parser():
                                "compiler flags.")
     _add_generate(sub, common)
     _add_train(sub, common)
+    _add_explain(sub)
     sub.add_parser("bench", help="head-to-head benchmark; 'fastrnn bench --help' for options",
                    add_help=False)
     sub.add_parser("cbench", help="C-level benchmark of the kernels; 'fastrnn cbench --help'",
@@ -412,7 +499,7 @@ def main(argv=None):
         return 0
     args = build_parser().parse_args(argv)
     commands = {"demo": cmd_demo, "info": cmd_info, "generate": cmd_generate,
-                "train": cmd_train}
+                "train": cmd_train, "explain": cmd_explain}
     return commands[args.command](args)
 
 

@@ -262,6 +262,60 @@ class Forecaster(BaseEstimator):
         self.loss_curve_ = self.regressor_.loss_curve_
         return self
 
+    def _context(self, series, X):
+        """The scaled inputs (series columns, then exogenous ones) the next
+        forecast reads from: the training history, or ``series`` and X."""
+        if series is None:
+            return self.history_
+        values = (self._check_series(series, "series") - self.mean_) / self.scale_
+        if values.shape[1] != self.n_series_:
+            raise ValueError(f"series has {values.shape[1]} columns, fitted on "
+                             f"{self.n_series_}")
+        exog = None
+        if self.n_exog_:
+            if X is None:
+                raise ValueError("pass X, the exogenous inputs aligned with series")
+            exog = (self._check_exog(X, "X", len(values), exact=True) - self.exog_mean_) \
+                / self.exog_scale_
+        elif X is not None:
+            raise ValueError("X given, but this forecaster was fitted without exogenous "
+                             "inputs")
+        return self._inputs(values, exog)
+
+    def explain(self, series=None, X=None, method="integrated_gradients", target=0,
+                n_steps=50, *, window=1):
+        """Attribute the next forecast to the past ``lookback`` steps of every
+        series column and exogenous column.
+
+        series, X : the context, as in predict (default: the end of the
+            training series).
+        method, n_steps, window : as in the estimators' explain.
+        target : int, default=0
+            Which forecast value: step h (of the direct strategy's horizon)
+            of column j is h * n_columns + j; 0 is the next value of the
+            first column.
+
+        The baseline is the series' mean (and the exogenous columns' means).
+        Returns (lookback, n_columns + n_exog) attributions in the target
+        column's units: with integrated gradients they sum to the forecast
+        minus the forecast from the all-mean window.
+
+        >>> from fastrnn import Forecaster
+        >>> from fastrnn.datasets import mackey_glass
+        >>> fc = Forecaster(lookback=16, max_iter=3, random_state=0).fit(mackey_glass(300))
+        >>> fc.explain().shape
+        (16, 1)
+        """
+        check_is_fitted(self, "regressor_")
+        context = self._context(series, X)
+        if len(context) < self.lookback:
+            raise ValueError(f"need at least lookback={self.lookback} steps of context")
+        recent = np.asarray(context[-int(self.lookback):])[None]
+        column = int(target) % self.n_series_
+        scaled = self.regressor_.explain(recent, method, target=target, n_steps=n_steps,
+                                         window=window)
+        return scaled[0] * self.scale_[column]
+
     def predict(self, steps, series=None, X=None, X_future=None):
         """Forecast ``steps`` values after the training series (or after
         ``series``, whose last ``lookback`` steps are read, with X its
@@ -272,22 +326,7 @@ class Forecaster(BaseEstimator):
         steps = int(steps)
         if steps < 1:
             raise ValueError("steps must be >= 1")
-        context = self.history_
-        if series is not None:
-            values = (self._check_series(series, "series") - self.mean_) / self.scale_
-            if values.shape[1] != self.n_series_:
-                raise ValueError(f"series has {values.shape[1]} columns, fitted on "
-                                 f"{self.n_series_}")
-            exog = None
-            if self.n_exog_:
-                if X is None:
-                    raise ValueError("pass X, the exogenous inputs aligned with series")
-                exog = (self._check_exog(X, "X", len(values), exact=True) - self.exog_mean_) \
-                    / self.exog_scale_
-            elif X is not None:
-                raise ValueError("X given, but this forecaster was fitted without exogenous "
-                                 "inputs")
-            context = self._inputs(values, exog)
+        context = self._context(series, X)
         if len(context) < self.lookback:
             raise ValueError(f"need at least lookback={self.lookback} steps of context")
         future = None

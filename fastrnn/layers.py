@@ -331,13 +331,16 @@ class RecurrentStack:
             raise ValueError(f"{name} holds NaN or inf")
         return state
 
-    def forward(self, X, lengths=None, h0=None, c0=None, training=False):
+    def forward(self, X, lengths=None, h0=None, c0=None, training=False,
+                keep_for_backward=False):
         """Run the stack over batch-first X (B, T, input_size).
 
         lengths : (B,) ints, right padding; outputs past a length are 0 and the
             final state is the one at the last valid step.
         h0 (and c0 for LSTM) : (num_layers * num_directions, B, H), default zeros.
         training : keep what backward needs (and apply dropout).
+        keep_for_backward : keep what backward needs without dropout: the
+            inference function's gradients (attributions).
 
         Returns Y (B, T, num_directions * H) and State(hN, cN) (cN None but for LSTM).
         """
@@ -350,6 +353,7 @@ class RecurrentStack:
         if c0 is not None and not lstm:
             raise ValueError("c0 is only for LSTM")
         H, D, cell = self.hidden_size, self.num_directions, _kernels.CELLS[self.cell]
+        for_backward = training or keep_for_backward
         n_threads = resolve_n_threads(self.n_threads)
         hN = np.empty((self.num_layers * D, B, H), self.dtype)
         cN = np.empty_like(hN) if lstm else None
@@ -369,8 +373,8 @@ class RecurrentStack:
                         h_masks.append(h_mask)
                         continue
                     n_ws = _kernels.workspace_size(cell=cell, B=B, T=T, I=layer_in.shape[2],
-                                                   H=H, training=training, lengths=lengths)
-                    if training:
+                                                   H=H, training=for_backward, lengths=lengths)
+                    if for_backward:
                         ws = np.empty(n_ws, self.dtype)
                     else:  # inference keeps nothing: one buffer serves every call
                         if shared_ws is None or shared_ws.size < n_ws:
@@ -381,7 +385,7 @@ class RecurrentStack:
                                      h0=_row(h0, view.index), c0=_row(c0, view.index),
                                      Y=Y, y_col=d * H, hN=hN[view.index],
                                      cN=_row(cN, view.index), lengths=lengths,
-                                     reverse=view.reverse, ws=ws, training=training,
+                                     reverse=view.reverse, ws=ws, training=for_backward,
                                      n_threads=n_threads)
                     workspaces.append(ws)
                 mask = None
@@ -391,9 +395,9 @@ class RecurrentStack:
                 cache.append((layer_in, workspaces, mask, h_masks))
                 if self.layer_outputs is not None:  # a network's residual / norm / dropout
                     Y = self.layer_outputs[k].forward(Y, layer_in, valid_steps(lengths, B, T),
-                                                      training)
+                                                      training, keep=for_backward)
                 layer_in = Y if mask is None else Y * mask
-        if training:  # inference leaves the training cache alone: a fit in another
+        if for_backward:  # inference leaves the training cache alone: a fit in another
             self._cache = (cache, lengths, B, T)  # thread may be between forward and backward
         return layer_in, State(hN, cN)
 
@@ -416,13 +420,16 @@ class RecurrentStack:
         return ws, h_mask
 
     def _ln_backward(self, view, X, ws, h_mask, dY, dhN, dcN, dX, dh0, dc0, lengths,
-                     n_threads):
-        """Backward of _ln_forward; dX accumulates for the reverse direction."""
+                     n_threads, input_grad_only=False):
+        """Backward of _ln_forward; dX accumulates for the reverse direction.
+        input_grad_only: the parameter gradients go to scratch (grads stay)."""
         B, T, I = X.shape
         H, cell = self.hidden_size, _kernels.CELLS[self.cell]
         norms, norm_grads = self.norms(view.layer, view.reverse)
         grads = dict(weight_ih=view.dW_ih, weight_hh=view.dW_hh, bias_ih=view.db_ih,
                      bias_hh=view.db_hh, **norm_grads)
+        if input_grad_only:
+            grads = {name: np.zeros_like(g) for name, g in grads.items()}
         bws = np.empty(_kernels.ln_backward_workspace_size(cell=cell, B=B, T=T, I=I, H=H),
                        self.dtype)
         _kernels.ln_backward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, b_ih=view.b_ih,
@@ -433,11 +440,13 @@ class RecurrentStack:
                              lengths=lengths, reverse=view.reverse, bws=bws,
                              n_threads=n_threads)
 
-    def backward(self, dY, dhN=None, dcN=None, input_grad=True):
-        """Backpropagate through the last training forward.
+    def backward(self, dY, dhN=None, dcN=None, input_grad=True, input_grad_only=False):
+        """Backpropagate through the last training (or keep_for_backward) forward.
 
         dY : gradient of the loss w.r.t. Y (or None); dhN/dcN w.r.t. the final
-        states. Parameter gradients are accumulated into ``grads``.
+        states. Parameter gradients are accumulated into ``grads``, unless
+        input_grad_only: then the kernels compute dX alone and ``grads`` is
+        left as it is.
         Returns dX (None when input_grad is False) and State(dh0, dc0) (dc0 None
         but for LSTM).
         """
@@ -462,15 +471,18 @@ class RecurrentStack:
                 layer_in, workspaces, _, h_masks = cache[k]
                 d_input = None  # the residual connection's share of dX
                 if self.layer_outputs is not None:
-                    dY, d_input = self.layer_outputs[k].backward(dY)
-                need_dx = k > 0 or input_grad
+                    dY, d_input = self.layer_outputs[k].backward(dY, input_grad_only)
+                need_dx = k > 0 or input_grad or input_grad_only
                 dX = np.empty(layer_in.shape, self.dtype) if need_dx else None
                 for d in range(D):
                     view = self.direction(k, d)
                     if h_masks:
                         self._ln_backward(view, layer_in, workspaces[d], h_masks[d], dY, dhN,
-                                          dcN, dX, dh0, dc0, lengths, n_threads)
+                                          dcN, dX, dh0, dc0, lengths, n_threads,
+                                          input_grad_only)
                         continue
+                    dW_ih, dW_hh, db_ih, db_hh = ((None,) * 4 if input_grad_only
+                                                  else view[-4:])
                     n_bws = _kernels.backward_workspace_size(cell=cell, B=B, T=T,
                                                              I=layer_in.shape[2], H=H,
                                                              lengths=lengths)
@@ -479,8 +491,8 @@ class RecurrentStack:
                     _kernels.backward(cell=cell, X=layer_in, W_ih=view.W_ih, W_hh=view.W_hh,
                                       ws=workspaces[d], dY=dY, y_col=d * H,
                                       dhN=_row(dhN, view.index), dcN=_row(dcN, view.index),
-                                      dX=dX, accumulate_dx=d > 0, dW_ih=view.dW_ih,
-                                      dW_hh=view.dW_hh, db_ih=view.db_ih, db_hh=view.db_hh,
+                                      dX=dX, accumulate_dx=d > 0, dW_ih=dW_ih,
+                                      dW_hh=dW_hh, db_ih=db_ih, db_hh=db_hh,
                                       dh0=dh0[view.index], dc0=_row(dc0, view.index),
                                       lengths=lengths, reverse=view.reverse, bws=bws,
                                       n_threads=n_threads)

@@ -48,9 +48,10 @@ class LayerOutput:
         self.g = {k[len(prefix):]: v for k, v in grads.items() if k.startswith(prefix)}
         self._cache = None
 
-    def forward(self, Y, X, valid, training):
+    def forward(self, Y, X, valid, training, keep=False):
         """Y (B, T, F): the layer's output; X its input; valid (B, T) bool or
-        None (every step valid)."""
+        None (every step valid). keep: what backward needs is kept without
+        training (the inference function's gradients, for attributions)."""
         add_input = self.residual and X.shape[2] == Y.shape[2]
         Z = Y + X if add_input else Y
         xhat = inv_std = None
@@ -64,8 +65,8 @@ class LayerOutput:
             Z = Z * mask
         if valid is not None:
             Z = Z * valid[:, :, None]
-        if training:
-            self._cache = (add_input, xhat, inv_std, mask, valid)
+        if training or keep:
+            self._cache = (add_input, xhat, inv_std, mask, valid, training)
         return np.ascontiguousarray(Z, dtype=Y.dtype)
 
     def _normalize(self, Z, valid, training):
@@ -84,27 +85,33 @@ class LayerOutput:
         inv_std = 1.0 / np.sqrt(var + NORM_EPS)
         return (Z - mean) * inv_std, inv_std
 
-    def backward(self, dZ):
+    def backward(self, dZ, input_grad_only=False):
         """d(loss)/d(Y) and the residual's d(loss)/d(X) (None without one);
-        accumulates the norm's gain and bias gradients."""
-        add_input, xhat, inv_std, mask, valid = self._cache
+        accumulates the norm's gain and bias gradients (not when
+        input_grad_only)."""
+        add_input, xhat, inv_std, mask, valid, training = self._cache
         self._cache = None
         if valid is not None:
             dZ = dZ * valid[:, :, None]
         if mask is not None:
             dZ = dZ * mask
         if self.norm is not None:
-            dZ = self._normalize_backward(dZ, xhat, inv_std, valid)
+            dZ = self._normalize_backward(dZ, xhat, inv_std, valid, training, input_grad_only)
         dZ = np.ascontiguousarray(dZ)
         return dZ, (dZ if add_input else None)
 
-    def _normalize_backward(self, dout, xhat, inv_std, valid):
-        self.g["weight"] += (dout * xhat).sum(axis=(0, 1))
-        self.g["bias"] += dout.sum(axis=(0, 1))
+    def _normalize_backward(self, dout, xhat, inv_std, valid, batch_statistics,
+                            input_grad_only):
+        if not input_grad_only:
+            self.g["weight"] += (dout * xhat).sum(axis=(0, 1))
+            self.g["bias"] += dout.sum(axis=(0, 1))
         dxhat = dout * self.p["weight"]
         if self.norm == "layer":
             return inv_std * (dxhat - dxhat.mean(axis=2, keepdims=True)
                               - xhat * (dxhat * xhat).mean(axis=2, keepdims=True))
+        if not batch_statistics:  # inference: the running statistics are constants
+            dZ = dxhat * inv_std
+            return dZ if valid is None else dZ * valid[:, :, None]
         n = dout.shape[0] * dout.shape[1] if valid is None else int(valid.sum())
         # padding has dout = 0, so sums over every step are sums over valid ones
         mean_dxhat = dxhat.sum(axis=(0, 1)) / n
@@ -411,11 +418,14 @@ class Network:
         B = conditions.shape[0]
         return np.ascontiguousarray(flat.reshape(B, -1, c["hidden_size"]).transpose(1, 0, 2))
 
-    def forward(self, X, lengths=None, h0=None, conditions=None, training=False):
+    def forward(self, X, lengths=None, h0=None, conditions=None, training=False,
+                keep_for_backward=False, embedded=False):
         """X: (B, T, input_size) floats, or (B, T) token ids when an embedding is
-        used. h0: optional initial hidden state of the stack, or conditions
-        (B, condition_size) for a conditioned network. Returns the head's output:
-        (B, output_size), or (B, T, output_size) when per_step."""
+        used (embedded=True: X holds the embedded tokens, (B, T, input_size)).
+        h0: optional initial hidden state of the stack, or conditions
+        (B, condition_size) for a conditioned network. keep_for_backward: keep
+        what backward / input_gradient need, without dropout. Returns the head's
+        output: (B, output_size), or (B, T, output_size) when per_step."""
         c = self.config
         if (conditions is None) != (c["condition_size"] is None):
             raise ValueError("conditions are required exactly when the network has "
@@ -423,10 +433,11 @@ class Network:
         if conditions is not None:
             h0 = self.initial_state(conditions)
         tokens = None
-        if c["vocab_size"] is not None:
+        if c["vocab_size"] is not None and not embedded:
             tokens = np.asarray(X)
             X = self.params["embedding.weight"][tokens]
-        Y, state = self.stack.forward(X, lengths=lengths, h0=h0, training=training)
+        Y, state = self.stack.forward(X, lengths=lengths, h0=h0, training=training,
+                                      keep_for_backward=keep_for_backward)
         hN = state.h
         H, D = c["hidden_size"], self.stack.num_directions
         if c["per_step"]:
@@ -436,7 +447,7 @@ class Network:
         else:  # last layer, both directions: (B, D*H)
             features = np.concatenate(list(hN[-D:]), axis=1)
         out = features @ self.params["head.weight"].T + self.params["head.bias"]
-        if training:
+        if training or keep_for_backward:
             self._cache = (tokens, features, Y.shape, state, conditions, h0, lengths)
         if c["per_step"]:
             out = out.reshape(Y.shape[0], Y.shape[1], -1)
@@ -449,21 +460,10 @@ class Network:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
         tokens, features, y_shape, state, conditions, h0, lengths = self._cache
         self._cache = None
-        c = self.config
-        H, D = c["hidden_size"], self.stack.num_directions
         d_out = np.asarray(d_out, self.dtype).reshape(features.shape[0], -1)
         self.grads["head.weight"] += d_out.T @ features
         self.grads["head.bias"] += d_out.sum(axis=0)
-        d_features = d_out @ self.params["head.weight"]
-        if c["per_step"]:
-            dY, dhN = d_features.reshape(y_shape), None
-        elif self._has_layer_outputs():
-            dY, dhN = scatter_final_outputs(d_features, y_shape, lengths, H, D), None
-        else:
-            dY = None
-            dhN = np.zeros_like(state.h)
-            for d in range(D):
-                dhN[-D + d] = d_features[:, d * H:(d + 1) * H]
+        dY, dhN = self._stack_output_grads(d_out, y_shape, state, lengths)
         need_dx = tokens is not None
         dX, dstate = self.stack.backward(dY, dhN, input_grad=need_dx)
         if need_dx:
@@ -475,6 +475,34 @@ class Network:
             self.grads["condition.weight"] += d_pre.T @ np.asarray(conditions, self.dtype)
             self.grads["condition.bias"] += d_pre.sum(axis=0)
         return dh0
+
+    def _stack_output_grads(self, d_out, y_shape, state, lengths):
+        """dY, dhN of the stack from d(loss)/d(head output) (rows of d_out)."""
+        H, D = self.config["hidden_size"], self.stack.num_directions
+        d_features = d_out @ self.params["head.weight"]
+        if self.config["per_step"]:
+            return d_features.reshape(y_shape), None
+        if self._has_layer_outputs():  # the head read the transformed final outputs
+            return scatter_final_outputs(d_features, y_shape, lengths, H, D), None
+        dhN = np.zeros_like(state.h)
+        for d in range(D):
+            dhN[-D + d] = d_features[:, d * H:(d + 1) * H]
+        return None, dhN
+
+    def input_gradient(self, d_out):
+        """After forward(..., keep_for_backward=True): the gradient of
+        sum(output * d_out) with respect to the stack's input, (B, T,
+        input_size): X itself, or the embedded tokens. Only dX is computed
+        (the kernels' dX-only mode); no parameter gradient is touched."""
+        if self._cache is None:
+            raise RuntimeError("input_gradient() needs a preceding forward(..., "
+                               "keep_for_backward=True)")
+        _, features, y_shape, state, _, _, lengths = self._cache
+        self._cache = None
+        d_out = np.asarray(d_out, self.dtype).reshape(features.shape[0], -1)
+        dY, dhN = self._stack_output_grads(d_out, y_shape, state, lengths)
+        dX, _ = self.stack.backward(dY, dhN, input_grad_only=True)
+        return dX
 
     def zero_grad(self):
         self.flat_grads[:] = 0
