@@ -68,8 +68,9 @@ config_macros = [
 extensions = [
     Extension(
         "fastrnn._kernels",
-        sources=["fastrnn/_kernels.pyx", "csrc/rnn.c", "csrc/optim.c"],
+        sources=["fastrnn/_kernels.pyx", "csrc/rnn.c", "csrc/optim.c", "csrc/decode.c"],
         depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "csrc/optim_impl.h",
+                 "csrc/decode.h", "csrc/decode_impl.h",
                  "fastrnn/_kernels.pxd"],
         include_dirs=["csrc", numpy.get_include()],
         define_macros=config_macros,

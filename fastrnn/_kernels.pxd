@@ -100,3 +100,39 @@ cdef extern from "fastrnn.h" nogil:
                         int64_t n_samples, const int32_t *prompt, int64_t n_prompt,
                         const double *h0, const double *c0, int64_t n_new, int32_t *out,
                         double *ws, int n_threads)
+
+cdef extern from "decode.h" nogil:
+    enum:
+        FR_ATTN_NONE, FR_ATTN_LUONG, FR_ATTN_BAHDANAU
+
+    ctypedef struct fr_decoder:
+        int cell
+        int attention
+        int64_t num_layers, hidden, embed_dim, n_outputs, mem_dim
+        int32_t bos, eos
+        const void *embedding
+        const void *const *W_ih
+        const void *const *W_hh
+        const void *const *b_ih
+        const void *const *b_hh
+        const void *query_W
+        const void *attn_v
+        const void *combine_W
+        const void *combine_b
+        const void *head_W
+        const void *head_b
+
+    ctypedef struct fr_encoded:
+        int64_t n_samples, src_steps
+        const void *memory
+        const void *keys
+        const int32_t *src_lengths
+        const void *h0
+        const void *c0
+
+    int fr_decode_f32(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e,
+                      int64_t beam_width, int64_t max_len, int32_t *tokens, int32_t *lengths,
+                      double *scores, int n_threads)
+    int fr_decode_f64(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e,
+                      int64_t beam_width, int64_t max_len, int32_t *tokens, int32_t *lengths,
+                      double *scores, int n_threads)

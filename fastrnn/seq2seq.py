@@ -13,7 +13,10 @@ encoder-decoder network and attention (fastrnn.seq2seq_network)::
 
 X and Y are lists of strings (one token per character) or of integer token-id
 sequences, of any lengths. Training uses teacher forcing; prediction decodes
-greedily (beam_width=1) or with a length-normalised beam search.
+greedily (beam_width=1) or with a length-normalised beam search, both in C
+(csrc/decode.h); greedy_decode and beam_search below are the same algorithms
+in NumPy, one Python step at a time: the reference the tests hold the C
+decoder to, and the greedy decoding that attention_weights records.
 """
 import time
 import warnings
@@ -28,7 +31,7 @@ from tqdm.auto import tqdm
 
 from fastrnn import _data
 from fastrnn._base import BaseFastRNN, TrainingDivergedError
-from fastrnn._threads import single_threaded_blas
+from fastrnn._threads import resolve_n_threads, single_threaded_blas
 from fastrnn.layers import State, as_float_dtype
 from fastrnn.losses import softmax_cross_entropy
 from fastrnn.optim import LearningRateSchedule, Optimizer
@@ -309,8 +312,8 @@ random_state, verbose, n_threads, dtype
     def _pairs(self, X, Y):
         if len(X) != len(Y):
             raise ValueError(f"X has {len(X)} sequences, Y {len(Y)}")
-        net = self.model_
-        return _Pairs(self._source_ids(X), self._target_ids(Y), net.bos, net.eos)
+        eos = self.n_target_tokens_  # Seq2SeqNetwork's EOS; BOS follows it
+        return _Pairs(self._source_ids(X), self._target_ids(Y), eos + 1, eos)
 
     def _to_output(self, ids):
         if self.target_kind_ == "str":
@@ -332,8 +335,9 @@ random_state, verbose, n_threads, dtype
         if first:
             self._rng = np.random.default_rng(self.random_state)
             self._learn_vocabularies(X, Y)
-            self._build_model()
         train = self._pairs(X, Y)
+        if first:
+            self._build_model()
         self.max_target_length_ = max(getattr(self, "max_target_length_", 0),
                                       int(train.target_lengths.max()) - 1)
         train_idx, val = np.arange(len(train)), None
@@ -504,17 +508,14 @@ random_state, verbose, n_threads, dtype
                 beam_width < 1:
             raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
         max_len = self._max_len(max_len)
+        n_threads = resolve_n_threads(self.n_threads)
         out = [None] * len(X)
         with single_threaded_blas():
             for idx, M, lengths, state in self._encoded_batches(X):
-                if beam_width == 1:
-                    seqs, _, _ = greedy_decode(self.model_, M, lengths, state, max_len)
-                else:
-                    seqs = [beam_search(self.model_, M[i:i + 1], lengths[i],
-                                        _take_state(state, [i]), beam_width, max_len)[0]
-                            for i in range(len(idx))]
-                for i, seq in zip(idx, seqs):
-                    out[i] = self._to_output(seq)
+                tokens, counts, _ = self.model_.decode(M, lengths, state, beam_width, max_len,
+                                                       n_threads=n_threads)
+                for i, row, count in zip(idx, tokens, counts):
+                    out[i] = self._to_output(row[:count])
         return out
 
     def attention_weights(self, X, Y=None):

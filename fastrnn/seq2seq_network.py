@@ -15,6 +15,7 @@ softmax: no Python per time step in training.
 """
 import numpy as np
 
+from fastrnn import _kernels
 from fastrnn.layers import STACKS, State, as_float_dtype, load_into
 from fastrnn.network import glorot_uniform, orthogonal
 
@@ -294,6 +295,29 @@ class Seq2SeqNetwork:
         dXs, _ = self.encoder.backward(dM, dhN, dcN, input_grad=True)
         np.add.at(g["encoder.embedding.weight"], source.reshape(-1),
                   dXs.reshape(-1, dXs.shape[-1]))
+
+    # ----- decoding ------------------------------------------------------------------------
+    def decode(self, M, source_lengths, state, beam_width, max_len, n_threads=1):
+        """Greedy (beam_width 1) or beam-search decoding in C (csrc/decode.h) of
+        encoded sources: (tokens (n, max_len), lengths (n,), normalised scores)."""
+        p, kind = self.params, self.config["attention"]
+        layers = [self.decoder.direction(k) for k in range(self.config["num_layers"])]
+        keys = None  # what the decoder's h meets: Luong W_a m, Bahdanau W_k m
+        if kind is not None:
+            key_W = p["attention.weight" if kind == "luong" else "attention.key.weight"]
+            keys = np.ascontiguousarray(M @ key_W.T)
+        return _kernels.decode(
+            cell=_kernels.CELLS[self.config["cell"]], attention=kind,
+            embedding=self.params["decoder.embedding.weight"],
+            W_ih=[d.W_ih for d in layers], W_hh=[d.W_hh for d in layers],
+            b_ih=[d.b_ih for d in layers], b_hh=[d.b_hh for d in layers],
+            query_W=p.get("attention.query.weight"), attn_v=p.get("attention.v"),
+            combine_W=p.get("combine.weight"), combine_b=p.get("combine.bias"),
+            head_W=p["head.weight"], head_b=p["head.bias"], bos=self.bos, eos=self.eos,
+            memory=None if kind is None else np.ascontiguousarray(M), keys=keys,
+            src_lengths=np.ascontiguousarray(source_lengths, dtype=np.int32),
+            h0=state.h, c0=state.c, beam_width=int(beam_width), max_len=int(max_len),
+            n_threads=n_threads)
 
     # ----- one decoding step (batched over hypotheses) --------------------------------------
     def decode_step(self, tokens, state, M, source_lengths):

@@ -10,7 +10,7 @@ import pytest
 from fastrnn import Seq2Seq
 from fastrnn.datasets import make_addition, make_dates
 from fastrnn.losses import softmax_cross_entropy
-from fastrnn.seq2seq import _Pairs, beam_search, greedy_decode
+from fastrnn.seq2seq import _Pairs, _take_state, beam_search, greedy_decode
 from fastrnn.seq2seq_network import Seq2SeqNetwork
 
 CONFIGS = [("lstm", "luong", True, 1), ("gru", "luong", False, 2),
@@ -191,6 +191,53 @@ def test_beam_width_one_is_greedy(rng):
         state_i = type(state)(state.h[:, i:i + 1].copy(), None)
         tokens, _ = beam_search(net, M[i:i + 1], lengths[i], state_i, width=1, max_len=6)
         np.testing.assert_array_equal(tokens, greedy[i])
+
+
+DECODER_CONFIGS = [(cell, attention, dtype) for cell in ("lstm", "gru")
+                   for attention in ("luong", "bahdanau", None)
+                   for dtype in (np.float32, np.float64)]
+
+
+@pytest.mark.parametrize("cell,attention,dtype", DECODER_CONFIGS)
+def test_c_decoder_matches_the_numpy_decoders(cell, attention, dtype, rng):
+    net = Seq2SeqNetwork(cell, 7, 5, 4, 6, num_layers=2, bidirectional=True,
+                         attention=attention, dtype=dtype, random_state=1)
+    net.flat_params[:] = rng.normal(0, 0.8, net.flat_params.size)
+    lengths = np.array([5, 3, 1, 4, 2], np.int32)
+    M, state = net.encode(rng.integers(0, 7, (5, 5)).astype(np.int32), lengths)
+    tokens, counts, _ = net.decode(M, lengths, state, beam_width=1, max_len=7, n_threads=2)
+    greedy, _, _ = greedy_decode(net, M, lengths, state, 7)
+    for i in range(5):
+        np.testing.assert_array_equal(tokens[i, :counts[i]], greedy[i])
+    for width in (2, 5):
+        tokens, counts, scores = net.decode(M, lengths, state, width, 6, n_threads=2)
+        for i in range(5):
+            expected, score = beam_search(net, M[i:i + 1], lengths[i],
+                                          _take_state(state, [i]), width, 6)
+            np.testing.assert_array_equal(tokens[i, :counts[i]], expected)
+            assert scores[i] == pytest.approx(score, rel=1e-4)
+
+
+def test_c_beam_search_matches_exhaustive_search_and_ignores_threads(rng):
+    net = make_net("lstm", "luong", True, 1, seed=3)
+    net.flat_params *= 2.0
+    ids = [rng.integers(0, 6, L) for L in (4, 3, 5, 2)]
+    source = np.zeros((4, 5), np.int32)
+    for i, s in enumerate(ids):
+        source[i, :len(s)] = s
+    lengths = np.array([len(s) for s in ids], np.int32)
+    M, state = net.encode(source, lengths)
+    tokens, counts, scores = net.decode(M, lengths, state, beam_width=70, max_len=4)
+    for i in range(4):
+        expected, score = exhaustive_best(net, M[i:i + 1], lengths[i],
+                                          _take_state(state, [i]), max_len=4)
+        assert list(tokens[i, :counts[i]]) == expected
+        assert scores[i] == pytest.approx(score)
+    for n_threads in (2, 3):
+        again = net.decode(M, lengths, state, beam_width=3, max_len=4, n_threads=n_threads)
+        alone = net.decode(M, lengths, state, beam_width=3, max_len=4, n_threads=1)
+        for a, b in zip(again, alone):
+            np.testing.assert_array_equal(a, b)
 
 
 # ----- the estimator --------------------------------------------------------------------------
