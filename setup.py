@@ -68,9 +68,11 @@ config_macros = [
 extensions = [
     Extension(
         "fastrnn._kernels",
-        sources=["fastrnn/_kernels.pyx", "csrc/rnn.c", "csrc/optim.c", "csrc/decode.c"],
+        sources=["fastrnn/_kernels.pyx", "csrc/rnn.c", "csrc/optim.c",
+                 "csrc/decode.c", "csrc/attention.c"],
         depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "csrc/optim_impl.h",
-                 "csrc/decode.h", "csrc/decode_impl.h",
+                 "csrc/decode.h", "csrc/decode_impl.h", "csrc/attention.h",
+                 "csrc/attention_impl.h",
                  "fastrnn/_kernels.pxd"],
         include_dirs=["csrc", numpy.get_include()],
         define_macros=config_macros,

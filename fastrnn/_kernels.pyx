@@ -500,3 +500,95 @@ def decode(*, int cell, attention, embedding, list W_ih, list W_hh, list b_ih, l
     finally:
         free(ptrs)
     return tokens, lengths, scores
+
+
+cdef fr_attn_shape _attn_shape(object Hd, object M, object src_lengths) except *:
+    if not isinstance(Hd, np.ndarray) or Hd.ndim != 3:
+        raise ValueError("Hd must be a 3-D array (batch, steps, hidden)")
+    if not isinstance(M, np.ndarray) or M.ndim != 3:
+        raise ValueError("M must be a 3-D array (batch, source steps, features)")
+    cdef fr_attn_shape s
+    s.batch, s.steps, s.hidden = Hd.shape[0], Hd.shape[1], Hd.shape[2]
+    s.src_steps, s.mem_dim = M.shape[1], M.shape[2]
+    s.src_lengths = <const int32_t *>_data(src_lengths, np.int32, (s.batch,), "src_lengths",
+                                           False)
+    return s
+
+
+def luong_forward(*, Hd, M, W_a, W_c, b_c, src_lengths, Q, feat, A, out, int n_threads=1):
+    """Luong attention over all samples and decoder steps (csrc/attention.h):
+    writes Q (B, T, F) and feat (B, T, F + H), kept for backward, the
+    alignments A (B, T, S) and out (B, T, H)."""
+    cdef fr_attn_shape s = _attn_shape(Hd, M, src_lengths)
+    dtype = Hd.dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise ValueError(f"Hd must be float32 or float64, got {dtype}")
+    cdef int64_t B = s.batch, T = s.steps, S = s.src_steps, H = s.hidden, F = s.mem_dim
+    cdef char *c[9]
+    c[0] = _data(Hd, dtype, (B, T, H), "Hd", False)
+    c[1] = _data(M, dtype, (B, S, F), "M", False)
+    c[2] = _data(W_a, dtype, (H, F), "W_a", False)
+    c[3] = _data(W_c, dtype, (H, F + H), "W_c", False)
+    c[4] = _data(b_c, dtype, (H,), "b_c", False)
+    c[5] = _out(Q, dtype, (B, T, F), "Q", False)
+    c[6] = _out(feat, dtype, (B, T, F + H), "feat", False)
+    c[7] = _out(A, dtype, (B, T, S), "A", False)
+    c[8] = _out(out, dtype, (B, T, H), "out", False)
+    if dtype == np.float32:
+        with nogil:
+            rc = fr_luong_forward_f32(&BLAS, &s, <float *>c[0], <float *>c[1], <float *>c[2],
+                                      <float *>c[3], <float *>c[4], <float *>c[5],
+                                      <float *>c[6], <float *>c[7], <float *>c[8], n_threads)
+    else:
+        with nogil:
+            rc = fr_luong_forward_f64(&BLAS, &s, <double *>c[0], <double *>c[1],
+                                      <double *>c[2], <double *>c[3], <double *>c[4],
+                                      <double *>c[5], <double *>c[6], <double *>c[7],
+                                      <double *>c[8], n_threads)
+    _raise(rc, "luong_forward")
+
+
+def luong_backward(*, Hd, M, W_a, W_c, Q, feat, A, out, d_out, src_lengths, dHd, dM, dW_a,
+                   dW_c, db_c, int n_threads=1):
+    """Gradients of luong_forward: writes dHd (B, T, H) and dM (B, S, F),
+    accumulates dW_a, dW_c and db_c."""
+    cdef fr_attn_shape s = _attn_shape(Hd, M, src_lengths)
+    dtype = Hd.dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise ValueError(f"Hd must be float32 or float64, got {dtype}")
+    cdef int64_t B = s.batch, T = s.steps, S = s.src_steps, H = s.hidden, F = s.mem_dim
+    scratch = [np.empty((B, T, H), dtype), np.empty((B, T, F + H), dtype),
+               np.empty((B, T, F), dtype), np.empty((B, T, S), dtype)]
+    cdef char *c[18]
+    c[0] = _data(Hd, dtype, (B, T, H), "Hd", False)
+    c[1] = _data(M, dtype, (B, S, F), "M", False)
+    c[2] = _data(W_a, dtype, (H, F), "W_a", False)
+    c[3] = _data(W_c, dtype, (H, F + H), "W_c", False)
+    c[4] = _data(Q, dtype, (B, T, F), "Q", False)
+    c[5] = _data(feat, dtype, (B, T, F + H), "feat", False)
+    c[6] = _data(A, dtype, (B, T, S), "A", False)
+    c[7] = _data(out, dtype, (B, T, H), "out", False)
+    c[8] = _data(d_out, dtype, (B, T, H), "d_out", False)
+    c[9] = _out(dHd, dtype, (B, T, H), "dHd", False)
+    c[10] = _out(dM, dtype, (B, S, F), "dM", False)
+    c[11] = _out(dW_a, dtype, (H, F), "dW_a", False)
+    c[12] = _out(dW_c, dtype, (H, F + H), "dW_c", False)
+    c[13] = _out(db_c, dtype, (H,), "db_c", False)
+    for i in range(4):
+        c[14 + i] = <char *>cnp.PyArray_DATA(<cnp.ndarray>scratch[i])
+    if dtype == np.float32:
+        with nogil:
+            rc = fr_luong_backward_f32(
+                &BLAS, &s, <float *>c[0], <float *>c[1], <float *>c[2], <float *>c[3],
+                <float *>c[4], <float *>c[5], <float *>c[6], <float *>c[7], <float *>c[8],
+                <float *>c[9], <float *>c[10], <float *>c[11], <float *>c[12], <float *>c[13],
+                <float *>c[14], <float *>c[15], <float *>c[16], <float *>c[17], n_threads)
+    else:
+        with nogil:
+            rc = fr_luong_backward_f64(
+                &BLAS, &s, <double *>c[0], <double *>c[1], <double *>c[2], <double *>c[3],
+                <double *>c[4], <double *>c[5], <double *>c[6], <double *>c[7], <double *>c[8],
+                <double *>c[9], <double *>c[10], <double *>c[11], <double *>c[12],
+                <double *>c[13], <double *>c[14], <double *>c[15], <double *>c[16],
+                <double *>c[17], n_threads)
+    _raise(rc, "luong_backward")

@@ -16,6 +16,7 @@ softmax: no Python per time step in training.
 import numpy as np
 
 from fastrnn import _kernels
+from fastrnn._threads import resolve_n_threads
 from fastrnn.layers import STACKS, State, as_float_dtype, load_into
 from fastrnn.network import glorot_uniform, orthogonal
 
@@ -210,7 +211,27 @@ class Seq2SeqNetwork:
     def attend(self, Hd, M, source_lengths):
         """Alignments A (B, T, S) and the attentional hidden states (B, T, H)
         for decoder outputs Hd (B, T, H) over memory M (B, S, D*H); also what
-        attend_backward needs."""
+        attend_backward needs. Luong attention runs in C (csrc/attention.h),
+        Bahdanau's in batched NumPy (attend_numpy)."""
+        if self.config["attention"] != "luong":
+            return self.attend_numpy(Hd, M, source_lengths)
+        p = self.params
+        B, T, H = Hd.shape
+        S, F = M.shape[1:]
+        Hd, M = np.ascontiguousarray(Hd), np.ascontiguousarray(M)
+        lengths = np.ascontiguousarray(source_lengths, dtype=np.int32)
+        Q, feat = np.empty((B, T, F), self.dtype), np.empty((B, T, F + H), self.dtype)
+        A, out = np.empty((B, T, S), self.dtype), np.empty((B, T, H), self.dtype)
+        _kernels.luong_forward(Hd=Hd, M=M, W_a=p["attention.weight"], W_c=p["combine.weight"],
+                               b_c=p["combine.bias"], src_lengths=lengths, Q=Q, feat=feat, A=A,
+                               out=out, n_threads=self._threads())
+        return A, out, (A, Q, feat, out, lengths)
+
+    def _threads(self):
+        return resolve_n_threads(self.n_threads)
+
+    def attend_numpy(self, Hd, M, source_lengths):
+        """attend in batched NumPy: both scores (the reference for the C kernel)."""
         p, kind = self.params, self.config["attention"]
         if kind == "luong":
             Q = Hd @ p["attention.weight"]                       # (B, T, D*H)
@@ -228,6 +249,22 @@ class Seq2SeqNetwork:
 
     def attend_backward(self, d_out, Hd, M, cache):
         """Gradients of attend: adds the parameter gradients, returns dHd, dM."""
+        if self.config["attention"] != "luong":
+            return self.attend_backward_numpy(d_out, Hd, M, cache)
+        A, Q, feat, out, lengths = cache
+        g = self.grads
+        dHd, dM = np.empty_like(Hd), np.empty_like(M)
+        _kernels.luong_backward(Hd=np.ascontiguousarray(Hd), M=np.ascontiguousarray(M),
+                                W_a=self.params["attention.weight"],
+                                W_c=self.params["combine.weight"], Q=Q, feat=feat, A=A,
+                                out=out, d_out=np.ascontiguousarray(d_out, self.dtype),
+                                src_lengths=lengths, dHd=dHd, dM=dM,
+                                dW_a=g["attention.weight"], dW_c=g["combine.weight"],
+                                db_c=g["combine.bias"], n_threads=self._threads())
+        return dHd, dM
+
+    def attend_backward_numpy(self, d_out, Hd, M, cache):
+        """attend_backward of attend_numpy."""
         p, g, kind = self.params, self.grads, self.config["attention"]
         A, extra, features, out = cache
         d_pre = d_out * (1 - out * out)

@@ -145,6 +145,30 @@ def _views(flat, net):
             for _, start, shape in net.layout]
 
 
+@pytest.mark.parametrize("dtype,n_threads", [(np.float64, 1), (np.float32, 2)])
+def test_c_luong_attention_matches_numpy(dtype, n_threads, rng):
+    net = make_net("lstm", "luong", True, 1, dtype=dtype)
+    net.n_threads = n_threads
+    B, T, S, H, F = 5, 4, 6, 4, 8
+    Hd = rng.normal(size=(B, T, H)).astype(dtype)
+    M = rng.normal(size=(B, S, F)).astype(dtype)
+    lengths = np.array([6, 1, 3, 5, 2], np.int32)
+    A, out, cache = net.attend(Hd, M, lengths)
+    A_np, out_np, cache_np = net.attend_numpy(Hd, M, lengths)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(A, A_np, **tol)
+    np.testing.assert_allclose(out, out_np, **tol)
+    assert np.all(A[1, :, 1:] == 0) and np.all(A[4, :, 2:] == 0)  # never looks at padding
+    d_out = rng.normal(size=out.shape).astype(dtype)
+    net.zero_grad()
+    grads = net.attend_backward(d_out, Hd, M, cache) + (net.flat_grads.copy(),)
+    net.zero_grad()
+    expected = net.attend_backward_numpy(d_out, Hd, M, cache_np) + (net.flat_grads.copy(),)
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == np.float32 else 1e-10,
+                                   atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
 # ----- decoding -------------------------------------------------------------------------------
 def exhaustive_best(net, M, length, state, max_len):
     """Among every output (tokens then EOS, or max_len tokens cut off), the one
