@@ -211,7 +211,7 @@ class Seq2Seq(BaseEstimator):
         Layers of the encoder and of the decoder.
     bidirectional : bool, default=True
         Bidirectional encoder (the decoder starts from both directions' sum).
-    embedding_dim : int, default=32
+    embedding_dim : int, default=16
         Size of the source and target token embeddings.
     attention : {"luong", "bahdanau"} or None, default="luong"
         Luong's general score h W m, Bahdanau's additive score v.tanh(W h + U m)
@@ -241,10 +241,10 @@ random_state, verbose, n_threads, dtype
     }
 
     def __init__(self, *, cell="lstm", hidden_size=128, num_layers=1, bidirectional=True,
-                 embedding_dim=32, attention="luong", solver="adam", learning_rate="constant",
-                 learning_rate_init=0.005, lr_decay=0.5, lr_decay_every=10, momentum=0.9,
+                 embedding_dim=16, attention="luong", solver="adam", learning_rate="constant",
+                 learning_rate_init=0.01, lr_decay=0.5, lr_decay_every=10, momentum=0.9,
                  nesterovs_momentum=True, beta_1=0.9, beta_2=0.999, epsilon=1e-8, rho=0.9,
-                 batch_size=64, max_iter=30, shuffle=True, alpha=0.0, clip_norm=5.0,
+                 batch_size=128, max_iter=15, shuffle=True, alpha=0.0, clip_norm=5.0,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=5,
                  tol=1e-4, warm_start=False, random_state=None, verbose=False,
                  n_threads=None, dtype="float32"):
