@@ -9,6 +9,7 @@ from fastrnn.estimators import (  # noqa: E402
 from fastrnn.forecaster import Forecaster, make_windows  # noqa: E402
 from fastrnn.generator import SequenceGenerator  # noqa: E402
 from fastrnn.layers import GRU, LSTM, RNN  # noqa: E402
+from fastrnn.preprocessing import SequenceScaler  # noqa: E402
 from fastrnn.seq2seq import Seq2Seq  # noqa: E402
 
 __all__ = [
@@ -16,5 +17,5 @@ __all__ = [
     "FastLSTM", "FastGRU", "FastRNN", "FastLSTMClassifier", "FastLSTMRegressor",
     "FastGRUClassifier", "FastGRURegressor", "FastRNNClassifier", "FastRNNRegressor",
     "TrainingDivergedError", "SequenceGenerator", "Forecaster", "make_windows",
-    "Seq2Seq",
+    "SequenceScaler", "Seq2Seq",
 ]

@@ -419,6 +419,18 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
     def _train_batch(self, train, idx, lr, snapshot):
         """Forward, loss, backward and one optimizer step on samples idx;
         returns the batch loss (mean over rows, plus the L2 penalty)."""
+        loss_sum, n_rows = self._batch_loss_and_grad(train, idx)
+        loss = loss_sum / n_rows + self._l2_penalty(len(idx))
+        self._check_divergence(loss, snapshot)
+        self._apply_gradient(lr, n_rows, len(idx), train.n_threads)
+        return loss
+
+    def _batch_loss_and_grad(self, train, idx):
+        """Forward, loss and backward on samples idx, no step: returns (the
+        loss summed over the batch's output rows, the number of rows); the
+        gradient of that sum is in model_.flat_grads (zero when the sum is
+        not finite: the caller's divergence guard raises). fastrnn.dask sums
+        these over workers."""
         net = self.model_
         values, lengths, conditions = train.data.batch(idx)
         out = net.forward(values, lengths=lengths, conditions=conditions, training=True)
@@ -431,15 +443,19 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             out_rows = out_rows[mask]
         loss_sum, d_rows = train.loss_fn(out_rows.astype(np.float64), train.target[rows],
                                          train.weights[rows])
-        loss = loss_sum / len(rows) + self._l2_penalty(len(idx))
-        self._check_divergence(loss, snapshot)
         net.zero_grad()
-        net.backward(self._output_grad(d_rows, mask, out.shape))
+        if np.isfinite(loss_sum):  # backward refuses NaN and inf
+            net.backward(self._output_grad(d_rows, mask, out.shape))
+        return loss_sum, len(rows)
+
+    def _apply_gradient(self, lr, n_rows, batch_size, n_threads):
+        """One step of _optimizer with model_.flat_grads, the gradient of a
+        loss summed over n_rows rows of batch_size samples."""
+        net = self.model_
         self.t_ += 1
-        self._optimizer.step(net.flat_params, net.flat_grads, lr, l2=self.alpha / len(idx),
-                             grad_scale=1.0 / len(rows), clip_norm=self.clip_norm,
-                             decay_mask=net.decay_mask, n_threads=train.n_threads)
-        return loss
+        self._optimizer.step(net.flat_params, net.flat_grads, lr, l2=self.alpha / batch_size,
+                             grad_scale=1.0 / n_rows, clip_norm=self.clip_norm,
+                             decay_mask=net.decay_mask, n_threads=n_threads)
 
     def _l2_penalty(self, batch_size):
         if not self.alpha:

@@ -1,13 +1,17 @@
-"""The ``fastrnn`` command.
+"""fastrnn: LSTM, GRU and RNN training and inference on CPUs.
 
     fastrnn demo                       all four tasks on the embedded data sets
     fastrnn demo --task caption        one of classify, forecast, generate, caption
+    fastrnn demo --task seq2seq        date normalisation and addition (not in "all")
     fastrnn info                       build configuration (OpenMP, BLAS kernel, flags)
     fastrnn generate corpus.txt        learn a text file, print samples
     fastrnn train data.csv             learn a CSV (one sequence per row, target last)
     fastrnn bench                      fastrnn vs PyTorch / Keras / NumPy (see --help)
+
+Progress bars appear only when stderr is a terminal; --quiet prints results only.
 """
 import argparse
+import csv
 import os
 import sys
 import time
@@ -16,6 +20,33 @@ import warnings
 import numpy as np
 
 TASKS = ("classify", "forecast", "generate", "caption")
+EXTRA_TASKS = ("seq2seq",)  # only on request: sequence to sequence (dates, addition)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's default shown, unless its help already says it (or it is a flag)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _live_progress(args):
+    """Bars and live per-epoch lines only for a person watching a terminal."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _fit_and_report(est, args, *fit_args, **fit_kwargs):
+    """fit, with live progress on a terminal; in a log, one line per epoch after
+    the fit (no progress bars); nothing with --quiet."""
+    est.set_params(verbose=_live_progress(args))
+    est.fit(*fit_args, **fit_kwargs)
+    if not args.quiet and not est.verbose:
+        for epoch, loss in enumerate(est.loss_curve_, start=1):
+            print(f"epoch {epoch}: loss {loss:.6g}")
+    return est
 
 
 def _say(line):
@@ -50,8 +81,9 @@ def demo_classify(args):
     from fastrnn.datasets import load_digits_sequences
     X, y, _ = load_digits_sequences()
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
-    clf = FastLSTMClassifier(hidden_size=64, max_iter=40, learning_rate_init=0.005,
-                             random_state=0, n_threads=args.threads, verbose=args.verbose)
+    clf = FastLSTMClassifier(hidden_size=64, max_iter=200, learning_rate_init=0.005,
+                             random_state=0, n_threads=args.threads,
+                             verbose=args.verbose and _live_progress(args))
     start = time.perf_counter()
     clf.fit(Xtr, ytr)
     seconds = time.perf_counter() - start
@@ -69,7 +101,7 @@ def demo_forecast(args):
     series = mackey_glass(1500)
     train, test = series[:1200], series[1200:1250]
     fc = Forecaster(lookback=32, max_iter=40, random_state=0, n_threads=args.threads,
-                    verbose=args.verbose)
+                    verbose=args.verbose and _live_progress(args))
     start = time.perf_counter()
     fc.fit(train)
     seconds = time.perf_counter() - start
@@ -94,7 +126,8 @@ def demo_generate(args):
     text = load_text()
     train, held_out = text[:250000], text[400000:410000]
     gen = SequenceGenerator(hidden_size=128, max_iter=8, learning_rate_init=0.005,
-                            random_state=0, n_threads=args.threads, verbose=args.verbose)
+                            random_state=0, n_threads=args.threads,
+                            verbose=args.verbose and _live_progress(args))
     start = time.perf_counter()
     gen.fit(train)
     seconds = time.perf_counter() - start
@@ -119,7 +152,8 @@ def demo_caption(args):
     n_train = 1400
     cap = SequenceGenerator(hidden_size=64, embedding_dim=16, max_iter=30,
                             learning_rate_init=0.01, batch_size=32, random_state=0,
-                            n_threads=args.threads, verbose=args.verbose)
+                            n_threads=args.threads,
+                            verbose=args.verbose and _live_progress(args))
     start = time.perf_counter()
     cap.fit(captions[:n_train], conditions=features[:n_train])
     seconds = time.perf_counter() - start
@@ -131,8 +165,36 @@ def demo_caption(args):
                                   zip(predicted[:4], captions[n_train:n_train + 4])))
 
 
+def demo_seq2seq(args):
+    from fastrnn import Seq2Seq
+    from fastrnn.datasets import make_addition, make_dates
+    for name, make, n_train in (("dates", make_dates, 6000), ("addition", make_addition, 15000)):
+        X, Y = make(n_train + 1000, random_state=0)
+        model = Seq2Seq(random_state=0, n_threads=args.threads, n_iter_no_change=2,
+                        verbose=args.verbose and _live_progress(args))
+        start = time.perf_counter()
+        model.fit(X[:n_train], Y[:n_train], X_val=X[n_train:n_train + 300],
+                  Y_val=Y[n_train:n_train + 300])
+        seconds = time.perf_counter() - start
+        X_test, Y_test = X[n_train + 300:], Y[n_train + 300:]
+        pred = model.predict(X_test[:4], beam_width=3)
+        _say(f"  {name}, LSTM encoder-decoder with attention: held-out exact match "
+             f"{model.score(X_test, Y_test):.3f} ({model.n_iter_} epochs in {seconds:.1f}s)")
+        _say("  e.g. " + ", ".join(f"{x!r} -> {p!r}" for x, p in zip(X_test[:4], pred)))
+        if args.plot and name == "dates":
+            weights = model.attention_weights(X_test[:1])[0]
+            out = model.predict(X_test[:1])[0] + "$"
+
+            def draw(ax, weights=weights, source=X_test[0], out=out):
+                ax.imshow(weights, cmap="viridis", aspect="auto")
+                ax.set_xticks(range(len(source)), list(source))
+                ax.set_yticks(range(len(out)), list(out))
+                ax.set_xlabel("source"), ax.set_ylabel("output ($ = end)")
+            _plot(os.path.join(args.plot, "seq2seq_attention.png"), draw)
+
+
 DEMOS = {"classify": demo_classify, "forecast": demo_forecast, "generate": demo_generate,
-         "caption": demo_caption}
+         "caption": demo_caption, "seq2seq": demo_seq2seq}
 
 
 def cmd_demo(args):
@@ -147,7 +209,7 @@ def cmd_demo(args):
     print(f"fastrnn {info['version']} demo on {info['processor']}, "
           f"{resolve_n_threads(args.threads)} thread(s)")
     total = time.perf_counter()
-    bar = tqdm(tasks, desc="demo", unit="task", leave=False)
+    bar = tqdm(tasks, desc="demo", unit="task", leave=False, disable=not _live_progress(args))
     for task in bar:
         bar.set_postfix(task=task)
         _say(f"[{task}]")
@@ -162,6 +224,11 @@ def cmd_info(args):
     return 0
 
 
+# generate's default: about this many characters of training, so a small corpus
+# gets enough epochs to produce words rather than noise
+GENERATE_TRAINING_CHARS = 400_000
+
+
 def cmd_generate(args):
     from fastrnn import SequenceGenerator
     _quiet()
@@ -170,10 +237,12 @@ def cmd_generate(args):
     if not text:
         print(f"{args.file} is empty", file=sys.stderr)
         return 2
+    epochs = args.epochs or int(np.clip(round(GENERATE_TRAINING_CHARS / len(text)), 5, 60))
     gen = SequenceGenerator(cell=args.cell, hidden_size=args.hidden_size,
-                            max_iter=args.epochs, random_state=args.seed,
-                            n_threads=args.threads, verbose=True)
-    gen.fit(text)
+                            max_iter=epochs, learning_rate_init=args.learning_rate,
+                            random_state=args.seed,
+                            n_threads=args.threads)
+    _fit_and_report(gen, args, text)
     for sample in gen.generate(args.n_tokens, prompt=args.prompt or None,
                                temperature=args.temperature, top_k=args.top_k,
                                top_p=args.top_p, n_samples=args.n_samples,
@@ -183,24 +252,70 @@ def cmd_generate(args):
     return 0
 
 
+def _parse_column(cells):
+    """One CSV column as int, float or str values, as pandas would type it."""
+    for kind in (int, float):
+        try:
+            return np.array([kind(c) for c in cells])
+        except ValueError:
+            pass
+    return np.array(cells)
+
+
+def _is_number(cell):
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(path, header=None):
+    """(column names, rows of str) from a CSV; header=None detects one: a first
+    row with any non-numeric cell is a header. Without a header the columns are
+    named "0", "1", ..."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [row for row in csv.reader(f) if row]
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    if header is None:
+        header = not all(_is_number(c) for c in rows[0])
+    names = rows.pop(0) if header else [str(i) for i in range(len(rows[0]))]
+    if any(len(row) != len(names) for row in rows):
+        raise ValueError(f"{path}: every row must have {len(names)} columns")
+    return [n.strip() for n in names], rows
+
+
+def _training_table(args):
+    """(X, y) from the CSV named on the command line, or an error message."""
+    names, rows = read_csv(args.file, header=False if args.no_header else None)
+    target = names[-1] if args.target is None else args.target
+    if target not in names:
+        return None, None, f"no column {target!r} in {args.file} (columns: {', '.join(names)})"
+    t = names.index(target)
+    y = _parse_column([row[t].strip() for row in rows])
+    features = [[float(c) if c.strip() else np.nan for i, c in enumerate(row) if i != t]
+                for row in rows]
+    return np.array(features, dtype=np.float64), y, None
+
+
 def cmd_train(args):
-    import pandas as pd
     from sklearn.model_selection import train_test_split
     from fastrnn.estimators import estimator_class
     _quiet()
-    frame = pd.read_csv(args.file)
-    target = frame.columns[-1] if args.target is None else args.target
-    if target not in frame.columns:
-        print(f"no column {target!r} in {args.file}", file=sys.stderr)
+    try:
+        X, y, error = _training_table(args)
+    except ValueError as exc:
+        error = f"cannot read {args.file}: {exc}"
+    if error:
+        print(error, file=sys.stderr)
         return 2
-    y = frame[target].to_numpy()
-    X = frame.drop(columns=[target]).to_numpy(dtype=np.float64)
     est = estimator_class(args.cell)(
         task=args.task, hidden_size=args.hidden_size, max_iter=args.epochs,
-        random_state=args.seed, n_threads=args.threads, verbose=True)
+        random_state=args.seed, n_threads=args.threads)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=args.test_size,
                                           random_state=args.seed)
-    est.fit(Xtr, ytr)
+    _fit_and_report(est, args, Xtr, ytr)
     metric = "accuracy" if est.task_ == "classification" else "R^2"
     print(f"{est.task_} on {X.shape[0]} sequences of {X.shape[1]} steps: held-out {metric} "
           f"{est.score(Xte, yte):.4f}")
@@ -210,54 +325,103 @@ def cmd_train(args):
     return 0
 
 
-def main(argv=None):
+def _common_options():
+    """Options every training command takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=int, default=None,
+                        help="OpenMP/BLAS threads (default: what the CPU quota allows; -1: all)")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="print results only: no progress, no per-epoch losses")
+    return common
+
+
+def _add_generate(sub, common):
+    gen = sub.add_parser("generate", parents=[common], formatter_class=HelpFormatter,
+                         help="learn a text file and print generated samples",
+                         description="Learn a character model of a UTF-8 text file and "
+                                     "print samples from it.")
+    gen.add_argument("file", help="UTF-8 text file to learn")
+    gen.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn"),
+                     help="recurrent cell")
+    gen.add_argument("--hidden-size", type=int, default=128, help="units per layer")
+    gen.add_argument("--epochs", type=int, default=None,
+                     help=f"passes over the text (default: about "
+                          f"{GENERATE_TRAINING_CHARS:,} characters of training, 5 to 60 passes)")
+    gen.add_argument("--learning-rate", type=float, default=0.02,
+                     help="Adam step size (high enough for words on a small corpus)")
+    gen.add_argument("--n-tokens", type=int, default=300, help="characters per sample")
+    gen.add_argument("--n-samples", type=int, default=1, help="number of samples")
+    gen.add_argument("--prompt", default="", help="text each sample continues (default: none)")
+    gen.add_argument("--temperature", type=float, default=0.6,
+                     help="sampling temperature: lower is safer, 0 is greedy")
+    gen.add_argument("--top-k", type=int, default=None,
+                     help="sample only among the k likeliest characters")
+    gen.add_argument("--top-p", type=float, default=None,
+                     help="sample only within this much probability mass (nucleus)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed for training and sampling")
+
+
+def _add_train(sub, common):
+    train = sub.add_parser("train", parents=[common], formatter_class=HelpFormatter,
+                           help="learn a CSV: one sequence per row, target column",
+                           description="Learn a CSV file: each row is one univariate "
+                                       "sequence (its numeric columns, in order) and a target. "
+                                       "A first row with any non-numeric cell is a header.")
+    train.add_argument("file", help="CSV file")
+    train.add_argument("--target", default=None,
+                       help="target column name (default: the last column; without a "
+                            "header, columns are named 0, 1, ...)")
+    train.add_argument("--no-header", action="store_true",
+                       help="the first row is data, even if it is not numeric")
+    train.add_argument("--task", default="auto", choices=("auto", "classification",
+                                                          "regression"),
+                       help="auto: classification for integer/string targets, else regression")
+    train.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn"),
+                       help="recurrent cell")
+    train.add_argument("--hidden-size", type=int, default=64, help="units per layer")
+    train.add_argument("--epochs", type=int, default=50, help="maximum passes over the data")
+    train.add_argument("--test-size", type=float, default=0.2,
+                       help="share of rows held out for the reported score")
+    train.add_argument("--seed", type=int, default=0, help="random seed")
+    train.add_argument("--save", metavar="PATH", default=None,
+                       help="save the fitted model here (.npz; load with fastrnn.load)")
+
+
+def build_parser():
+    from fastrnn import __version__
     parser = argparse.ArgumentParser(prog="fastrnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"fastrnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
 
-    demo = sub.add_parser("demo", help="train on the embedded data sets and report")
-    demo.add_argument("--task", default="all", choices=("all",) + TASKS)
-    demo.add_argument("--plot", metavar="DIR", help="write PNG plots here (needs matplotlib)")
-    demo.add_argument("--threads", type=int, default=None)
-    demo.add_argument("--verbose", action="store_true", help="per-epoch progress and losses")
+    demo = sub.add_parser("demo", parents=[common], formatter_class=HelpFormatter,
+                          help="train on the embedded data sets and report",
+                          description="Classification, forecasting, text generation and "
+                                      "captioning on data that ships with fastrnn.")
+    demo.add_argument("--task", default="all", choices=("all",) + TASKS + EXTRA_TASKS,
+                      help="which demo (all: every one but seq2seq)")
+    demo.add_argument("--plot", metavar="DIR", default=None,
+                      help="write PNG plots here (needs matplotlib)")
+    demo.add_argument("--verbose", action="store_true",
+                      help="per-epoch progress and losses (on a terminal)")
 
-    sub.add_parser("info", help="build configuration: OpenMP, BLAS kernel, threads, flags")
-
-    gen = sub.add_parser("generate", help="learn a text file and print generated samples")
-    gen.add_argument("file")
-    gen.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn"))
-    gen.add_argument("--hidden-size", type=int, default=128)
-    gen.add_argument("--epochs", type=int, default=5)
-    gen.add_argument("--n-tokens", type=int, default=300)
-    gen.add_argument("--n-samples", type=int, default=1)
-    gen.add_argument("--prompt", default="")
-    gen.add_argument("--temperature", type=float, default=0.8)
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--threads", type=int, default=None)
-
-    train = sub.add_parser("train", help="learn a CSV: one sequence per row, target column")
-    train.add_argument("file")
-    train.add_argument("--target", default=None, help="target column (default: the last)")
-    train.add_argument("--task", default="auto", choices=("auto", "classification",
-                                                          "regression"))
-    train.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn"))
-    train.add_argument("--hidden-size", type=int, default=64)
-    train.add_argument("--epochs", type=int, default=50)
-    train.add_argument("--test-size", type=float, default=0.2)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=None)
-    train.add_argument("--save", metavar="PATH", help="save the fitted model (.npz)")
-
+    sub.add_parser("info", help="build configuration: OpenMP, BLAS kernel, threads, flags",
+                   description="Print the build: OpenMP, BLAS library and kernel, threads, "
+                               "compiler flags.")
+    _add_generate(sub, common)
+    _add_train(sub, common)
     sub.add_parser("bench", help="head-to-head benchmark; 'fastrnn bench --help' for options",
                    add_help=False)
+    return parser
 
+
+def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # its options are the benchmark's own
         from fastrnn.benchmark import main as bench_main
         return bench_main(argv[1:])
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     commands = {"demo": cmd_demo, "info": cmd_info, "generate": cmd_generate,
                 "train": cmd_train}
     return commands[args.command](args)
