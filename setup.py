@@ -111,9 +111,9 @@ class BuildExt(build_ext):
 extensions = [
     Extension(
         "fastrnn._kernels",
-        sources=["fastrnn/_kernels.pyx", "csrc/rnn.c", "csrc/optim.c",
+        sources=["fastrnn/_kernels.pyx", "csrc/rnn.c", "csrc/optim.c", "csrc/bench.c",
                  "csrc/decode.c", "csrc/attention.c"],
-        depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "csrc/optim_impl.h",
+        depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "csrc/optim_impl.h", "csrc/bench.h",
                  "csrc/decode.h", "csrc/decode_impl.h", "csrc/attention.h",
                  "csrc/attention_impl.h",
                  "fastrnn/_kernels.pxd"],

@@ -1,20 +1,15 @@
-/* C-level benchmark of the recurrent kernels: no Python in the timing.
+/* Standalone C-level benchmark: the timing loops of csrc/bench.c (the same
+ * ones `fastrnn cbench` runs inside the extension) in a program with no Python
+ * at all, linked against the OpenBLAS of the scipy-openblas32 wheel (the
+ * library family SciPy uses). Built by bench/build_c_bench.sh.
  *
- * Built against csrc/ and the OpenBLAS of the scipy-openblas32 wheel (the
- * same library family SciPy uses) by bench/build_c_bench.sh. Times
- * forward-train, backward and forward-inference of one layer, and the
- * machine's SGEMM rate, and prints GFLOP/s (forward 2*G*H*(I+H) per
- * sample-step, backward 2x that).
- *
- *   bench/bin/c_bench [cell B T I H threads reps]     cell: lstm gru rnn
+ *   bench/bin/c_bench [cell B T I H threads reps]   cell: lstm gru rnn_tanh rnn_relu
  */
-#define _POSIX_C_SOURCE 200112L /* clock_gettime, rand_r */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "fastrnn.h"
+#include "bench.h"
 
 void scipy_sgemm_(char *, char *, int *, int *, int *, float *, float *, int *, float *, int *,
                   float *, float *, int *);
@@ -23,18 +18,13 @@ void scipy_dgemm_(char *, char *, int *, int *, int *, double *, double *, int *
 void scipy_openblas_set_num_threads(int);
 char *scipy_openblas_get_corename(void);
 
-static double now(void)
+static int cell_code(const char *name)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static float *randn(size_t n, unsigned *seed)
-{
-    float *x = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = (float)rand_r(seed) / RAND_MAX * 0.2f - 0.1f;
-    return x;
+    const char *names[] = {"lstm", "gru", "rnn_tanh", "rnn_relu"};
+    const int codes[] = {FR_LSTM, FR_GRU, FR_RNN_TANH, FR_RNN_RELU};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, names[i])) return codes[i];
+    return !strcmp(name, "rnn") ? FR_RNN_TANH : -1;
 }
 
 static void check(int rc, const char *what)
@@ -47,70 +37,39 @@ static void check(int rc, const char *what)
     exit(1);
 }
 
+static void report(const char *pass, double seconds, double flops, double peak)
+{
+    double gflops = flops / seconds / 1e9;
+    printf("  %-14s %8.3f ms  %6.1f GFLOP/s  %3.0f%% of SGEMM\n", pass, seconds * 1e3, gflops,
+           100 * gflops / peak);
+}
+
 int main(int argc, char **argv)
 {
     const char *cell_name = argc > 1 ? argv[1] : "lstm";
     int64_t B = argc > 2 ? atol(argv[2]) : 64, T = argc > 3 ? atol(argv[3]) : 100;
     int64_t I = argc > 4 ? atol(argv[4]) : 128, H = argc > 5 ? atol(argv[5]) : 256;
     int threads = argc > 6 ? atoi(argv[6]) : 1, reps = argc > 7 ? atoi(argv[7]) : 10;
-    int cell = !strcmp(cell_name, "gru") ? FR_GRU : !strcmp(cell_name, "rnn") ? FR_RNN_TANH
-                                                                             : FR_LSTM;
-    int64_t G = fr_gates(cell);
-    /* our kernels call BLAS from inside their own OpenMP threads */
-    scipy_openblas_set_num_threads(1);
-
+    int cell = cell_code(cell_name);
+    if (cell < 0) {
+        fprintf(stderr, "unknown cell %s (lstm, gru, rnn_tanh, rnn_relu)\n", cell_name);
+        return 2;
+    }
     fr_blas blas = {scipy_sgemm_, scipy_dgemm_};
     fr_shape s = {cell, B, T, I, H, 0, NULL};
-    unsigned seed = 1;
-    float *X = randn(B * T * I, &seed), *W_ih = randn(G * H * I, &seed);
-    float *W_hh = randn(G * H * H, &seed), *b_ih = randn(G * H, &seed), *b_hh = randn(G * H, &seed);
-    float *Y = calloc(B * T * H, sizeof(float)), *dY = randn(B * T * H, &seed);
-    float *hN = calloc(B * H, sizeof(float)), *cN = calloc(B * H, sizeof(float));
-    float *dX = calloc(B * T * I, sizeof(float)), *dW_ih = calloc(G * H * I, sizeof(float));
-    float *dW_hh = calloc(G * H * H, sizeof(float)), *db_ih = calloc(G * H, sizeof(float));
-    float *db_hh = calloc(G * H, sizeof(float)), *dh0 = calloc(B * H, sizeof(float));
-    float *dc0 = calloc(B * H, sizeof(float));
-    float *ws = malloc(fr_forward_workspace(&s, 1) * sizeof(float));
-    float *ws_inf = malloc(fr_forward_workspace(&s, 0) * sizeof(float));
-    float *bws = malloc(fr_backward_workspace(&s) * sizeof(float));
-
-    double flops = 2.0 * G * H * (I + H) * B * T;
-    double best_train = 1e30, best_back = 1e30, best_inf = 1e30;
-    for (int r = 0; r < reps; r++) {
-        double t0 = now();
-        check(fr_forward_f32(&blas, &s, X, W_ih, W_hh, b_ih, b_hh, NULL, NULL, Y, H, hN, cN, ws,
-                             1, threads), "forward (training)");
-        double t1 = now();
-        check(fr_backward_f32(&blas, &s, X, W_ih, W_hh, ws, dY, H, NULL, NULL, dX, 0, dW_ih,
-                              dW_hh, db_ih, db_hh, dh0, dc0, bws, threads), "backward");
-        double t2 = now();
-        check(fr_forward_f32(&blas, &s, X, W_ih, W_hh, b_ih, b_hh, NULL, NULL, Y, H, hN, cN,
-                             ws_inf, 0, threads), "forward (inference)");
-        double t3 = now();
-        if (t1 - t0 < best_train) best_train = t1 - t0;
-        if (t2 - t1 < best_back) best_back = t2 - t1;
-        if (t3 - t2 < best_inf) best_inf = t3 - t2;
-    }
-    /* the machine's SGEMM rate on one large product, same thread count */
-    int n = 2048;
-    float *a = randn((size_t)n * n, &seed), *c = calloc((size_t)n * n, sizeof(float));
-    float one = 1, zero = 0;
-    scipy_openblas_set_num_threads(threads);
-    double best_gemm = 1e30;
-    for (int r = 0; r < 3; r++) {
-        double t0 = now();
-        scipy_sgemm_("N", "N", &n, &n, &n, &one, a, &n, a, &n, &zero, c, &n);
-        if (now() - t0 < best_gemm) best_gemm = now() - t0;
-    }
-    double peak = 2.0 * n * n * n / best_gemm / 1e9;
+    fr_layer_times t;
+    double gemm_seconds;
+    scipy_openblas_set_num_threads(1); /* the kernels call BLAS from their own threads */
+    check(fr_bench_layer(&blas, &s, threads, reps, &t), "layer");
+    scipy_openblas_set_num_threads(threads); /* the GEMM rate at the same thread count */
+    check(fr_bench_sgemm(&blas, 2048, 3, &gemm_seconds), "sgemm");
+    double peak = 2.0 * 2048 * 2048 * 2048 / gemm_seconds / 1e9;
+    double flops = 2.0 * fr_gates(cell) * H * (I + H) * B * T;
     printf("%s B=%ld T=%ld I=%ld H=%ld threads=%d (OpenBLAS %s, SGEMM %.1f GFLOP/s)\n",
            cell_name, (long)B, (long)T, (long)I, (long)H, threads,
            scipy_openblas_get_corename(), peak);
-    printf("  forward-train  %8.3f ms  %6.1f GFLOP/s  %3.0f%% of SGEMM\n", best_train * 1e3,
-           flops / best_train / 1e9, 100 * flops / best_train / 1e9 / peak);
-    printf("  backward       %8.3f ms  %6.1f GFLOP/s  %3.0f%% of SGEMM\n", best_back * 1e3,
-           2 * flops / best_back / 1e9, 100 * 2 * flops / best_back / 1e9 / peak);
-    printf("  forward-infer  %8.3f ms  %6.1f GFLOP/s  %3.0f%% of SGEMM\n", best_inf * 1e3,
-           flops / best_inf / 1e9, 100 * flops / best_inf / 1e9 / peak);
+    report("forward-train", t.forward_train, flops, peak);
+    report("backward", t.backward, 2 * flops, peak);
+    report("forward-infer", t.forward_infer, flops, peak);
     return 0;
 }

@@ -36,7 +36,8 @@ enum fr_status {
     FR_OK = 0,
     FR_ERR_ARG = -1,      /* a null pointer, unknown cell or non-positive size */
     FR_ERR_TOO_LARGE = -2, /* a GEMM argument would not fit BLAS's 32-bit int */
-    FR_ERR_NOMEM = -3      /* the kernel's own scratch (packed weights) could not be allocated */
+    FR_ERR_NOMEM = -3,     /* the kernel's own scratch (packed weights) could not be allocated */
+    FR_STOPPED = -4        /* fr_request_stop() ended the call early; its outputs are not valid */
 };
 
 /* One layer, one direction. lengths (B) may be NULL (every sample has T steps);
@@ -157,6 +158,24 @@ void fr_tanh_f32(const float *x, float *y, int64_t n);
 /* 1 when built with OpenMP, and the thread count OpenMP would use. */
 int fr_openmp_enabled(void);
 int fr_max_threads(void);
+/* The thread count every kernel's OpenMP region starts from: n_threads
+ * (<= 0: OpenMP's default) clamped to [1, the processors this process may
+ * run on], and 1 after fr_fork_child(). */
+int fr_threads(int n_threads);
+/* Call in the child of a fork: GNU libgomp's thread pool does not survive
+ * fork (a parallel region would wait forever for the parent's threads), so
+ * every later kernel call in this process runs on the calling thread alone. */
+void fr_fork_child(void);
+
+/* Stopping a long call (Ctrl-C). fr_request_stop() is async-signal-safe: a
+ * signal handler may call it. A kernel called from a thread that has called
+ * fr_watch_stop(1) checks the request once per time step and returns
+ * FR_STOPPED; kernels on other threads ignore it. fr_clear_stop() withdraws
+ * the request. */
+void fr_request_stop(void);
+void fr_clear_stop(void);
+void fr_watch_stop(int on);
+int fr_should_stop(void);
 /* 1 when the recurrent steps run the packed W_hh micro-kernels, 0: BLAS. */
 int fr_packed_enabled(void);
 

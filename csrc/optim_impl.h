@@ -4,7 +4,9 @@
 double FR_(fr_sumsq)(const real *x, int64_t n, int n_threads)
 {
     double total = 0;
-#pragma omp parallel for reduction(+:total) num_threads(n_threads > 0 ? n_threads : 1) schedule(static) if (n_threads > 1 && n >= FR_OPTIM_PAR_MIN)
+    const int nth = fr_threads(n_threads);
+    (void)nth; /* only read by OpenMP pragmas */
+#pragma omp parallel for reduction(+:total) num_threads(nth) schedule(static) if (nth > 1 && n >= FR_OPTIM_PAR_MIN)
     for (int64_t i = 0; i < n; i++) total += (double)x[i] * (double)x[i];
     return total;
 }
@@ -15,7 +17,7 @@ int FR_(fr_optim_step)(const fr_optim *o, int64_t n, real *w, const real *g, rea
     if (!o || !w || !g || n < 0) return FR_ERR_ARG;
     const real lr = (real)o->lr, l2 = (real)o->l2, gs = (real)o->grad_scale;
     const real eps = (real)o->eps;
-    const int nth = n_threads > 0 ? n_threads : 1;
+    const int nth = fr_threads(n_threads);
     (void)nth; /* only read by OpenMP pragmas */
     switch (o->solver) {
     case FR_SGD: {

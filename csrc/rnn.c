@@ -3,6 +3,7 @@
 #include "fastrnn.h"
 
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <math.h>
 #include <string.h>
@@ -107,18 +108,67 @@ static int fr_team(void)
 #endif
 }
 
-/* Threads for one layer call: as asked (or OpenMP's default), one when the
- * work is too small to share (see FR_PAR_MIN_MACS), never more than there
- * are unit slices. */
+/* Set in a fork child (fr_fork_child): no OpenMP team may start there. */
+static volatile int fr_serial_only;
+
+void fr_fork_child(void)
+{
+    fr_serial_only = 1;
+}
+
+int fr_threads(int n_threads)
+{
+#ifdef _OPENMP
+    if (fr_serial_only) return 1;
+    int n = n_threads > 0 ? n_threads : omp_get_max_threads();
+    int cap = omp_get_num_procs(); /* the CPUs of this process's affinity mask */
+    n = n < cap ? n : cap;
+    return n > 1 ? n : 1;
+#else
+    (void)n_threads;
+    return 1;
+#endif
+}
+
+/* Threads for one layer call: fr_threads(n_threads), one when the work is
+ * too small to share (see FR_PAR_MIN_MACS), never more than there are unit
+ * slices. */
 static int fr_team_size(int n_threads, int64_t B, int64_t H, int64_t G, int64_t I,
                         size_t real_size)
 {
-    int n = n_threads > 0 ? n_threads : fr_max_threads();
+    int n = fr_threads(n_threads);
     int64_t macs = B * G * H * (H + I);
     if (macs < FR_PAR_MIN_MACS && (size_t)(G * H * H) * real_size < FR_PAR_MIN_WEIGHT_BYTES)
         return 1;
     int64_t slices = (H + FR_UNIT_ALIGN - 1) / FR_UNIT_ALIGN;
     return n > slices ? (int)slices : n;
+}
+
+/* Stop requests: a flag a signal handler may set, obeyed only by kernels
+ * called from a thread that watches it (the binding watches on Python's main
+ * thread, where Ctrl-C raises KeyboardInterrupt). */
+#if defined(_MSC_VER)
+#define FR_THREAD_LOCAL __declspec(thread)
+#else
+#define FR_THREAD_LOCAL __thread
+#endif
+static volatile sig_atomic_t fr_stop_flag;
+static FR_THREAD_LOCAL int fr_watching;
+
+void fr_request_stop(void) { fr_stop_flag = 1; }
+void fr_clear_stop(void) { fr_stop_flag = 0; }
+void fr_watch_stop(int on) { fr_watching = on; }
+int fr_should_stop(void) { return fr_watching && fr_stop_flag; }
+
+/* Whether a team leaves its step loop before step `step`. Every thread must
+ * agree (one leaving alone would strand the others at the next barrier), so
+ * thread 0, the kernel's caller, samples the request into slot (step+1) % 2
+ * and all read slot step % 2, written a barrier ago: with one barrier or more
+ * between consecutive calls, no slot is written while another thread reads it. */
+static int fr_team_stop(volatile int *slots, int64_t step)
+{
+    if (fr_thread_id() == 0) slots[(step + 1) & 1] = fr_should_stop();
+    return slots[step & 1];
 }
 
 /* [lo, hi) of n items for thread tid of nt, slice starts aligned to align. */
@@ -271,6 +321,7 @@ static inline float fr_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
+    n = n == n ? n : 0; /* NaN: any exponent (p is NaN); converting NaN to int is undefined */
     int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);

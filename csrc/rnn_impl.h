@@ -406,6 +406,7 @@ typedef struct {
     FR_(forward_ws) w;
     real *packed;   /* W_hh in panels, or NULL: the steps call BLAS */
     int nth;
+    volatile int *stop; /* fr_team_stop's slots */
 } FR_(forward_call);
 
 static int FR_(forward_check)(const fr_blas *blas, const fr_shape *s, const real *X,
@@ -536,6 +537,7 @@ static void FR_(forward_team)(const FR_(forward_call) *f)
 #endif
 #pragma omp barrier
     for (int64_t step = 0; step < s->steps; step++) {
+        if (fr_team_stop(f->stop, step)) break;
         FR_(forward_step)(f, step, j0, j1, panels);
 #pragma omp barrier
     }
@@ -551,6 +553,8 @@ int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const
     const int64_t G = fr_gates(s->cell), H = s->hidden;
     FR_(forward_call) f = {blas, s, X, W_ih, W_hh, b_ih, b_hh, Y, hN, cN, ldy, training,
                            training ? s->steps * H : H};
+    volatile int stop[2] = {0, 0};
+    f.stop = stop;
     FR_(point_forward_ws)(&f.w, s, training, ws);
     f.nth = fr_team_size(n_threads, s->batch, H, G, s->inputs, sizeof(real));
     FR_(forward_init_state)(&f, h0, c0);
@@ -559,7 +563,7 @@ int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const
 #pragma omp parallel num_threads(f.nth) if (f.nth > 1)
     FR_(forward_team)(&f);
     free(f.packed);
-    return FR_OK;
+    return fr_should_stop() ? FR_STOPPED : FR_OK;
 }
 
 /* ----- backward ------------------------------------------------------------------ */
@@ -593,6 +597,7 @@ typedef struct {
     FR_(backward_ws) w;
     real *packed;       /* W_hh in backward panels, or NULL: BLAS */
     int nth;
+    volatile int *stop; /* fr_team_stop's slots */
 } FR_(backward_call);
 
 static int FR_(backward_check)(const fr_blas *blas, const fr_shape *s, const real *X,
@@ -701,6 +706,7 @@ static void FR_(backward_team)(const FR_(backward_call) *bc)
     if (panels) FR_(pack_backward)(bc->W_hh, H, GH, j0, j1, panels);
 #endif
     for (int64_t step = T - 1; step >= 0; step--) {
+        if (fr_team_stop(bc->stop, step)) break;
         const int64_t t = s->reverse ? T - 1 - step : step;
         for (int64_t b = 0; b < s->batch && j1 > j0; b++) FR_(backward_row)(bc, b, t, j0, j1);
 #pragma omp barrier
@@ -722,6 +728,8 @@ int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, cons
     const int64_t G = fr_gates(s->cell), H = s->hidden;
     FR_(backward_call) bc = {blas, s, X, W_ih, W_hh, dY, ldy, dX, accumulate_dx,
                              dW_ih, dW_hh, db_ih, db_hh, dh0, dc0};
+    volatile int stop[2] = {0, 0};
+    bc.stop = stop;
     /* the forward regions are only read; one pointer type serves both passes */
     FR_(point_forward_ws)(&bc.fw, s, 1, (real *)ws);
     FR_(point_backward_ws)(&bc.w, s, bws);
@@ -733,7 +741,7 @@ int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, cons
 #pragma omp parallel num_threads(bc.nth) if (bc.nth > 1)
     FR_(backward_team)(&bc);
     free(bc.packed);
-    return FR_OK;
+    return fr_should_stop() ? FR_STOPPED : FR_OK;
 }
 
 /* ----- generation ---------------------------------------------------------------- */
@@ -797,6 +805,7 @@ typedef struct {
     int64_t ih_size, layer_stride;
     int nth;
     int cur; /* which of the two state buffers holds the current state */
+    volatile int *stop; /* fr_team_stop's slots */
 } FR_(generate_call);
 
 static int FR_(generate_check)(const fr_blas *blas, const fr_generator *g,
@@ -982,6 +991,7 @@ static void FR_(generate_team)(FR_(generate_call) *gc)
     real *my_y = gc->sc.thread_rows + tid * 2 * H, *my_aux = my_y + H;
     const real *head_panels = FR_(generate_pack)(gc, j0, j1, o0, o1);
     for (int64_t step = 0; step < gc->n_prompt - 1 + gc->n_new; step++) {
+        if (fr_team_stop(gc->stop, step)) break;
 #pragma omp single
         FR_(generate_embed)(gc, step);
         const real *layer_in = gc->w.x;
@@ -1009,6 +1019,8 @@ int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampli
     if (rc != FR_OK) return rc;
     const int64_t H = g->hidden, V = g->n_outputs > 1 ? g->n_outputs : 2;
     FR_(generate_call) gc = {blas, g, opt, n, n_prompt, n_new, prompt, out};
+    volatile int stop[2] = {0, 0};
+    gc.stop = stop;
     FR_(point_generate_ws)(&gc.w, g, n, ws);
     gc.nth = fr_team_size(n_threads, n, H, fr_gates(g->cell), g->embed_dim, sizeof(real));
     if ((rc = FR_(alloc_generate_scratch)(&gc.sc, V, n, gc.nth, H)) != FR_OK) return rc;
@@ -1021,5 +1033,5 @@ int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampli
     FR_(generate_team)(&gc);
     free(gc.sc.mem);
     free(gc.packed);
-    return FR_OK;
+    return fr_should_stop() ? FR_STOPPED : FR_OK;
 }

@@ -9,6 +9,7 @@ from fastrnn.estimators import (  # noqa: E402
 from fastrnn.forecaster import Forecaster, make_windows  # noqa: E402
 from fastrnn.generator import SequenceGenerator  # noqa: E402
 from fastrnn.layers import GRU, LSTM, RNN  # noqa: E402
+from fastrnn.persistence import ModelFileError  # noqa: E402
 from fastrnn.preprocessing import SequenceScaler  # noqa: E402
 from fastrnn.seq2seq import Seq2Seq  # noqa: E402
 
@@ -16,6 +17,6 @@ __all__ = [
     "__version__", "show_config", "build_info", "load", "LSTM", "GRU", "RNN",
     "FastLSTM", "FastGRU", "FastRNN", "FastLSTMClassifier", "FastLSTMRegressor",
     "FastGRUClassifier", "FastGRURegressor", "FastRNNClassifier", "FastRNNRegressor",
-    "TrainingDivergedError", "SequenceGenerator", "Forecaster", "make_windows",
-    "SequenceScaler", "Seq2Seq",
+    "TrainingDivergedError", "ModelFileError", "SequenceGenerator", "Forecaster",
+    "make_windows", "SequenceScaler", "Seq2Seq",
 ]

@@ -7,8 +7,11 @@ mini-batch _train_batch: forward, loss, divergence guard, backward, optimizer
 step) and _end_epoch (curves, validation score, early stopping counter, the
 learning-rate schedule).
 """
+import signal
+import threading
 import time
 import warnings
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -22,7 +25,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
-from fastrnn import _data, persistence
+from fastrnn import _data, _kernels, persistence
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
 from fastrnn.layers import as_float_dtype
 from fastrnn.losses import LOSSES
@@ -30,10 +33,37 @@ from fastrnn.network import Network
 from fastrnn.optim import SCHEDULES, SOLVERS, LearningRateSchedule, Optimizer
 
 PREDICT_BATCH = 1024  # samples per forward pass in predict: bounded memory on large X
+# An epoch whose mean loss is this many times the loss of a constant prediction
+# (uniform class probabilities, or the mean of the standardised targets) has
+# diverged, even while every number is still finite.
+DIVERGED_LOSS_FACTOR = 100
 
 
 class TrainingDivergedError(FloatingPointError):
     """The training loss became NaN or inf."""
+
+
+class _RealInterval(Interval):
+    """A real Interval without NaN (scikit-learn's lets NaN through: every
+    comparison with NaN is False)."""
+
+    def __contains__(self, val):
+        return not (isinstance(val, Real) and np.isnan(val)) and super().__contains__(val)
+
+
+@contextmanager
+def _ctrl_c_deferred():
+    """SIGINT held back inside the block and delivered when it ends (on the
+    main thread of a POSIX system; elsewhere Ctrl-C does not reach us)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _positive_int(optional=False):
@@ -44,9 +74,11 @@ class _TrainingSet:
     """One fit call's prepared data: X (SequenceData), target rows, the row ->
     sample map, per-row weights, and the loss and thread count to train with."""
 
-    def __init__(self, data, target, rows, weights, loss_fn, n_threads):
+    def __init__(self, data, target, rows, weights, loss_fn, n_threads, constant_loss=None):
         self.data, self.target, self.rows, self.weights = data, target, rows, weights
         self.loss_fn, self.n_threads = loss_fn, n_threads
+        # per row, of a constant prediction (None: no blow-up check of the epoch loss)
+        self.constant_loss = constant_loss
 
 
 class BaseFastRNN(BaseEstimator):
@@ -61,26 +93,26 @@ class BaseFastRNN(BaseEstimator):
 
     _parameter_constraints = {
         "hidden_size": _positive_int(), "num_layers": _positive_int(),
-        "bidirectional": ["boolean"], "dropout": [Interval(Real, 0, 1, closed="left")],
+        "bidirectional": ["boolean"], "dropout": [_RealInterval(Real, 0, 1, closed="left")],
         "embedding_dim": _positive_int(optional=True),
         "vocab_size": _positive_int(optional=True),
         "per_step": [StrOptions({"auto"}), "boolean"],
         "solver": [StrOptions(set(SOLVERS))], "learning_rate": [StrOptions(set(SCHEDULES))],
-        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-        "lr_decay": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate_init": [_RealInterval(Real, 0, None, closed="neither")],
+        "lr_decay": [_RealInterval(Real, 0, None, closed="neither")],
         "lr_decay_every": _positive_int(),
-        "momentum": [Interval(Real, 0, 1, closed="both")], "nesterovs_momentum": ["boolean"],
-        "beta_1": [Interval(Real, 0, 1, closed="left")],
-        "beta_2": [Interval(Real, 0, 1, closed="left")],
-        "epsilon": [Interval(Real, 0, None, closed="neither")],
-        "rho": [Interval(Real, 0, 1, closed="left")],
+        "momentum": [_RealInterval(Real, 0, 1, closed="both")], "nesterovs_momentum": ["boolean"],
+        "beta_1": [_RealInterval(Real, 0, 1, closed="left")],
+        "beta_2": [_RealInterval(Real, 0, 1, closed="left")],
+        "epsilon": [_RealInterval(Real, 0, None, closed="neither")],
+        "rho": [_RealInterval(Real, 0, 1, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "max_iter": _positive_int(), "shuffle": ["boolean"],
-        "alpha": [Interval(Real, 0, None, closed="left")],
-        "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "alpha": [_RealInterval(Real, 0, None, closed="left")],
+        "clip_norm": [_RealInterval(Real, 0, None, closed="neither"), None],
         "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": _positive_int(), "tol": [Interval(Real, 0, None, closed="left")],
+        "validation_fraction": [_RealInterval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": _positive_int(), "tol": [_RealInterval(Real, 0, None, closed="left")],
         "warm_start": ["boolean"], "random_state": ["random_state", np.random.Generator],
         "verbose": ["verbose"],
         "n_threads": [None, Options(Integral, {-1}), Interval(Integral, 1, None, closed="left")],
@@ -205,7 +237,8 @@ class BaseFastRNN(BaseEstimator):
         return (values - self.y_mean_) / self.y_scale_, rows
 
     def _sample_weights(self, sample_weight, target, rows, n):
-        sw = _check_sample_weight(sample_weight, np.empty((n, 1)), dtype=np.float64)
+        sw = _check_sample_weight(sample_weight, np.empty((n, 1)), dtype=np.float64,
+                                  ensure_non_negative=True)
         if self.task_ == "classification" and self.class_weight is not None:
             per_row = compute_sample_weight(self.class_weight, self.classes_[target])
             return sw[rows] * per_row
@@ -295,6 +328,8 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         first = not (hasattr(self, "model_") and (incremental or self.warm_start))
         if first:
             self._forget_fit()
+        else:
+            self._check_same_network()
         data = self._prepare_X(X, reset=first)
         if conditions is not None:
             data.conditions = self._check_conditions(conditions, len(data))
@@ -310,13 +345,32 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         self._optimizer.schedule.configure(self.learning_rate, self.learning_rate_init,
                                            self.lr_decay, self.lr_decay_every, self.tol)
         train = _TrainingSet(data, target, rows, weights, LOSSES[self._loss_name()],
-                             resolve_n_threads(self.n_threads))
+                             resolve_n_threads(self.n_threads),
+                             self._constant_prediction_loss(weights))
         train_idx, val_idx = np.arange(len(data)), None
         if self.early_stopping and not incremental:
             train_idx, val_idx = self._validation_split(len(data), target)
         self._run_epochs(train, train_idx, val_idx, 1 if incremental else self.max_iter,
                          incremental)
         return self
+
+    def _check_same_network(self):
+        """warm_start and partial_fit continue the fitted network: a parameter
+        that shapes it must not have changed since it was built."""
+        config, tokens = self.model_.config, self.embedding_dim is not None
+        wanted = {"hidden_size": self.hidden_size, "num_layers": self.num_layers,
+                  "bidirectional": bool(self.bidirectional),
+                  "nonlinearity": self.nonlinearity if self._cell == "rnn" else "tanh"}
+        changed = [name for name, value in wanted.items() if config[name] != value]
+        if as_float_dtype(self.dtype) != self.model_.dtype:
+            changed.append("dtype")
+        if tokens != (config["vocab_size"] is not None) or (
+                tokens and config["input_size"] != self.embedding_dim):
+            changed.append("embedding_dim")
+        if changed:
+            raise ValueError(f"{', '.join(changed)} changed since the network was fitted: "
+                             "warm_start and partial_fit continue that network; set "
+                             "warm_start=False (or fit a new estimator) to train a new one")
 
     def _forget_fit(self):
         self._rng = np.random.default_rng(self.random_state)
@@ -366,20 +420,10 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
     # ----- the training loop -------------------------------------------------------------
     def _run_epochs(self, train, train_idx, val_idx, epochs, incremental):
         self._no_improvement_count = 0
-        stopped_early = False
         with single_threaded_blas():
-            for _ in range(epochs):
-                started = time.perf_counter()
-                epoch_loss = self._train_epoch(train, train_idx)
-                if epoch_loss is None:  # interrupted: the last finished epoch stays
-                    return
-                self._end_epoch(epoch_loss, train, val_idx, started)
-                if not incremental and self._no_improvement_count >= self.n_iter_no_change:
-                    stopped_early = True
-                    if self.verbose:
-                        print(f"no improvement of more than tol={self.tol} for "
-                              f"{self.n_iter_no_change} epochs: stopping")
-                    break
+            stopped_early = self._epoch_loop(train, train_idx, val_idx, epochs, incremental)
+        if stopped_early is None:  # interrupted: the last finished epoch stays
+            return
         if val_idx is not None and hasattr(self, "_best_params"):
             self.model_.flat_params[:] = self._best_params
             del self._best_params
@@ -387,11 +431,45 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             warnings.warn(f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached "
                           "and the optimization hasn't converged yet.", ConvergenceWarning)
 
-    def _train_epoch(self, train, train_idx):
-        """One pass over train_idx in mini-batches; the mean loss, or None when
-        interrupted (Ctrl-C), with the weights of the last finished epoch back."""
-        net = self.model_
-        snapshot = net.flat_params.copy()  # the weights of the last finished epoch
+    def _epoch_loop(self, train, train_idx, val_idx, epochs, incremental):
+        """The epochs; returns whether early stopping ended them, or None after
+        a Ctrl-C, wherever it came (training, validation scoring, between
+        epochs): an epoch under way is undone, a finished one is kept whole."""
+        checkpoint = None  # while an epoch is under way: what a Ctrl-C returns to
+        try:
+            for _ in range(epochs):
+                started = time.perf_counter()
+                checkpoint = self._checkpoint()
+                epoch_loss = self._train_epoch(train, train_idx, checkpoint)
+                val_score = None if val_idx is None else self._validation_score(train, val_idx)
+                with _ctrl_c_deferred():  # the epoch is recorded whole, or not at all
+                    self._end_epoch(epoch_loss, val_score, started)
+                    checkpoint = None
+                if not incremental and self._no_improvement_count >= self.n_iter_no_change:
+                    if self.verbose:
+                        print(f"no improvement of more than tol={self.tol} for "
+                              f"{self.n_iter_no_change} epochs: stopping")
+                    return True
+            return False
+        except KeyboardInterrupt:
+            if checkpoint is not None:
+                self._restore(checkpoint)
+            warnings.warn(f"fit interrupted in epoch {self.n_iter_ + 1}; keeping the weights "
+                          "of the last finished epoch", RuntimeWarning)
+            return None
+
+    def _checkpoint(self):
+        """What a Ctrl-C or a divergence returns to: the weights, the optimizer's
+        state and the step count of the last finished epoch."""
+        return self.model_.flat_params.copy(), self._optimizer.state(), self.t_
+
+    def _restore(self, checkpoint):
+        params, optimizer_state, self.t_ = checkpoint
+        self.model_.flat_params[:] = params
+        self._optimizer.restore(optimizer_state)
+
+    def _train_epoch(self, train, train_idx, checkpoint):
+        """One pass over train_idx in mini-batches; the mean loss."""
         lr = self._optimizer.schedule.rate(self.n_iter_)
         order = self._rng.permutation(train_idx) if self.shuffle else train_idx
         batch = self._batch_size(len(train_idx))
@@ -402,27 +480,34 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         try:
             for b in range(n_batches):
                 idx = order[b * batch:(b + 1) * batch]
-                loss = self._train_batch(train, idx, lr, snapshot)
+                loss = self._train_batch(train, idx, lr, checkpoint)
                 total += loss * len(idx)
                 count += len(idx)
                 bar.update()
                 bar.set_postfix(loss=f"{total / count:.4g}")
-        except KeyboardInterrupt:
+        finally:
             bar.close()
-            net.flat_params[:] = snapshot
-            warnings.warn(f"fit interrupted in epoch {self.n_iter_ + 1}; keeping the "
-                          "weights of the last finished epoch", RuntimeWarning)
-            return None
-        bar.close()
-        return total / count
+        epoch_loss = total / count
+        if train.constant_loss is not None:
+            self._check_divergence("epoch loss", epoch_loss, checkpoint,
+                                   limit=DIVERGED_LOSS_FACTOR * train.constant_loss)
+        return epoch_loss
 
-    def _train_batch(self, train, idx, lr, snapshot):
+    def _constant_prediction_loss(self, weights):
+        """The loss per row of uniform class probabilities, or of predicting
+        the mean of the standardised targets (variance 1 per output)."""
+        per_row = (np.log(len(self.classes_)) if self.task_ == "classification"
+                   else 0.5 * self.n_outputs_)
+        return per_row * float(np.mean(weights))
+
+    def _train_batch(self, train, idx, lr, checkpoint):
         """Forward, loss, backward and one optimizer step on samples idx;
         returns the batch loss (mean over rows, plus the L2 penalty)."""
         loss_sum, n_rows = self._batch_loss_and_grad(train, idx)
         loss = loss_sum / n_rows + self._l2_penalty(len(idx))
-        self._check_divergence(loss, snapshot)
-        self._apply_gradient(lr, n_rows, len(idx), train.n_threads)
+        self._check_divergence("loss", loss, checkpoint)
+        norm = self._apply_gradient(lr, n_rows, len(idx), train.n_threads)
+        self._check_step(norm, checkpoint, train.n_threads)
         return loss
 
     def _batch_loss_and_grad(self, train, idx):
@@ -450,12 +535,22 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
 
     def _apply_gradient(self, lr, n_rows, batch_size, n_threads):
         """One step of _optimizer with model_.flat_grads, the gradient of a
-        loss summed over n_rows rows of batch_size samples."""
+        loss summed over n_rows rows of batch_size samples; returns the
+        gradient's norm (for _check_step)."""
         net = self.model_
         self.t_ += 1
-        self._optimizer.step(net.flat_params, net.flat_grads, lr, l2=self.alpha / batch_size,
-                             grad_scale=1.0 / n_rows, clip_norm=self.clip_norm,
-                             decay_mask=net.decay_mask, n_threads=n_threads)
+        return self._optimizer.step(net.flat_params, net.flat_grads, lr,
+                                    l2=self.alpha / batch_size, grad_scale=1.0 / n_rows,
+                                    clip_norm=self.clip_norm, decay_mask=net.decay_mask,
+                                    n_threads=n_threads)
+
+    def _check_step(self, grad_norm, checkpoint, n_threads):
+        """The divergence guard after an optimizer step: the gradient norm and
+        the weights must be finite."""
+        self._check_divergence("gradient norm", grad_norm, checkpoint)
+        self._check_divergence("sum of squared weights",
+                               _kernels.sumsq(x=self.model_.flat_params, n_threads=n_threads),
+                               checkpoint)
 
     def _l2_penalty(self, batch_size):
         if not self.alpha:
@@ -471,28 +566,28 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         d_out[mask] = d_rows
         return d_out.reshape(out_shape)
 
-    def _check_divergence(self, loss, snapshot):
-        """The divergence guard: a NaN or inf loss restores the weights of the
-        last finished epoch and raises TrainingDivergedError."""
-        if np.isfinite(loss):
+    def _check_divergence(self, what, value, checkpoint, limit=np.inf):
+        """The divergence guard: a NaN or inf loss, gradient or weight (or an
+        epoch loss above limit) restores the checkpoint (the weights and
+        optimizer state of the last finished epoch) and raises
+        TrainingDivergedError."""
+        if np.isfinite(value) and value <= limit:
             return
-        self.model_.flat_params[:] = snapshot
+        self._restore(checkpoint)
         raise TrainingDivergedError(
-            f"the training loss became {loss} in epoch {self.n_iter_ + 1}: "
+            f"the training {what} became {value} in epoch {self.n_iter_ + 1}: "
             "training diverged. Lower learning_rate_init (now "
             f"{self.learning_rate_init}), set clip_norm (now "
             f"{self.clip_norm}), or scale X; the model keeps the weights "
             "of the last finished epoch.")
 
-    def _end_epoch(self, epoch_loss, train, val_idx, started):
-        """Curves, validation score, early-stopping count, the schedule, and
-        the verbose line of a finished epoch."""
+    def _end_epoch(self, epoch_loss, val_score, started):
+        """Curves, early-stopping count, the schedule, and the verbose line of
+        a finished epoch (val_score: None without validation data)."""
         self.loss_curve_.append(epoch_loss)
         self.n_iter_ += 1
         message = f"epoch {self.n_iter_}: loss {epoch_loss:.6g}"
-        val_score = None
-        if val_idx is not None:
-            val_score = self._validation_score(train, val_idx)
+        if val_score is not None:
             self.validation_scores_.append(val_score)
             message += f", validation score {val_score:.6g}"
         self._update_no_improvement_count(epoch_loss, val_score)
@@ -565,11 +660,11 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         e = np.exp(z)
         return e / e.sum(axis=-1, keepdims=True)
 
-    @staticmethod
-    def _unpad(values, data, X):
+    def _unpad(self, values, data, X):
         """Per-step predictions: a list of per-sample arrays when X was a list
-        of different lengths, else the padded array."""
-        if data.lengths is not None and _data.is_ragged(X):
+        of different lengths, else the padded array. Per-sequence predictions
+        stay one row per sample."""
+        if self.per_step_ and data.lengths is not None and _data.is_ragged(X):
             return [v[:L] for v, L in zip(values, data.lengths)]
         return values
 

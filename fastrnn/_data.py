@@ -169,7 +169,8 @@ def detect_per_step(y, per_step, task, data):
     """Whether y holds one target per time step (per_step="auto") or as set."""
     if per_step != "auto":
         return bool(per_step)
-    if is_ragged(y) or (isinstance(y, (list, tuple)) and data.lengths is not None):
+    if is_ragged(y) or (isinstance(y, (list, tuple)) and data.lengths is not None
+                        and len(y) > 0 and np.ndim(y[0]) > 0):  # a list of sequences
         return True
     y = np.asarray(y)
     if y.ndim == 3:
@@ -252,6 +253,14 @@ def as_value_rows(flat):
 
 
 def fit_scaling(values):
-    """Per-output mean and scale (standard deviation, 1 where constant)."""
-    scale = values.std(axis=0)
-    return values.mean(axis=0), np.where(scale > 0, scale, 1.0)
+    """Per-column mean and scale (standard deviation, 1 where constant) of
+    finite values (rows, columns). Values near the float64 limit (1e300)
+    overflow the plain sums: those columns are computed in units of their
+    largest magnitude."""
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        mean, scale = values.mean(axis=0), values.std(axis=0)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
+        peak = np.max(np.abs(values), axis=0)
+        peak = np.where(peak > 0, peak, 1.0)
+        mean, scale = (values / peak).mean(axis=0) * peak, (values / peak).std(axis=0) * peak
+    return mean, np.where(scale > 0, scale, 1.0)

@@ -12,7 +12,7 @@ cdef extern from "fastrnn.h" nogil:
 
     enum:
         FR_LSTM, FR_GRU, FR_RNN_TANH, FR_RNN_RELU
-        FR_OK, FR_ERR_ARG, FR_ERR_TOO_LARGE, FR_ERR_NOMEM
+        FR_OK, FR_ERR_ARG, FR_ERR_TOO_LARGE, FR_ERR_NOMEM, FR_STOPPED
 
     ctypedef struct fr_shape:
         int cell
@@ -53,6 +53,12 @@ cdef extern from "fastrnn.h" nogil:
     int fr_openmp_enabled()
     int fr_packed_enabled()
     int fr_max_threads()
+    int fr_threads(int n_threads)
+    void fr_fork_child()
+    void fr_request_stop()
+    void fr_clear_stop()
+    void fr_watch_stop(int on)
+    int fr_should_stop()
 
     enum:
         FR_SGD, FR_RMSPROP, FR_ADAGRAD, FR_ADAM
@@ -163,3 +169,11 @@ cdef extern from "attention.h" nogil:
                               double *dM, double *dW_a, double *dW_c, double *db_c,
                               double *d_pre, double *d_feat, double *dQ, double *dS,
                               int n_threads)
+
+cdef extern from "bench.h" nogil:
+    ctypedef struct fr_layer_times:
+        double forward_train, backward, forward_infer
+
+    int fr_bench_layer(const fr_blas *blas, const fr_shape *s, int n_threads, int reps,
+                       fr_layer_times *out)
+    int fr_bench_sgemm(const fr_blas *blas, int64_t n, int reps, double *seconds)

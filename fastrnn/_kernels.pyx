@@ -6,8 +6,12 @@ build time), checks dtypes, shapes and contiguity once per call, and releases
 the GIL around every kernel. Callers are the engine modules (fastrnn.layers);
 users do not call these functions directly.
 """
+import signal
+import threading
+
 import numpy as np
 cimport numpy as cnp
+from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport sgemm, dgemm
@@ -28,6 +32,80 @@ cdef extern from *:
     """
     const char *FASTRNN_COMPILE_ARGS
 
+# Ctrl-C during a kernel. The kernels run with the GIL released, and Python
+# runs its signal handlers only when the main thread takes the GIL back, so a
+# long call would ignore Ctrl-C until it ends. For the duration of a call on
+# the main thread, a C SIGINT handler asks the kernel to stop
+# (fr_request_stop: the kernel checks once per time step and returns
+# FR_STOPPED) and passes the signal on to the handler it replaced (Python's,
+# which then raises KeyboardInterrupt when the binding holds the GIL again).
+cdef extern from *:
+    """
+    #if defined(__unix__) || defined(__APPLE__)
+    #include <signal.h>
+    #include <string.h>
+    static struct sigaction fr_replaced_sigint;
+    static void fr_on_sigint(int sig, siginfo_t *info, void *context)
+    {
+        fr_request_stop();
+        if (fr_replaced_sigint.sa_flags & SA_SIGINFO)
+            fr_replaced_sigint.sa_sigaction(sig, info, context);
+        else if (fr_replaced_sigint.sa_handler != SIG_DFL &&
+                 fr_replaced_sigint.sa_handler != SIG_IGN)
+            fr_replaced_sigint.sa_handler(sig);
+    }
+    static int fr_sigint_begin(void) /* 1: installed (undo with fr_sigint_end) */
+    {
+        struct sigaction sa;
+        if (sigaction(SIGINT, NULL, &fr_replaced_sigint) != 0) return 0;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = fr_on_sigint;
+        sa.sa_flags = SA_SIGINFO | (fr_replaced_sigint.sa_flags & SA_ONSTACK);
+        sigemptyset(&sa.sa_mask);
+        fr_clear_stop();
+        if (sigaction(SIGINT, &sa, NULL) != 0) return 0;
+        fr_watch_stop(1);
+        return 1;
+    }
+    static void fr_sigint_end(void)
+    {
+        fr_watch_stop(0);
+        sigaction(SIGINT, &fr_replaced_sigint, NULL);
+        fr_clear_stop();
+    }
+    #else /* no sigaction: kernels run to their end */
+    static int fr_sigint_begin(void) { return 0; }
+    static void fr_sigint_end(void) {}
+    #endif
+    """
+    int fr_sigint_begin() nogil
+    void fr_sigint_end() nogil
+
+
+cdef int _stop_on_ctrl_c() except -1:
+    """Start watching Ctrl-C for one kernel call (1: watching): only on the
+    main thread (the only one KeyboardInterrupt reaches) and while SIGINT
+    raises it. A Ctrl-C that came just before, which Python has not acted on
+    yet, raises here rather than after the kernel."""
+    if threading.get_ident() != threading.main_thread().ident:
+        return 0
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return 0
+    if not fr_sigint_begin():
+        return 0
+    try:
+        PyErr_CheckSignals()
+    except BaseException:
+        fr_sigint_end()
+        raise
+    return 1
+
+
+cdef void _stop_watching(bint watching):
+    if watching:
+        fr_sigint_end()
+
+
 CELLS = {"lstm": FR_LSTM, "gru": FR_GRU, "rnn_tanh": FR_RNN_TANH, "rnn_relu": FR_RNN_RELU}
 
 
@@ -42,6 +120,18 @@ def openmp_enabled():
 
 def max_threads():
     return fr_max_threads()
+
+
+def fork_child():
+    """Run every later kernel call on the calling thread (see fr_fork_child);
+    fastrnn._threads calls it in the child of every fork."""
+    fr_fork_child()
+
+
+def request_stop():
+    """What a Ctrl-C during a kernel does (for tests): kernels watching the
+    stop flag return FR_STOPPED at their next step."""
+    fr_request_stop()
 
 
 def packed_enabled():
@@ -59,7 +149,7 @@ def gates(cell):
 
 
 STATUS = {"ok": FR_OK, "invalid": FR_ERR_ARG, "too_large": FR_ERR_TOO_LARGE,
-          "no_memory": FR_ERR_NOMEM}
+          "no_memory": FR_ERR_NOMEM, "stopped": FR_STOPPED}
 
 
 def raise_for_status(int rc, str what):
@@ -68,6 +158,9 @@ def raise_for_status(int rc, str what):
 
 
 cdef int _raise(int rc, str what) except -1:
+    if rc == FR_STOPPED:  # Ctrl-C: Python's handler raises; any other handler, we do
+        PyErr_CheckSignals()
+        raise KeyboardInterrupt
     if rc == FR_ERR_NOMEM:
         raise MemoryError(f"{what}: the kernel could not allocate its scratch memory")
     if rc == FR_ERR_TOO_LARGE:
@@ -175,18 +268,22 @@ def forward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN
     cdef char *pcN = _out(cN, dtype, (B, H), "cN", cell != FR_LSTM)
     cdef char *w = _workspace(ws, dtype, need, "workspace")
     cdef int rc
-    if dtype == np.float32:
-        with nogil:
-            rc = fr_forward_f32(&BLAS, &s, <float *>x, <float *>wih, <float *>whh,
-                                <float *>bih, <float *>bhh, <float *>ph0, <float *>pc0,
-                                (<float *>y) + y_col, ldy, <float *>phN, <float *>pcN,
-                                <float *>w, training, n_threads)
-    else:
-        with nogil:
-            rc = fr_forward_f64(&BLAS, &s, <double *>x, <double *>wih, <double *>whh,
-                                <double *>bih, <double *>bhh, <double *>ph0, <double *>pc0,
-                                (<double *>y) + y_col, ldy, <double *>phN, <double *>pcN,
-                                <double *>w, training, n_threads)
+    cdef bint watching = _stop_on_ctrl_c()
+    try:
+        if dtype == np.float32:
+            with nogil:
+                rc = fr_forward_f32(&BLAS, &s, <float *>x, <float *>wih, <float *>whh,
+                                    <float *>bih, <float *>bhh, <float *>ph0, <float *>pc0,
+                                    (<float *>y) + y_col, ldy, <float *>phN, <float *>pcN,
+                                    <float *>w, training, n_threads)
+        else:
+            with nogil:
+                rc = fr_forward_f64(&BLAS, &s, <double *>x, <double *>wih, <double *>whh,
+                                    <double *>bih, <double *>bhh, <double *>ph0, <double *>pc0,
+                                    (<double *>y) + y_col, ldy, <double *>phN, <double *>pcN,
+                                    <double *>w, training, n_threads)
+    finally:
+        _stop_watching(watching)
     _raise(rc, "forward")
 
 
@@ -229,20 +326,24 @@ def backward(*, int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
     cdef char *dc = _out(dc0, dtype, (B, H), "dc0", cell != FR_LSTM)
     cdef char *bw = _workspace(bws, dtype, fr_backward_workspace(&s), "backward workspace")
     cdef int rc
-    if dtype == np.float32:
-        with nogil:
-            rc = fr_backward_f32(&BLAS, &s, <float *>x, <float *>wih, <float *>whh,
-                                 <float *>w, (<float *>dy) + (y_col if dy != NULL else 0), ldy,
-                                 <float *>dhn, <float *>dcn, <float *>dx, accumulate_dx,
-                                 <float *>dwih, <float *>dwhh, <float *>dbih, <float *>dbhh,
-                                 <float *>dh, <float *>dc, <float *>bw, n_threads)
-    else:
-        with nogil:
-            rc = fr_backward_f64(&BLAS, &s, <double *>x, <double *>wih, <double *>whh,
-                                 <double *>w, (<double *>dy) + (y_col if dy != NULL else 0), ldy,
-                                 <double *>dhn, <double *>dcn, <double *>dx, accumulate_dx,
-                                 <double *>dwih, <double *>dwhh, <double *>dbih, <double *>dbhh,
-                                 <double *>dh, <double *>dc, <double *>bw, n_threads)
+    cdef bint watching = _stop_on_ctrl_c()
+    try:
+        if dtype == np.float32:
+            with nogil:
+                rc = fr_backward_f32(&BLAS, &s, <float *>x, <float *>wih, <float *>whh,
+                                     <float *>w, (<float *>dy) + (y_col if dy != NULL else 0), ldy,
+                                     <float *>dhn, <float *>dcn, <float *>dx, accumulate_dx,
+                                     <float *>dwih, <float *>dwhh, <float *>dbih, <float *>dbhh,
+                                     <float *>dh, <float *>dc, <float *>bw, n_threads)
+        else:
+            with nogil:
+                rc = fr_backward_f64(&BLAS, &s, <double *>x, <double *>wih, <double *>whh,
+                                     <double *>w, (<double *>dy) + (y_col if dy != NULL else 0), ldy,
+                                     <double *>dhn, <double *>dcn, <double *>dx, accumulate_dx,
+                                     <double *>dwih, <double *>dwhh, <double *>dbih, <double *>dbhh,
+                                     <double *>dh, <double *>dc, <double *>bw, n_threads)
+    finally:
+        _stop_watching(watching)
     _raise(rc, "backward")
 
 
@@ -394,16 +495,20 @@ def generate(*, int cell, embedding, list W_ih, list W_hh, list b_ih, list b_hh,
         ws = np.empty(fr_generate_workspace(&g, n), dtype)
         p_out = <int32_t *>cnp.PyArray_DATA(out)
         p_ws = <char *>cnp.PyArray_DATA(ws)
-        if dtype == np.float32:
-            with nogil:
-                rc = fr_generate_f32(&BLAS, &g, &opt, n, <const int32_t *>p_prompt, n_prompt,
-                                     <const float *>p_h0, <const float *>p_c0, n_new, p_out,
-                                     <float *>p_ws, n_threads)
-        else:
-            with nogil:
-                rc = fr_generate_f64(&BLAS, &g, &opt, n, <const int32_t *>p_prompt, n_prompt,
-                                     <const double *>p_h0, <const double *>p_c0, n_new, p_out,
-                                     <double *>p_ws, n_threads)
+        watching = _stop_on_ctrl_c()
+        try:
+            if dtype == np.float32:
+                with nogil:
+                    rc = fr_generate_f32(&BLAS, &g, &opt, n, <const int32_t *>p_prompt, n_prompt,
+                                         <const float *>p_h0, <const float *>p_c0, n_new, p_out,
+                                         <float *>p_ws, n_threads)
+            else:
+                with nogil:
+                    rc = fr_generate_f64(&BLAS, &g, &opt, n, <const int32_t *>p_prompt, n_prompt,
+                                         <const double *>p_h0, <const double *>p_c0, n_new, p_out,
+                                         <double *>p_ws, n_threads)
+        finally:
+            _stop_watching(watching)
         _raise(rc, "generate")
     finally:
         free(ptrs)
@@ -592,3 +697,33 @@ def luong_backward(*, Hd, M, W_a, W_c, Q, feat, A, out, d_out, src_lengths, dHd,
                 <double *>c[13], <double *>c[14], <double *>c[15], <double *>c[16],
                 <double *>c[17], n_threads)
     _raise(rc, "luong_backward")
+
+
+def bench_layer(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H, lengths=None,
+                int n_threads=1, int reps=5):
+    """Best-of-reps seconds of forward (training), backward and forward
+    (inference) of one float32 layer, timed in C (fastrnn.cbench)."""
+    if reps < 1:
+        raise ValueError("reps must be >= 1")
+    if lengths is not None and (len(lengths) != B or np.min(lengths) < 1
+                                or np.max(lengths) > T):
+        raise ValueError(f"lengths must be B={B} values in [1, T={T}]")
+    cdef fr_shape s = _shape(cell, B, T, I, H, False, lengths)
+    cdef fr_layer_times t
+    cdef int rc
+    with nogil:
+        rc = fr_bench_layer(&BLAS, &s, n_threads, reps, &t)
+    _raise(rc, "bench_layer")
+    return {"forward_train": t.forward_train, "backward": t.backward,
+            "forward_infer": t.forward_infer}
+
+
+def bench_sgemm(*, int64_t n=1024, int reps=3):
+    """Best-of-reps seconds of one n x n x n SGEMM through the same BLAS the
+    kernels use, with the BLAS threads the caller allows."""
+    cdef double seconds
+    cdef int rc
+    with nogil:
+        rc = fr_bench_sgemm(&BLAS, n, reps, &seconds)
+    _raise(rc, "bench_sgemm")
+    return seconds

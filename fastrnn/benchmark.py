@@ -154,9 +154,55 @@ def make_numpy(case, threads, weights, X):
     return {"inference": inference}
 
 
+def make_onnxruntime(case, threads, weights, X, quantize=False):
+    """ONNX Runtime on the same weights (inference only): the serving rival.
+    quantize=True: its dynamic int8 quantization (an int8 kernel exists for
+    LSTM only; GRU and RNN would stay float32, so they are not offered)."""
+    try:
+        import onnxruntime  # noqa: F401
+        from fastrnn import _onnx
+    except ImportError:
+        return "onnxruntime/onnx not installed (pip install onnxruntime onnx)"
+    if quantize and case["cell"] != "lstm":
+        return "ONNX Runtime quantizes only LSTM nodes dynamically"
+    import logging
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's pre-processing advice
+    sess = _onnx.session(_onnx.rnn_model(case["cell"], weights, case["H"]), threads, quantize)
+    return {"inference": lambda: sess.run(None, {"X": X})}
+
+
+def make_onnxruntime_int8(case, threads, weights, X):
+    return make_onnxruntime(case, threads, weights, X, quantize=True)
+
+
+def make_torch_int8(case, threads, weights, X):
+    """PyTorch's dynamic int8 quantization (quantize_dynamic) of the same layer:
+    int8 weights, float activations; inference only."""
+    if case["cell"] == "rnn":
+        return "quantize_dynamic has no int8 kernel for nn.RNN"
+    made = make_torch(case, threads, weights, X)  # torch present, threads set
+    if isinstance(made, str):
+        return made
+    import torch
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[case["cell"]]
+    module = cls(case["I"], case["H"], batch_first=True)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    quantized = torch.ao.quantization.quantize_dynamic(module, {cls}, dtype=torch.qint8)
+    Xt = torch.from_numpy(X)
+
+    def inference():
+        with torch.inference_mode():
+            quantized(Xt)
+
+    return {"inference": inference}
+
+
 CONTENDERS = {"fastrnn": make_fastrnn, "pytorch": make_torch, "keras": make_keras,
-              "numpy": make_numpy}
-PEERS = ("pytorch", "keras")
+              "onnxruntime": make_onnxruntime, "numpy": make_numpy,
+              "pytorch-int8": make_torch_int8, "onnxruntime-int8": make_onnxruntime_int8}
+# float32 rivals; the int8 contenders are reference points for reduced precision
+PEERS = ("pytorch", "keras", "onnxruntime")
+INFERENCE_ONLY = ("numpy", "onnxruntime", "pytorch-int8", "onnxruntime-int8")
 
 # ----- generation: tokens per second of a sampling loop -------------------------------------------
 
@@ -398,7 +444,7 @@ def peak_memory_probe(contender, case_json):
 def measure_memory(case, contenders):
     out = {}
     for name in contenders:
-        if name == "numpy":
+        if name in INFERENCE_ONLY:  # the probe times one training step
             continue
         proc = subprocess.run([sys.executable, "-m", "fastrnn.benchmark", "--memory-probe", name,
                                json.dumps(case)], capture_output=True, text=True)

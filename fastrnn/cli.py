@@ -413,6 +413,8 @@ def build_parser():
     _add_train(sub, common)
     sub.add_parser("bench", help="head-to-head benchmark; 'fastrnn bench --help' for options",
                    add_help=False)
+    sub.add_parser("cbench", help="C-level benchmark of the kernels; 'fastrnn cbench --help'",
+                   add_help=False)
     return parser
 
 
@@ -421,6 +423,10 @@ def main(argv=None):
     if argv[:1] == ["bench"]:  # its options are the benchmark's own
         from fastrnn.benchmark import main as bench_main
         return bench_main(argv[1:])
+    if argv[:1] == ["cbench"]:
+        from fastrnn.cbench import main as cbench_main
+        cbench_main(argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     commands = {"demo": cmd_demo, "info": cmd_info, "generate": cmd_generate,
                 "train": cmd_train}

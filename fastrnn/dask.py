@@ -181,8 +181,9 @@ def _apply_update(est, grad, n_rows, n_samples, lr):
 
 
 def _check_divergence(est, loss, snapshot):
-    """NaN or inf: the weights of the last finished epoch back, TrainingDivergedError."""
-    est._check_divergence(loss, snapshot)
+    """NaN or inf: the weights and optimizer state of the last finished epoch
+    back (snapshot: est._checkpoint()), TrainingDivergedError."""
+    est._check_divergence("loss", loss, snapshot)
 
 
 def _epoch_plan(est, n):
@@ -196,7 +197,7 @@ def _epoch_plan(est, n):
 def _end_epoch(est, epoch_loss, started):
     """Record the epoch as fit does without validation data (curves, the
     no-improvement count, the schedule); returns whether to stop early."""
-    est._end_epoch(epoch_loss, None, None, started)
+    est._end_epoch(epoch_loss, None, started)
     return est._no_improvement_count >= est.n_iter_no_change
 # ===== end of the adapter ===================================================================
 
@@ -543,12 +544,11 @@ def fit(estimator, X, y, client=None, sync_every=1, **fit_params):
 
 def _run_epochs(est, cluster, sync_every):
     n = len(cluster.owner)
-    net = est.model_
     timings = []
     stopped_early = False
     for _ in range(est.max_iter):
         started = time.perf_counter()
-        snapshot = net.flat_params.copy()  # the weights of the last finished epoch
+        snapshot = est._checkpoint()  # weights and optimizer state of the last finished epoch
         lr, batches = _epoch_plan(est, n)
         try:
             if sync_every == 1:
@@ -557,7 +557,7 @@ def _run_epochs(est, cluster, sync_every):
                 total, count = _local_epoch(est, cluster, batches, lr, sync_every, snapshot,
                                             timings)
         except ClusterTrainingError as error:
-            net.flat_params[:] = snapshot
+            est._restore(snapshot)
             raise ClusterTrainingError(f"{error}; the estimator keeps the weights of its last "
                                        f"finished epoch (n_iter_={est.n_iter_}); fit again "
                                        "with warm_start=True to continue") from error

@@ -379,5 +379,6 @@ def estimator_class(cell, task=None):
 
 def load(path):
     """Read an estimator written by ``est.save(path)``; only the nine classes
-    above can come out of a file."""
+    above can come out of a file. Anything wrong with the file raises
+    fastrnn.ModelFileError (a ValueError); see SECURITY.md."""
     return persistence.load(path, ESTIMATORS)

@@ -7,10 +7,13 @@
     >>> fc.predict(10).shape
     (10,)
 """
+from numbers import Integral
+
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from fastrnn._data import fit_scaling
 from fastrnn.estimators import estimator_class, training_options
 
 
@@ -119,6 +122,16 @@ class Forecaster(BaseEstimator):
             values = _fill_missing(values)
         return values
 
+    def _check_exog(self, values, name, steps, exact=False):
+        """Exogenous inputs at predict time: the fitted column count, and
+        `steps` rows (at least, unless exact)."""
+        values = self._check_series(values, name)
+        if values.shape[1] != self.n_exog_:
+            raise ValueError(f"{name} has {values.shape[1]} columns, fitted with {self.n_exog_}")
+        if len(values) < steps or (exact and len(values) != steps):
+            raise ValueError(f"{name} has {len(values)} steps, need {steps}")
+        return values
+
     def _inputs(self, scaled, exog_scaled):
         return scaled if exog_scaled is None else np.hstack([scaled, exog_scaled])
 
@@ -130,19 +143,21 @@ class Forecaster(BaseEstimator):
         if self.missing not in ("raise", "interpolate"):
             raise ValueError(f"missing must be 'raise' or 'interpolate', got {self.missing!r}")
         estimator_class(self.cell)  # checks the cell name before any work
+        for name in ("lookback", "horizon"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         values = self._check_series(series, "series")
         self.univariate_ = np.ndim(series) == 1
         self.n_series_ = values.shape[1]
-        self.mean_ = values.mean(axis=0)
-        self.scale_ = np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0)
+        self.mean_, self.scale_ = fit_scaling(values)
         scaled = (values - self.mean_) / self.scale_
         exog = None
         if X is not None:
             exog = self._check_series(X, "X")
             if len(exog) != len(values):
                 raise ValueError(f"X has {len(exog)} steps, the series {len(values)}")
-            self.exog_mean_ = exog.mean(axis=0)
-            self.exog_scale_ = np.where(exog.std(axis=0) > 0, exog.std(axis=0), 1.0)
+            self.exog_mean_, self.exog_scale_ = fit_scaling(exog)
             exog = (exog - self.exog_mean_) / self.exog_scale_
         self.n_exog_ = 0 if exog is None else exog.shape[1]
         steps = 1 if self.strategy == "recursive" else int(self.horizon)
@@ -177,16 +192,23 @@ class Forecaster(BaseEstimator):
             if self.n_exog_:
                 if X is None:
                     raise ValueError("pass X, the exogenous inputs aligned with series")
-                exog = (self._check_series(X, "X") - self.exog_mean_) / self.exog_scale_
+                exog = (self._check_exog(X, "X", len(values), exact=True) - self.exog_mean_) \
+                    / self.exog_scale_
+            elif X is not None:
+                raise ValueError("X given, but this forecaster was fitted without exogenous "
+                                 "inputs")
             context = self._inputs(values, exog)
         if len(context) < self.lookback:
             raise ValueError(f"need at least lookback={self.lookback} steps of context")
         future = None
         if self.n_exog_:
-            if X_future is None or len(X_future) < steps:
+            if X_future is None:
                 raise ValueError(f"pass X_future with the exogenous inputs of all {steps} steps")
-            future = (self._check_series(X_future, "X_future")[:steps] - self.exog_mean_) \
+            future = (self._check_exog(X_future, "X_future", steps)[:steps] - self.exog_mean_) \
                 / self.exog_scale_
+        elif X_future is not None:
+            raise ValueError("X_future given, but this forecaster was fitted without exogenous "
+                             "inputs (fit(series, X))")
         window = np.array(context[-int(self.lookback):])
         block = 1 if self.strategy == "recursive" else int(self.horizon)
         out = []

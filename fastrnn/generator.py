@@ -209,7 +209,8 @@ class SequenceGenerator(BaseEstimator):
             return None
         if condition is None:
             raise ValueError("this generator was fitted with conditions: pass condition=")
-        cond = np.atleast_2d(np.asarray(condition, dtype=np.float64))
+        cond = check_array(np.atleast_2d(np.asarray(condition, dtype=np.float64)),
+                           input_name="condition")
         if cond.shape[1] != self.n_condition_features_:
             raise ValueError(f"condition has {cond.shape[1]} features, expected "
                              f"{self.n_condition_features_}")

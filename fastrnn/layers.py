@@ -327,7 +327,8 @@ class RecurrentStack:
                     mask = (self.rng.random(Y.shape) < keep).astype(self.dtype) / keep
                 cache.append((layer_in, workspaces, mask))
                 layer_in = Y if mask is None else Y * mask
-        self._cache = (cache, lengths, B, T) if training else None
+        if training:  # inference leaves the training cache alone: a fit in another
+            self._cache = (cache, lengths, B, T)  # thread may be between forward and backward
         return layer_in, State(hN, cN)
 
     def backward(self, dY, dhN=None, dcN=None, input_grad=True):

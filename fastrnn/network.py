@@ -150,6 +150,16 @@ class Network:
             state.pop(key)
         return state
 
+    @classmethod
+    def from_flat(cls, config, dtype, flat_params, n_threads=None):
+        """A network with the given configuration and parameters, built without
+        initialising anything (flat_params: n_params(config) values)."""
+        net = cls.__new__(cls)
+        net.__setstate__({"config": dict(config), "dtype": as_float_dtype(dtype),
+                          "n_threads": n_threads, "rng": np.random.default_rng(),
+                          "flat_params": flat_params})
+        return net
+
     def __setstate__(self, state):
         flat = state.pop("flat_params")
         self.__dict__.update(state)

@@ -26,6 +26,8 @@ class LearningRateSchedule:
         """Set the hyper-parameters; the plateau state is kept (warm starts)."""
         if kind not in SCHEDULES:
             raise ValueError(f"learning_rate must be one of {SCHEDULES}, got {kind!r}")
+        if float(learning_rate_init) != getattr(self, "learning_rate_init", None):
+            self.current = float(learning_rate_init)  # a new rate replaces a decayed one
         self.kind, self.learning_rate_init = kind, float(learning_rate_init)
         self.decay, self.every, self.tol = decay, every, tol
 
@@ -76,6 +78,20 @@ class Optimizer:
         self.v = np.zeros(size, dtype) if needs_v else None
         self.t = 0
         self.schedule = LearningRateSchedule() if schedule is None else schedule
+
+    def state(self):
+        """A copy of the training state (moments, step count, schedule), for restore."""
+        return {"m": None if self.m is None else self.m.copy(),
+                "v": None if self.v is None else self.v.copy(),
+                "t": self.t, "schedule": dict(vars(self.schedule))}
+
+    def restore(self, state):
+        """Return to a state() taken earlier (e.g. before a divergence)."""
+        for name in ("m", "v"):
+            if state[name] is not None:
+                getattr(self, name)[:] = state[name]
+        self.t = state["t"]
+        vars(self.schedule).update(state["schedule"])
 
     def step(self, params, grads, lr, l2=0.0, grad_scale=1.0, clip_norm=None, decay_mask=None,
              n_threads=1):

@@ -6,9 +6,17 @@ hyper-parameters, the network configuration and the fastrnn version. Loading
 executes no code from the file; a class is only ever taken from the mapping
 the caller passes (fastrnn.load: the nine estimators). The estimator owns what
 is stored: ``_get_fitted_state()`` / ``_set_fitted_state()``.
+
+``load`` checks the whole file before it allocates or computes anything: the
+types and ranges of every field, every size against the parameters actually
+present, and the consistency of classes, head, vocabulary and inputs. Its work
+and memory are bounded by the file's size, and every problem with the file
+raises ModelFileError (a ValueError).
 """
 import json
+import os
 import zipfile
+from numbers import Real
 
 import numpy as np
 
@@ -16,6 +24,19 @@ from fastrnn.network import Network
 
 FORMAT = "fastrnn-estimator"
 FORMAT_VERSION = 1
+# An archive member may not expand to more than this many times the file's
+# size (np.savez stores without compression: the ratio is 1 in our files).
+_MAX_EXPANSION = 16
+_NETWORK_KEYS = {"cell", "input_size", "hidden_size", "output_size", "num_layers",
+                 "bidirectional", "dropout", "nonlinearity", "vocab_size", "per_step",
+                 "condition_size"}
+_ARRAY_NAMES = {"flat_params", "classes_", "y_mean_", "y_scale_"}
+_INPUT_KINDS = {"2d", "3d", "list", "tokens", "tokens_list"}
+
+
+class ModelFileError(ValueError):
+    """The file is not a fastrnn model file, or a damaged or inconsistent one:
+    the one error ``fastrnn.load`` raises for anything in a file."""
 
 
 def _jsonable(value):
@@ -28,7 +49,12 @@ def _jsonable(value):
 
 def _from_json(value):
     if isinstance(value, dict) and "__dict__" in value:
-        return {k: v for k, v in value["__dict__"]}
+        pairs = value["__dict__"]
+        if not (isinstance(pairs, list) and all(
+                isinstance(p, list) and len(p) == 2 and _is_scalar(p[0]) and _is_scalar(p[1])
+                for p in pairs)):
+            raise ValueError("a dict parameter must be a list of [key, value] scalar pairs")
+        return {k: v for k, v in pairs}
     return value
 
 
@@ -56,52 +82,235 @@ def save(estimator, path):
         np.savez(f, metadata=np.array(json.dumps(meta)), flat_params=net.flat_params, **arrays)
 
 
+# ----- reading --------------------------------------------------------------------------
+
 def _read_archive(path):
-    """The metadata document and the arrays of a model file."""
+    """The metadata document and the arrays of a model file, after checking
+    the archive's members (names, expanded sizes) before reading any."""
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):  # a plain .npy array
-            raise ValueError("not an .npz archive")
-        with archive:
+        file_size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+        names = {m.filename[:-4] if m.filename.endswith(".npy") else m.filename
+                 for m in members}
+        if "metadata" not in names or "flat_params" not in names:
+            raise ValueError("no metadata or parameters")
+        unknown = names - _ARRAY_NAMES - {"metadata"}
+        if unknown or len(names) != len(members):
+            raise ValueError(f"unexpected members {sorted(unknown)}")
+        limit = _MAX_EXPANSION * file_size + 4096
+        if any(m.file_size > limit for m in members):
+            raise ValueError("a member expands far beyond the file's size")
+        with np.load(path, allow_pickle=False) as archive:
             files = {name: archive[name] for name in archive.files}
-        meta = json.loads(str(files.pop("metadata")))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
-            json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not a fastrnn model file ({exc})") from exc
+        metadata = files.pop("metadata")
+        if metadata.dtype.kind != "U" or metadata.ndim != 0:
+            raise ValueError("metadata is not a string")
+        meta = json.loads(str(metadata))
+    except (OSError, ValueError, KeyError, EOFError, RecursionError, MemoryError,
+            zipfile.BadZipFile, NotImplementedError) as exc:
+        raise ModelFileError(f"{path} is not a fastrnn model file ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a fastrnn model file")
+        raise ModelFileError(f"{path} is not a fastrnn model file")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {meta.get('format_version')}; this "
-                         f"fastrnn reads version {FORMAT_VERSION}")
+        raise ModelFileError(f"{path} has format version {meta.get('format_version')!r}; "
+                             f"this fastrnn reads version {FORMAT_VERSION}")
     return meta, files
 
 
-def _network(meta, flat, n_threads):
-    net = Network(dtype=meta["dtype"], n_threads=n_threads, **meta["network"])
-    if flat.shape != net.flat_params.shape:
-        raise ValueError(f"parameter buffer has {flat.size} values, the network "
-                         f"{net.flat_params.size}")
+def _is_scalar(value):
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _count(value, name, most, optional=False):
+    """A positive int no larger than `most` (or None when optional)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise ValueError(f"{name} must be an int in [1, {most}], got {value!r}")
+
+
+def _one_of(value, name, options):
+    if not any(value is o or (type(value) is type(o) and value == o) for o in options):
+        raise ValueError(f"{name} must be one of {sorted(map(repr, options))}, got {value!r}")
+
+
+def _n_params(config):
+    """Parameters of a network with this configuration, in closed form (no
+    allocation, no loop over layers); Network lays them out."""
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[config["cell"]]
+    H, L, D = config["hidden_size"], config["num_layers"], 2 if config["bidirectional"] else 1
+    I, O = config["input_size"], config["output_size"]
+    stack = D * G * H * ((I + H + 2) + (L - 1) * (D * H + H + 2))
+    embedding = 0 if config["vocab_size"] is None else config["vocab_size"] * I
+    C = config["condition_size"]
+    condition = 0 if C is None else L * D * H * (C + 1)
+    return embedding + stack + condition + O * (D * H + 1)
+
+
+def _check_network(config, flat):
+    """The network's configuration, each size bounded by the parameters present
+    (every unit, layer, input, output and token owns at least one), then the
+    exact count."""
+    if not isinstance(config, dict) or set(config) != _NETWORK_KEYS:
+        raise ValueError(f"the network must be described by exactly {sorted(_NETWORK_KEYS)}")
+    most = max(1, flat.size)
+    _one_of(config["cell"], "cell", ("lstm", "gru", "rnn"))
+    for name in ("input_size", "hidden_size", "output_size", "num_layers"):
+        _count(config[name], name, most)
+    for name in ("vocab_size", "condition_size"):
+        _count(config[name], name, most, optional=True)
+    _one_of(config["bidirectional"], "bidirectional", (True, False))
+    _one_of(config["per_step"], "per_step", (True, False))
+    _one_of(config["nonlinearity"], "nonlinearity", ("tanh", "relu"))
+    if not (isinstance(config["dropout"], Real) and 0 <= config["dropout"] < 1):
+        raise ValueError(f"dropout must lie in [0, 1), got {config['dropout']!r}")
+    if flat.size != _n_params(config):
+        raise ValueError(f"the parameter buffer has {flat.size} values, the network "
+                         f"{_n_params(config)}")
+
+
+def _check_parameters(flat, dtype):
+    if flat.ndim != 1 or flat.dtype.kind != "f":
+        raise ValueError("flat_params must be a 1-D float array")
     if not np.all(np.isfinite(flat)):
         raise ValueError("parameters hold NaN or inf")
-    net.flat_params[:] = flat
-    return net
+    if flat.size and np.max(np.abs(flat)) > np.finfo(dtype).max:
+        raise ValueError(f"parameters overflow {np.dtype(dtype).name}")
+
+
+def _check_fitted(fitted, arrays, config, est):
+    """Types and ranges of the fitted attributes, and their agreement with the
+    network: classes and head, outputs and scaling, inputs and vocabulary."""
+    if not isinstance(fitted, dict) or not all(isinstance(k, str) for k in fitted):
+        raise ValueError("fitted must be a mapping of names")
+    known = set(est._FITTED_SCALARS) | {"loss_curve_", "validation_scores_"}
+    if set(fitted) - known:
+        raise ValueError(f"unknown fitted attributes {sorted(set(fitted) - known)}")
+    for name in ("task_", "input_kind_", "per_step_", "loss_curve_", "n_iter_", "t_"):
+        if name not in fitted:
+            raise ValueError(f"fitted attribute {name} is missing")
+    big = 2**62
+    for name in ("n_iter_", "t_"):
+        if isinstance(fitted[name], bool) or not isinstance(fitted[name], int) or \
+                not 0 <= fitted[name] < big:
+            raise ValueError(f"{name} must be a non-negative int")
+    for name in ("loss_curve_", "validation_scores_"):
+        curve = fitted.get(name)
+        if not (curve is None and name == "validation_scores_") and not (
+                isinstance(curve, list) and all(isinstance(v, Real) and not isinstance(v, bool)
+                                                for v in curve)):
+            raise ValueError(f"{name} must be a list of numbers")
+    for name in ("best_loss_", "best_validation_score_"):
+        value = fitted.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+            raise ValueError(f"{name} must be a number or null")
+    _one_of(fitted["task_"], "task_", ("classification", "regression"))
+    _one_of(fitted["input_kind_"], "input_kind_", tuple(_INPUT_KINDS))
+    _one_of(fitted["per_step_"], "per_step_", (True, False))
+    if fitted["per_step_"] != config["per_step"]:
+        raise ValueError("per_step_ disagrees with the network")
+    fixed = est._fixed_task
+    if fixed is not None and fitted["task_"] != fixed:
+        raise ValueError(f"task_ {fitted['task_']!r} in a {type(est).__name__}")
+    _check_outputs(fitted, arrays, config)
+    _check_inputs(fitted, config, est)
+
+
+def _check_outputs(fitted, arrays, config):
+    O = config["output_size"]
+    if fitted["task_"] == "classification":
+        classes = arrays.get("classes_")
+        if classes is None or classes.ndim != 1 or classes.dtype.kind not in "biufU" or \
+                len(classes) < 2 or len(np.unique(classes)) != len(classes):
+            raise ValueError("classes_ must hold two or more distinct labels")
+        if classes.dtype.kind == "f" and not np.all(np.isfinite(classes)):
+            raise ValueError("classes_ hold NaN or inf")
+        if O != (1 if len(classes) == 2 else len(classes)):
+            raise ValueError(f"{len(classes)} classes, but the head has {O} outputs")
+        if set(arrays) - {"classes_"}:
+            raise ValueError("a classifier stores no target scaling")
+        return
+    _count(fitted.get("n_outputs_"), "n_outputs_", O)
+    if fitted["n_outputs_"] != O:
+        raise ValueError(f"n_outputs_ {fitted['n_outputs_']}, but the head has {O} outputs")
+    for name in ("y_mean_", "y_scale_"):
+        value = arrays.get(name)
+        if value is None or value.shape != (O,) or value.dtype.kind != "f" or \
+                not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} must hold {O} finite floats")
+    if not np.all(arrays["y_scale_"] > 0):
+        raise ValueError("y_scale_ must be positive")
+    if "classes_" in arrays:
+        raise ValueError("a regressor stores no classes")
+
+
+def _check_inputs(fitted, config, est):
+    kind, tokens = fitted["input_kind_"], config["vocab_size"] is not None
+    if tokens != kind.startswith("tokens"):
+        raise ValueError(f"input_kind_ {kind!r} disagrees with the network's embedding")
+    if tokens:
+        if fitted.get("n_tokens_") != config["vocab_size"] or \
+                est.embedding_dim != config["input_size"]:
+            raise ValueError("the vocabulary (n_tokens_, embedding_dim) disagrees with the "
+                             "embedding")
+        return
+    if est.embedding_dim is not None:
+        raise ValueError("embedding_dim is set, but the network has no embedding")
+    n_features = fitted.get("n_features_in_")
+    _count(n_features, "n_features_in_", 2**62)
+    if kind == "2d" and config["input_size"] != 1 or \
+            kind in ("3d", "list") and n_features != config["input_size"]:
+        raise ValueError("n_features_in_ disagrees with the network's inputs")
+
+
+def _check_estimator(est, config, dtype):
+    """The hyper-parameters (scikit-learn's constraints), and those that shape
+    the network agree with it."""
+    est._validate_params()
+    cell = type(est)._cell
+    wanted = {"cell": cell, "hidden_size": est.hidden_size, "num_layers": est.num_layers,
+              "bidirectional": est.bidirectional,
+              "nonlinearity": est.nonlinearity if cell == "rnn" else "tanh"}
+    wrong = [name for name, value in wanted.items() if config[name] != value]
+    if np.dtype(est.dtype) != np.dtype(dtype):
+        wrong.append("dtype")
+    if wrong:
+        raise ValueError(f"the parameters {wrong} disagree with the network")
 
 
 def load(path, classes):
     """Read an estimator written by ``save``; ``classes`` maps the class names
-    a file may name to the classes (fastrnn.load passes the nine estimators)."""
+    a file may name to the classes (fastrnn.load passes the nine estimators).
+    Raises ModelFileError for anything wrong with the file."""
     meta, files = _read_archive(path)
-    cls = classes.get(meta.get("class"))
+    name = meta.get("class")
+    cls = classes.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise ValueError(f"{path} names an unknown estimator class {meta.get('class')!r}")
+        raise ModelFileError(f"{path} names an unknown estimator class {name!r}")
     try:
-        est = cls(**{k: _from_json(v) for k, v in meta["params"].items()})
-        attributes = dict(meta["fitted"])
-        for name in ("loss_curve_", "validation_scores_"):  # files of fastrnn 0.1.0
-            if name in meta:
-                attributes.setdefault(name, meta[name])
+        params, fitted = meta.get("params"), meta.get("fitted")
+        dtype = meta.get("dtype")
+        _one_of(dtype, "dtype", ("float32", "float64"))
+        if not isinstance(params, dict) or not set(params) <= set(cls().get_params()):
+            raise ValueError(f"params must name parameters of {cls.__name__}")
+        if not all(_is_scalar(v) or isinstance(v, dict) for v in params.values()):
+            raise ValueError("every parameter must be a JSON scalar")
+        if isinstance(fitted, dict):  # files of fastrnn 0.1.0 kept the curves beside it
+            fitted = dict(fitted)
+            for curve in ("loss_curve_", "validation_scores_"):
+                if curve in meta:
+                    fitted.setdefault(curve, meta[curve])
         flat = files.pop("flat_params")
-        est._set_fitted_state(attributes, files, _network(meta, flat, est.n_threads))
-    except (TypeError, KeyError, ValueError) as exc:
-        raise ValueError(f"{path} is a damaged fastrnn model file ({exc})") from exc
+        _check_parameters(flat, dtype)
+        config = meta.get("network")
+        _check_network(config, flat)
+        est = cls(**{k: _from_json(v) for k, v in params.items()})
+        _check_estimator(est, config, dtype)
+        _check_fitted(fitted, files, config, est)
+        net = Network.from_flat(config, dtype, flat.astype(dtype), n_threads=est.n_threads)
+        est._set_fitted_state(fitted, files, net)
+    except (TypeError, KeyError, ValueError, OverflowError, RecursionError) as exc:
+        raise ModelFileError(f"{path} is a damaged fastrnn model file ({exc})") from exc
     return est
+

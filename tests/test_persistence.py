@@ -4,6 +4,7 @@ import ast
 import inspect
 import json
 import pickle
+import time
 
 import joblib
 import numpy as np
@@ -129,3 +130,183 @@ def test_persistence_does_not_import_the_estimators():
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                  for alias in node.names}
     assert not imported & {"fastrnn.estimators", "fastrnn._base"}
+
+
+# ----- hostile files: one error type, bounded work ------------------------------------------
+
+def _files(path):
+    with np.load(path) as archive:
+        files = {name: archive[name] for name in archive.files}
+    return json.loads(str(files.pop("metadata"))), files
+
+
+def _write(path, meta, files):
+    with open(path, "wb") as f:
+        np.savez(f, metadata=np.array(json.dumps(meta)), **files)
+
+
+@pytest.fixture(scope="module")
+def model_files(small_task, tmp_path_factory):
+    """Valid files of a string-label classifier, a regressor and a token model,
+    with data each one predicts on."""
+    X, y = small_task
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 5, size=(40, 6))
+    models = [
+        (FastGRUClassifier(hidden_size=4, max_iter=1, class_weight={"a": 2.0, "b": 1.0},
+                           random_state=0).fit(X, np.where(y == 1, "a", "b")), X),
+        (FastLSTMRegressor(hidden_size=4, max_iter=1, random_state=0).fit(X, X[:, :, :2].sum(1)),
+         X),
+        (FastRNN(hidden_size=4, embedding_dim=3, max_iter=1, random_state=0).fit(
+            tokens, tokens[:, 0] % 2), tokens),
+    ]
+    folder = tmp_path_factory.mktemp("models")
+    out = []
+    for i, (est, data) in enumerate(models):
+        est.save(folder / f"{i}.npz")
+        out.append((folder / f"{i}.npz", data))
+    return out
+
+
+def _json_paths(node, prefix=()):
+    """Every (path, value) of a JSON tree, containers included."""
+    yield prefix, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _json_paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node[:3]):
+            yield from _json_paths(value, prefix + (i,))
+
+
+_HOSTILE_VALUES = [None, True, -1, 0, 2.5, 8000, 10**6, 2**70, 1e300, float("nan"),
+                   "x", "os.system", [], {}, {"__dict__": 7}, [[[[[[[[[[1]]]]]]]]]]]
+
+
+def _set(tree, path, value):
+    for key in path[:-1]:
+        tree = tree[key]
+    if value is _DELETE:
+        del tree[path[-1]]
+    else:
+        tree[path[-1]] = value
+
+
+_DELETE = object()
+
+
+def _metadata_mutations(meta, rng):
+    """Changed values, deleted and extra keys, at random places of the document."""
+    paths = [p for p, _ in _json_paths(meta) if p]
+    for i in rng.choice(len(paths), size=min(len(paths), 40), replace=False):
+        path = paths[i]
+        for value in rng.choice(len(_HOSTILE_VALUES), size=3, replace=False):
+            yield path, _HOSTILE_VALUES[value]
+        yield path, _DELETE
+    for container in ((), ("params",), ("network",), ("fitted",)):
+        yield container + ("predict",), 1  # an extra key (a method name) anywhere
+
+
+def _array_mutations(files, dtype):
+    flat = files["flat_params"]
+    yield "flat_params", np.full(flat.shape, 1e300)  # overflows float32
+    yield "flat_params", flat[:-1]
+    yield "flat_params", np.concatenate([flat, flat])
+    yield "flat_params", flat.astype(np.int64)
+    yield "flat_params", flat.reshape(1, -1)
+    yield "flat_params", np.array("evil")
+    yield "evil", np.zeros(3)
+    for name in ("classes_", "y_mean_", "y_scale_"):
+        if name in files:
+            yield name, files[name][:1]
+            yield name, np.array([np.nan, 1.0])
+            yield name, np.zeros((2, 2))
+
+
+def _assert_clean(path, data):
+    """load raises ModelFileError, or gives a model that predicts (or refuses
+    data of another shape with a ValueError): in well under a second."""
+    started = time.perf_counter()
+    try:
+        est = fastrnn.load(path)
+    except fastrnn.ModelFileError:
+        pass
+    else:
+        try:
+            est.predict(data)
+        except ValueError:
+            pass
+    assert time.perf_counter() - started < 1.0
+
+
+def test_load_survives_mutated_files(model_files, tmp_path):
+    rng = np.random.default_rng(0)
+    target = tmp_path / "mutated.npz"
+    for path, data in model_files:
+        raw = path.read_bytes()
+        for cut in rng.integers(0, len(raw), size=8):  # truncated
+            target.write_bytes(raw[:cut])
+            _assert_clean(target, data)
+        for at in rng.integers(0, len(raw), size=8):  # a flipped byte
+            target.write_bytes(raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1:])
+            _assert_clean(target, data)
+        meta, files = _files(path)
+        for key, value in _metadata_mutations(meta, rng):
+            changed = json.loads(json.dumps(meta))
+            _set(changed, key, value)
+            _write(target, changed, files)
+            _assert_clean(target, data)
+        for name, value in _array_mutations(files, meta["dtype"]):
+            _write(target, meta, {**files, name: value})
+            _assert_clean(target, data)
+
+
+def test_load_rejects_what_it_cannot_trust(model_files, tmp_path):
+    path, _ = model_files[0]
+    meta, files = _files(path)
+    target = tmp_path / "bad.npz"
+    cases = {
+        "hidden_size 8000 with the parameters of 4": ("network", "hidden_size", 8000),
+        "a million layers": ("network", "num_layers", 10**6),
+        "a method replaced": ("fitted", "predict", 1),
+        "classes the head cannot have": None,
+        "float64 weights of 1e300 in a float32 model": None,
+    }
+    for what, change in cases.items():
+        changed, changed_files = json.loads(json.dumps(meta)), dict(files)
+        if change is not None:
+            _set(changed, change[:-1], change[-1])
+        elif what.startswith("classes"):
+            changed_files["classes_"] = np.array(["a", "b", "c"])
+        else:
+            changed_files["flat_params"] = np.full(files["flat_params"].shape, 1e300)
+        _write(target, changed, changed_files)
+        started = time.perf_counter()
+        with pytest.raises(fastrnn.ModelFileError):
+            fastrnn.load(target)
+        assert time.perf_counter() - started < 1.0, what
+    assert issubclass(fastrnn.ModelFileError, ValueError)
+
+
+def test_the_size_check_matches_the_network_layout():
+    from fastrnn.network import Network
+    for config in (dict(cell="lstm", input_size=3, hidden_size=5, output_size=2),
+                   dict(cell="gru", input_size=2, hidden_size=3, output_size=1, num_layers=3,
+                        bidirectional=True, vocab_size=7),
+                   dict(cell="rnn", input_size=1, hidden_size=4, output_size=3, num_layers=2,
+                        condition_size=5)):
+        net = Network(**config)
+        assert persistence._n_params(net.config) == net.flat_params.size
+
+
+def test_a_huge_thread_count_in_a_file_is_clamped(model_files, tmp_path):
+    from fastrnn._threads import available_cpus
+    path, data = model_files[1]
+    meta, files = _files(path)
+    for n_threads in (100_000, 2**40):
+        meta["params"]["n_threads"] = n_threads
+        _write(tmp_path / "threads.npz", meta, files)
+        loaded = fastrnn.load(tmp_path / "threads.npz")
+        assert loaded.n_threads == n_threads
+        np.testing.assert_array_equal(loaded.predict(data), fastrnn.load(path).predict(data))
+    assert available_cpus() >= 1
