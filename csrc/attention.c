@@ -30,16 +30,24 @@ static int fr_attn_check(const fr_blas *blas, const fr_attn_shape *s)
     return FR_OK;
 }
 
-/* Threads for n samples: as asked (or OpenMP's default), at most one per sample. */
-static int fr_attn_threads(int n_threads, int64_t n)
+/* Below this many multiply-adds a call runs on one thread: forking a team
+ * costs more than the split saves (decoding calls it for one step). */
+#define FR_ATTN_PAR_MIN_MACS (1 << 21)
+
+/* Threads for a call: as asked (or OpenMP's default), at most one per sample,
+ * one for small work. */
+static int fr_attn_threads(int n_threads, const fr_attn_shape *s)
 {
+    int64_t F = s->mem_dim, H = s->hidden;
+    int64_t macs = s->batch * s->steps * (H * F + 2 * s->src_steps * F + (F + H) * H);
+    if (macs < FR_ATTN_PAR_MIN_MACS) return 1;
 #ifdef _OPENMP
     int nt = n_threads > 0 ? n_threads : omp_get_max_threads();
 #else
     int nt = 1;
     (void)n_threads;
 #endif
-    return nt > n ? (int)n : nt;
+    return nt > s->batch ? (int)s->batch : nt;
 }
 
 #define real float

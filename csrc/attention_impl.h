@@ -61,7 +61,7 @@ int FR_(fr_luong_forward)(const fr_blas *blas, const fr_attn_shape *s, const rea
     int rc = fr_attn_check(blas, s);
     if (rc != FR_OK) return rc;
     if (!Hd || !M || !W_a || !W_c || !b_c || !Q || !feat || !A || !out) return FR_ERR_ARG;
-    int nt = fr_attn_threads(n_threads, s->batch);
+    int nt = fr_attn_threads(n_threads, s);
     #pragma omp parallel for num_threads(nt) schedule(static, 1)
     for (int i = 0; i < nt; i++)
         FR_(luong_forward_samples)(blas, s, s->batch * i / nt, s->batch * (i + 1) / nt, Hd, M,
@@ -115,7 +115,7 @@ int FR_(fr_luong_backward)(const fr_blas *blas, const fr_attn_shape *s, const re
         return FR_ERR_ARG;
     int64_t BT = s->batch * s->steps, H = s->hidden, F = s->mem_dim, FH = F + H;
     for (int64_t i = 0; i < BT * H; i++) d_pre[i] = d_out[i] * (1 - out[i] * out[i]);
-    int nt = fr_attn_threads(n_threads, s->batch);
+    int nt = fr_attn_threads(n_threads, s);
     #pragma omp parallel for num_threads(nt) schedule(static, 1)
     for (int i = 0; i < nt; i++)
         FR_(luong_backward_samples)(blas, s, s->batch * i / nt, s->batch * (i + 1) / nt, M,

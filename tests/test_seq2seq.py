@@ -145,20 +145,26 @@ def _views(flat, net):
             for _, start, shape in net.layout]
 
 
-@pytest.mark.parametrize("dtype,n_threads", [(np.float64, 1), (np.float32, 2)])
-def test_c_luong_attention_matches_numpy(dtype, n_threads, rng):
-    net = make_net("lstm", "luong", True, 1, dtype=dtype)
+# (B, T, S, H) small: one thread; large: above the C kernel's threshold for a team
+@pytest.mark.parametrize("dtype,n_threads,shape", [
+    (np.float64, 1, (5, 4, 6, 4)), (np.float32, 2, (5, 4, 6, 4)),
+    (np.float64, 2, (40, 10, 12, 32))])
+def test_c_luong_attention_matches_numpy(dtype, n_threads, shape, rng):
+    B, T, S, H = shape
+    F = 2 * H  # bidirectional encoder
+    net = Seq2SeqNetwork("lstm", 6, 4, 3, H, bidirectional=True, dtype=dtype, random_state=0)
+    net.flat_params[:] = rng.normal(0, 0.5, net.flat_params.size)
     net.n_threads = n_threads
-    B, T, S, H, F = 5, 4, 6, 4, 8
     Hd = rng.normal(size=(B, T, H)).astype(dtype)
     M = rng.normal(size=(B, S, F)).astype(dtype)
-    lengths = np.array([6, 1, 3, 5, 2], np.int32)
+    lengths = rng.integers(1, S + 1, B).astype(np.int32)
+    lengths[:2] = [1, 2]
     A, out, cache = net.attend(Hd, M, lengths)
     A_np, out_np, cache_np = net.attend_numpy(Hd, M, lengths)
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(A, A_np, **tol)
     np.testing.assert_allclose(out, out_np, **tol)
-    assert np.all(A[1, :, 1:] == 0) and np.all(A[4, :, 2:] == 0)  # never looks at padding
+    assert np.all(A[0, :, 1:] == 0) and np.all(A[1, :, 2:] == 0)  # never looks at padding
     d_out = rng.normal(size=out.shape).astype(dtype)
     net.zero_grad()
     grads = net.attend_backward(d_out, Hd, M, cache) + (net.flat_grads.copy(),)
