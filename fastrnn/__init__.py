@@ -12,11 +12,12 @@ from fastrnn.generator import SequenceGenerator  # noqa: E402
 from fastrnn.layers import GRU, LSTM, RNN  # noqa: E402
 from fastrnn.persistence import ModelFileError  # noqa: E402
 from fastrnn.preprocessing import SequenceScaler  # noqa: E402
+from fastrnn.seq2seq import Seq2Seq  # noqa: E402
 
 __all__ = [
     "__version__", "show_config", "build_info", "load", "LSTM", "GRU", "RNN",
     "FastLSTM", "FastGRU", "FastRNN", "FastLSTMClassifier", "FastLSTMRegressor",
     "FastGRUClassifier", "FastGRURegressor", "FastRNNClassifier", "FastRNNRegressor",
     "TrainingDivergedError", "ModelFileError", "SequenceGenerator", "Forecaster",
-    "make_windows", "SequenceScaler",
+    "make_windows", "SequenceScaler", "Seq2Seq",
 ]

@@ -107,6 +107,69 @@ cdef extern from "fastrnn.h" nogil:
                         const double *h0, const double *c0, int64_t n_new, int32_t *out,
                         double *ws, int n_threads)
 
+cdef extern from "decode.h" nogil:
+    enum:
+        FR_ATTN_NONE, FR_ATTN_LUONG, FR_ATTN_BAHDANAU
+
+    ctypedef struct fr_decoder:
+        int cell
+        int attention
+        int64_t num_layers, hidden, embed_dim, n_outputs, mem_dim
+        int32_t bos, eos
+        const void *embedding
+        const void *const *W_ih
+        const void *const *W_hh
+        const void *const *b_ih
+        const void *const *b_hh
+        const void *query_W
+        const void *attn_v
+        const void *combine_W
+        const void *combine_b
+        const void *head_W
+        const void *head_b
+
+    ctypedef struct fr_encoded:
+        int64_t n_samples, src_steps
+        const void *memory
+        const void *keys
+        const int32_t *src_lengths
+        const void *h0
+        const void *c0
+
+    int fr_decode_f32(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e,
+                      int64_t beam_width, int64_t max_len, int32_t *tokens, int32_t *lengths,
+                      double *scores, int n_threads)
+    int fr_decode_f64(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e,
+                      int64_t beam_width, int64_t max_len, int32_t *tokens, int32_t *lengths,
+                      double *scores, int n_threads)
+
+cdef extern from "attention.h" nogil:
+    ctypedef struct fr_attn_shape:
+        int64_t batch, steps, src_steps, hidden, mem_dim
+        const int32_t *src_lengths
+
+    int fr_luong_forward_f32(const fr_blas *blas, const fr_attn_shape *s, const float *Hd,
+                             const float *M, const float *W_a, const float *W_c,
+                             const float *b_c, float *Q, float *feat, float *A, float *out,
+                             int n_threads)
+    int fr_luong_forward_f64(const fr_blas *blas, const fr_attn_shape *s, const double *Hd,
+                             const double *M, const double *W_a, const double *W_c,
+                             const double *b_c, double *Q, double *feat, double *A,
+                             double *out, int n_threads)
+    int fr_luong_backward_f32(const fr_blas *blas, const fr_attn_shape *s, const float *Hd,
+                              const float *M, const float *W_a, const float *W_c,
+                              const float *Q, const float *feat, const float *A,
+                              const float *out, const float *d_out, float *dHd, float *dM,
+                              float *dW_a, float *dW_c, float *db_c, float *d_pre,
+                              float *d_feat, float *dQ, float *dS, int n_threads)
+    int fr_luong_backward_f64(const fr_blas *blas, const fr_attn_shape *s, const double *Hd,
+                              const double *M, const double *W_a, const double *W_c,
+                              const double *Q, const double *feat, const double *A,
+                              const double *out, const double *d_out, double *dHd,
+                              double *dM, double *dW_a, double *dW_c, double *db_c,
+                              double *d_pre, double *d_feat, double *dQ, double *dS,
+                              int n_threads)
+
 cdef extern from "bench.h" nogil:
     ctypedef struct fr_layer_times:
         double forward_train, backward, forward_infer

@@ -525,6 +525,190 @@ def generate(*, int cell, embedding, list W_ih, list W_hh, list b_ih, list b_hh,
     return out
 
 
+ATTENTIONS = {None: FR_ATTN_NONE, "luong": FR_ATTN_LUONG, "bahdanau": FR_ATTN_BAHDANAU}
+
+
+cdef int _fill_decoder(fr_decoder *d, const void **ptrs, int cell, object attention,
+                       object embedding, list W_ih, list W_hh, list b_ih, list b_hh,
+                       object query_W, object attn_v, object combine_W, object combine_b,
+                       object head_W, object head_b, int64_t mem_dim, int bos,
+                       int eos) except -1:
+    """Check the decoder's arrays and point d at them; ptrs holds 4 per layer."""
+    dtype = embedding.dtype
+    cdef int64_t L = len(W_hh), G = gates(cell)
+    if L < 1 or not (len(W_ih) == len(b_ih) == len(b_hh) == L):
+        raise ValueError("one W_ih, W_hh, b_ih, b_hh per layer")
+    cdef int64_t H = W_hh[0].shape[1], E = embedding.shape[1], V = head_W.shape[0]
+    for l in range(L):
+        ptrs[l] = _data(W_ih[l], dtype, (G * H, E if l == 0 else H), f"weight_ih_l{l}", False)
+        ptrs[L + l] = _data(W_hh[l], dtype, (G * H, H), f"weight_hh_l{l}", False)
+        ptrs[2 * L + l] = _data(b_ih[l], dtype, (G * H,), f"bias_ih_l{l}", False)
+        ptrs[3 * L + l] = _data(b_hh[l], dtype, (G * H,), f"bias_hh_l{l}", False)
+    d.cell = cell
+    d.attention = ATTENTIONS[attention]
+    d.num_layers, d.hidden, d.embed_dim, d.n_outputs, d.mem_dim = L, H, E, V, mem_dim
+    d.bos, d.eos = bos, eos
+    d.embedding = _data(embedding, dtype, (V + 1, E), "embedding", False)
+    d.W_ih, d.W_hh, d.b_ih, d.b_hh = ptrs, ptrs + L, ptrs + 2 * L, ptrs + 3 * L
+    bahdanau = attention == "bahdanau"
+    d.query_W = _data(query_W, dtype, (H, H), "query weight", not bahdanau)
+    d.attn_v = _data(attn_v, dtype, (H,), "attention v", not bahdanau)
+    d.combine_W = _data(combine_W, dtype, (H, mem_dim + H), "combine weight",
+                        attention is None)
+    d.combine_b = _data(combine_b, dtype, (H,), "combine bias", attention is None)
+    d.head_W = _data(head_W, dtype, (V, H), "head weight", False)
+    d.head_b = _data(head_b, dtype, (V,), "head bias", False)
+    return 0
+
+
+def decode(*, int cell, attention, embedding, list W_ih, list W_hh, list b_ih, list b_hh,
+           query_W, attn_v, combine_W, combine_b, head_W, head_b, int bos, int eos, memory,
+           keys, src_lengths, h0, c0, int64_t beam_width, int64_t max_len, int n_threads=1):
+    """Greedy (beam_width 1) or beam-search decoding of a batch of encoded
+    sources (see csrc/decode.h). memory (n, S, mem_dim) and keys (n, S, H)
+    are required with attention. Returns tokens (n, max_len) int32, lengths
+    (n,) int32 and scores (n,) float64 (log-probability over token count)."""
+    if not isinstance(embedding, np.ndarray) or embedding.ndim != 2:
+        raise ValueError("embedding must be a 2-D NumPy array")
+    dtype = embedding.dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise ValueError(f"embedding must be float32 or float64, got {dtype}")
+    if not isinstance(h0, np.ndarray) or h0.ndim != 3:
+        raise ValueError("h0 must be a 3-D array (layers, samples, hidden)")
+    if beam_width < 1 or max_len < 1:
+        raise ValueError("beam_width and max_len must be positive")
+    cdef int64_t L = len(W_hh), n = h0.shape[1], S = 1, mem_dim = 0
+    cdef fr_decoder d
+    cdef fr_encoded e
+    if attention is not None:
+        if not isinstance(memory, np.ndarray) or memory.ndim != 3:
+            raise ValueError("memory must be a 3-D array (samples, steps, features)")
+        S, mem_dim = memory.shape[1], memory.shape[2]
+    cdef const void **ptrs = <const void **>malloc(4 * L * sizeof(void *))
+    if ptrs == NULL:
+        raise MemoryError()
+    try:
+        _fill_decoder(&d, ptrs, cell, attention, embedding, W_ih, W_hh, b_ih, b_hh, query_W,
+                      attn_v, combine_W, combine_b, head_W, head_b, mem_dim, bos, eos)
+        e.n_samples, e.src_steps = n, S
+        e.h0 = _data(h0, dtype, (L, n, d.hidden), "h0", False)
+        e.c0 = _data(c0, dtype, (L, n, d.hidden), "c0", cell != FR_LSTM)
+        e.memory = _data(memory, dtype, (n, S, mem_dim), "memory", attention is None)
+        e.keys = _data(keys, dtype, (n, S, d.hidden), "keys", attention is None)
+        e.src_lengths = <const int32_t *>_data(src_lengths, np.int32, (n,), "src_lengths",
+                                               attention is None)
+        tokens = np.zeros((n, max_len), np.int32)
+        lengths = np.zeros(n, np.int32)
+        scores = np.zeros(n, np.float64)
+        p_tokens = <int32_t *>cnp.PyArray_DATA(tokens)
+        p_lengths = <int32_t *>cnp.PyArray_DATA(lengths)
+        p_scores = <double *>cnp.PyArray_DATA(scores)
+        if dtype == np.float32:
+            with nogil:
+                rc = fr_decode_f32(&BLAS, &d, &e, beam_width, max_len, p_tokens, p_lengths,
+                                   p_scores, n_threads)
+        else:
+            with nogil:
+                rc = fr_decode_f64(&BLAS, &d, &e, beam_width, max_len, p_tokens, p_lengths,
+                                   p_scores, n_threads)
+        _raise(rc, "decode")
+    finally:
+        free(ptrs)
+    return tokens, lengths, scores
+
+
+cdef fr_attn_shape _attn_shape(object Hd, object M, object src_lengths) except *:
+    if not isinstance(Hd, np.ndarray) or Hd.ndim != 3:
+        raise ValueError("Hd must be a 3-D array (batch, steps, hidden)")
+    if not isinstance(M, np.ndarray) or M.ndim != 3:
+        raise ValueError("M must be a 3-D array (batch, source steps, features)")
+    cdef fr_attn_shape s
+    s.batch, s.steps, s.hidden = Hd.shape[0], Hd.shape[1], Hd.shape[2]
+    s.src_steps, s.mem_dim = M.shape[1], M.shape[2]
+    s.src_lengths = <const int32_t *>_data(src_lengths, np.int32, (s.batch,), "src_lengths",
+                                           False)
+    return s
+
+
+def luong_forward(*, Hd, M, W_a, W_c, b_c, src_lengths, Q, feat, A, out, int n_threads=1):
+    """Luong attention over all samples and decoder steps (csrc/attention.h):
+    writes Q (B, T, F) and feat (B, T, F + H), kept for backward, the
+    alignments A (B, T, S) and out (B, T, H)."""
+    cdef fr_attn_shape s = _attn_shape(Hd, M, src_lengths)
+    dtype = Hd.dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise ValueError(f"Hd must be float32 or float64, got {dtype}")
+    cdef int64_t B = s.batch, T = s.steps, S = s.src_steps, H = s.hidden, F = s.mem_dim
+    cdef char *c[9]
+    c[0] = _data(Hd, dtype, (B, T, H), "Hd", False)
+    c[1] = _data(M, dtype, (B, S, F), "M", False)
+    c[2] = _data(W_a, dtype, (H, F), "W_a", False)
+    c[3] = _data(W_c, dtype, (H, F + H), "W_c", False)
+    c[4] = _data(b_c, dtype, (H,), "b_c", False)
+    c[5] = _out(Q, dtype, (B, T, F), "Q", False)
+    c[6] = _out(feat, dtype, (B, T, F + H), "feat", False)
+    c[7] = _out(A, dtype, (B, T, S), "A", False)
+    c[8] = _out(out, dtype, (B, T, H), "out", False)
+    if dtype == np.float32:
+        with nogil:
+            rc = fr_luong_forward_f32(&BLAS, &s, <float *>c[0], <float *>c[1], <float *>c[2],
+                                      <float *>c[3], <float *>c[4], <float *>c[5],
+                                      <float *>c[6], <float *>c[7], <float *>c[8], n_threads)
+    else:
+        with nogil:
+            rc = fr_luong_forward_f64(&BLAS, &s, <double *>c[0], <double *>c[1],
+                                      <double *>c[2], <double *>c[3], <double *>c[4],
+                                      <double *>c[5], <double *>c[6], <double *>c[7],
+                                      <double *>c[8], n_threads)
+    _raise(rc, "luong_forward")
+
+
+def luong_backward(*, Hd, M, W_a, W_c, Q, feat, A, out, d_out, src_lengths, dHd, dM, dW_a,
+                   dW_c, db_c, int n_threads=1):
+    """Gradients of luong_forward: writes dHd (B, T, H) and dM (B, S, F),
+    accumulates dW_a, dW_c and db_c."""
+    cdef fr_attn_shape s = _attn_shape(Hd, M, src_lengths)
+    dtype = Hd.dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise ValueError(f"Hd must be float32 or float64, got {dtype}")
+    cdef int64_t B = s.batch, T = s.steps, S = s.src_steps, H = s.hidden, F = s.mem_dim
+    scratch = [np.empty((B, T, H), dtype), np.empty((B, T, F + H), dtype),
+               np.empty((B, T, F), dtype), np.empty((B, T, S), dtype)]
+    cdef char *c[18]
+    c[0] = _data(Hd, dtype, (B, T, H), "Hd", False)
+    c[1] = _data(M, dtype, (B, S, F), "M", False)
+    c[2] = _data(W_a, dtype, (H, F), "W_a", False)
+    c[3] = _data(W_c, dtype, (H, F + H), "W_c", False)
+    c[4] = _data(Q, dtype, (B, T, F), "Q", False)
+    c[5] = _data(feat, dtype, (B, T, F + H), "feat", False)
+    c[6] = _data(A, dtype, (B, T, S), "A", False)
+    c[7] = _data(out, dtype, (B, T, H), "out", False)
+    c[8] = _data(d_out, dtype, (B, T, H), "d_out", False)
+    c[9] = _out(dHd, dtype, (B, T, H), "dHd", False)
+    c[10] = _out(dM, dtype, (B, S, F), "dM", False)
+    c[11] = _out(dW_a, dtype, (H, F), "dW_a", False)
+    c[12] = _out(dW_c, dtype, (H, F + H), "dW_c", False)
+    c[13] = _out(db_c, dtype, (H,), "db_c", False)
+    for i in range(4):
+        c[14 + i] = <char *>cnp.PyArray_DATA(<cnp.ndarray>scratch[i])
+    if dtype == np.float32:
+        with nogil:
+            rc = fr_luong_backward_f32(
+                &BLAS, &s, <float *>c[0], <float *>c[1], <float *>c[2], <float *>c[3],
+                <float *>c[4], <float *>c[5], <float *>c[6], <float *>c[7], <float *>c[8],
+                <float *>c[9], <float *>c[10], <float *>c[11], <float *>c[12], <float *>c[13],
+                <float *>c[14], <float *>c[15], <float *>c[16], <float *>c[17], n_threads)
+    else:
+        with nogil:
+            rc = fr_luong_backward_f64(
+                &BLAS, &s, <double *>c[0], <double *>c[1], <double *>c[2], <double *>c[3],
+                <double *>c[4], <double *>c[5], <double *>c[6], <double *>c[7], <double *>c[8],
+                <double *>c[9], <double *>c[10], <double *>c[11], <double *>c[12],
+                <double *>c[13], <double *>c[14], <double *>c[15], <double *>c[16],
+                <double *>c[17], n_threads)
+    _raise(rc, "luong_backward")
+
+
 def bench_layer(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H, lengths=None,
                 int n_threads=1, int reps=5):
     """Best-of-reps seconds of forward (training), backward and forward

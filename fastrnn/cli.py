@@ -2,6 +2,7 @@
 
     fastrnn demo                       all four tasks on the embedded data sets
     fastrnn demo --task caption        one of classify, forecast, generate, caption
+    fastrnn demo --task seq2seq        date normalisation and addition (not in "all")
     fastrnn info                       build configuration (OpenMP, BLAS kernel, flags)
     fastrnn generate corpus.txt        learn a text file, print samples
     fastrnn train data.csv             learn a CSV (one sequence per row, target last)
@@ -20,6 +21,7 @@ import warnings
 import numpy as np
 
 TASKS = ("classify", "forecast", "generate", "caption")
+EXTRA_TASKS = ("seq2seq",)  # only on request: sequence to sequence (dates, addition)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -193,8 +195,36 @@ def demo_caption(args):
                                   zip(predicted[:4], captions[n_train:n_train + 4])))
 
 
+def demo_seq2seq(args):
+    from fastrnn import Seq2Seq
+    from fastrnn.datasets import make_addition, make_dates
+    for name, make, n_train in (("dates", make_dates, 6000), ("addition", make_addition, 15000)):
+        X, Y = make(n_train + 1000, random_state=0)
+        model = Seq2Seq(random_state=0, n_threads=args.threads, n_iter_no_change=2,
+                        verbose=args.verbose and _live_progress(args))
+        start = time.perf_counter()
+        model.fit(X[:n_train], Y[:n_train], X_val=X[n_train:n_train + 300],
+                  Y_val=Y[n_train:n_train + 300])
+        seconds = time.perf_counter() - start
+        X_test, Y_test = X[n_train + 300:], Y[n_train + 300:]
+        pred = model.predict(X_test[:4], beam_width=3)
+        _say(f"  {name}, LSTM encoder-decoder with attention: held-out exact match "
+             f"{model.score(X_test, Y_test):.3f} ({model.n_iter_} epochs in {seconds:.1f}s)")
+        _say("  e.g. " + ", ".join(f"{x!r} -> {p!r}" for x, p in zip(X_test[:4], pred)))
+        if args.plot and name == "dates":
+            weights = model.attention_weights(X_test[:1])[0]
+            out = model.predict(X_test[:1])[0] + "$"
+
+            def draw(ax, weights=weights, source=X_test[0], out=out):
+                ax.imshow(weights, cmap="viridis", aspect="auto")
+                ax.set_xticks(range(len(source)), list(source))
+                ax.set_yticks(range(len(out)), list(out))
+                ax.set_xlabel("source"), ax.set_ylabel("output ($ = end)")
+            _plot(os.path.join(args.plot, "seq2seq_attention.png"), draw)
+
+
 DEMOS = {"classify": demo_classify, "forecast": demo_forecast, "generate": demo_generate,
-         "caption": demo_caption}
+         "caption": demo_caption, "seq2seq": demo_seq2seq}
 
 
 def cmd_demo(args):
@@ -469,7 +499,8 @@ def build_parser():
                           help="train on the embedded data sets and report",
                           description="Classification, forecasting, text generation and "
                                       "captioning on data that ships with fastrnn.")
-    demo.add_argument("--task", default="all", choices=("all",) + TASKS, help="which demo")
+    demo.add_argument("--task", default="all", choices=("all",) + TASKS + EXTRA_TASKS,
+                      help="which demo (all: every one but seq2seq)")
     demo.add_argument("--plot", metavar="DIR", default=None,
                       help="write PNG plots here (needs matplotlib)")
     demo.add_argument("--verbose", action="store_true",
