@@ -373,7 +373,7 @@ def make_dates_of(date):
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_learns_date_normalisation():
-    """A smaller run than the demo's (6000 pairs, default size; see docs/seq2seq.md)."""
+    """A smaller run than the demo's (6000 pairs, default size; see README.md)."""
     X, Y = make_dates(4300, random_state=0)
     model = Seq2Seq(hidden_size=64, max_iter=4, random_state=0).fit(X[:4000], Y[:4000])
     assert model.score(X[4000:], Y[4000:]) >= 0.95
