@@ -112,3 +112,20 @@ def stack_forward(cell, params, X, num_layers=1, bidirectional=False, lengths=No
         Y = np.concatenate(outs, axis=2)
         layer_in = Y if between is None else between(k, Y, layer_in)
     return layer_in, np.stack(hs), np.stack(cs)
+
+
+def numeric_grad(f, x, eps=1e-6):
+    """Central finite differences of the scalar f() with respect to x, which
+    is perturbed in place (one element at a time) and restored: the oracle of
+    every analytic gradient in the tests."""
+    grad = np.empty_like(x)
+    flat, g = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        orig = flat[i]
+        flat[i] = orig + eps
+        up = f()
+        flat[i] = orig - eps
+        down = f()
+        flat[i] = orig
+        g[i] = (up - down) / (2 * eps)
+    return grad

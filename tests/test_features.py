@@ -11,7 +11,7 @@ from sklearn.metrics import log_loss
 
 import fastrnn
 from fastrnn import FastGRURegressor, FastLSTMClassifier
-from test_layers import _numeric_grad  # central finite differences, in place
+from fastrnn.reference import numeric_grad  # central finite differences, in place
 
 
 def quiet_fit(est, *args, **kwargs):
@@ -163,7 +163,7 @@ def check_gradients(net, X, lengths, rng, eps=1e-6):
     net.zero_grad()
     net.backward(R)
     analytic = net.flat_grads.copy()
-    numeric = _numeric_grad(loss, net.flat_params, eps)
+    numeric = numeric_grad(loss, net.flat_params, eps)
     for name, start, shape in trainable:
         part = slice(start, start + int(np.prod(shape)))
         np.testing.assert_allclose(analytic[part], numeric[part], rtol=1e-5, atol=1e-7,
@@ -332,7 +332,7 @@ def check_stack_gradients(stack, X, lengths, rng, eps=1e-6):
     dX, _ = stack.backward(R, S)
     analytic = stack.flat_grads.copy()
     for values, grads in ((stack.flat_params, analytic), (X.reshape(-1), dX.reshape(-1))):
-        np.testing.assert_allclose(grads, _numeric_grad(loss, values, eps), rtol=1e-5,
+        np.testing.assert_allclose(grads, numeric_grad(loss, values, eps), rtol=1e-5,
                                    atol=1e-6)
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from fastrnn import _kernels, reference
+from fastrnn.reference import numeric_grad
 from fastrnn.layers import GRU, LSTM, RNN
 
 CELLS = [("lstm", LSTM, {}), ("gru", GRU, {}), ("rnn_tanh", RNN, {}),
@@ -86,20 +87,6 @@ def _loss_and_grads(stack, X, lengths, h0, c0, weights):
     return loss, dX, dstate
 
 
-def _numeric_grad(f, x, eps=1e-6):
-    grad = np.empty_like(x)
-    flat, g = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        orig = flat[i]
-        flat[i] = orig + eps
-        up = f()
-        flat[i] = orig - eps
-        down = f()
-        flat[i] = orig
-        g[i] = (up - down) / (2 * eps)
-    return grad
-
-
 @pytest.mark.parametrize("cell,cls,kw", CELLS, ids=CELL_IDS)
 @pytest.mark.parametrize("config", ["plain", "lengths", "bidirectional_2layers"])
 def test_gradients_match_finite_differences(cell, cls, kw, config, rng):
@@ -125,13 +112,13 @@ def test_gradients_match_finite_differences(cell, cls, kw, config, rng):
         return _loss_and_grads(stack, X, lengths, h0, c0, weights)[0]
 
     for name, param in stack.params.items():
-        np.testing.assert_allclose(grads[name], _numeric_grad(loss, param), rtol=1e-5,
+        np.testing.assert_allclose(grads[name], numeric_grad(loss, param), rtol=1e-5,
                                    atol=1e-7, err_msg=name)
-    np.testing.assert_allclose(dX, _numeric_grad(loss, X), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dX, numeric_grad(loss, X), rtol=1e-5, atol=1e-7)
     dh0 = dstate.h
-    np.testing.assert_allclose(dh0, _numeric_grad(loss, h0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dh0, numeric_grad(loss, h0), rtol=1e-5, atol=1e-7)
     if cell == "lstm":
-        np.testing.assert_allclose(dstate.c, _numeric_grad(loss, c0), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(dstate.c, numeric_grad(loss, c0), rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------
