@@ -378,7 +378,7 @@ def tanh_f32(const float[::1] x):
 SOLVERS = {"sgd": FR_SGD, "rmsprop": FR_RMSPROP, "adagrad": FR_ADAGRAD, "adam": FR_ADAM}
 
 
-def sumsq(x, int n_threads=1):
+def sumsq(*, x, int n_threads=1):
     """Sum of squares of a contiguous float array, accumulated in double."""
     dtype = x.dtype
     cdef char *p = _data(x, dtype, None, "x", False)
@@ -395,7 +395,7 @@ def sumsq(x, int n_threads=1):
     return total
 
 
-def optim_step(str solver, w, g, m, v, decay_mask, double lr, double l2, double grad_scale,
+def optim_step(*, str solver, w, g, m, v, decay_mask, double lr, double l2, double grad_scale,
                double momentum, bint nesterov, double rho, double beta1, double beta2,
                double eps, int64_t step, int n_threads):
     """One fused update of the flat buffer w from gradient g (see csrc/fastrnn.h)."""

@@ -63,6 +63,16 @@ def test_size_functions_take_keywords_only():
     _assert_keyword_only(_kernels.backward_workspace_size, shape)
 
 
+def test_optimizer_bindings_take_keywords_only():
+    w = np.ones(6, np.float32)
+    _assert_keyword_only(_kernels.sumsq, dict(x=w, n_threads=1))
+    _assert_keyword_only(_kernels.optim_step, dict(
+        solver="adam", w=w, g=np.ones(6, np.float32), m=np.zeros(6, np.float32),
+        v=np.zeros(6, np.float32), decay_mask=None, lr=0.1, l2=0.0, grad_scale=1.0,
+        momentum=0.9, nesterov=True, rho=0.9, beta1=0.9, beta2=0.999, eps=1e-8, step=1,
+        n_threads=1))
+
+
 def test_generate_takes_keywords_only():
     stack = RNN(3, 4)
     args = generation_args(stack, np.zeros((5, 3), np.float32), np.zeros((5, 4), np.float32),
