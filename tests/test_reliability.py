@@ -67,10 +67,11 @@ def test_kernels_clamp_thread_counts_themselves():
     code = ("import numpy as np\n"
             "from fastrnn import _kernels\n"
             "w = np.ones(1 << 17, np.float32)\n"
-            "assert _kernels.sumsq(w, 100000) == w.size\n"
+            "assert _kernels.sumsq(x=w, n_threads=100000) == w.size\n"
             "z = np.zeros_like(w)\n"
-            "_kernels.optim_step('adam', w, w.copy(), z.copy(), z.copy(), None, 0.1, 0.0, 1.0,"
-            " 0.0, False, 0.9, 0.9, 0.999, 1e-8, 1, 100000)\n"
+            "_kernels.optim_step(solver='adam', w=w, g=w.copy(), m=z.copy(), v=z.copy(),"
+            " decay_mask=None, lr=0.1, l2=0.0, grad_scale=1.0, momentum=0.0, nesterov=False,"
+            " rho=0.9, beta1=0.9, beta2=0.999, eps=1e-8, step=1, n_threads=100000)\n"
             "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
@@ -95,7 +96,7 @@ def test_fork_child_predicts_after_a_multithreaded_fit(task):
     # threads, in the parent (the pool starts) and, unless forbidden, in the child.
     clf = quiet(FastLSTMClassifier(hidden_size=256, max_iter=1, n_threads=2, random_state=0).fit,
                 X, y)
-    _kernels.sumsq(np.ones(1 << 17, np.float32), 2)  # the OpenMP pool has run for sure
+    _kernels.sumsq(x=np.ones(1 << 17, np.float32), n_threads=2)  # the OpenMP pool has run
     expected = clf.predict_proba(X)
     _FORKED_MODEL = clf
     try:
