@@ -1013,7 +1013,6 @@ typedef struct {
     int64_t ih_size, layer_stride;
     int row_layout; /* the weights are packed in the row layout (fr_row_layout) */
     int nth;
-    int cur; /* which of the two state buffers holds the current state */
     volatile int *stop; /* fr_team_stop's slots */
 } FR_(generate_call);
 
@@ -1091,10 +1090,12 @@ static real *FR_(generate_pack)(const FR_(generate_call) *gc, int64_t j0, int64_
     return head;
 }
 
-/* Layer l's state buffer (h or c) now (next = 0) or after this step. */
-static real *FR_(layer_state)(const FR_(generate_call) *gc, real *buf, int next, int64_t l)
+/* Layer l's state buffer (h or c) at the start (next = 0) or the end of
+ * `step`: the two buffers swap roles every step. */
+static real *FR_(layer_state)(const FR_(generate_call) *gc, real *buf, int64_t step, int next,
+                              int64_t l)
 {
-    const int which = next ? 1 - gc->cur : gc->cur;
+    const int64_t which = (step + next) & 1;
     return buf + (which * gc->g->num_layers + l) * gc->n * gc->g->hidden;
 }
 
@@ -1114,12 +1115,12 @@ static int64_t FR_(step_token)(const FR_(generate_call) *gc, int64_t step, int64
     return step < gc->n_prompt ? gc->prompt[i * gc->n_prompt + step] : gc->sc.token[i];
 }
 
-/* x = the embeddings of this step's input tokens (unused with a table). */
+/* x = the embeddings of this step's input tokens (generation without a table). */
 static void FR_(generate_embed)(const FR_(generate_call) *gc, int64_t step)
 {
     const int64_t E = gc->g->embed_dim;
     const real *emb = (const real *)gc->g->embedding;
-    for (int64_t i = 0; i < gc->n && !gc->table; i++)
+    for (int64_t i = 0; i < gc->n; i++)
         memcpy(gc->w.x + i * E, emb + FR_(step_token)(gc, step, i) * E,
                (size_t)E * sizeof(real));
 }
@@ -1145,8 +1146,10 @@ static void FR_(generate_layer)(const FR_(generate_call) *gc, int64_t step, int6
     const fr_generator *g = gc->g;
     const int lstm = g->cell == FR_LSTM, gru = g->cell == FR_GRU, relu = g->cell == FR_RNN_RELU;
     const int64_t n = gc->n, H = g->hidden, G = fr_gates(g->cell), GH = G * H;
-    real *hp = FR_(layer_state)(gc, gc->w.h, 0, l), *hn = FR_(layer_state)(gc, gc->w.h, 1, l);
-    real *cp = FR_(layer_state)(gc, gc->w.c, 0, l), *cn = FR_(layer_state)(gc, gc->w.c, 1, l);
+    real *hp = FR_(layer_state)(gc, gc->w.h, step, 0, l);
+    real *hn = FR_(layer_state)(gc, gc->w.h, step, 1, l);
+    real *cp = FR_(layer_state)(gc, gc->w.c, step, 0, l);
+    real *cn = FR_(layer_state)(gc, gc->w.c, step, 1, l);
     const real *bi = (const real *)g->b_ih[l], *bh = (const real *)g->b_hh[l];
     real *gates = gc->w.gates, *gh = gc->w.gh;
 #if FR_HAVE_PACKED
@@ -1181,12 +1184,12 @@ static void FR_(generate_layer)(const FR_(generate_call) *gc, int64_t step, int6
 }
 
 /* The head's outputs [o0, o1) for every sample from the top layer's new state. */
-static void FR_(generate_head)(const FR_(generate_call) *gc, int64_t o0, int64_t o1,
-                               const real *head_panels)
+static void FR_(generate_head)(const FR_(generate_call) *gc, int64_t step, int64_t o0,
+                               int64_t o1, const real *head_panels)
 {
     const fr_generator *g = gc->g;
     const int64_t n = gc->n, H = g->hidden, n_out = g->n_outputs;
-    const real *top = FR_(layer_state)(gc, gc->w.h, 1, g->num_layers - 1);
+    const real *top = FR_(layer_state)(gc, gc->w.h, step, 1, g->num_layers - 1);
 #if FR_HAVE_PACKED
     if (head_panels) {
         FR_(packed_apply)(n, H, top, H, head_panels, 1, n_out, o0, o1, gc->w.logits, n_out, 0,
@@ -1222,7 +1225,9 @@ static void FR_(sample_tokens)(const FR_(generate_call) *gc, int64_t step)
 }
 
 /* The parallel region: each thread owns a slice of every layer's units and
- * of the head's outputs; one thread embeds and samples. */
+ * of the head's outputs; one thread embeds (without a table) and samples.
+ * The barrier after the last layer ends every step: nothing of a step is
+ * read after it, so the state buffers can swap without another. */
 static void FR_(generate_team)(FR_(generate_call) *gc)
 {
     const fr_generator *g = gc->g;
@@ -1235,23 +1240,23 @@ static void FR_(generate_team)(FR_(generate_call) *gc)
     const real *head_panels = FR_(generate_pack)(gc, j0, j1, o0, o1);
     for (int64_t step = 0; step < gc->n_prompt - 1 + gc->n_new; step++) {
         if (fr_team_stop(gc->stop, step)) break;
+        if (!gc->table) {
 #pragma omp single
-        FR_(generate_embed)(gc, step);
+            FR_(generate_embed)(gc, step);
+        }
         const real *layer_in = gc->w.x;
         for (int64_t l = 0; l < g->num_layers; l++) {
             FR_(generate_layer)(gc, step, l, layer_in, l ? H : g->embed_dim, j0, j1, my_y,
                                 my_aux);
-            layer_in = FR_(layer_state)(gc, gc->w.h, 1, l);
+            layer_in = FR_(layer_state)(gc, gc->w.h, step, 1, l);
 #pragma omp barrier
         }
         if (step >= gc->n_prompt - 1) { /* past the prompt: sample the next tokens */
-            FR_(generate_head)(gc, o0, o1, head_panels);
+            FR_(generate_head)(gc, step, o0, o1, head_panels);
 #pragma omp barrier
 #pragma omp single
             FR_(sample_tokens)(gc, step);
         }
-#pragma omp single
-        gc->cur = 1 - gc->cur;
     }
 }
 
