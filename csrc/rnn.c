@@ -71,9 +71,12 @@ static volatile int fr_portable_forced;
 /* Whether a call whose steps have at most max_rows rows packs its weights in
  * the row layout and runs them through rows_apply_avx512 (rnn_impl.h): the
  * batch-1 path. */
+#ifndef FR_ROW_LAYOUT_MAX_ROWS
+#define FR_ROW_LAYOUT_MAX_ROWS (FR_MR - 1)
+#endif
 static int fr_row_layout(int64_t max_rows)
 {
-    return max_rows < FR_MR && fr_avx512_supported() && !fr_portable_forced;
+    return max_rows <= FR_ROW_LAYOUT_MAX_ROWS && fr_avx512_supported() && !fr_portable_forced;
 }
 #else
 #define FR_HAVE_PACKED 0
