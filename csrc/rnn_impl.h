@@ -361,7 +361,8 @@ __attribute__((target("avx512f"))) static void FR_(rows_apply_avx512)(
     const int64_t n_full = n_panels / FR_ROW_PANELS, n_groups = n_full + n_panels % FR_ROW_PANELS;
     for (int64_t i = 0; i < n_groups; i++) {
         const int64_t group = backwards ? n_groups - 1 - i : i;
-        const int64_t p0 = group < n_full ? group * FR_ROW_PANELS : n_full * (FR_ROW_PANELS - 1) + group;
+        const int64_t p0 = group < n_full ? group * FR_ROW_PANELS /* then single panels */
+                                          : n_full * (FR_ROW_PANELS - 1) + group;
         const int np = group < n_full ? FR_ROW_PANELS : 1;
         real *c[FR_ROW_PANELS];
         int64_t w[FR_ROW_PANELS];
@@ -371,14 +372,19 @@ __attribute__((target("avx512f"))) static void FR_(rows_apply_avx512)(
             w[p] = j1 - jj < FR_NR ? j1 - jj : FR_NR;
         }
         const real *panels = P + p0 * K * FR_NR;
+#define FR_ROWS_CASE(r, n)                                                                    \
+    case (r) * 8 + (n):                                                                       \
+        FR_(rows_panels)(r, n, K, A, lda, panels, c, w, ldc, accumulate);                     \
+        break;
         switch (R * 8 + np) {
-        case 8 + FR_ROW_PANELS: FR_(rows_panels)(1, FR_ROW_PANELS, K, A, lda, panels, c, w, ldc, accumulate); break;
-        case 16 + FR_ROW_PANELS: FR_(rows_panels)(2, FR_ROW_PANELS, K, A, lda, panels, c, w, ldc, accumulate); break;
-        case 24 + FR_ROW_PANELS: FR_(rows_panels)(3, FR_ROW_PANELS, K, A, lda, panels, c, w, ldc, accumulate); break;
-        case 8 + 1: FR_(rows_panels)(1, 1, K, A, lda, panels, c, w, ldc, accumulate); break;
-        case 16 + 1: FR_(rows_panels)(2, 1, K, A, lda, panels, c, w, ldc, accumulate); break;
+            FR_ROWS_CASE(1, FR_ROW_PANELS)
+            FR_ROWS_CASE(2, FR_ROW_PANELS)
+            FR_ROWS_CASE(3, FR_ROW_PANELS)
+            FR_ROWS_CASE(1, 1)
+            FR_ROWS_CASE(2, 1)
         default: FR_(rows_panels)(3, 1, K, A, lda, panels, c, w, ldc, accumulate); break;
         }
+#undef FR_ROWS_CASE
     }
 }
 
@@ -1045,7 +1051,8 @@ static int FR_(alloc_generate_panels)(FR_(generate_call) *gc)
                                    FR_(panels_size)(1, g->n_outputs, H, gc->nth),
                                &gc->packed);
     const int64_t tokens = gc->n * (gc->n_prompt - 1 + gc->n_new);
-    if (rc == FR_OK && gc->packed && fr_embed_table(g->vocab, tokens, g->vocab * G * H * (int64_t)sizeof(real))) {
+    const int64_t table_bytes = g->vocab * G * H * (int64_t)sizeof(real);
+    if (rc == FR_OK && gc->packed && fr_embed_table(g->vocab, tokens, table_bytes)) {
         gc->table = (real *)malloc((size_t)(g->vocab * G * H) * sizeof(real));
         rc = gc->table ? FR_OK : FR_ERR_NOMEM;
     }
