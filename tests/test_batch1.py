@@ -133,3 +133,21 @@ def test_bench_read_times_a_buffer():
     assert 0 < small < large
     with pytest.raises(ValueError):
         _kernels.bench_read(n_bytes=0)
+
+
+@pytest.mark.parametrize("cls,kw", STACKS[:2], ids=STACK_IDS[:2])
+def test_fast_training_forward_and_gradients_equal_portable(cls, kw, portable):
+    # a training forward at batch 1 runs the row kernel too; backward reads what it stored
+    stack = _stack(cls, kw, 6, 40, np.float64, num_layers=2)
+    X = np.random.default_rng(6).standard_normal((1, 5, 6))
+    dY = np.random.default_rng(7).standard_normal((1, 5, 40))
+
+    def run():
+        stack.zero_grad()
+        Y, _ = stack.forward(X, training=True)
+        dX = stack.backward(dY)
+        dX = dX[0] if isinstance(dX, tuple) else dX
+        return Y.copy(), np.array(dX), stack.flat_grads.copy()
+
+    for a, b in zip(run(), portable(run)):
+        np.testing.assert_array_equal(a, b)
