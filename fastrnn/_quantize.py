@@ -132,12 +132,11 @@ def reference_matmul(A, w):
 
 
 class ReducedNetwork:
-    """A network's weights in one reduced kind: per stack direction index
-    (W_ih, W_hh) (none for layer-normalized stacks, which stay float32) and
-    the head. Passed to Network.forward / RecurrentStack.forward."""
+    """A stack's weights in one reduced kind: per direction index (W_ih, W_hh)
+    (none for layer-normalized stacks, which stay float32), and a network's
+    head (head_weight; None: no head). Passed to RecurrentStack.forward."""
 
-    def __init__(self, net, kind):
-        stack = net.stack
+    def __init__(self, stack, kind, head_weight=None):
         self.kind = kind
         self.directions = {}
         if not stack.layer_norm:
@@ -146,7 +145,7 @@ class ReducedNetwork:
                     view = stack.direction(k, d)
                     self.directions[view.index] = (ReducedWeight(view.W_ih, kind),
                                                    ReducedWeight(view.W_hh, kind))
-        self.head = ReducedWeight(net.params["head.weight"], kind)
+        self.head = None if head_weight is None else ReducedWeight(head_weight, kind)
 
     def runs(self, view):
         """Whether this stack direction runs with reduced weights."""
@@ -183,7 +182,7 @@ def reduced_network(net, inference_dtype):
                          f"one is {net.dtype} (fit it with dtype='float32')")
     kinds = _CACHE.setdefault(net, {})
     if kind not in kinds:
-        kinds[kind] = ReducedNetwork(net, kind)
+        kinds[kind] = ReducedNetwork(net.stack, kind, net.params["head.weight"])
     return kinds[kind]
 
 
