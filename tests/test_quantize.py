@@ -193,3 +193,17 @@ def test_mackey_glass_forecast_mse_moves_little():
     errors = _scores(lambda d: fc.set_params(inference_dtype=d), mse)
     for kind in KINDS:
         assert abs(errors[kind] / errors[None] - 1) <= 0.10, errors
+
+
+@pytest.mark.parametrize("name", ["fastrnn-int8", "fastrnn-bf16"])
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_benchmark_contenders_with_reduced_weights(name, cell):
+    from fastrnn.benchmark import CONTENDERS, INFERENCE_ONLY, random_weights
+    case = dict(cell=cell, B=3, T=5, I=4, H=8)
+    weights = random_weights(case)
+    X = np.random.default_rng(1).normal(size=(3, 5, 4)).astype(np.float32)
+    reduced = CONTENDERS[name](case, 1, weights, X)
+    assert set(reduced) == {"inference"} and name in INFERENCE_ONLY
+    Y = reduced["inference"]()[0]
+    Y_fp32 = CONTENDERS["fastrnn"](case, 1, weights, X)["inference"]()[0]
+    assert 0 < np.abs(Y - Y_fp32).max() < 0.05
