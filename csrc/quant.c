@@ -15,6 +15,15 @@
 #define FR_Q_X86 0
 #endif
 
+/* Wider SIMD for the conversions and the gate math without -march=native (as
+ * FR_CLONES in rnn.c): the loader picks a clone at run time; SSE2's baseline
+ * has no vector rounding, so nearbyintf would be a libm call per element. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FR_Q_CLONES __attribute__((target_clones("avx512f", "fma", "default")))
+#else
+#define FR_Q_CLONES
+#endif
+
 /* Rows of input converted at a time: bounded scratch for any M. */
 #define FR_Q_CHUNK 64
 /* A GEMM shares its panels among threads from this many multiply-adds. */
@@ -67,7 +76,7 @@ static int64_t fr_qpadded(int64_t n, int64_t to) { return (n + to - 1) / to * to
 
 /* Asymmetric u8 of one row: x ~ sa * (u - zp). The range always holds 0 (so
  * zero is exact); an all-zero row gets sa = 1. Rounding: nearest even. */
-static void fr_quantize_row_u8(const float *x, int64_t K, int64_t kp, uint8_t *u, float *sa,
+FR_Q_CLONES static void fr_quantize_row_u8(const float *x, int64_t K, int64_t kp, uint8_t *u, float *sa,
                                int32_t *zp)
 {
     float lo = 0, hi = 0;
@@ -107,7 +116,7 @@ static inline float fr_bf16_float(uint16_t b)
     return x;
 }
 
-static void fr_round_row_bf16(const float *x, int64_t K, int64_t kp, uint16_t *b)
+FR_Q_CLONES static void fr_round_row_bf16(const float *x, int64_t K, int64_t kp, uint16_t *b)
 {
     for (int64_t k = 0; k < K; k++) b[k] = fr_bf16(x[k]);
     for (int64_t k = K; k < kp; k++) b[k] = 0;
@@ -178,7 +187,7 @@ static void fr_bf16_store(const fr_qweight *w, int64_t p, const float *acc, floa
     for (int64_t j = 0; j < nw; j++) c[n0 + j] = accumulate ? c[n0 + j] + acc[j] : acc[j];
 }
 
-static void fr_q8_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p,
+FR_Q_CLONES static void fr_q8_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p,
                                  float *C, int64_t ldc, int accumulate)
 {
     const int64_t groups = r->kp / 4;
@@ -195,7 +204,7 @@ static void fr_q8_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t
 }
 
 /* The pair order of vdpbf16ps: the odd element's product first. */
-static void fr_bf16_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
+FR_Q_CLONES static void fr_bf16_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
                                    int64_t p, float *C, int64_t ldc, int accumulate)
 {
     const int64_t groups = r->kp / 2;
@@ -291,6 +300,61 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void fr_bf16_panel
         }
     }
 }
+
+/* Row m against 4 panels at once (4 independent accumulators: a single row,
+ * batch-1 inference's recurrent step, would otherwise wait on one chain). */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void fr_q8_row_vnni(
+    const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p0, float *c, int accumulate)
+{
+    const int64_t groups = r->kp / 4, stride = groups * FR_Q_PANEL * 4;
+    const int8_t *P = (const int8_t *)w->packed + p0 * stride;
+    const uint8_t *a = (const uint8_t *)r->rows + m * r->kp;
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int64_t g = 0; g < groups; g++) {
+        int32_t quad;
+        memcpy(&quad, a + 4 * g, sizeof quad);
+        const __m512i x = _mm512_set1_epi32(quad);
+        const int8_t *pg = P + g * FR_Q_PANEL * 4;
+        acc0 = _mm512_dpbusd_epi32(acc0, x, _mm512_loadu_si512((const void *)pg));
+        acc1 = _mm512_dpbusd_epi32(acc1, x, _mm512_loadu_si512((const void *)(pg + stride)));
+        acc2 = _mm512_dpbusd_epi32(acc2, x, _mm512_loadu_si512((const void *)(pg + 2 * stride)));
+        acc3 = _mm512_dpbusd_epi32(acc3, x, _mm512_loadu_si512((const void *)(pg + 3 * stride)));
+    }
+    int32_t out[4][FR_Q_PANEL];
+    _mm512_storeu_si512((void *)out[0], acc0);
+    _mm512_storeu_si512((void *)out[1], acc1);
+    _mm512_storeu_si512((void *)out[2], acc2);
+    _mm512_storeu_si512((void *)out[3], acc3);
+    for (int i = 0; i < 4; i++) fr_q8_store(w, r, m, p0 + i, out[i], c, accumulate);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void fr_bf16_row_avx512(
+    const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p0, float *c, int accumulate)
+{
+    const int64_t groups = r->kp / 2, stride = groups * FR_Q_PANEL * 2;
+    const uint16_t *P = (const uint16_t *)w->packed + p0 * stride;
+    const uint16_t *a = (const uint16_t *)r->rows + m * r->kp;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int64_t g = 0; g < groups; g++) {
+        int32_t pair;
+        memcpy(&pair, a + 2 * g, sizeof pair);
+        const __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
+        const uint16_t *pg = P + g * FR_Q_PANEL * 2;
+        acc0 = _mm512_dpbf16_ps(acc0, x, (__m512bh)_mm512_loadu_si512((const void *)pg));
+        acc1 = _mm512_dpbf16_ps(acc1, x,
+                                (__m512bh)_mm512_loadu_si512((const void *)(pg + stride)));
+        acc2 = _mm512_dpbf16_ps(acc2, x,
+                                (__m512bh)_mm512_loadu_si512((const void *)(pg + 2 * stride)));
+        acc3 = _mm512_dpbf16_ps(acc3, x,
+                                (__m512bh)_mm512_loadu_si512((const void *)(pg + 3 * stride)));
+    }
+    float out[4][FR_Q_PANEL];
+    _mm512_storeu_ps(out[0], acc0);
+    _mm512_storeu_ps(out[1], acc1);
+    _mm512_storeu_ps(out[2], acc2);
+    _mm512_storeu_ps(out[3], acc3);
+    for (int i = 0; i < 4; i++) fr_bf16_store(w, p0 + i, out[i], c, accumulate);
+}
 #endif
 
 static void fr_qpanel(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p, float *C,
@@ -312,6 +376,25 @@ static void fr_qpanel(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t
         fr_q8_panel_portable(w, r, M, p, C, ldc, accumulate);
     else
         fr_bf16_panel_portable(w, r, M, p, C, ldc, accumulate);
+}
+
+/* Panels [p0, p1) (at most FR_Q_BLOCK): rows in blocks of 4 one panel at a
+ * time, the rows left over (all of them at batch 1) 4 panels at a time on
+ * the fast path. Every output's sum runs in the same order either way. */
+#define FR_Q_BLOCK 4
+static void fr_qpanels(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p0,
+                       int64_t p1, float *C, int64_t ldc, int accumulate, int fast)
+{
+    const int64_t M4 = fast && p1 - p0 == FR_Q_BLOCK ? M / 4 * 4 : M;
+    for (int64_t p = p0; p < p1; p++) fr_qpanel(w, r, M4, p, C, ldc, accumulate, fast);
+#if FR_Q_X86
+    for (int64_t m = M4; m < M; m++) {
+        if (w->kind == FR_Q_INT8)
+            fr_q8_row_vnni(w, r, m, p0, C + m * ldc, accumulate);
+        else
+            fr_bf16_row_avx512(w, r, m, p0, C + m * ldc, accumulate);
+    }
+#endif
 }
 
 /* ----- GEMM ------------------------------------------------------------------------- */
@@ -343,9 +426,17 @@ int fr_qgemm(const fr_qweight *w, int64_t M, const float *A, int64_t lda, float 
         const fr_qrows r = fr_qrows_convert(w, mc, A + m0 * lda, lda, scratch);
         const int nt = mc * w->rows * w->cols >= FR_Q_PAR_MIN_MACS ? fr_threads(n_threads) : 1;
         float *c = C + m0 * ldc;
-        (void)nt; /* a serial build ignores the pragma */
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-        for (int64_t p = 0; p < panels; p++) fr_qpanel(w, &r, mc, p, c, ldc, accumulate, fast);
+        if (nt > 1) {
+            (void)nt; /* a serial build ignores the pragma */
+#pragma omp parallel for num_threads(nt) schedule(static)
+            for (int64_t p = 0; p < panels; p += FR_Q_BLOCK)
+                fr_qpanels(w, &r, mc, p, p + FR_Q_BLOCK < panels ? p + FR_Q_BLOCK : panels, c,
+                           ldc, accumulate, fast);
+        } else { /* no parallel region at all: even a one-thread one costs a step's microseconds */
+            for (int64_t p = 0; p < panels; p += FR_Q_BLOCK)
+                fr_qpanels(w, &r, mc, p, p + FR_Q_BLOCK < panels ? p + FR_Q_BLOCK : panels, c,
+                           ldc, accumulate, fast);
+        }
     }
     return FR_OK;
 }
@@ -400,7 +491,7 @@ static void fr_qpoint_ws(const fr_qlayer *L, const fr_shape *s, void *ws, fr_qfo
 
 /* The fused pass of one sample: g its projected gates, gh its W_hh h (no
  * biases yet); h, c updated in place; y receives h. */
-static void fr_qcell(int cell, int64_t H, const float *g, const float *gh, const float *bias,
+FR_Q_CLONES static void fr_qcell(int cell, int64_t H, const float *g, const float *gh, const float *bias,
                      const float *b_ih, const float *b_hh, float *pre, float *h, float *c,
                      float *y)
 {

@@ -31,7 +31,8 @@ def _qgemm(w, A):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("M, N, K", [(1, 5, 3), (7, 37, 29), (70, 64, 100), (3, 48, 257)])
+@pytest.mark.parametrize("M, N, K", [(1, 5, 3), (7, 37, 29), (70, 64, 100), (3, 48, 257),
+                                     (1, 80, 40)])
 def test_qgemm_equals_reference_arithmetic(kind, M, N, K, path):
     rng = np.random.default_rng(M + N + K)
     w = _quantize.ReducedWeight(rng.normal(size=(N, K)), kind)
