@@ -115,7 +115,7 @@ extensions = [
                  "csrc/lnrnn.c", "csrc/decode.c", "csrc/attention.c", "csrc/quant.c"],
         depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "csrc/optim_impl.h", "csrc/bench.h",
                  "csrc/lnrnn.h", "csrc/lnrnn_impl.h", "csrc/decode.h", "csrc/decode_impl.h",
-                 "csrc/attention.h", "csrc/attention_impl.h", "csrc/quant.h",
+                 "csrc/attention.h", "csrc/attention_impl.h", "csrc/quant.h", "csrc/quant_impl.h",
                  "fastrnn/_quant_bind.pxi",
                  "fastrnn/_kernels.pxd"],
         include_dirs=["csrc", numpy.get_include()],

@@ -180,9 +180,11 @@ static void fr_q8_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64
     }
 }
 
-static void fr_bf16_store(const fr_qweight *w, int64_t p, const float *acc, float *c,
-                          int accumulate)
+static void fr_bf16_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p,
+                          const float *acc, float *c, int accumulate)
 {
+    (void)r; /* the signature of fr_q8_store: the kernels call either */
+    (void)m;
     const int64_t n0 = p * FR_Q_PANEL, nw = fr_qpanel_width(w, p);
     for (int64_t j = 0; j < nw; j++) c[n0 + j] = accumulate ? c[n0 + j] + acc[j] : acc[j];
 }
@@ -237,124 +239,38 @@ FR_Q_CLONES static void fr_bf16_panel_portable(const fr_qweight *w, const fr_qro
                 acc[j] += a0 * w0[j];
             }
         }
-        fr_bf16_store(w, p, acc, C + m * ldc, accumulate);
+        fr_bf16_store(w, r, m, p, acc, C + m * ldc, accumulate);
     }
 }
 
 #if FR_Q_X86
-/* 4 rows at a time share each weight vector: vpdpbusd of a broadcast group
- * of 4 u8 activations with 16 rows' groups of 4 s8 weights. */
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void fr_q8_panel_vnni(
-    const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p, float *C, int64_t ldc,
-    int accumulate)
-{
-    const int64_t groups = r->kp / 4;
-    const int8_t *P = (const int8_t *)w->packed + p * groups * FR_Q_PANEL * 4;
-    int64_t m = 0;
-    for (; m < M; m += 4) {
-        const int64_t rows = M - m < 4 ? M - m : 4;
-        const uint8_t *a = (const uint8_t *)r->rows + m * r->kp;
-        __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
-                          _mm512_setzero_si512(), _mm512_setzero_si512()};
-        for (int64_t g = 0; g < groups; g++) {
-            const __m512i wv = _mm512_loadu_si512((const void *)(P + g * FR_Q_PANEL * 4));
-            for (int64_t i = 0; i < rows; i++) {
-                int32_t quad;
-                memcpy(&quad, a + i * r->kp + 4 * g, sizeof quad);
-                acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_set1_epi32(quad), wv);
-            }
-        }
-        for (int64_t i = 0; i < rows; i++) {
-            int32_t out[FR_Q_PANEL];
-            _mm512_storeu_si512((void *)out, acc[i]);
-            fr_q8_store(w, r, m + i, p, out, C + (m + i) * ldc, accumulate);
-        }
-    }
-}
+/* int8: vpdpbusd, u8 activations x s8 weights, 4 of each per lane */
+#define FRQ_(name) fr_q8_##name##_vnni
+#define FRQ_TARGET "avx512f,avx512bw,avx512vnni"
+#define FRQ_ACC __m512i
+#define FRQ_ZERO() _mm512_setzero_si512()
+#define FRQ_DOT(acc, x, w) _mm512_dpbusd_epi32(acc, x, w)
+#define FRQ_STOREV(out, acc) _mm512_storeu_si512((void *)(out), acc)
+#define FRQ_OUT int32_t
+#define FRQ_ACT uint8_t
+#define FRQ_W int8_t
+#define FRQ_GROUP 4
+#define FRQ_STORE fr_q8_store
+#include "quant_impl.h"
 
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void fr_bf16_panel_avx512(
-    const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p, float *C, int64_t ldc,
-    int accumulate)
-{
-    const int64_t groups = r->kp / 2;
-    const uint16_t *P = (const uint16_t *)w->packed + p * groups * FR_Q_PANEL * 2;
-    int64_t m = 0;
-    for (; m < M; m += 4) {
-        const int64_t rows = M - m < 4 ? M - m : 4;
-        const uint16_t *a = (const uint16_t *)r->rows + m * r->kp;
-        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                         _mm512_setzero_ps()};
-        for (int64_t g = 0; g < groups; g++) {
-            const __m512i wv = _mm512_loadu_si512((const void *)(P + g * FR_Q_PANEL * 2));
-            for (int64_t i = 0; i < rows; i++) {
-                int32_t pair;
-                memcpy(&pair, a + i * r->kp + 2 * g, sizeof pair);
-                acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_set1_epi32(pair),
-                                          (__m512bh)wv);
-            }
-        }
-        for (int64_t i = 0; i < rows; i++) {
-            float out[FR_Q_PANEL];
-            _mm512_storeu_ps(out, acc[i]);
-            fr_bf16_store(w, p, out, C + (m + i) * ldc, accumulate);
-        }
-    }
-}
-
-/* Row m against 4 panels at once (4 independent accumulators: a single row,
- * batch-1 inference's recurrent step, would otherwise wait on one chain). */
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void fr_q8_row_vnni(
-    const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p0, float *c, int accumulate)
-{
-    const int64_t groups = r->kp / 4, stride = groups * FR_Q_PANEL * 4;
-    const int8_t *P = (const int8_t *)w->packed + p0 * stride;
-    const uint8_t *a = (const uint8_t *)r->rows + m * r->kp;
-    __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    for (int64_t g = 0; g < groups; g++) {
-        int32_t quad;
-        memcpy(&quad, a + 4 * g, sizeof quad);
-        const __m512i x = _mm512_set1_epi32(quad);
-        const int8_t *pg = P + g * FR_Q_PANEL * 4;
-        acc0 = _mm512_dpbusd_epi32(acc0, x, _mm512_loadu_si512((const void *)pg));
-        acc1 = _mm512_dpbusd_epi32(acc1, x, _mm512_loadu_si512((const void *)(pg + stride)));
-        acc2 = _mm512_dpbusd_epi32(acc2, x, _mm512_loadu_si512((const void *)(pg + 2 * stride)));
-        acc3 = _mm512_dpbusd_epi32(acc3, x, _mm512_loadu_si512((const void *)(pg + 3 * stride)));
-    }
-    int32_t out[4][FR_Q_PANEL];
-    _mm512_storeu_si512((void *)out[0], acc0);
-    _mm512_storeu_si512((void *)out[1], acc1);
-    _mm512_storeu_si512((void *)out[2], acc2);
-    _mm512_storeu_si512((void *)out[3], acc3);
-    for (int i = 0; i < 4; i++) fr_q8_store(w, r, m, p0 + i, out[i], c, accumulate);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void fr_bf16_row_avx512(
-    const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p0, float *c, int accumulate)
-{
-    const int64_t groups = r->kp / 2, stride = groups * FR_Q_PANEL * 2;
-    const uint16_t *P = (const uint16_t *)w->packed + p0 * stride;
-    const uint16_t *a = (const uint16_t *)r->rows + m * r->kp;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    for (int64_t g = 0; g < groups; g++) {
-        int32_t pair;
-        memcpy(&pair, a + 2 * g, sizeof pair);
-        const __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
-        const uint16_t *pg = P + g * FR_Q_PANEL * 2;
-        acc0 = _mm512_dpbf16_ps(acc0, x, (__m512bh)_mm512_loadu_si512((const void *)pg));
-        acc1 = _mm512_dpbf16_ps(acc1, x,
-                                (__m512bh)_mm512_loadu_si512((const void *)(pg + stride)));
-        acc2 = _mm512_dpbf16_ps(acc2, x,
-                                (__m512bh)_mm512_loadu_si512((const void *)(pg + 2 * stride)));
-        acc3 = _mm512_dpbf16_ps(acc3, x,
-                                (__m512bh)_mm512_loadu_si512((const void *)(pg + 3 * stride)));
-    }
-    float out[4][FR_Q_PANEL];
-    _mm512_storeu_ps(out[0], acc0);
-    _mm512_storeu_ps(out[1], acc1);
-    _mm512_storeu_ps(out[2], acc2);
-    _mm512_storeu_ps(out[3], acc3);
-    for (int i = 0; i < 4; i++) fr_bf16_store(w, p0 + i, out[i], c, accumulate);
-}
+/* bf16: vdpbf16ps, pairs of bf16 per lane */
+#define FRQ_(name) fr_bf16_##name##_avx512
+#define FRQ_TARGET "avx512f,avx512bw,avx512bf16"
+#define FRQ_ACC __m512
+#define FRQ_ZERO() _mm512_setzero_ps()
+#define FRQ_DOT(acc, x, w) _mm512_dpbf16_ps(acc, (__m512bh)(x), (__m512bh)(w))
+#define FRQ_STOREV(out, acc) _mm512_storeu_ps(out, acc)
+#define FRQ_OUT float
+#define FRQ_ACT uint16_t
+#define FRQ_W uint16_t
+#define FRQ_GROUP 2
+#define FRQ_STORE fr_bf16_store
+#include "quant_impl.h"
 #endif
 
 static void fr_qpanel(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p, float *C,
