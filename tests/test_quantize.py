@@ -208,3 +208,16 @@ def test_benchmark_contenders_with_reduced_weights(name, cell):
     Y = reduced["inference"]()[0]
     Y_fp32 = CONTENDERS["fastrnn"](case, 1, weights, X)["inference"]()[0]
     assert 0 < np.abs(Y - Y_fp32).max() < 0.05
+
+
+def test_inference_dtype_saves_and_loads(tmp_path):
+    import fastrnn
+    X, y, _ = load_digits_sequences()
+    clf = FastGRUClassifier(hidden_size=8, max_iter=1, random_state=0,
+                            inference_dtype="bfloat16").fit(X[:100], y[:100])
+    clf.save(tmp_path / "clf.npz")
+    loaded = fastrnn.load(tmp_path / "clf.npz")
+    assert loaded.inference_dtype == "bfloat16"
+    np.testing.assert_array_equal(loaded.predict_proba(X[:20]), clf.predict_proba(X[:20]))
+    assert not np.array_equal(loaded.set_params(inference_dtype=None).predict_proba(X[:20]),
+                              clf.predict_proba(X[:20]))
