@@ -273,44 +273,30 @@ FR_Q_CLONES static void fr_bf16_panel_portable(const fr_qweight *w, const fr_qro
 #include "quant_impl.h"
 #endif
 
-static void fr_qpanel(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p, float *C,
-                      int64_t ldc, int accumulate, int fast)
+/* Panels [p0, p1) (at most FR_Q_BLOCK) for M rows. Every output's sum runs
+ * in the same order on either path (bfloat16's included). */
+#define FR_Q_BLOCK 4
+static void fr_qpanels(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p0,
+                       int64_t p1, float *C, int64_t ldc, int accumulate, int fast)
 {
 #if FR_Q_X86
     if (fast && w->kind == FR_Q_INT8) {
-        fr_q8_panel_vnni(w, r, M, p, C, ldc, accumulate);
+        fr_q8_panels_vnni(w, r, M, p0, p1, C, ldc, accumulate);
         return;
     }
     if (fast && w->kind == FR_Q_BF16) {
-        fr_bf16_panel_avx512(w, r, M, p, C, ldc, accumulate);
+        fr_bf16_panels_avx512(w, r, M, p0, p1, C, ldc, accumulate);
         return;
     }
 #else
     (void)fast;
 #endif
-    if (w->kind == FR_Q_INT8)
-        fr_q8_panel_portable(w, r, M, p, C, ldc, accumulate);
-    else
-        fr_bf16_panel_portable(w, r, M, p, C, ldc, accumulate);
-}
-
-/* Panels [p0, p1) (at most FR_Q_BLOCK): rows in blocks of 4 one panel at a
- * time, the rows left over (all of them at batch 1) 4 panels at a time on
- * the fast path. Every output's sum runs in the same order either way. */
-#define FR_Q_BLOCK 4
-static void fr_qpanels(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p0,
-                       int64_t p1, float *C, int64_t ldc, int accumulate, int fast)
-{
-    const int64_t M4 = fast && p1 - p0 == FR_Q_BLOCK ? M / 4 * 4 : M;
-    for (int64_t p = p0; p < p1; p++) fr_qpanel(w, r, M4, p, C, ldc, accumulate, fast);
-#if FR_Q_X86
-    for (int64_t m = M4; m < M; m++) {
+    for (int64_t p = p0; p < p1; p++) {
         if (w->kind == FR_Q_INT8)
-            fr_q8_row_vnni(w, r, m, p0, C + m * ldc, accumulate);
+            fr_q8_panel_portable(w, r, M, p, C, ldc, accumulate);
         else
-            fr_bf16_row_avx512(w, r, m, p0, C + m * ldc, accumulate);
+            fr_bf16_panel_portable(w, r, M, p, C, ldc, accumulate);
     }
-#endif
 }
 
 /* ----- GEMM ------------------------------------------------------------------------- */

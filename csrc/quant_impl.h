@@ -6,42 +6,50 @@
  * fr_bf16_store) defined, which it undefines at its end; no include guard on
  * purpose. */
 
-/* 4 rows at a time share each weight vector: one panel's 16 rows, a
- * broadcast lane of each row's activations. */
-__attribute__((target(FRQ_TARGET))) static void FRQ_(panel)(
-    const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p, float *C, int64_t ldc,
+/* Rows m..m+3 against panel p: 4 accumulators share each weight vector
+ * (named, so that they stay in registers). */
+__attribute__((target(FRQ_TARGET))) static void FRQ_(rows4)(
+    const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p, float *C, int64_t ldc,
     int accumulate)
 {
     const int64_t groups = r->kp / FRQ_GROUP;
     const FRQ_W *P = (const FRQ_W *)w->packed + p * groups * FR_Q_PANEL * FRQ_GROUP;
-    for (int64_t m = 0; m < M; m += 4) {
-        const int64_t rows = M - m < 4 ? M - m : 4;
-        const FRQ_ACT *a = (const FRQ_ACT *)r->rows + m * r->kp;
-        FRQ_ACC acc[4] = {FRQ_ZERO(), FRQ_ZERO(), FRQ_ZERO(), FRQ_ZERO()};
-        for (int64_t g = 0; g < groups; g++) {
-            const __m512i wv =
-                _mm512_loadu_si512((const void *)(P + g * FR_Q_PANEL * FRQ_GROUP));
-            for (int64_t i = 0; i < rows; i++) {
-                int32_t lane;
-                memcpy(&lane, a + i * r->kp + FRQ_GROUP * g, sizeof lane);
-                acc[i] = FRQ_DOT(acc[i], _mm512_set1_epi32(lane), wv);
-            }
-        }
-        for (int64_t i = 0; i < rows; i++) {
-            FRQ_OUT out[FR_Q_PANEL];
-            FRQ_STOREV(out, acc[i]);
-            FRQ_STORE(w, r, m + i, p, out, C + (m + i) * ldc, accumulate);
-        }
+    const FRQ_ACT *a = (const FRQ_ACT *)r->rows + m * r->kp;
+    const int64_t lda = r->kp;
+    FRQ_ACC acc0 = FRQ_ZERO(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int64_t g = 0; g < groups; g++) {
+        const __m512i wv = _mm512_loadu_si512((const void *)(P + g * FR_Q_PANEL * FRQ_GROUP));
+        int32_t x[4];
+        memcpy(&x[0], a + FRQ_GROUP * g, sizeof x[0]);
+        memcpy(&x[1], a + lda + FRQ_GROUP * g, sizeof x[1]);
+        memcpy(&x[2], a + 2 * lda + FRQ_GROUP * g, sizeof x[2]);
+        memcpy(&x[3], a + 3 * lda + FRQ_GROUP * g, sizeof x[3]);
+        acc0 = FRQ_DOT(acc0, _mm512_set1_epi32(x[0]), wv);
+        acc1 = FRQ_DOT(acc1, _mm512_set1_epi32(x[1]), wv);
+        acc2 = FRQ_DOT(acc2, _mm512_set1_epi32(x[2]), wv);
+        acc3 = FRQ_DOT(acc3, _mm512_set1_epi32(x[3]), wv);
     }
+    FRQ_OUT out[4][FR_Q_PANEL];
+    FRQ_STOREV(out[0], acc0);
+    FRQ_STOREV(out[1], acc1);
+    FRQ_STOREV(out[2], acc2);
+    FRQ_STOREV(out[3], acc3);
+    for (int i = 0; i < 4; i++)
+        FRQ_STORE(w, r, m + i, p, out[i], C + (m + i) * ldc, accumulate);
 }
 
-/* Row m against 4 panels at once (4 independent accumulators: a single row,
- * batch-1 inference's recurrent step, would otherwise wait on one chain). */
+/* Row m against panels p0..p0+np-1 (np <= 4) at once: 4 independent
+ * accumulators (a single row, batch-1 inference's recurrent step, would
+ * otherwise wait on one chain); with np < 4 the spare ones repeat the last
+ * panel and are dropped. */
 __attribute__((target(FRQ_TARGET))) static void FRQ_(row)(
-    const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p0, float *c, int accumulate)
+    const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p0, int64_t np, float *c,
+    int accumulate)
 {
     const int64_t groups = r->kp / FRQ_GROUP, stride = groups * FR_Q_PANEL * FRQ_GROUP;
     const FRQ_W *P = (const FRQ_W *)w->packed + p0 * stride;
+    const int64_t s1 = np > 1 ? stride : 0, s2 = (np > 2 ? 2 : np - 1) * stride,
+                  s3 = (np - 1) * stride;
     const FRQ_ACT *a = (const FRQ_ACT *)r->rows + m * r->kp;
     FRQ_ACC acc0 = FRQ_ZERO(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     for (int64_t g = 0; g < groups; g++) {
@@ -50,16 +58,27 @@ __attribute__((target(FRQ_TARGET))) static void FRQ_(row)(
         const __m512i x = _mm512_set1_epi32(lane);
         const FRQ_W *pg = P + g * FR_Q_PANEL * FRQ_GROUP;
         acc0 = FRQ_DOT(acc0, x, _mm512_loadu_si512((const void *)pg));
-        acc1 = FRQ_DOT(acc1, x, _mm512_loadu_si512((const void *)(pg + stride)));
-        acc2 = FRQ_DOT(acc2, x, _mm512_loadu_si512((const void *)(pg + 2 * stride)));
-        acc3 = FRQ_DOT(acc3, x, _mm512_loadu_si512((const void *)(pg + 3 * stride)));
+        acc1 = FRQ_DOT(acc1, x, _mm512_loadu_si512((const void *)(pg + s1)));
+        acc2 = FRQ_DOT(acc2, x, _mm512_loadu_si512((const void *)(pg + s2)));
+        acc3 = FRQ_DOT(acc3, x, _mm512_loadu_si512((const void *)(pg + s3)));
     }
     FRQ_OUT out[4][FR_Q_PANEL];
     FRQ_STOREV(out[0], acc0);
     FRQ_STOREV(out[1], acc1);
     FRQ_STOREV(out[2], acc2);
     FRQ_STOREV(out[3], acc3);
-    for (int i = 0; i < 4; i++) FRQ_STORE(w, r, m, p0 + i, out[i], c, accumulate);
+    for (int64_t i = 0; i < np; i++) FRQ_STORE(w, r, m, p0 + i, out[i], c, accumulate);
+}
+
+/* Panels [p0, p1) (p1 - p0 <= 4) for M rows: blocks of 4 rows one panel at
+ * a time, then the rows left over (all of them at batch 1) one at a time. */
+static void FRQ_(panels)(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p0,
+                         int64_t p1, float *C, int64_t ldc, int accumulate)
+{
+    const int64_t M4 = M / 4 * 4;
+    for (int64_t p = p0; p < p1; p++)
+        for (int64_t m = 0; m < M4; m += 4) FRQ_(rows4)(w, r, m, p, C, ldc, accumulate);
+    for (int64_t m = M4; m < M; m++) FRQ_(row)(w, r, m, p0, p1 - p0, C + m * ldc, accumulate);
 }
 
 #undef FRQ_
