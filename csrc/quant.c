@@ -275,7 +275,7 @@ FR_Q_CLONES static void fr_bf16_panel_portable(const fr_qweight *w, const fr_qro
 
 /* Panels [p0, p1) (at most FR_Q_BLOCK) for M rows. Every output's sum runs
  * in the same order on either path (bfloat16's included). */
-#define FR_Q_BLOCK 4
+#define FR_Q_BLOCK 8
 static void fr_qpanels(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p0,
                        int64_t p1, float *C, int64_t ldc, int accumulate, int fast)
 {

@@ -38,39 +38,48 @@ __attribute__((target(FRQ_TARGET))) static void FRQ_(rows4)(
         FRQ_STORE(w, r, m + i, p, out[i], C + (m + i) * ldc, accumulate);
 }
 
-/* Row m against panels p0..p0+np-1 (np <= 4) at once: 4 independent
- * accumulators (a single row, batch-1 inference's recurrent step, would
- * otherwise wait on one chain); with np < 4 the spare ones repeat the last
- * panel and are dropped. */
+/* Row m against panels p0..p0+np-1 (np <= 8) at once: 8 independent
+ * accumulator chains (a single row, batch-1 inference's recurrent step,
+ * would otherwise wait on each instruction's latency); with np < 8 the spare
+ * ones repeat the last panel and are dropped. */
 __attribute__((target(FRQ_TARGET))) static void FRQ_(row)(
     const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p0, int64_t np, float *c,
     int accumulate)
 {
     const int64_t groups = r->kp / FRQ_GROUP, stride = groups * FR_Q_PANEL * FRQ_GROUP;
     const FRQ_W *P = (const FRQ_W *)w->packed + p0 * stride;
-    const int64_t s1 = np > 1 ? stride : 0, s2 = (np > 2 ? 2 : np - 1) * stride,
-                  s3 = (np - 1) * stride;
+    int64_t at[8];
+    for (int i = 0; i < 8; i++) at[i] = (i < np ? i : np - 1) * stride;
     const FRQ_ACT *a = (const FRQ_ACT *)r->rows + m * r->kp;
     FRQ_ACC acc0 = FRQ_ZERO(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    FRQ_ACC acc4 = acc0, acc5 = acc0, acc6 = acc0, acc7 = acc0;
     for (int64_t g = 0; g < groups; g++) {
         int32_t lane;
         memcpy(&lane, a + FRQ_GROUP * g, sizeof lane);
         const __m512i x = _mm512_set1_epi32(lane);
         const FRQ_W *pg = P + g * FR_Q_PANEL * FRQ_GROUP;
-        acc0 = FRQ_DOT(acc0, x, _mm512_loadu_si512((const void *)pg));
-        acc1 = FRQ_DOT(acc1, x, _mm512_loadu_si512((const void *)(pg + s1)));
-        acc2 = FRQ_DOT(acc2, x, _mm512_loadu_si512((const void *)(pg + s2)));
-        acc3 = FRQ_DOT(acc3, x, _mm512_loadu_si512((const void *)(pg + s3)));
+        acc0 = FRQ_DOT(acc0, x, _mm512_loadu_si512((const void *)(pg + at[0])));
+        acc1 = FRQ_DOT(acc1, x, _mm512_loadu_si512((const void *)(pg + at[1])));
+        acc2 = FRQ_DOT(acc2, x, _mm512_loadu_si512((const void *)(pg + at[2])));
+        acc3 = FRQ_DOT(acc3, x, _mm512_loadu_si512((const void *)(pg + at[3])));
+        acc4 = FRQ_DOT(acc4, x, _mm512_loadu_si512((const void *)(pg + at[4])));
+        acc5 = FRQ_DOT(acc5, x, _mm512_loadu_si512((const void *)(pg + at[5])));
+        acc6 = FRQ_DOT(acc6, x, _mm512_loadu_si512((const void *)(pg + at[6])));
+        acc7 = FRQ_DOT(acc7, x, _mm512_loadu_si512((const void *)(pg + at[7])));
     }
-    FRQ_OUT out[4][FR_Q_PANEL];
+    FRQ_OUT out[8][FR_Q_PANEL];
     FRQ_STOREV(out[0], acc0);
     FRQ_STOREV(out[1], acc1);
     FRQ_STOREV(out[2], acc2);
     FRQ_STOREV(out[3], acc3);
+    FRQ_STOREV(out[4], acc4);
+    FRQ_STOREV(out[5], acc5);
+    FRQ_STOREV(out[6], acc6);
+    FRQ_STOREV(out[7], acc7);
     for (int64_t i = 0; i < np; i++) FRQ_STORE(w, r, m, p0 + i, out[i], c, accumulate);
 }
 
-/* Panels [p0, p1) (p1 - p0 <= 4) for M rows: blocks of 4 rows one panel at
+/* Panels [p0, p1) (p1 - p0 <= 8) for M rows: blocks of 4 rows one panel at
  * a time, then the rows left over (all of them at batch 1) one at a time. */
 static void FRQ_(panels)(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p0,
                          int64_t p1, float *C, int64_t ldc, int accumulate)
