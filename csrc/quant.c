@@ -76,8 +76,8 @@ static int64_t fr_qpadded(int64_t n, int64_t to) { return (n + to - 1) / to * to
 
 /* Asymmetric u8 of one row: x ~ sa * (u - zp). The range always holds 0 (so
  * zero is exact); an all-zero row gets sa = 1. Rounding: nearest even. */
-FR_Q_CLONES static void fr_quantize_row_u8(const float *x, int64_t K, int64_t kp, uint8_t *u, float *sa,
-                               int32_t *zp)
+FR_Q_CLONES static void fr_quantize_row_u8(const float *x, int64_t K, int64_t kp, uint8_t *u,
+                                           float *sa, int32_t *zp)
 {
     float lo = 0, hi = 0;
     for (int64_t k = 0; k < K; k++) {
@@ -189,8 +189,8 @@ static void fr_bf16_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int
     for (int64_t j = 0; j < nw; j++) c[n0 + j] = accumulate ? c[n0 + j] + acc[j] : acc[j];
 }
 
-FR_Q_CLONES static void fr_q8_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p,
-                                 float *C, int64_t ldc, int accumulate)
+FR_Q_CLONES static void fr_q8_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
+                                             int64_t p, float *C, int64_t ldc, int accumulate)
 {
     const int64_t groups = r->kp / 4;
     const int8_t *P = (const int8_t *)w->packed + p * groups * FR_Q_PANEL * 4;
@@ -207,7 +207,7 @@ FR_Q_CLONES static void fr_q8_panel_portable(const fr_qweight *w, const fr_qrows
 
 /* The pair order of vdpbf16ps: the odd element's product first. */
 FR_Q_CLONES static void fr_bf16_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
-                                   int64_t p, float *C, int64_t ldc, int accumulate)
+                                               int64_t p, float *C, int64_t ldc, int accumulate)
 {
     const int64_t groups = r->kp / 2;
     const uint16_t *P = (const uint16_t *)w->packed + p * groups * FR_Q_PANEL * 2;
@@ -299,6 +299,15 @@ static void fr_qpanels(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_
     }
 }
 
+/* Block b of FR_Q_BLOCK panels (the last one may be short). */
+static void fr_qblock(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t b, float *C,
+                      int64_t ldc, int accumulate, int fast)
+{
+    const int64_t panels = (w->rows + FR_Q_PANEL - 1) / FR_Q_PANEL, p0 = b * FR_Q_BLOCK;
+    const int64_t p1 = p0 + FR_Q_BLOCK < panels ? p0 + FR_Q_BLOCK : panels;
+    fr_qpanels(w, r, M, p0, p1, C, ldc, accumulate, fast);
+}
+
 /* ----- GEMM ------------------------------------------------------------------------- */
 
 int64_t fr_qgemm_scratch(const fr_qweight *w, int64_t M)
@@ -323,21 +332,18 @@ int fr_qgemm(const fr_qweight *w, int64_t M, const float *A, int64_t lda, float 
         return FR_ERR_ARG;
     const int fast = fr_qfast(w->kind);
     const int64_t panels = (w->rows + FR_Q_PANEL - 1) / FR_Q_PANEL;
+    const int64_t blocks = (panels + FR_Q_BLOCK - 1) / FR_Q_BLOCK;
     for (int64_t m0 = 0; m0 < M; m0 += FR_Q_CHUNK) {
         const int64_t mc = M - m0 < FR_Q_CHUNK ? M - m0 : FR_Q_CHUNK;
         const fr_qrows r = fr_qrows_convert(w, mc, A + m0 * lda, lda, scratch);
         const int nt = mc * w->rows * w->cols >= FR_Q_PAR_MIN_MACS ? fr_threads(n_threads) : 1;
         float *c = C + m0 * ldc;
+        (void)nt; /* a serial build ignores the pragma */
         if (nt > 1) {
-            (void)nt; /* a serial build ignores the pragma */
 #pragma omp parallel for num_threads(nt) schedule(static)
-            for (int64_t p = 0; p < panels; p += FR_Q_BLOCK)
-                fr_qpanels(w, &r, mc, p, p + FR_Q_BLOCK < panels ? p + FR_Q_BLOCK : panels, c,
-                           ldc, accumulate, fast);
-        } else { /* no parallel region at all: even a one-thread one costs a step's microseconds */
-            for (int64_t p = 0; p < panels; p += FR_Q_BLOCK)
-                fr_qpanels(w, &r, mc, p, p + FR_Q_BLOCK < panels ? p + FR_Q_BLOCK : panels, c,
-                           ldc, accumulate, fast);
+            for (int64_t b = 0; b < blocks; b++) fr_qblock(w, &r, mc, b, c, ldc, accumulate, fast);
+        } else { /* no OpenMP region for one thread: a batch-1 step is a few microseconds */
+            for (int64_t b = 0; b < blocks; b++) fr_qblock(w, &r, mc, b, c, ldc, accumulate, fast);
         }
     }
     return FR_OK;
@@ -393,18 +399,21 @@ static void fr_qpoint_ws(const fr_qlayer *L, const fr_shape *s, void *ws, fr_qfo
 
 /* The fused pass of one sample: g its projected gates, gh its W_hh h (no
  * biases yet); h, c updated in place; y receives h. */
-FR_Q_CLONES static void fr_qcell(int cell, int64_t H, const float *g, const float *gh, const float *bias,
-                     const float *b_ih, const float *b_hh, float *pre, float *h, float *c,
-                     float *y)
+FR_Q_CLONES static void fr_qcell(int cell, int64_t H, const float *g, const float *gh,
+                                 const float *bias, const float *b_ih, const float *b_hh,
+                                 float *pre, float *h, float *c, float *y)
 {
     const int64_t GH = fr_gates(cell) * H;
     if (cell == FR_GRU) {
         for (int64_t j = 0; j < 2 * H; j++) pre[j] = g[j] + b_ih[j] + gh[j] + b_hh[j];
         fr_sigmoid_f32(pre, pre, 2 * H);
-        for (int64_t j = 0; j < H; j++)
-            pre[2 * H + j] = g[2 * H + j] + b_ih[2 * H + j] + pre[j] * (gh[2 * H + j] + b_hh[2 * H + j]);
+        for (int64_t j = 0; j < H; j++) {
+            const int64_t n = 2 * H + j;
+            pre[n] = g[n] + b_ih[n] + pre[j] * (gh[n] + b_hh[n]);
+        }
         fr_tanh_f32(pre + 2 * H, pre + 2 * H, H);
-        for (int64_t j = 0; j < H; j++) h[j] = (1 - pre[H + j]) * pre[2 * H + j] + pre[H + j] * h[j];
+        for (int64_t j = 0; j < H; j++)
+            h[j] = (1 - pre[H + j]) * pre[2 * H + j] + pre[H + j] * h[j];
     } else {
         for (int64_t j = 0; j < GH; j++) pre[j] = g[j] + gh[j] + bias[j];
         if (cell == FR_LSTM) {
