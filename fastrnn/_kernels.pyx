@@ -907,3 +907,4 @@ def ln_backward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, norms, mask, ws, dY, int
                                     <double *>dx, accumulate_dx, &g, <double *>dh,
                                     <double *>dc, <double *>bw, n_threads)
     _raise(rc, "ln_backward")
+include "_quant_bind.pxi"

@@ -84,10 +84,15 @@ def forward_flops(case):
 # ----- contenders: each returns {"training": fn, "inference": fn} or None with a reason ----------
 
 
-def make_fastrnn(case, threads, weights, X, lengths="case"):
+def _fastrnn_stack(case, threads, weights):
     from fastrnn.layers import STACKS
     stack = STACKS[case["cell"]](case["I"], case["H"], n_threads=threads)
     stack.load_state_dict(weights)
+    return stack
+
+
+def make_fastrnn(case, threads, weights, X, lengths="case"):
+    stack = _fastrnn_stack(case, threads, weights)
     dY = np.ones((case["B"], case["T"], case["H"]), np.float32)
     lengths = case_lengths(case) if lengths == "case" else lengths
 
@@ -279,14 +284,34 @@ def make_torch_int8(case, threads, weights, X):
     return {"inference": inference}
 
 
+def make_fastrnn_reduced(case, threads, weights, X, kind):
+    """fastrnn's inference with reduced weights (inference_dtype): int8 or
+    bfloat16 weights converted once, float32 activations."""
+    from fastrnn._quantize import ReducedNetwork
+    stack = _fastrnn_stack(case, threads, weights)
+    reduced = ReducedNetwork(stack, kind)
+    lengths = case_lengths(case)
+    return {"inference": lambda: stack.forward(X, lengths=lengths, reduced=reduced)}
+
+
+def make_fastrnn_int8(case, threads, weights, X):
+    return make_fastrnn_reduced(case, threads, weights, X, "int8")
+
+
+def make_fastrnn_bf16(case, threads, weights, X):
+    return make_fastrnn_reduced(case, threads, weights, X, "bfloat16")
+
+
 CONTENDERS = {"fastrnn": make_fastrnn, "fastrnn_padded": make_fastrnn_padded,
               "fastrnn-portable": make_fastrnn_portable,
               "pytorch": make_torch, "pytorch_padded": make_torch_padded, "keras": make_keras,
               "onnxruntime": make_onnxruntime, "numpy": make_numpy,
-              "pytorch-int8": make_torch_int8, "onnxruntime-int8": make_onnxruntime_int8}
+              "pytorch-int8": make_torch_int8, "onnxruntime-int8": make_onnxruntime_int8,
+              "fastrnn-int8": make_fastrnn_int8, "fastrnn-bf16": make_fastrnn_bf16}
 # float32 rivals; the int8 contenders are reference points for reduced precision
 PEERS = ("pytorch", "pytorch_padded", "keras", "onnxruntime")
-INFERENCE_ONLY = ("numpy", "onnxruntime", "pytorch-int8", "onnxruntime-int8")
+INFERENCE_ONLY = ("numpy", "onnxruntime", "pytorch-int8", "onnxruntime-int8", "fastrnn-int8",
+                  "fastrnn-bf16")
 
 # ----- generation: tokens per second of a sampling loop -------------------------------------------
 

@@ -332,7 +332,7 @@ class RecurrentStack:
         return state
 
     def forward(self, X, lengths=None, h0=None, c0=None, training=False,
-                keep_for_backward=False):
+                keep_for_backward=False, reduced=None):
         """Run the stack over batch-first X (B, T, input_size).
 
         lengths : (B,) ints, right padding; outputs past a length are 0 and the
@@ -341,6 +341,8 @@ class RecurrentStack:
         training : keep what backward needs (and apply dropout).
         keep_for_backward : keep what backward needs without dropout: the
             inference function's gradients (attributions).
+        reduced : a fastrnn._quantize.ReducedNetwork (inference only): the
+            directions it holds run with its int8 / bfloat16 weights.
 
         Returns Y (B, T, num_directions * H) and State(hN, cN) (cN None but for LSTM).
         """
@@ -371,6 +373,12 @@ class RecurrentStack:
                                                       lengths, training, n_threads)
                         workspaces.append(ws)
                         h_masks.append(h_mask)
+                        continue
+                    if reduced is not None and not for_backward and reduced.runs(view):
+                        reduced.forward_direction(self, view, layer_in, _row(h0, view.index),
+                                                  _row(c0, view.index), Y, d * H,
+                                                  hN[view.index], _row(cN, view.index),
+                                                  lengths, n_threads)
                         continue
                     n_ws = _kernels.workspace_size(cell=cell, B=B, T=T, I=layer_in.shape[2],
                                                    H=H, training=for_backward, lengths=lengths)
