@@ -225,7 +225,7 @@ class BaseFastRNN(BaseEstimator):
             raise ValueError(f"token id {values.max()} is outside the vocabulary of "
                              f"{self.n_tokens_} ids seen in fit (set vocab_size)")
         if not tokens:
-            values = values.astype(dtype, copy=False)
+            values = _data.as_model_dtype(values, dtype)
         return _data.SequenceData(values, lengths)
 
     def _remember_input_form(self, kind, values):
@@ -619,7 +619,8 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         these over workers."""
         net = self.model_
         values, lengths, conditions = train.data.batch(idx)
-        out = net.forward(values, lengths=lengths, conditions=conditions, training=True)
+        out = net.forward(values, lengths=lengths, conditions=conditions, training=True,
+                          validated=True)
         rows = _data.target_rows(idx, train.rows, train.data.lengths, train.data.n_steps,
                                  self.per_step_)
         out_rows = out.reshape(-1, out.shape[-1])
@@ -756,7 +757,8 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             for start in range(0, len(data), PREDICT_BATCH):
                 idx = order[start:start + PREDICT_BATCH]
                 values, lengths, conditions = data.batch(idx)
-                out = net.forward(values, lengths=lengths, conditions=conditions)
+                out = net.forward(values, lengths=lengths, conditions=conditions,
+                                  validated=True)
                 if outputs is None:
                     steps = (data.n_steps,) if self.per_step_ else ()
                     outputs = np.zeros((len(data),) + steps + out.shape[-1:], out.dtype)

@@ -419,13 +419,15 @@ class Network:
         return np.ascontiguousarray(flat.reshape(B, -1, c["hidden_size"]).transpose(1, 0, 2))
 
     def forward(self, X, lengths=None, h0=None, conditions=None, training=False,
-                keep_for_backward=False, embedded=False):
+                keep_for_backward=False, embedded=False, validated=False):
         """X: (B, T, input_size) floats, or (B, T) token ids when an embedding is
         used (embedded=True: X holds the embedded tokens, (B, T, input_size)).
         h0: optional initial hidden state of the stack, or conditions
         (B, condition_size) for a conditioned network. keep_for_backward: keep
-        what backward / input_gradient need, without dropout. Returns the head's
-        output: (B, output_size), or (B, T, output_size) when per_step."""
+        what backward / input_gradient need, without dropout. validated: float
+        X was checked already (finite, the network's dtype; see
+        RecurrentStack.forward). Returns the head's output: (B, output_size),
+        or (B, T, output_size) when per_step."""
         c = self.config
         if (conditions is None) != (c["condition_size"] is None):
             raise ValueError("conditions are required exactly when the network has "
@@ -437,7 +439,8 @@ class Network:
             tokens = np.asarray(X)
             X = self.params["embedding.weight"][tokens]
         Y, state = self.stack.forward(X, lengths=lengths, h0=h0, training=training,
-                                      keep_for_backward=keep_for_backward)
+                                      keep_for_backward=keep_for_backward,
+                                      validated=validated and tokens is None)
         hN = state.h
         H, D = c["hidden_size"], self.stack.num_directions
         if c["per_step"]:
