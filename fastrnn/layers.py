@@ -20,6 +20,7 @@ their gradients are views into two flat buffers, ``flat_params`` and
 ``flat_grads``, which an owner (a network, an optimizer) may provide;
 ``stack.direction(layer, reverse)`` gathers one layer and direction's views.
 """
+import functools
 import threading
 from typing import NamedTuple
 
@@ -59,6 +60,14 @@ def param_name(kind, layer, reverse=False):
     return f"{kind}_l{layer}{'_reverse' if reverse else ''}"
 
 
+@functools.lru_cache(maxsize=None)
+def _direction_names(layer, reverse):
+    """The four weight names of one layer and direction (computed once: the
+    names are built on every layer call)."""
+    return tuple(param_name(kind, layer, reverse)
+                 for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+
 def generation_args(stack, embedding, head_weight, head_bias, out_tokens, *, temperature=1.0,
                     top_k=None, top_p=None, seed=0):
     """Keyword arguments of ``_kernels.generate`` (the C fr_generator and
@@ -93,10 +102,11 @@ def check_lengths(lengths, n_samples, n_steps):
     if lengths.dtype.kind not in "iu":
         if lengths.dtype.kind != "f" or not np.all(lengths == np.round(lengths)):
             raise ValueError("lengths must be integers")
-    if lengths.min() < 1 or lengths.max() > n_steps:
-        raise ValueError(f"lengths must lie in [1, {n_steps}], got min {lengths.min()} "
-                         f"and max {lengths.max()}")
-    if lengths.min() == n_steps:
+    shortest, longest = lengths.min(), lengths.max()
+    if shortest < 1 or longest > n_steps:
+        raise ValueError(f"lengths must lie in [1, {n_steps}], got min {shortest} "
+                         f"and max {longest}")
+    if shortest == n_steps:
         return None
     return np.ascontiguousarray(lengths, dtype=np.int32)
 
@@ -151,9 +161,9 @@ class Workspaces:
         self._lock = threading.Lock()
 
     def take(self, n):
-        with self._lock:
-            for i, buf in enumerate(self._free):
-                if n <= buf.size <= 2 * n:
+        with self._lock:  # the most recently returned first: still in cache
+            for i in range(len(self._free) - 1, -1, -1):
+                if n <= self._free[i].size <= 2 * n:
                     return self._free.pop(i)
         return np.empty(n + n // 8, self.dtype)
 
@@ -271,8 +281,7 @@ class RecurrentStack:
         if not 0 <= layer < self.num_layers or (reverse and not self.bidirectional):
             raise IndexError(f"no layer {layer}{' reverse' if reverse else ''} in this stack")
         p, g = self.params, self.grads
-        names = [param_name(kind, layer, reverse)
-                 for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        names = _direction_names(layer, reverse)
         return Direction(layer, bool(reverse), layer * self.num_directions + int(reverse),
                          *(p[n] for n in names), *(g[n] for n in names))
 
@@ -362,7 +371,8 @@ class RecurrentStack:
 
     # ----- forward / backward ---------------------------------------------------------------
     def _check_input(self, X, validated=False):
-        X = np.asarray(X)
+        if not (isinstance(X, np.ndarray) and X.dtype == self.dtype):
+            X = np.asarray(X)
         if X.ndim != 3:
             raise ValueError(f"X must be 3-D (batch, time, features), got shape {X.shape}")
         if X.shape[0] == 0 or X.shape[1] == 0:
@@ -372,8 +382,9 @@ class RecurrentStack:
                              f"{self.input_size}")
         if X.dtype.kind not in "fiub":
             raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
-        X = np.ascontiguousarray(X, dtype=self.dtype)
-        if not validated and not np.all(np.isfinite(X)):
+        if not (X.dtype == self.dtype and X.flags.c_contiguous):
+            X = np.ascontiguousarray(X, dtype=self.dtype)
+        if not validated and not np.isfinite(X).all():
             raise ValueError("X holds NaN or inf")
         return X
 
@@ -480,6 +491,8 @@ class RecurrentStack:
             keep = 1.0 - self.recurrent_dropout
             h_mask = (self.rng.random((B, H)) < keep).astype(self.dtype) / keep
         ws = self.workspaces.take(_kernels.ln_workspace_size(cell=cell, B=B, T=T, I=I, H=H))
+        if lengths is not None:  # backward multiplies the padded rows' zero gradients by
+            ws.fill(0)  # their unwritten aux / rstd: a reused buffer's NaN must not reach them
         _kernels.ln_forward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, b_ih=view.b_ih,
                             b_hh=view.b_hh, norms=self.norms(view.layer, view.reverse)[0],
                             h0=_row(h0, view.index), c0=_row(c0, view.index), mask=h_mask,
