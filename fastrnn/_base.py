@@ -511,8 +511,12 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
     def _run_epochs(self, train, train_idx, val, epochs, incremental):
         self._no_improvement_count = 0
         self.__dict__.pop("_best_params", None)  # an interrupted fit's best is not this one's
-        with single_threaded_blas():
-            stopped_early = self._epoch_loop(train, train_idx, val, epochs, incremental)
+        try:
+            with single_threaded_blas():
+                stopped_early = self._epoch_loop(train, train_idx, val, epochs, incremental)
+        finally:  # a fitted model does not keep its training buffers (partial_fit reuses them)
+            if not incremental:
+                self.model_.stack.workspaces.clear()
         if stopped_early is None:  # interrupted: the last finished epoch stays
             return
         if hasattr(self, "_best_params"):

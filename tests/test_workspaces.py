@@ -153,6 +153,18 @@ def test_predict_after_partial_fit_uses_the_updated_weights(rng):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_fitted_estimator_keeps_no_training_buffers_but_partial_fit_does(rng):
+    X = rng.normal(size=(30, 6, 2))
+    y = X[:, :, 0].sum(axis=1)
+    reg = FastLSTMRegressor(hidden_size=8, max_iter=2, random_state=0).fit(X, y)
+    assert reg.model_.stack.workspaces._free == []
+    reg.predict(X)
+    assert len(reg.model_.stack.workspaces._free) == 1  # one inference scratch buffer
+    reg.partial_fit(X, y)
+    assert len(reg.model_.stack.workspaces._free) >= 2
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_an_estimator_still_refuses_float64_values_that_overflow_float32(rng):
     X = rng.normal(size=(20, 5, 2))
