@@ -228,7 +228,7 @@ class BaseFastRNN(BaseEstimator):
             raise ValueError(f"token id {values.max()} is outside the vocabulary of "
                              f"{self.n_tokens_} ids seen in fit (set vocab_size)")
         if not tokens:
-            values = values.astype(dtype, copy=False)
+            values = _data.as_model_dtype(values, dtype)
         return _data.SequenceData(values, lengths)
 
     def _remember_input_form(self, kind, values):
@@ -515,8 +515,12 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
     def _run_epochs(self, train, train_idx, val, epochs, incremental):
         self._no_improvement_count = 0
         self.__dict__.pop("_best_params", None)  # an interrupted fit's best is not this one's
-        with single_threaded_blas():
-            stopped_early = self._epoch_loop(train, train_idx, val, epochs, incremental)
+        try:
+            with single_threaded_blas():
+                stopped_early = self._epoch_loop(train, train_idx, val, epochs, incremental)
+        finally:  # a fitted model does not keep its training buffers (partial_fit reuses them)
+            if not incremental:
+                self.model_.stack.workspaces.clear()
         if stopped_early is None:  # interrupted: the last finished epoch stays
             return
         if hasattr(self, "_best_params"):
@@ -623,7 +627,8 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         these over workers."""
         net = self.model_
         values, lengths, conditions = train.data.batch(idx)
-        out = net.forward(values, lengths=lengths, conditions=conditions, training=True)
+        out = net.forward(values, lengths=lengths, conditions=conditions, training=True,
+                          validated=True)
         rows = _data.target_rows(idx, train.rows, train.data.lengths, train.data.n_steps,
                                  self.per_step_)
         out_rows = out.reshape(-1, out.shape[-1])
@@ -762,7 +767,8 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
                 idx = order[start:start + PREDICT_BATCH]
                 values, lengths, conditions = data.batch(idx)
                 out = net.forward(values, lengths=lengths, conditions=conditions,
-                                  inference_dtype=inference_dtype)
+                                  inference_dtype=inference_dtype,
+                                  validated=True)
                 if outputs is None:
                     steps = (data.n_steps,) if self.per_step_ else ()
                     outputs = np.zeros((len(data),) + steps + out.shape[-1:], out.dtype)

@@ -421,7 +421,8 @@ class Network:
         return np.ascontiguousarray(flat.reshape(B, -1, c["hidden_size"]).transpose(1, 0, 2))
 
     def forward(self, X, lengths=None, h0=None, conditions=None, training=False,
-                keep_for_backward=False, embedded=False, inference_dtype=None):
+                keep_for_backward=False, embedded=False, inference_dtype=None,
+                validated=False):
         """X: (B, T, input_size) floats, or (B, T) token ids when an embedding is
         used (embedded=True: X holds the embedded tokens, (B, T, input_size)).
         h0: optional initial hidden state of the stack, or conditions
@@ -429,8 +430,9 @@ class Network:
         what backward / input_gradient need, without dropout. inference_dtype
         "bfloat16" / "int8": an inference pass with reduced weights
         (fastrnn._quantize; converted once, until a training pass or a load).
-        Returns the head's output: (B, output_size), or (B, T, output_size)
-        when per_step."""
+        validated: float X was checked already (finite, the network's dtype;
+        see RecurrentStack.forward). Returns the head's output: (B, output_size),
+        or (B, T, output_size) when per_step."""
         c = self.config
         if (conditions is None) != (c["condition_size"] is None):
             raise ValueError("conditions are required exactly when the network has "
@@ -447,7 +449,8 @@ class Network:
             tokens = np.asarray(X)
             X = self.params["embedding.weight"][tokens]
         Y, state = self.stack.forward(X, lengths=lengths, h0=h0, training=training,
-                                      keep_for_backward=keep_for_backward, reduced=reduced)
+                                      keep_for_backward=keep_for_backward, reduced=reduced,
+                                      validated=validated and tokens is None)
         hN = state.h
         H, D = c["hidden_size"], self.stack.num_directions
         if c["per_step"]:
