@@ -2,6 +2,7 @@
  * conversion, the packed int8 / bf16 GEMMs (AVX-512 and portable), and a
  * recurrent layer forward over them. */
 #include "quant.h"
+#include "sampling.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -398,7 +399,7 @@ static void fr_qpoint_ws(const fr_qlayer *L, const fr_shape *s, void *ws, fr_qfo
 }
 
 /* The fused pass of one sample: g its projected gates, gh its W_hh h (no
- * biases yet); h, c updated in place; y receives h. */
+ * biases yet); h, c updated in place; y (unless NULL) receives h. */
 FR_Q_CLONES static void fr_qcell(int cell, int64_t H, const float *g, const float *gh,
                                  const float *bias, const float *b_ih, const float *b_hh,
                                  float *pre, float *h, float *c, float *y)
@@ -429,7 +430,7 @@ FR_Q_CLONES static void fr_qcell(int cell, int64_t H, const float *g, const floa
             fr_tanh_f32(pre, h, H);
         }
     }
-    memcpy(y, h, (size_t)H * sizeof(float));
+    if (y) memcpy(y, h, (size_t)H * sizeof(float));
 }
 
 static int64_t fr_qlength(const fr_shape *s, int64_t b)
@@ -491,4 +492,231 @@ int fr_qforward(const fr_qlayer *L, const fr_shape *s, const float *X, const flo
     memcpy(hN, w.h, (size_t)(B * H) * sizeof(float));
     if (lstm) memcpy(cN, w.c, (size_t)(B * H) * sizeof(float));
     return FR_OK;
+}
+
+/* ----- generation ----------------------------------------------------------------------- */
+
+/* Layer 0's input projection of every vocabulary token, once per call, when
+ * the call feeds at least as many tokens as the vocabulary holds (one product
+ * of vocab rows instead of one per step) and the table stays small. */
+#define FR_QTABLE_MAX_BYTES (32 << 20)
+
+/* The call's buffers, carved from one allocation (fr_qgen_sizes). */
+enum { FR_QG_H, FR_QG_C, FR_QG_GATES, FR_QG_GH, FR_QG_X, FR_QG_BIAS, FR_QG_PRE, FR_QG_HEAD,
+       FR_QG_TABLE, FR_QG_SCRATCH, FR_QG_RNGS, FR_QG_PROBS, FR_QG_LOGITS, FR_QG_TOKEN,
+       FR_QG_REGIONS };
+
+typedef struct {
+    float *h, *c;       /* (L, n, H) every layer's state, updated in place */
+    float *gates, *gh;  /* (n, G*H) one layer's W_ih and W_hh products */
+    float *x;           /* (n, E) the embedded tokens (no table) */
+    float *bias;        /* (L, G*H) b_ih + b_hh */
+    float *pre;         /* (G*H) the cell's activations */
+    float *head;        /* (n, n_outputs) */
+    float *table;       /* (vocab, G*H) or NULL */
+    void *scratch;      /* fr_qgemm's */
+    fr_rng *rngs;       /* n */
+    fr_prob *probs;     /* V */
+    double *logits;     /* V */
+    int32_t *token;     /* n: the tokens just sampled */
+} fr_qgen_buffers;
+
+static int fr_qgen_table(const fr_qgenerator *g, int64_t n, int64_t n_prompt, int64_t n_new)
+{
+    const int64_t GH = fr_gates(g->cell) * g->hidden;
+    return g->vocab <= n * (n_prompt - 1 + n_new) &&
+           g->vocab * GH * (int64_t)sizeof(float) <= FR_QTABLE_MAX_BYTES;
+}
+
+static int64_t fr_qgen_scratch(const fr_qgenerator *g, int64_t n, int table)
+{
+    int64_t most = fr_qgemm_scratch(&g->W_ih[0], table ? g->vocab : n);
+    const int64_t head = fr_qgemm_scratch(&g->head_W, n);
+    most = head > most ? head : most;
+    for (int64_t l = 0; l < g->num_layers; l++) {
+        const int64_t ih = fr_qgemm_scratch(&g->W_ih[l], n), hh = fr_qgemm_scratch(&g->W_hh[l], n);
+        most = ih > most ? ih : most;
+        most = hh > most ? hh : most;
+    }
+    return most;
+}
+
+static void fr_qgen_sizes(const fr_qgenerator *g, int64_t n, int table, int64_t *sizes)
+{
+    const int64_t L = g->num_layers, H = g->hidden, GH = fr_gates(g->cell) * H, f = sizeof(float);
+    const int64_t V = g->n_outputs > 1 ? g->n_outputs : 2;
+    sizes[FR_QG_H] = L * n * H * f;
+    sizes[FR_QG_C] = L * n * H * f;
+    sizes[FR_QG_GATES] = n * GH * f;
+    sizes[FR_QG_GH] = n * GH * f;
+    sizes[FR_QG_X] = n * g->embed_dim * f;
+    sizes[FR_QG_BIAS] = L * GH * f;
+    sizes[FR_QG_PRE] = GH * f;
+    sizes[FR_QG_HEAD] = n * g->n_outputs * f;
+    sizes[FR_QG_TABLE] = table ? g->vocab * GH * f : 0;
+    sizes[FR_QG_SCRATCH] = fr_qgen_scratch(g, n, table);
+    sizes[FR_QG_RNGS] = n * (int64_t)sizeof(fr_rng);
+    sizes[FR_QG_PROBS] = V * (int64_t)sizeof(fr_prob);
+    sizes[FR_QG_LOGITS] = V * (int64_t)sizeof(double);
+    sizes[FR_QG_TOKEN] = n * (int64_t)sizeof(int32_t);
+    for (int i = 0; i < FR_QG_REGIONS; i++) sizes[i] = fr_qpadded(sizes[i], 64);
+}
+
+/* One allocation carved into b (regions 64-byte multiples); NULL when out of memory. */
+static void *fr_qgen_alloc(const fr_qgenerator *g, int64_t n, int table, fr_qgen_buffers *b)
+{
+    int64_t sizes[FR_QG_REGIONS], total = 0;
+    fr_qgen_sizes(g, n, table, sizes);
+    for (int i = 0; i < FR_QG_REGIONS; i++) total += sizes[i];
+    char *mem = (char *)malloc((size_t)total), *at = mem;
+    if (!mem) return NULL;
+    void **regions[FR_QG_REGIONS] = {
+        (void **)&b->h, (void **)&b->c, (void **)&b->gates, (void **)&b->gh, (void **)&b->x,
+        (void **)&b->bias, (void **)&b->pre, (void **)&b->head, (void **)&b->table, &b->scratch,
+        (void **)&b->rngs, (void **)&b->probs, (void **)&b->logits, (void **)&b->token};
+    for (int i = 0; i < FR_QG_REGIONS; i++) {
+        *regions[i] = sizes[i] ? at : NULL;
+        at += sizes[i];
+    }
+    return mem;
+}
+
+static int fr_qgen_check(const fr_qgenerator *g, const fr_sampling *opt, int64_t n,
+                         const int32_t *prompt, int64_t n_prompt, int64_t n_new,
+                         const int32_t *out)
+{
+    if (!g || !opt || !out || n < 1 || n_new < 0 || n_prompt < 1 || !prompt || !g->out_tokens ||
+        !g->embedding || !g->W_ih || !g->W_hh || !g->b_ih || !g->b_hh || !g->head_b ||
+        fr_gates(g->cell) == 0 || g->num_layers < 1 || g->hidden < 1 || g->embed_dim < 1 ||
+        g->vocab < 1 || g->n_outputs < 1)
+        return FR_ERR_ARG;
+    const int64_t H = g->hidden, GH = fr_gates(g->cell) * H;
+    int rc = fr_qweight_check(&g->head_W);
+    if (rc != FR_OK || g->head_W.rows != g->n_outputs || g->head_W.cols != H) return FR_ERR_ARG;
+    for (int64_t l = 0; l < g->num_layers; l++) {
+        if ((rc = fr_qweight_check(&g->W_ih[l])) != FR_OK ||
+            (rc = fr_qweight_check(&g->W_hh[l])) != FR_OK || !g->b_ih[l] || !g->b_hh[l])
+            return FR_ERR_ARG;
+        if (g->W_ih[l].rows != GH || g->W_ih[l].cols != (l ? H : g->embed_dim) ||
+            g->W_hh[l].rows != GH || g->W_hh[l].cols != H)
+            return FR_ERR_ARG;
+    }
+    for (int64_t i = 0; i < n * n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= g->vocab) return FR_ERR_ARG;
+    for (int64_t o = 0; o < (g->n_outputs > 1 ? g->n_outputs : 2); o++)
+        if (g->out_tokens[o] < 0 || g->out_tokens[o] >= g->vocab) return FR_ERR_ARG;
+    return FR_OK;
+}
+
+/* One call: the model, its sampling and its buffers. */
+typedef struct {
+    const fr_qgenerator *g;
+    const fr_sampling *opt;
+    int64_t n, n_prompt, n_new;
+    const int32_t *prompt;
+    int32_t *out;
+    float *logits_out;
+    fr_qgen_buffers b;
+    int n_threads;
+} fr_qgen_call;
+
+static void fr_qgen_init(fr_qgen_call *gc, const float *h0, const float *c0)
+{
+    const fr_qgenerator *g = gc->g;
+    const int64_t L = g->num_layers, GH = fr_gates(g->cell) * g->hidden;
+    const size_t state = (size_t)(L * gc->n * g->hidden) * sizeof(float);
+    for (int64_t i = 0; i < gc->n; i++) fr_rng_seed(&gc->b.rngs[i], gc->opt->seed, (uint64_t)i);
+    if (h0) memcpy(gc->b.h, h0, state);
+    else memset(gc->b.h, 0, state);
+    if (c0) memcpy(gc->b.c, c0, state);
+    else memset(gc->b.c, 0, state);
+    for (int64_t l = 0; l < L; l++)
+        for (int64_t j = 0; j < GH; j++) gc->b.bias[l * GH + j] = g->b_ih[l][j] + g->b_hh[l][j];
+    if (gc->b.table) /* the same per-row products as a step's */
+        fr_qgemm(&g->W_ih[0], g->vocab, g->embedding, g->embed_dim, gc->b.table, GH, 0,
+                 gc->b.scratch, gc->n_threads);
+}
+
+/* Sample i's input token at this step (prompt, then sampled). */
+static int64_t fr_qgen_token(const fr_qgen_call *gc, int64_t step, int64_t i)
+{
+    return step < gc->n_prompt ? gc->prompt[i * gc->n_prompt + step] : gc->b.token[i];
+}
+
+/* Layer 0's W_ih products of the step's tokens: table rows or one product. */
+static void fr_qgen_input(const fr_qgen_call *gc, int64_t step)
+{
+    const fr_qgenerator *g = gc->g;
+    const int64_t E = g->embed_dim, GH = fr_gates(g->cell) * g->hidden;
+    for (int64_t i = 0; i < gc->n; i++) {
+        const int64_t tok = fr_qgen_token(gc, step, i);
+        if (gc->b.table)
+            memcpy(gc->b.gates + i * GH, gc->b.table + tok * GH, (size_t)GH * sizeof(float));
+        else
+            memcpy(gc->b.x + i * E, g->embedding + tok * E, (size_t)E * sizeof(float));
+    }
+    if (!gc->b.table)
+        fr_qgemm(&g->W_ih[0], gc->n, gc->b.x, E, gc->b.gates, GH, 0, gc->b.scratch,
+                 gc->n_threads);
+}
+
+/* Every layer's step (layer 0's W_ih product already in gates). */
+static void fr_qgen_layers(const fr_qgen_call *gc)
+{
+    const fr_qgenerator *g = gc->g;
+    const int64_t n = gc->n, H = g->hidden, GH = fr_gates(g->cell) * H;
+    for (int64_t l = 0; l < g->num_layers; l++) {
+        float *h = gc->b.h + l * n * H, *c = gc->b.c + l * n * H;
+        if (l) fr_qgemm(&g->W_ih[l], n, h - n * H, H, gc->b.gates, GH, 0, gc->b.scratch,
+                        gc->n_threads);
+        fr_qgemm(&g->W_hh[l], n, h, H, gc->b.gh, GH, 0, gc->b.scratch, gc->n_threads);
+        for (int64_t i = 0; i < n; i++)
+            fr_qcell(g->cell, H, gc->b.gates + i * GH, gc->b.gh + i * GH, gc->b.bias + l * GH,
+                     g->b_ih[l], g->b_hh[l], gc->b.pre, h + i * H, c + i * H, NULL);
+    }
+}
+
+/* The head on the top layer's state, then every sample's next token. */
+static void fr_qgen_sample(const fr_qgen_call *gc, int64_t step)
+{
+    const fr_qgenerator *g = gc->g;
+    const int64_t n = gc->n, H = g->hidden, n_out = g->n_outputs;
+    const int64_t t = step - (gc->n_prompt - 1);
+    fr_qgemm(&g->head_W, n, gc->b.h + (g->num_layers - 1) * n * H, H, gc->b.head, n_out, 0,
+             gc->b.scratch, gc->n_threads);
+    for (int64_t i = 0; i < n; i++) {
+        const float *z = gc->b.head + i * n_out;
+        const int64_t o = fr_draw_f32(z, g->head_b, n_out, gc->opt, &gc->b.rngs[i], gc->b.probs,
+                                      gc->b.logits);
+        gc->b.token[i] = g->out_tokens[o];
+        gc->out[i * gc->n_new + t] = gc->b.token[i];
+        if (gc->logits_out) {
+            float *dst = gc->logits_out + (i * gc->n_new + t) * n_out;
+            for (int64_t v = 0; v < n_out; v++) dst[v] = z[v] + g->head_b[v];
+        }
+    }
+}
+
+int fr_qgenerate(const fr_qgenerator *g, const fr_sampling *opt, int64_t n,
+                 const int32_t *prompt, int64_t n_prompt, const float *h0, const float *c0,
+                 int64_t n_new, int32_t *out, float *logits, int n_threads)
+{
+    int rc = fr_qgen_check(g, opt, n, prompt, n_prompt, n_new, out);
+    if (rc != FR_OK) return rc;
+    fr_qgen_call gc = {g, opt, n, n_prompt, n_new, prompt, out, logits};
+    gc.n_threads = n_threads;
+    void *mem = fr_qgen_alloc(g, n, fr_qgen_table(g, n, n_prompt, n_new), &gc.b);
+    if (!mem) return FR_ERR_NOMEM;
+    fr_qgen_init(&gc, h0, c0);
+    for (int64_t step = 0; step < n_prompt - 1 + n_new; step++) {
+        if (fr_should_stop()) {
+            rc = FR_STOPPED;
+            break;
+        }
+        fr_qgen_input(&gc, step);
+        fr_qgen_layers(&gc);
+        if (step >= n_prompt - 1) fr_qgen_sample(&gc, step);
+    }
+    free(mem);
+    return rc;
 }

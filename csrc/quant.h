@@ -64,6 +64,30 @@ int fr_qforward(const fr_qlayer *L, const fr_shape *s, const float *X, const flo
                 const float *c0, float *Y, int64_t ldy, float *hN, float *cN, void *ws,
                 int n_threads);
 
+/* Token generation with reduced weights: fr_generate_f32's loop (fastrnn.h:
+ * prompt, sampling, seeded streams, out) with every layer's W_ih and W_hh and
+ * the head reduced; the embedding, biases, states, gate math and sampling
+ * float32 (logits double, as fr_generate's). Layer 0's input projection of a
+ * token is the same per-row product whether a step computes it or a table of
+ * the vocabulary holds it, so the tokens do not depend on the table; nor on
+ * n_threads (the GEMMs share panels, never a sum). logits: NULL, or (n,
+ * n_new, n_outputs) float32 receiving the head's outputs (bias added) each
+ * token was drawn from. Allocates its buffers once per call. */
+typedef struct {
+    int cell;
+    int64_t num_layers, hidden, embed_dim, vocab, n_outputs;
+    const float *embedding;          /* (vocab, embed_dim) */
+    const fr_qweight *W_ih, *W_hh;   /* num_layers each: (G*H, in), (G*H, H) */
+    const float *const *b_ih, *const *b_hh;
+    fr_qweight head_W;               /* (n_outputs, H) */
+    const float *head_b;             /* (n_outputs) */
+    const int32_t *out_tokens;       /* n_outputs, or 2 for a binary head */
+} fr_qgenerator;
+
+int fr_qgenerate(const fr_qgenerator *g, const fr_sampling *opt, int64_t n,
+                 const int32_t *prompt, int64_t n_prompt, const float *h0, const float *c0,
+                 int64_t n_new, int32_t *out, float *logits, int n_threads);
+
 /* Run-time dispatch: 1 when this CPU runs kind's fast (AVX-512) kernel.
  * fr_qforce_portable(1) makes every call take the portable path (tests
  * compare the two; FASTRNN_QUANT_PORTABLE=1 in the environment does the same). */

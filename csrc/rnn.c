@@ -1,6 +1,7 @@
 /* Shared helpers, then the kernels instantiated for float and double from
  * rnn_impl.h. */
 #include "fastrnn.h"
+#include "sampling.h"
 
 #include <limits.h>
 #include <signal.h>
@@ -556,9 +557,6 @@ static inline float fr_tanhf(float x) { return 1.0f - 2.0f / (1.0f + fr_expf(2.0
 static inline double fr_sigmoidd(double x) { return 1.0 / (1.0 + exp(-x)); }
 static inline double fr_tanhd(double x) { return tanh(x); }
 
-/* xoshiro256** seeded through splitmix64: small, fast, reproducible. */
-typedef struct { uint64_t s[4]; } fr_rng;
-
 static uint64_t fr_splitmix64(uint64_t *x)
 {
     uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
@@ -567,7 +565,7 @@ static uint64_t fr_splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static void fr_rng_seed(fr_rng *r, uint64_t seed, uint64_t stream)
+void fr_rng_seed(fr_rng *r, uint64_t seed, uint64_t stream)
 {
     uint64_t x = seed ^ (stream * 0xD1B54A32D192ED03ULL);
     for (int i = 0; i < 4; i++) r->s[i] = fr_splitmix64(&x);
@@ -583,8 +581,6 @@ static double fr_rng_uniform(fr_rng *r) /* [0, 1) */
     s[2] ^= t; s[3] = fr_rotl(s[3], 45);
     return (double)(result >> 11) * 0x1.0p-53;
 }
-
-typedef struct { double p; int64_t index; } fr_prob;
 
 static int fr_prob_desc(const void *a, const void *b)
 {

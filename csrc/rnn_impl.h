@@ -1210,22 +1210,27 @@ static void FR_(generate_head)(const FR_(generate_call) *gc, int64_t step, int64
                  0, gc->w.logits + o0, n_out);
 }
 
+/* One sample's output index from its head outputs z (sampling.h). */
+int64_t FR_(fr_draw)(const real *z, const real *hb, int64_t n_out, const fr_sampling *opt,
+                     fr_rng *rng, fr_prob *probs, double *logits)
+{
+    if (n_out == 1) { /* binary head: logits (0, z) */
+        logits[0] = 0;
+        logits[1] = (double)z[0] + (double)hb[0];
+    } else {
+        for (int64_t v = 0; v < n_out; v++) logits[v] = (double)z[v] + (double)hb[v];
+    }
+    return fr_sample(logits, n_out > 1 ? n_out : 2, opt, rng, probs);
+}
+
 /* Draw every sample's next token from the head's outputs (one thread). */
 static void FR_(sample_tokens)(const FR_(generate_call) *gc, int64_t step)
 {
     const fr_generator *g = gc->g;
-    const int64_t n_out = g->n_outputs, V = n_out > 1 ? n_out : 2;
-    const real *hb = (const real *)g->head_b;
-    double *logits = gc->sc.logits;
+    const int64_t n_out = g->n_outputs;
     for (int64_t i = 0; i < gc->n; i++) {
-        const real *z = gc->w.logits + i * n_out;
-        if (n_out == 1) { /* binary head: logits (0, z) */
-            logits[0] = 0;
-            logits[1] = (double)z[0] + (double)hb[0];
-        } else {
-            for (int64_t v = 0; v < V; v++) logits[v] = (double)z[v] + (double)hb[v];
-        }
-        int64_t o = fr_sample(logits, V, gc->opt, &gc->sc.rngs[i], gc->sc.probs);
+        int64_t o = FR_(fr_draw)(gc->w.logits + i * n_out, (const real *)g->head_b, n_out,
+                                 gc->opt, &gc->sc.rngs[i], gc->sc.probs, gc->sc.logits);
         gc->sc.token[i] = g->out_tokens[o];
         gc->out[i * gc->n_new + (step - (gc->n_prompt - 1))] = gc->sc.token[i];
     }

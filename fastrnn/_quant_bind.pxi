@@ -27,6 +27,21 @@ cdef extern from "quant.h" nogil:
     int fr_qforward(const fr_qlayer *L, const fr_shape *s, const float *X, const float *h0,
                     const float *c0, float *Y, int64_t ldy, float *hN, float *cN, void *ws,
                     int n_threads)
+    ctypedef struct fr_qgenerator:
+        int cell
+        int64_t num_layers, hidden, embed_dim, vocab, n_outputs
+        const float *embedding
+        const fr_qweight *W_ih
+        const fr_qweight *W_hh
+        const float *const *b_ih
+        const float *const *b_hh
+        fr_qweight head_W
+        const float *head_b
+        const int32_t *out_tokens
+
+    int fr_qgenerate(const fr_qgenerator *g, const fr_sampling *opt, int64_t n,
+                     const int32_t *prompt, int64_t n_prompt, const float *h0, const float *c0,
+                     int64_t n_new, int32_t *out, float *logits, int n_threads)
     int fr_qfast_available(int kind)
     void fr_qforce_portable(int on)
 
@@ -120,3 +135,96 @@ def qforward(*, int cell, W_ih, W_hh, b_ih, b_hh, X, h0, c0, Y, int64_t y_col, h
     finally:
         _stop_watching(watching)
     _raise(rc, "qforward")
+
+
+cdef int _fill_qgenerator(fr_qgenerator *g, fr_qweight *weights, const float **biases,
+                          int cell, object embedding, list W_ih, list W_hh, list b_ih,
+                          list b_hh, object head_W, object head_b, object out_tokens) except -1:
+    """Check the reduced model's arrays and point g at them; weights holds 2
+    per layer (W_ih, then W_hh), biases 2 per layer (b_ih, then b_hh)."""
+    cdef int64_t L = len(W_hh), G = gates(cell)
+    cdef int64_t H = W_hh[0].cols, V = embedding.shape[0], E = embedding.shape[1]
+    for l in range(L):
+        weights[l] = _qweight(W_ih[l], f"weight_ih_l{l}")
+        weights[L + l] = _qweight(W_hh[l], f"weight_hh_l{l}")
+        if (weights[l].rows != G * H or weights[l].cols != (E if l == 0 else H)
+                or weights[L + l].rows != G * H or weights[L + l].cols != H):
+            raise ValueError(f"the reduced weights of layer {l} do not match the cell, "
+                             f"the embedding and the hidden size")
+        biases[l] = <const float *>_data(b_ih[l], np.float32, (G * H,), f"bias_ih_l{l}", False)
+        biases[L + l] = <const float *>_data(b_hh[l], np.float32, (G * H,), f"bias_hh_l{l}",
+                                             False)
+    g.cell = cell
+    g.num_layers = L
+    g.hidden = H
+    g.embed_dim = E
+    g.vocab = V
+    g.head_W = _qweight(head_W, "head weight")
+    g.n_outputs = g.head_W.rows
+    if g.head_W.cols != H:
+        raise ValueError("the reduced head weight does not match the hidden size")
+    g.embedding = <const float *>_data(embedding, np.float32, (V, E), "embedding", False)
+    g.W_ih = weights
+    g.W_hh = weights + L
+    g.b_ih = biases
+    g.b_hh = biases + L
+    g.head_b = <const float *>_data(head_b, np.float32, (g.n_outputs,), "head bias", False)
+    g.out_tokens = <const int32_t *>_data(out_tokens, np.int32, (max(g.n_outputs, 2),),
+                                          "out_tokens", False)
+    return 0
+
+
+def qgenerate(*, int cell, embedding, list W_ih, list W_hh, list b_ih, list b_hh, head_W,
+              head_b, out_tokens, prompt, h0, c0, int64_t n_new, double temperature,
+              int64_t top_k, double top_p, uint64_t seed, int n_threads=1, logits=None):
+    """generate with reduced weights (fr_qgenerate in csrc/quant.h): W_ih,
+    W_hh (per layer) and head_W reduced weights, everything else float32.
+    logits: None or a float32 (n_samples, n_new, n_outputs) array receiving
+    the head's outputs each token was drawn from. Returns (n_samples, n_new) int32."""
+    if not isinstance(embedding, np.ndarray) or embedding.ndim != 2:
+        raise ValueError("embedding must be a 2-D NumPy array")
+    if embedding.dtype != np.float32:
+        raise ValueError(f"reduced generation needs a float32 model, got {embedding.dtype}")
+    cdef int64_t L = len(W_hh)
+    if L < 1 or not (len(W_ih) == len(b_ih) == len(b_hh) == L):
+        raise ValueError("one W_ih, W_hh, b_ih, b_hh per layer")
+    if not isinstance(prompt, np.ndarray) or prompt.ndim != 2 or prompt.shape[1] < 1:
+        raise ValueError("prompt must be a 2-D int32 array with at least one column")
+    cdef int64_t n = prompt.shape[0], n_prompt = prompt.shape[1]
+    cdef fr_qgenerator g
+    cdef fr_sampling opt
+    opt.temperature = temperature
+    opt.top_k = top_k
+    opt.top_p = top_p
+    opt.seed = seed
+    cdef fr_qweight *weights = <fr_qweight *>malloc(2 * L * sizeof(fr_qweight))
+    cdef const float **biases = <const float **>malloc(2 * L * sizeof(float *))
+    cdef const int32_t *p_prompt
+    cdef const float *p_h0
+    cdef const float *p_c0
+    cdef float *p_logits
+    cdef int32_t *p_out
+    cdef int rc
+    try:
+        if weights == NULL or biases == NULL:
+            raise MemoryError()
+        _fill_qgenerator(&g, weights, biases, cell, embedding, W_ih, W_hh, b_ih, b_hh, head_W,
+                         head_b, out_tokens)
+        p_prompt = <const int32_t *>_data(prompt, np.int32, None, "prompt", False)
+        p_h0 = <const float *>_data(h0, np.float32, (L, n, g.hidden), "h0", True)
+        p_c0 = <const float *>_data(c0, np.float32, (L, n, g.hidden), "c0", True)
+        p_logits = <float *>_out(logits, np.float32, (n, n_new, g.n_outputs), "logits", True)
+        out = np.zeros((n, n_new), np.int32)
+        p_out = <int32_t *>cnp.PyArray_DATA(out)
+        watching = _stop_on_ctrl_c()
+        try:
+            with nogil:
+                rc = fr_qgenerate(&g, &opt, n, p_prompt, n_prompt, p_h0, p_c0, n_new, p_out,
+                                  p_logits, n_threads)
+        finally:
+            _stop_watching(watching)
+        _raise(rc, "qgenerate")
+    finally:
+        free(weights)
+        free(biases)
+    return out

@@ -7,7 +7,9 @@ kind, cached here until the weights change: a training forward, a load, or
 accumulation stay float32 (int8: int32 accumulation, dequantized to float32)
 and the gate math is the usual one. What runs reduced: the input projection
 and the recurrent W_hh product of every recurrent layer and direction (C,
-one call per layer and direction) and the dense head. What stays float32:
+one call per layer and direction) and the dense head; in generation
+(SequenceGenerator.generate) the same products inside the C sampling loop
+(fr_qgenerate). What stays float32:
 the embedding lookup, layer-normalized cells (``layer_norm=True``: their
 layers run the float32 kernels), the norms and residuals between layers, and
 every training, explain and validation pass. float64 models are refused: a
@@ -166,6 +168,19 @@ class ReducedNetwork:
         _kernels.qgemm(w=self.head, A=features, C=out, n_threads=n_threads)
         out += bias
         return out
+
+
+def reduced_generation_args(args, stack, reduced):
+    """fastrnn.layers.generation_args' keyword arguments for _kernels.qgenerate:
+    the recurrent weights and the head of ``reduced`` (the ReducedNetwork of
+    the same stack and head) in place of the float32 ones."""
+    layers = [stack.direction(k) for k in range(stack.num_layers)]
+    if not all(reduced.runs(view) for view in layers) or reduced.head is None:
+        raise ValueError("reduced generation needs reduced weights for every layer and the "
+                         "head (layer-normalized stacks generate in float32 only)")
+    pairs = [reduced.directions[view.index] for view in layers]
+    return dict(args, W_ih=[ih for ih, _ in pairs], W_hh=[hh for _, hh in pairs],
+                head_W=reduced.head)
 
 
 _CACHE = weakref.WeakKeyDictionary()  # network -> {kind: ReducedNetwork}

@@ -15,6 +15,7 @@ from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
 from fastrnn import _kernels, persistence
+from fastrnn._quantize import reduced_generation_args, reduced_network
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
 from fastrnn.estimators import check_wrapped_estimator, estimator_class, training_options
 from fastrnn.layers import generation_args
@@ -95,10 +96,10 @@ class SequenceGenerator(BaseEstimator):
         Precision of the network.
 
     inference_dtype : {"float32", "bfloat16", "int8"} or None, default=None
-        Precision of the weights in score and perplexity (None or "float32":
-        the fitted weights; generate stays float32), as the estimators'
-        inference_dtype: int8 or bfloat16 weights converted once, float32
-        activations; settable after fit.
+        Precision of the weights in generate, score and perplexity (None or
+        "float32": the fitted weights), as the estimators' inference_dtype:
+        int8 or bfloat16 weights converted once, float32 activations, gate
+        math and sampling; settable after fit. Needs dtype="float32".
 
     Attributes
     ----------
@@ -293,9 +294,14 @@ class SequenceGenerator(BaseEstimator):
                                net.params["head.weight"], net.params["head.bias"],
                                self.classifier_.classes_, temperature=temperature, top_k=top_k,
                                top_p=top_p, seed=seed)
+        reduced = reduced_network(net, self.inference_dtype)
+        if reduced is None:
+            run = _kernels.generate
+        else:
+            args, run = reduced_generation_args(args, net.stack, reduced), _kernels.qgenerate
         with single_threaded_blas():
-            ids = _kernels.generate(**args, prompt=feed, h0=h0, c0=None, n_new=n_tokens,
-                                    n_threads=resolve_n_threads(self.n_threads))
+            ids = run(**args, prompt=feed, h0=h0, c0=None, n_new=n_tokens,
+                      n_threads=resolve_n_threads(self.n_threads))
         results = []
         for row in ids:
             end = np.flatnonzero(row == BOUNDARY)
