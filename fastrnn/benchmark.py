@@ -334,17 +334,35 @@ def _generation_weights(seed=0):
     return {k: v.astype(np.float32) for k, v in w.items()}
 
 
-def generation_fastrnn(threads):
-    from fastrnn import _kernels
+def _generation_model():
+    """(stack, weights, generation_args) of the benchmark's generator."""
     from fastrnn.layers import LSTM, generation_args
     g, w = GENERATION, _generation_weights()
     stack = LSTM(g["embed"], g["hidden"], num_layers=g["layers"])
     stack.load_state_dict({k: v for k, v in w.items() if "_l" in k})
     args = generation_args(stack, w["embedding.weight"], w["head.weight"], w["head.bias"],
                            np.arange(g["vocab"]))
+    return stack, w, args
+
+
+def generation_fastrnn(threads):
+    from fastrnn import _kernels
+    _, _, args = _generation_model()
     prompt = np.zeros((1, 1), np.int32)
     return lambda: _kernels.generate(**args, prompt=prompt, h0=None, c0=None,
-                                     n_new=g["tokens"], n_threads=threads)
+                                     n_new=GENERATION["tokens"], n_threads=threads)
+
+
+def generation_fastrnn_reduced(threads, kind):
+    """The same loop with inference_dtype=kind: int8 or bfloat16 recurrent and
+    head weights (fr_qgenerate)."""
+    from fastrnn import _kernels, _quantize
+    stack, w, args = _generation_model()
+    reduced = _quantize.ReducedNetwork(stack, kind, w["head.weight"])
+    args = _quantize.reduced_generation_args(args, stack, reduced)
+    prompt = np.zeros((1, 1), np.int32)
+    return lambda: _kernels.qgenerate(**args, prompt=prompt, h0=None, c0=None,
+                                      n_new=GENERATION["tokens"], n_threads=threads)
 
 
 def generation_fastrnn_portable(threads):
@@ -490,7 +508,10 @@ def _worker(conn, name, threads):
                 conn.send(sorted(built))
         elif msg[0] == "generation":
             made = {"fastrnn": generation_fastrnn, "fastrnn-portable": generation_fastrnn_portable,
-                    "pytorch": generation_torch}.get(name)
+                    "pytorch": generation_torch,
+                    "fastrnn-int8": lambda t: generation_fastrnn_reduced(t, "int8"),
+                    "fastrnn-bf16": lambda t: generation_fastrnn_reduced(t, "bfloat16")
+                    }.get(name)
             made = made(threads) if made else f"{name}: no generation loop"
             if isinstance(made, str):
                 built = None
