@@ -398,21 +398,26 @@ def generation_torch(threads):
     return run
 
 
-def generation_streamed_bytes():
-    """Bytes of float32 weights one token streams: every layer's W_hh, the
-    upper layers' W_ih, the head, and one row of layer 0's projected-embedding
-    table (the generation loop looks layer 0's input projection up per token)."""
+GENERATION_WEIGHT_BYTES = {"fastrnn-int8": 1, "fastrnn-bf16": 2}  # the others: float32
+
+
+def generation_streamed_bytes(weight_bytes=4):
+    """Bytes one token streams: every layer's W_hh, the upper layers' W_ih and
+    the head at weight_bytes per weight (float32 4, bfloat16 2, int8 1; the
+    int8 row scales left out), and one float32 row of layer 0's
+    projected-embedding table (the generation loop looks layer 0's input
+    projection up per token)."""
     g = GENERATION
     G, H, L = 4, g["hidden"], g["layers"]
-    n = L * G * H * H + (L - 1) * G * H * H + g["vocab"] * H + G * H
-    return 4 * n
+    n = L * G * H * H + (L - 1) * G * H * H + g["vocab"] * H
+    return weight_bytes * n + 4 * G * H
 
 
-def generation_memory_bound():
+def generation_memory_bound(weight_bytes=4):
     """(tokens/s, GB/s): one thread reading generation_streamed_bytes() from
     cache as fast as this machine does (fastrnn.bench_read, measured now)."""
     from fastrnn import _kernels
-    n = generation_streamed_bytes()
+    n = generation_streamed_bytes(weight_bytes)
     seconds = _kernels.bench_read(n_bytes=n, reps=50)
     return 1 / seconds, n / seconds / 1e9
 
@@ -433,10 +438,13 @@ def run_generation(threads, workers, reps, min_seconds):
     label = (f"generation: {g['layers']}-layer LSTM H={g['hidden']} emb={g['embed']} "
              f"vocab={g['vocab']}, batch 1")
     med = {name: float(np.median(t)) for name, t in times.items()}
-    bound, read_gbps = generation_memory_bound()
+    weight_bytes = {name: GENERATION_WEIGHT_BYTES.get(name, 4) for name in med}
+    bounds = {b: generation_memory_bound(b) for b in set(weight_bytes.values())}
     rows = [dict(case=label, cell="lstm", mode="tokens/s", threads=threads, contender=name,
                  seconds=sec / g["tokens"], tokens_per_second=g["tokens"] / sec,
-                 memory_bound_tokens_per_second=bound, read_gbps=read_gbps,
+                 memory_bound_tokens_per_second=bounds[weight_bytes[name]][0],
+                 read_gbps=bounds[weight_bytes[name]][1],
+                 streamed_bytes=generation_streamed_bytes(weight_bytes[name]),
                  gflops=float("nan"),
                  vs_pytorch=med["pytorch"] / sec if "pytorch" in med else None,
                  vs_best_peer=med["pytorch"] / sec if "pytorch" in med else None)
@@ -656,8 +664,10 @@ def markdown(results):
             lines.append(f"| {r['case']} | {r['tokens_per_second']:.0f} tokens/s | "
                          f"{r['threads']} | {r['contender']} | {r['seconds'] * 1e3:.3f} per token "
                          f"| | | {vs} | {vb} |")
-            if "memory_bound_tokens_per_second" in r and r["contender"] == "fastrnn":
-                lines.append(f"| (memory bound: {generation_streamed_bytes() / 2**20:.2f} MiB "
+            if "memory_bound_tokens_per_second" in r and r["contender"] in (
+                    "fastrnn", *GENERATION_WEIGHT_BYTES):
+                streamed = r.get("streamed_bytes", generation_streamed_bytes())
+                lines.append(f"| ({r['contender']}'s memory bound: {streamed / 2**20:.2f} MiB "
                              f"of weights per token read at {r['read_gbps']:.0f} GB/s on one "
                              f"thread) | {r['memory_bound_tokens_per_second']:.0f} tokens/s | "
                              f"| | | | | | |")
