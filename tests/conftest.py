@@ -21,6 +21,16 @@ def torch():
     return import_torch()
 
 
+@pytest.fixture(params=["fast", "portable"])
+def quant_path(request):
+    """Run a reduced-precision test on the AVX-512 kernels (where the CPU has
+    them) and on the portable C path."""
+    from fastrnn import _kernels
+    _kernels.qforce_portable(request.param == "portable")
+    yield request.param
+    _kernels.qforce_portable(False)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

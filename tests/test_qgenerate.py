@@ -15,15 +15,6 @@ KINDS = ("int8", "bfloat16")
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
 
-@pytest.fixture(params=["fast", "portable"])
-def path(request):
-    """Run the test on the AVX-512 kernels (where the CPU has them) and on the
-    portable C path."""
-    _kernels.qforce_portable(request.param == "portable")
-    yield request.param
-    _kernels.qforce_portable(False)
-
-
 def _tiny_model(cell, kind, vocab=7, E=3, H=5, L=2, n_out=None, seed=0):
     """Random float32 weights of a tiny generator and their reduced copies."""
     rng = np.random.default_rng(seed)
@@ -84,7 +75,8 @@ def _reference_greedy(m, prompt, n_new, h0, c0):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("n_samples, n_new", [(1, 3), (2, 9)])  # no table / table
-def test_greedy_generation_equals_reference_arithmetic(cell, kind, n_samples, n_new, path):
+def test_greedy_generation_equals_reference_arithmetic(cell, kind, n_samples, n_new,
+                                                      quant_path):
     m = _tiny_model(cell, kind, seed=CELLS.index(cell))
     rng = np.random.default_rng(1)
     prompt = rng.integers(0, 7, size=(n_samples, 3)).astype(np.int32)

@@ -18,15 +18,6 @@ KINDS = ("int8", "bfloat16")
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
 
-@pytest.fixture(params=["fast", "portable"])
-def path(request):
-    """Run the test on the AVX-512 kernels (where the CPU has them) and on the
-    portable C path."""
-    _kernels.qforce_portable(request.param == "portable")
-    yield request.param
-    _kernels.qforce_portable(False)
-
-
 def _qgemm(w, A):
     C = np.empty((A.shape[0], w.rows), np.float32)
     _kernels.qgemm(w=w, A=A, C=C)
@@ -36,7 +27,7 @@ def _qgemm(w, A):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("M, N, K", [(1, 5, 3), (7, 37, 29), (70, 64, 100), (3, 48, 257),
                                      (1, 80, 40)])
-def test_qgemm_equals_reference_arithmetic(kind, M, N, K, path):
+def test_qgemm_equals_reference_arithmetic(kind, M, N, K, quant_path):
     rng = np.random.default_rng(M + N + K)
     w = _quantize.ReducedWeight(rng.normal(size=(N, K)), kind)
     A = rng.normal(size=(M, K)).astype(np.float32) * 3
@@ -75,7 +66,7 @@ def test_reduced_weights_are_close_to_the_weights(kind):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reverse", [False, True])
-def test_qforward_matches_reference_layer(cell, kind, reverse, path):
+def test_qforward_matches_reference_layer(cell, kind, reverse, quant_path):
     rng = np.random.default_rng(CELLS.index(cell))
     B, T, I, H, G = 3, 6, 5, 7, _kernels.gates(cell)
     W_ih, W_hh = (rng.normal(size=(G * H, n)).astype(np.float32) * 0.5 for n in (I, H))
