@@ -170,9 +170,19 @@ def pydoc_model():
     return gen.fit(text[:16000]), text[16000:]
 
 
-def _greedy_next_from_forward(gen, ids):
-    proba = gen.classifier_._predict_proba_conditioned(np.asarray(ids)[None], None)
+def _greedy_next_from_forward(gen, ids, condition=None):
+    proba = gen.classifier_._predict_proba_conditioned(np.asarray(ids)[None], condition)
     return gen.classifier_.classes_[np.argmax(proba[0][-1])]
+
+
+def _assert_follows_reduced_forward(gen, kind, prompt, text, condition=None):
+    gen.classifier_.set_params(inference_dtype=kind)
+    try:
+        ids = [BOUNDARY] + list(gen._encode(prompt + text))
+        for i in range(1 + len(prompt), len(ids)):
+            assert _greedy_next_from_forward(gen, ids[:i], condition) == ids[i]
+    finally:
+        gen.classifier_.set_params(inference_dtype=None)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -181,16 +191,24 @@ def test_reduced_generation_follows_the_reduced_forward_pass(pydoc_model, kind):
     sequence is batched: the C loop's greedy text is the reduced network's
     argmax chain."""
     gen, _ = pydoc_model
-    gen.set_params(inference_dtype=kind)
-    try:
-        text = gen.generate(20, prompt="def ", temperature=0)[0]
-        gen.classifier_.set_params(inference_dtype=kind)
-        ids = [BOUNDARY] + list(gen._encode("def " + text))
-        for i in range(5, len(ids)):
-            assert _greedy_next_from_forward(gen, ids[:i]) == ids[i]
-    finally:
-        gen.set_params(inference_dtype=None)
-        gen.classifier_.set_params(inference_dtype=None)
+    text = gen.set_params(inference_dtype=kind).generate(20, prompt="def ", temperature=0)[0]
+    gen.set_params(inference_dtype=None)
+    _assert_follows_reduced_forward(gen, kind, "def ", text)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_conditioned_reduced_generation(kind):
+    """Captioning: the condition's initial state feeds the reduced loop."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 4))
+    captions = ["pos" if f[0] > 0 else "neg" for f in features]
+    cap = SequenceGenerator(hidden_size=16, embedding_dim=8, max_iter=5,
+                            learning_rate_init=0.02, random_state=0, inference_dtype=kind)
+    cap.fit(captions, conditions=features)
+    single = [cap.generate(5, condition=f, temperature=0)[0] for f in features[:4]]
+    assert cap.generate(5, condition=features[:4], n_samples=4, temperature=0) == single
+    for f, text in zip(features[:4], single):
+        _assert_follows_reduced_forward(cap, kind, "", text, condition=f[None])
 
 
 def test_reduced_generation_keeps_the_text_quality(pydoc_model):
