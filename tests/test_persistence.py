@@ -147,11 +147,12 @@ def _write(path, meta, files):
 
 @pytest.fixture(scope="module")
 def model_files(small_task, tmp_path_factory):
-    """Valid files of a string-label classifier, a regressor and a token model,
-    with data each one predicts on."""
+    """Valid files of a string-label classifier, a regressor, a token model
+    and a Seq2Seq, with data each one predicts on."""
     X, y = small_task
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 5, size=(40, 6))
+    words = ["ab", "ba", "abb", "b"] * 5
     models = [
         (FastGRUClassifier(hidden_size=4, max_iter=1, class_weight={"a": 2.0, "b": 1.0},
                            random_state=0).fit(X, np.where(y == 1, "a", "b")), X),
@@ -159,6 +160,8 @@ def model_files(small_task, tmp_path_factory):
          X),
         (FastRNN(hidden_size=4, embedding_dim=3, max_iter=1, random_state=0).fit(
             tokens, tokens[:, 0] % 2), tokens),
+        (fastrnn.Seq2Seq(hidden_size=4, embedding_dim=3, max_iter=1, random_state=0).fit(
+            words, [w[::-1] for w in words]), words),
     ]
     folder = tmp_path_factory.mktemp("models")
     out = []
