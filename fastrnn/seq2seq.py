@@ -12,7 +12,13 @@ encoder-decoder network and attention (fastrnn.seq2seq_network)::
     ['bba', 'ab']
 
 X and Y are lists of strings (one token per character) or of integer token-id
-sequences, of any lengths. Training uses teacher forcing; prediction decodes
+sequences, of any lengths. X may also hold sequences of feature vectors (an
+(n, S, F) array or a list of (S_i, F) arrays): captioning with attention, the
+decoder attending over, say, the 8 rows of a digit image. That lives here and
+not in SequenceGenerator because it is exactly this model with the source
+embedding left out: the encoder, the C attention kernels and the C greedy and
+beam decoders apply unchanged, whereas SequenceGenerator is a next-token
+classifier whose only handle on the features is its initial state. Training uses teacher forcing; prediction decodes
 greedily (beam_width=1) or with a length-normalised beam search, both in C
 (csrc/decode.h); greedy_decode and beam_search below are the same algorithms
 in NumPy, one Python step at a time: the reference the tests hold the C

@@ -10,7 +10,7 @@ import pytest
 
 import fastrnn
 from fastrnn import Seq2Seq
-from fastrnn.datasets import make_addition, make_dates
+from fastrnn.datasets import load_digits_sequences, make_addition, make_dates
 from fastrnn.losses import softmax_cross_entropy
 from fastrnn.seq2seq import _Pairs, _take_state, beam_search, greedy_decode
 from fastrnn.seq2seq_network import Seq2SeqNetwork
@@ -21,9 +21,13 @@ CONFIGS = [("lstm", "luong", True, 1), ("gru", "luong", False, 2),
 
 
 def tiny_batch(rng, net, B=3):
-    """Ragged source and target lengths (one sample with an empty target)."""
+    """Ragged source and target lengths (one sample with an empty target);
+    sources of token ids, or of feature vectors for a network that takes them."""
     c = net.config
-    source = [rng.integers(0, c["source_vocab"], L) for L in (5, 2, 4)[:B]]
+    if c["source_features"] is None:
+        source = [rng.integers(0, c["source_vocab"], L) for L in (5, 2, 4)[:B]]
+    else:
+        source = [rng.normal(size=(L, c["source_features"])) for L in (5, 2, 4)[:B]]
     target = [rng.integers(0, c["target_vocab"], L) for L in (3, 0, 4)[:B]]
     return _Pairs(source, target, net.bos, net.eos)
 
@@ -40,18 +44,24 @@ def loss_and_grad(net, pairs, weight):
     return loss, d_logits
 
 
-def make_net(cell, attention, bidirectional, num_layers, dtype=np.float64, seed=0):
-    net = Seq2SeqNetwork(cell, source_vocab=6, target_vocab=4, embedding_dim=3, hidden_size=4,
-                         num_layers=num_layers, bidirectional=bidirectional,
-                         attention=attention, dtype=dtype, random_state=seed)
+def make_net(cell, attention, bidirectional, num_layers, dtype=np.float64, seed=0,
+             source_features=None):
+    net = Seq2SeqNetwork(cell, source_vocab=None if source_features else 6, target_vocab=4,
+                         embedding_dim=3, hidden_size=4, num_layers=num_layers,
+                         bidirectional=bidirectional, attention=attention, dtype=dtype,
+                         random_state=seed, source_features=source_features)
     # larger weights than the initialisation: every term matters in the check
     net.flat_params[:] = np.random.default_rng(seed).normal(0, 0.5, net.flat_params.size)
     return net
 
 
-@pytest.mark.parametrize("cell,attention,bidirectional,num_layers", CONFIGS)
-def test_gradients_match_finite_differences(cell, attention, bidirectional, num_layers, rng):
-    net = make_net(cell, attention, bidirectional, num_layers)
+@pytest.mark.parametrize("cell,attention,bidirectional,num_layers,source_features",
+                         [c + (None,) for c in CONFIGS] + [("gru", "luong", True, 1, 3),
+                                                           ("lstm", "bahdanau", False, 2, 2)])
+def test_gradients_match_finite_differences(cell, attention, bidirectional, num_layers,
+                                            source_features, rng):
+    net = make_net(cell, attention, bidirectional, num_layers,
+                   source_features=source_features)
     pairs = tiny_batch(rng, net)
     weight = rng.uniform(0.5, 1.5, int(pairs.target_lengths.sum()))
     _, d_logits = loss_and_grad(net, pairs, weight)
@@ -511,3 +521,43 @@ def test_the_size_check_matches_the_seq2seq_layout(cell, attention, bidirectiona
     from fastrnn import persistence
     net = Seq2SeqNetwork(cell, 7, 5, 3, 4, num_layers, bidirectional, attention)
     assert persistence._n_seq2seq_params(net.config) == net.flat_params.size
+
+
+# ----- captioning: the decoder attends over feature vectors (the rows of an image) ----------
+@pytest.fixture(scope="module")
+def captioner():
+    images, _, captions = load_digits_sequences()  # (1797, 8, 8): 8 rows of 8 pixels
+    model = Seq2Seq(cell="gru", hidden_size=32, embedding_dim=8, max_iter=20, batch_size=32,
+                    random_state=1)
+    with pytest.warns(Warning):
+        model.fit(images[:1400], captions[:1400])
+    return model, images, captions
+
+
+def test_captions_digit_images_by_attending_over_their_rows(captioner):
+    model, images, captions = captioner
+    assert model.source_kind_ == "features" and model.n_source_features_ == 8
+    assert model.score(images[1400:], captions[1400:]) >= 0.93
+    said = model.predict(images[1400:1410])
+    assert said == model.predict(list(images[1400:1410]))  # an array or a list of arrays
+    weights = model.attention_weights(images[1400:1403])
+    for w, caption in zip(weights, said):
+        assert w.shape == (len(caption) + 1, 8)
+        np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-5)
+    ragged = model.predict([images[1400][:5], images[1401]])  # fewer rows: still decodes
+    assert len(ragged) == 2 and all(isinstance(c, str) for c in ragged)
+
+
+def test_a_captioner_saves_loads_and_checks_its_input(captioner, tmp_path):
+    model, images, captions = captioner
+    model.save(tmp_path / "cap.npz")
+    loaded = fastrnn.load(tmp_path / "cap.npz")
+    _same_outputs(loaded, model, images[1400:1420], captions[1400:1420])
+    with pytest.raises(ValueError, match=r"\(length, 8\) feature vectors"):
+        model.predict(images[:2, :, :5])
+    with pytest.raises(ValueError, match="NaN"):
+        model.predict(np.full((1, 8, 8), np.nan))
+    with pytest.raises(ValueError, match="kind seen in fit"):
+        model.predict(["seven"])
+    with pytest.raises(ValueError, match="not feature vectors"):
+        Seq2Seq(max_iter=1).fit(captions[:3], images[:3])
