@@ -98,36 +98,36 @@ static void FR_(cell_step)(const fr_blas *blas, const fr_decoder *d, int64_t l, 
     FR_(gemm_nt)(blas, R, G * H, I, in, I, d->W_ih[l], 0, gates);
     FR_(gemm_nt)(blas, R, G * H, H, h, H, d->W_hh[l], lstm ? 1 : 0, lstm ? gates : gh);
     for (int64_t r = 0; r < R; r++) {
-        const real *g = gates + r * G * H, *hp = h + r * H;
-        real *ho = hn + r * H;
-        if (lstm) {
+        real *g = gates + r * G * H, *ho = hn + r * H;
+        const real *hp = h + r * H;
+        if (lstm) {  /* g: i, f, g, o pre-activations -> activations, in place */
             const real *cp = c + r * H;
             real *co = cn + r * H;
-            for (int64_t j = 0; j < H; j++) {
-                real i = fr_dec_sigmoid(g[j] + b_ih[j] + b_hh[j]);
-                real f = fr_dec_sigmoid(g[H + j] + b_ih[H + j] + b_hh[H + j]);
-                real cc = (real)tanh(g[2 * H + j] + b_ih[2 * H + j] + b_hh[2 * H + j]);
-                real o = fr_dec_sigmoid(g[3 * H + j] + b_ih[3 * H + j] + b_hh[3 * H + j]);
-                co[j] = f * cp[j] + i * cc;
-                ho[j] = o * (real)tanh(co[j]);
-            }
-        } else {
+            for (int64_t j = 0; j < G * H; j++) g[j] += b_ih[j] + b_hh[j];
+            FR_(fr_sigmoid)(g, g, 2 * H);
+            FR_(fr_tanh)(g + 2 * H, g + 2 * H, H);
+            FR_(fr_sigmoid)(g + 3 * H, g + 3 * H, H);
+            for (int64_t j = 0; j < H; j++) co[j] = g[H + j] * cp[j] + g[j] * g[2 * H + j];
+            FR_(fr_tanh)(co, ho, H);
+            for (int64_t j = 0; j < H; j++) ho[j] *= g[3 * H + j];
+        } else {     /* g: r, z, n input parts; gr: the recurrent parts */
             const real *gr = gh + r * G * H;
-            for (int64_t j = 0; j < H; j++) {
-                real rr = fr_dec_sigmoid(g[j] + b_ih[j] + gr[j] + b_hh[j]);
-                real z = fr_dec_sigmoid(g[H + j] + b_ih[H + j] + gr[H + j] + b_hh[H + j]);
-                real n = (real)tanh(g[2 * H + j] + b_ih[2 * H + j]
-                                    + rr * (gr[2 * H + j] + b_hh[2 * H + j]));
-                ho[j] = (1 - z) * n + z * hp[j];
-            }
+            for (int64_t j = 0; j < 2 * H; j++) g[j] += b_ih[j] + gr[j] + b_hh[j];
+            FR_(fr_sigmoid)(g, g, 2 * H);
+            for (int64_t j = 0; j < H; j++)
+                g[2 * H + j] += b_ih[2 * H + j] + g[j] * (gr[2 * H + j] + b_hh[2 * H + j]);
+            FR_(fr_tanh)(g + 2 * H, g + 2 * H, H);
+            for (int64_t j = 0; j < H; j++)
+                ho[j] = (1 - g[H + j]) * g[2 * H + j] + g[H + j] * hp[j];
         }
     }
 }
 
 /* feat[r] = [context; h] for row r of sample s (global index): masked softmax
- * of the scores over the sample's valid source steps, then the context. */
+ * of the scores over the sample's valid source steps, then the context.
+ * scratch: H values (Bahdanau's tanh terms). */
 static void FR_(attend_row)(const fr_decoder *d, const fr_encoded *e, int64_t s, const real *h,
-                            const real *q, real *scores, real *feat)
+                            const real *q, real *scores, real *feat, real *scratch)
 {
     int64_t S = e->src_steps, H = d->hidden, DH = d->mem_dim, n = e->src_lengths[s];
     const real *keys = (const real *)e->keys + s * S * H;
@@ -137,10 +137,15 @@ static void FR_(attend_row)(const fr_decoder *d, const fr_encoded *e, int64_t s,
     for (int64_t t = 0; t < n; t++) {
         const real *k = keys + t * H;
         real acc = 0;
-        if (d->attention == FR_ATTN_LUONG)
+        if (d->attention == FR_ATTN_LUONG) {
+            #pragma omp simd reduction(+:acc)
             for (int64_t j = 0; j < H; j++) acc += k[j] * h[j];
-        else
-            for (int64_t j = 0; j < H; j++) acc += v[j] * (real)tanh(q[j] + k[j]);
+        } else {
+            for (int64_t j = 0; j < H; j++) scratch[j] = q[j] + k[j];
+            FR_(fr_tanh)(scratch, scratch, H);
+            #pragma omp simd reduction(+:acc)
+            for (int64_t j = 0; j < H; j++) acc += v[j] * scratch[j];
+        }
         scores[t] = acc;
         if (acc > top) top = acc;
     }
@@ -176,14 +181,16 @@ static void FR_(decode_step)(const fr_blas *blas, const fr_decoder *d, const fr_
         int64_t F = d->mem_dim + H, S = e->src_steps;
         if (d->attention == FR_ATTN_BAHDANAU)
             FR_(gemm_nt)(blas, R, H, H, top, H, d->query_W, 0, w->q);
-        for (int64_t r = 0; r < R; r++)
+        for (int64_t r = 0; r < R; r++)  /* w->out is free until the combine GEMM */
             FR_(attend_row)(d, e, s0 + r / W, top + r * H, w->q + r * H, w->scores + r * S,
-                            w->feat + r * F);
+                            w->feat + r * F, w->out + r * H);
         FR_(gemm_nt)(blas, R, H, F, w->feat, F, d->combine_W, 0, w->out);
         const real *cb = d->combine_b;
-        for (int64_t r = 0; r < R; r++)
-            for (int64_t j = 0; j < H; j++)
-                w->out[r * H + j] = (real)tanh(w->out[r * H + j] + cb[j]);
+        for (int64_t r = 0; r < R; r++) {
+            real *o = w->out + r * H;
+            for (int64_t j = 0; j < H; j++) o[j] += cb[j];
+            FR_(fr_tanh)(o, o, H);
+        }
         out = w->out;
     }
     FR_(gemm_nt)(blas, R, V, H, out, H, d->head_W, 0, w->logits);
