@@ -196,6 +196,8 @@ class Seq2SeqNetwork:
 
     def __setstate__(self, state):
         flat = state.pop("flat_params")
+        # pickles from before feature sources have no source_features
+        state["config"] = {"source_features": None, **state["config"]}
         self.__dict__.update(state)
         self._build()
         self.flat_params[:] = flat
