@@ -49,11 +49,9 @@ static void FR_(luong_forward_samples)(const fr_blas *blas, const fr_attn_shape 
             memcpy(feat + (b * T + t) * FH + F, Hd + (b * T + t) * H, (size_t)H * sizeof(real));
     }
     FR_(attn_gemm)(blas, 0, 1, rows, H, FH, feat + r0 * FH, FH, W_c, FH, 0, out + r0 * H, H);
-    for (int64_t r = r0; r < r0 + rows; r++) {
-        real *o = out + r * H;
-        for (int64_t j = 0; j < H; j++) o[j] += b_c[j];
-        FR_(fr_tanh)(o, o, H);
-    }
+    for (int64_t r = r0; r < r0 + rows; r++)
+        for (int64_t j = 0; j < H; j++)
+            out[r * H + j] = (real)tanh(out[r * H + j] + b_c[j]);
 }
 
 int FR_(fr_luong_forward)(const fr_blas *blas, const fr_attn_shape *s, const real *Hd,

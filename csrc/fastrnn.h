@@ -157,8 +157,8 @@ int fr_generate_f64(const fr_blas *blas, const fr_generator *g, const fr_samplin
                     double *ws, int n_threads);
 
 /* Activations over a row (y may be x): float vectorisable, exposed for the
- * accuracy tests; double through libm. The attention and decoding kernels use
- * them as FR_(fr_sigmoid) / FR_(fr_tanh). */
+ * accuracy tests; double through libm. The decoding kernel uses them as
+ * FR_(fr_sigmoid) / FR_(fr_tanh). */
 void fr_sigmoid_f32(const float *x, float *y, int64_t n);
 void fr_tanh_f32(const float *x, float *y, int64_t n);
 void fr_sigmoid_f64(const double *x, double *y, int64_t n);

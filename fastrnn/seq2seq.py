@@ -18,11 +18,13 @@ decoder attending over, say, the 8 rows of a digit image. That lives here and
 not in SequenceGenerator because it is exactly this model with the source
 embedding left out: the encoder, the C attention kernels and the C greedy and
 beam decoders apply unchanged, whereas SequenceGenerator is a next-token
-classifier whose only handle on the features is its initial state. Training uses teacher forcing; prediction decodes
-greedily (beam_width=1) or with a length-normalised beam search, both in C
-(csrc/decode.h); greedy_decode and beam_search below are the same algorithms
-in NumPy, one Python step at a time: the reference the tests hold the C
-decoder to, and the greedy decoding that attention_weights records.
+classifier whose only handle on the features is its initial state.
+
+Training uses teacher forcing; prediction decodes greedily (beam_width=1) or
+with a length-normalised beam search, both in C (csrc/decode.h);
+greedy_decode and beam_search below are the same algorithms in NumPy, one
+Python step at a time: the reference the tests hold the C decoder to, and the
+greedy decoding that attention_weights records.
 """
 import time
 import warnings
