@@ -112,10 +112,11 @@ extensions = [
     Extension(
         "fastrnn._kernels",
         sources=["fastrnn/_kernels.pyx", "csrc/rnn.c", "csrc/optim.c", "csrc/bench.c",
-                 "csrc/lnrnn.c", "csrc/decode.c", "csrc/attention.c"],
+                 "csrc/lnrnn.c", "csrc/decode.c", "csrc/attention.c", "csrc/quant.c"],
         depends=["csrc/fastrnn.h", "csrc/rnn_impl.h", "csrc/optim_impl.h", "csrc/bench.h",
                  "csrc/lnrnn.h", "csrc/lnrnn_impl.h", "csrc/decode.h", "csrc/decode_impl.h",
-                 "csrc/attention.h", "csrc/attention_impl.h",
+                 "csrc/attention.h", "csrc/attention_impl.h", "csrc/quant.h", "csrc/quant_impl.h",
+                 "fastrnn/_quant_bind.pxi",
                  "fastrnn/_kernels.pxd"],
         include_dirs=["csrc", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -124,3 +124,39 @@ int fr_bench_sgemm(const fr_blas *blas, int64_t n, int reps, double *seconds)
     free(a);
     return FR_OK;
 }
+
+/* Sum of n floats (n a multiple of 64) in eight independent vector chains:
+ * as many loads in flight as the core allows. Wider vectors where the CPU
+ * has them (the loader picks the clone). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static float fr_read_sum(const float *x, int64_t n)
+{
+    float acc[64] = {0};
+    for (int64_t i = 0; i < n; i += 64)
+        for (int j = 0; j < 64; j++) acc[j] += x[i + j];
+    float total = 0;
+    for (int j = 0; j < 64; j++) total += acc[j];
+    return total;
+}
+
+int fr_bench_read(int64_t bytes, int reps, double *seconds)
+{
+    if (!seconds || bytes < 1 || reps < 1) return FR_ERR_ARG;
+    const int64_t n = (bytes / (int64_t)sizeof(float) + 63) / 64 * 64;
+    float *x = (float *)malloc((size_t)n * sizeof(float));
+    if (!x) return FR_ERR_NOMEM;
+    uint32_t state = 3u;
+    fr_fill(x, n, &state);
+    volatile float sink = fr_read_sum(x, n); /* warm: the weights a step reads stay cached */
+    *seconds = 1e300;
+    for (int r = 0; r < reps; r++) {
+        double t0 = fr_now();
+        sink += fr_read_sum(x, n);
+        fr_keep_best(seconds, fr_now() - t0);
+    }
+    (void)sink;
+    free(x);
+    return FR_OK;
+}

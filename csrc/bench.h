@@ -26,6 +26,11 @@ int fr_bench_layer(const fr_blas *blas, const fr_shape *s, int n_threads, int re
  * GEMM rate with whatever BLAS threads the caller allows. */
 int fr_bench_sgemm(const fr_blas *blas, int64_t n, int reps, double *seconds);
 
+/* Best-of-reps seconds to read a buffer of `bytes` (summing it with wide
+ * vectors, after one pass to bring it into cache): the bound on anything that
+ * streams that many bytes of weights per step (batch-1 steps, generation). */
+int fr_bench_read(int64_t bytes, int reps, double *seconds);
+
 #ifdef __cplusplus
 }
 #endif

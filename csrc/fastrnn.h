@@ -187,6 +187,11 @@ void fr_watch_stop(int on);
 int fr_should_stop(void);
 /* 1 when the recurrent steps run the packed W_hh micro-kernels, 0: BLAS. */
 int fr_packed_enabled(void);
+/* For tests and before/after timings: 1 turns the batch-1 fast paths off
+ * (AVX-512 multi-panel rows, generation's projected-embedding table), so
+ * every call runs the portable packed kernels (their results are the same
+ * bit for bit); 0 (the default) turns them back on. Process-wide. */
+void fr_force_portable(int on);
 
 #ifdef __cplusplus
 }

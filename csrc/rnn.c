@@ -64,8 +64,46 @@ static int fr_avx512_supported(void)
 #else
 #define FR_HAVE_PACKED 0
 static int fr_packed_supported(void) { return 0; }
+static int fr_avx512_supported(void) { return 0; }
 #endif
 #define FR_MR 4 /* rows of the micro-kernel */
+
+/* How packed_apply (rnn_impl.h) reads its panels: pack_forward's layout (row
+ * blocks through panel_kernel), or the row layout, panel groups first to
+ * last or last to first. */
+enum { FR_PANELS_BLOCKED = 0, FR_PANELS_ROWS = 1, FR_PANELS_ROWS_BACKWARDS = 2 };
+
+/* Set by fr_force_portable: the batch-1 paths below are off. */
+static volatile int fr_portable_forced;
+
+/* Whether a call whose steps have at most max_rows rows packs its weights in
+ * the row layout and runs them through rows_apply_avx512 (rnn_impl.h): the
+ * batch-1 path. Up to 3 rows (measured: 1.1-1.4x the block kernels' leftover
+ * loop there, 0.3-0.9x from 4 rows on, where the 4- and 8-row blocks start). */
+#ifndef FR_ROW_LAYOUT_MAX_ROWS
+#define FR_ROW_LAYOUT_MAX_ROWS (FR_MR - 1)
+#endif
+static int fr_row_layout(int64_t max_rows)
+{
+    return FR_HAVE_PACKED && max_rows <= FR_ROW_LAYOUT_MAX_ROWS && fr_avx512_supported() &&
+           !fr_portable_forced;
+}
+
+void fr_force_portable(int on)
+{
+    fr_portable_forced = on;
+}
+
+/* Whether generation projects every token's embedding through layer 0's W_ih
+ * once (a (vocab, G*H) table of `bytes`) instead of once per step: when there
+ * are at least as many steps as tokens in the vocabulary (the table costs a
+ * GEMM of vocab rows, it saves a matrix-vector product per step) and the
+ * table stays small. */
+#define FR_TABLE_MAX_BYTES (32 << 20)
+static int fr_embed_table(int64_t vocab, int64_t tokens, int64_t bytes)
+{
+    return !fr_portable_forced && vocab <= tokens && bytes <= FR_TABLE_MAX_BYTES;
+}
 
 int fr_openmp_enabled(void)
 {

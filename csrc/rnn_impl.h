@@ -286,25 +286,119 @@ static void FR_(panel_kernel)(int64_t M, int64_t K, const real *A, int64_t lda, 
         FR_(panel_kernel_mr4)(M, K, A, lda, P, C, ldc, w, accumulate);
 }
 
-/* Forward panels of a (G*H, K) weight: for gate k and units [jj, jj+w) of
- * [j0, j1), panel row kk holds W[k*H + jj + q, kk] for q < w (zeros beyond). */
-static void FR_(pack_forward)(const real *W, int64_t K, int64_t H, int64_t G, int64_t j0,
-                              int64_t j1, real *P)
+/* The row layout: calls whose every row is a leftover row (batch < FR_MR:
+ * batch-1 inference, generation) pack each thread's panels in groups of
+ * FR_ROW_PANELS interleaved by k, so a step streams its weights in one
+ * sequential pass; a last partial group stays panel by panel. Element (kk, q)
+ * of panel p (of n_panels): */
+#define FR_ROW_PANELS 4
+static inline int64_t FR_(panel_at)(int64_t p, int64_t n_panels, int64_t K, int64_t kk,
+                                    int row_layout)
 {
-    for (int64_t k = 0; k < G; k++)
-        for (int64_t jj = j0; jj < j1; jj += FR_NR, P += K * FR_NR)
-            for (int64_t q = 0; q < FR_NR; q++) {
-                const real *row = jj + q < j1 ? W + (k * H + jj + q) * K : NULL;
-                for (int64_t kk = 0; kk < K; kk++) P[kk * FR_NR + q] = row ? row[kk] : 0;
+    const int64_t g0 = p - p % FR_ROW_PANELS;
+    if (!row_layout || g0 + FR_ROW_PANELS > n_panels) return (p * K + kk) * FR_NR;
+    return (g0 * K + kk * FR_ROW_PANELS + p % FR_ROW_PANELS) * FR_NR;
+}
+
+/* Forward panels of a (G*H, K) weight: for gate k and units [jj, jj+w) of
+ * [j0, j1), panel row kk holds W[k*H + jj + q, kk] for q < w (zeros beyond),
+ * panel after panel or in the row layout. */
+static void FR_(pack_forward)(const real *W, int64_t K, int64_t H, int64_t G, int64_t j0,
+                              int64_t j1, real *P, int row_layout)
+{
+    const int64_t per_gate = (j1 - j0 + FR_NR - 1) / FR_NR;
+    for (int64_t p = 0; p < G * per_gate; p++) {
+        const int64_t jj = j0 + (p % per_gate) * FR_NR, w = j1 - jj < FR_NR ? j1 - jj : FR_NR;
+        const real *rows = W + ((p / per_gate) * H + jj) * K;
+        for (int64_t kk = 0; kk < K; kk++) {
+            real *dst = P + FR_(panel_at)(p, G * per_gate, K, kk, row_layout);
+            for (int64_t q = 0; q < w; q++) dst[q] = rows[q * K + kk];
+            for (int64_t q = w; q < FR_NR; q++) dst[q] = 0;
+        }
+    }
+}
+
+/* R rows (R < FR_MR) against a group of NP panels in the row layout. Every
+ * output sums k in the same order, one FMA chain from 0, as panel_kernel's
+ * rows do, so a row's result is bit-identical whichever kernel computes it
+ * (batch invariance); NP panels give 2*NP*R independent chains where one
+ * panel leaves a batch-1 step waiting on the FMA latency of two. Inlined with
+ * constant R and NP so the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void FR_(rows_panels)(
+    const int R, const int NP, int64_t K, const real *A, int64_t lda, const real *P,
+    real *const *C, const int64_t *w, int64_t ldc, int accumulate)
+{
+    FR_VEC acc[FR_MR - 1][FR_ROW_PANELS][2];
+    for (int r = 0; r < R; r++)
+        for (int p = 0; p < NP; p++) acc[r][p][0] = acc[r][p][1] = (FR_VEC){0};
+    for (int64_t k = 0; k < K; k++)
+        for (int p = 0; p < NP; p++) {
+            const FR_VEC b0 = *(const FR_VEC *)(P + (k * NP + p) * FR_NR);
+            const FR_VEC b1 = *(const FR_VEC *)(P + (k * NP + p) * FR_NR + FR_VL);
+            for (int r = 0; r < R; r++) {
+                const real x = A[r * lda + k];
+                acc[r][p][0] += x * b0;
+                acc[r][p][1] += x * b1;
             }
+        }
+    for (int r = 0; r < R; r++)
+        for (int p = 0; p < NP; p++)
+            FR_(store_row)(C[p] + r * ldc, &acc[r][p][0], &acc[r][p][1], w[p], accumulate);
+}
+
+/* C[0:R, panels] (+)= A[0:R] W^T over row-layout panels, FR_MR - 1 rows at a time
+ * (24 of AVX-512's 32 registers at R = 3), for units [j0, j1) of every gate.
+ * backwards: the panel groups in reverse order; alternating the direction
+ * step by step finds the weights read last (still in L2) first. */
+__attribute__((target("avx512f"))) static void FR_(rows_apply_avx512)(
+    int64_t R, int64_t K, const real *A, int64_t lda, const real *P, int64_t G, int64_t H,
+    int64_t j0, int64_t j1, real *C, int64_t ldc, int accumulate, int backwards)
+{
+    for (; R >= FR_MR; R -= FR_MR - 1, A += (FR_MR - 1) * lda, C += (FR_MR - 1) * ldc)
+        FR_(rows_apply_avx512)(FR_MR - 1, K, A, lda, P, G, H, j0, j1, C, ldc, accumulate,
+                               backwards);
+    const int64_t per_gate = (j1 - j0 + FR_NR - 1) / FR_NR, n_panels = G * per_gate;
+    const int64_t n_full = n_panels / FR_ROW_PANELS, n_groups = n_full + n_panels % FR_ROW_PANELS;
+    for (int64_t i = 0; i < n_groups; i++) {
+        const int64_t group = backwards ? n_groups - 1 - i : i;
+        const int64_t p0 = group < n_full ? group * FR_ROW_PANELS /* then single panels */
+                                          : n_full * (FR_ROW_PANELS - 1) + group;
+        const int np = group < n_full ? FR_ROW_PANELS : 1;
+        real *c[FR_ROW_PANELS];
+        int64_t w[FR_ROW_PANELS];
+        for (int p = 0; p < np; p++) {
+            const int64_t jj = j0 + ((p0 + p) % per_gate) * FR_NR;
+            c[p] = C + ((p0 + p) / per_gate) * H + jj;
+            w[p] = j1 - jj < FR_NR ? j1 - jj : FR_NR;
+        }
+        const real *panels = P + p0 * K * FR_NR;
+#define FR_ROWS_CASE(r, n)                                                                    \
+    case (r) * 8 + (n):                                                                       \
+        FR_(rows_panels)(r, n, K, A, lda, panels, c, w, ldc, accumulate);                     \
+        break;
+        switch (R * 8 + np) {
+            FR_ROWS_CASE(1, FR_ROW_PANELS)
+            FR_ROWS_CASE(2, FR_ROW_PANELS)
+            FR_ROWS_CASE(3, FR_ROW_PANELS)
+            FR_ROWS_CASE(1, 1)
+            FR_ROWS_CASE(2, 1)
+        default: FR_(rows_panels)(3, 1, K, A, lda, panels, c, w, ldc, accumulate); break;
+        }
+#undef FR_ROWS_CASE
+    }
 }
 
 /* C[:, k*H + j] (+)= A W^T for units [j0, j1) of every gate, from the panels
- * pack_forward made for that range. */
+ * pack_forward made for that range (row_layout = how != FR_PANELS_BLOCKED). */
 static void FR_(packed_apply)(int64_t M, int64_t K, const real *A, int64_t lda, const real *P,
                               int64_t G, int64_t H, int64_t j0, int64_t j1, real *C, int64_t ldc,
-                              int accumulate)
+                              int accumulate, int how)
 {
+    if (how != FR_PANELS_BLOCKED) {
+        FR_(rows_apply_avx512)(M, K, A, lda, P, G, H, j0, j1, C, ldc, accumulate,
+                               how == FR_PANELS_ROWS_BACKWARDS);
+        return;
+    }
     for (int64_t k = 0; k < G; k++)
         for (int64_t jj = j0; jj < j1; jj += FR_NR, P += K * FR_NR)
             FR_(panel_kernel)(M, K, A, lda, P, C + k * H + jj, ldc,
@@ -411,6 +505,7 @@ typedef struct {
     fr_plan plan;
     FR_(forward_ws) w;
     real *packed;   /* W_hh in panels, or NULL: the steps call BLAS */
+    int row_layout; /* packed in the row layout (fr_row_layout) */
     int nth;
     volatile int *stop; /* fr_team_stop's slots */
 } FR_(forward_call);
@@ -509,7 +604,9 @@ static void FR_(forward_recurrent)(const FR_(forward_call) *f, int64_t step, con
     const int64_t ldc = gru ? GH : f->plan.gate_sample * GH;
 #if FR_HAVE_PACKED
     if (panels) {
-        FR_(packed_apply)(M, H, hp, s_hp, panels, G, H, j0, j1, c_base, ldc, !gru);
+        const int how = !f->row_layout ? FR_PANELS_BLOCKED
+                        : step & 1     ? FR_PANELS_ROWS_BACKWARDS : FR_PANELS_ROWS;
+        FR_(packed_apply)(M, H, hp, s_hp, panels, G, H, j0, j1, c_base, ldc, !gru, how);
         return;
     }
 #else
@@ -577,7 +674,7 @@ static void FR_(forward_team)(const FR_(forward_call) *f)
     FR_(forward_zero_padding)(f, j0, j1);
     real *panels = FR_(own_panels)(f->packed, G, H, j0);
 #if FR_HAVE_PACKED
-    if (panels) FR_(pack_forward)(f->W_hh, H, H, G, j0, j1, panels);
+    if (panels) FR_(pack_forward)(f->W_hh, H, H, G, j0, j1, panels, f->row_layout);
 #endif
 #pragma omp barrier
     for (int64_t step = 0; step < f->plan.n_steps; step++) {
@@ -600,6 +697,7 @@ int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const
     f.stop = stop;
     FR_(point_forward_ws)(&f.w, s, training, ws);
     f.nth = fr_team_size(n_threads, s->batch, H, G, s->inputs, sizeof(real));
+    f.row_layout = fr_row_layout(s->batch);
     if ((rc = fr_plan_make(s, &f.plan)) != FR_OK) return rc;
     FR_(forward_init_state)(&f, h0, c0);
     rc = FR_(alloc_panels)(FR_(panels_size)(G, H, H, f.nth), &f.packed);
@@ -917,9 +1015,10 @@ typedef struct {
     FR_(generate_ws) w;
     FR_(generate_scratch) sc;
     real *packed;
+    real *table;    /* (vocab, G*H): each token's layer-0 input projection, or NULL */
     int64_t ih_size, layer_stride;
+    int row_layout; /* the weights are packed in the row layout (fr_row_layout) */
     int nth;
-    int cur; /* which of the two state buffers holds the current state */
     volatile int *stop; /* fr_team_stop's slots */
 } FR_(generate_call);
 
@@ -948,9 +1047,16 @@ static int FR_(alloc_generate_panels)(FR_(generate_call) *gc)
     const int64_t G = fr_gates(g->cell), H = g->hidden, E = g->embed_dim;
     gc->ih_size = FR_(panels_size)(G, H, E > H ? E : H, gc->nth);
     gc->layer_stride = gc->ih_size + FR_(panels_size)(G, H, H, gc->nth);
-    return FR_(alloc_panels)(g->num_layers * gc->layer_stride +
-                                 FR_(panels_size)(1, g->n_outputs, H, gc->nth),
-                             &gc->packed);
+    int rc = FR_(alloc_panels)(g->num_layers * gc->layer_stride +
+                                   FR_(panels_size)(1, g->n_outputs, H, gc->nth),
+                               &gc->packed);
+    const int64_t tokens = gc->n * (gc->n_prompt - 1 + gc->n_new);
+    const int64_t table_bytes = g->vocab * G * H * (int64_t)sizeof(real);
+    if (rc == FR_OK && gc->packed && fr_embed_table(g->vocab, tokens, table_bytes)) {
+        gc->table = (real *)malloc((size_t)(g->vocab * G * H) * sizeof(real));
+        rc = gc->table ? FR_OK : FR_ERR_NOMEM;
+    }
+    return rc;
 }
 
 #if FR_HAVE_PACKED
@@ -975,21 +1081,28 @@ static real *FR_(generate_pack)(const FR_(generate_call) *gc, int64_t j0, int64_
     const int64_t G = fr_gates(g->cell);
     for (int64_t l = 0; l < L; l++) {
         FR_(pack_forward)((const real *)g->W_ih[l], l ? H : g->embed_dim, H, G, j0, j1,
-                          FR_(layer_panels)(gc, l, 0, j0));
+                          FR_(layer_panels)(gc, l, 0, j0), gc->row_layout);
         FR_(pack_forward)((const real *)g->W_hh[l], H, H, G, j0, j1,
-                          FR_(layer_panels)(gc, l, 1, j0));
+                          FR_(layer_panels)(gc, l, 1, j0), gc->row_layout);
     }
-    FR_(pack_forward)((const real *)g->head_W, H, g->n_outputs, 1, o0, o1, head);
+    FR_(pack_forward)((const real *)g->head_W, H, g->n_outputs, 1, o0, o1, head,
+                      gc->row_layout);
+    if (gc->table) /* the same kernel as a step's: the same sums, bit for bit */
+        FR_(packed_apply)(g->vocab, g->embed_dim, (const real *)g->embedding, g->embed_dim,
+                          FR_(layer_panels)(gc, 0, 0, j0), G, H, j0, j1, gc->table, G * H, 0,
+                          gc->row_layout);
 #else
     (void)j1; (void)o1;
 #endif
     return head;
 }
 
-/* Layer l's state buffer (h or c) now (next = 0) or after this step. */
-static real *FR_(layer_state)(const FR_(generate_call) *gc, real *buf, int next, int64_t l)
+/* Layer l's state buffer (h or c) at the start (next = 0) or the end of
+ * `step`: the two buffers swap roles every step. */
+static real *FR_(layer_state)(const FR_(generate_call) *gc, real *buf, int64_t step, int next,
+                              int64_t l)
 {
-    const int which = next ? 1 - gc->cur : gc->cur;
+    const int64_t which = (step + next) & 1;
     return buf + (which * gc->g->num_layers + l) * gc->n * gc->g->hidden;
 }
 
@@ -1003,34 +1116,58 @@ static void FR_(generate_init)(FR_(generate_call) *gc, const real *h0, const rea
     }
 }
 
-/* x = the embeddings of this step's input tokens (prompt, then sampled). */
+/* Sample i's input token at this step (prompt, then sampled). */
+static int64_t FR_(step_token)(const FR_(generate_call) *gc, int64_t step, int64_t i)
+{
+    return step < gc->n_prompt ? gc->prompt[i * gc->n_prompt + step] : gc->sc.token[i];
+}
+
+/* x = the embeddings of this step's input tokens (generation without a table). */
 static void FR_(generate_embed)(const FR_(generate_call) *gc, int64_t step)
 {
     const int64_t E = gc->g->embed_dim;
     const real *emb = (const real *)gc->g->embedding;
+    for (int64_t i = 0; i < gc->n; i++)
+        memcpy(gc->w.x + i * E, emb + FR_(step_token)(gc, step, i) * E,
+               (size_t)E * sizeof(real));
+}
+
+/* Layer 0's gates, units [j0, j1) of every gate, from the table rows of the
+ * step's tokens. */
+static void FR_(table_gates)(const FR_(generate_call) *gc, int64_t step, int64_t j0, int64_t j1)
+{
+    const int64_t H = gc->g->hidden, GH = fr_gates(gc->g->cell) * H;
     for (int64_t i = 0; i < gc->n; i++) {
-        int32_t tok = step < gc->n_prompt ? gc->prompt[i * gc->n_prompt + step] : gc->sc.token[i];
-        memcpy(gc->w.x + i * E, emb + (int64_t)tok * E, (size_t)E * sizeof(real));
+        const real *row = gc->table + FR_(step_token)(gc, step, i) * GH;
+        for (int64_t k = 0; k < GH; k += H)
+            memcpy(gc->w.gates + i * GH + k + j0, row + k + j0, (size_t)(j1 - j0) * sizeof(real));
     }
 }
 
-/* Layer l, units [j0, j1): both GEMMs, then the fused pass per sample. */
-static void FR_(generate_layer)(const FR_(generate_call) *gc, int64_t l, const real *in,
-                                int64_t in_dim, int64_t j0, int64_t j1, real *my_y, real *my_aux)
+/* Layer l, units [j0, j1): both GEMMs (layer 0's first one: table rows),
+ * then the fused pass per sample. */
+static void FR_(generate_layer)(const FR_(generate_call) *gc, int64_t step, int64_t l,
+                                const real *in, int64_t in_dim, int64_t j0, int64_t j1,
+                                real *my_y, real *my_aux)
 {
     const fr_generator *g = gc->g;
     const int lstm = g->cell == FR_LSTM, gru = g->cell == FR_GRU, relu = g->cell == FR_RNN_RELU;
     const int64_t n = gc->n, H = g->hidden, G = fr_gates(g->cell), GH = G * H;
-    real *hp = FR_(layer_state)(gc, gc->w.h, 0, l), *hn = FR_(layer_state)(gc, gc->w.h, 1, l);
-    real *cp = FR_(layer_state)(gc, gc->w.c, 0, l), *cn = FR_(layer_state)(gc, gc->w.c, 1, l);
+    real *hp = FR_(layer_state)(gc, gc->w.h, step, 0, l);
+    real *hn = FR_(layer_state)(gc, gc->w.h, step, 1, l);
+    real *cp = FR_(layer_state)(gc, gc->w.c, step, 0, l);
+    real *cn = FR_(layer_state)(gc, gc->w.c, step, 1, l);
     const real *bi = (const real *)g->b_ih[l], *bh = (const real *)g->b_hh[l];
     real *gates = gc->w.gates, *gh = gc->w.gh;
 #if FR_HAVE_PACKED
     if (gc->packed) {
-        FR_(packed_apply)(n, in_dim, in, in_dim, FR_(layer_panels)(gc, l, 0, j0), G, H, j0, j1,
-                          gates, GH, 0);
+        if (l == 0 && gc->table)
+            FR_(table_gates)(gc, step, j0, j1);
+        else
+            FR_(packed_apply)(n, in_dim, in, in_dim, FR_(layer_panels)(gc, l, 0, j0), G, H, j0,
+                              j1, gates, GH, 0, gc->row_layout);
         FR_(packed_apply)(n, H, hp, H, FR_(layer_panels)(gc, l, 1, j0), G, H, j0, j1,
-                          gru ? gh : gates, GH, !gru);
+                          gru ? gh : gates, GH, !gru, gc->row_layout);
     } else
 #endif
     for (int64_t k = 0; k < G && j1 > j0; k++) {
@@ -1054,15 +1191,16 @@ static void FR_(generate_layer)(const FR_(generate_call) *gc, int64_t l, const r
 }
 
 /* The head's outputs [o0, o1) for every sample from the top layer's new state. */
-static void FR_(generate_head)(const FR_(generate_call) *gc, int64_t o0, int64_t o1,
-                               const real *head_panels)
+static void FR_(generate_head)(const FR_(generate_call) *gc, int64_t step, int64_t o0,
+                               int64_t o1, const real *head_panels)
 {
     const fr_generator *g = gc->g;
     const int64_t n = gc->n, H = g->hidden, n_out = g->n_outputs;
-    const real *top = FR_(layer_state)(gc, gc->w.h, 1, g->num_layers - 1);
+    const real *top = FR_(layer_state)(gc, gc->w.h, step, 1, g->num_layers - 1);
 #if FR_HAVE_PACKED
     if (head_panels) {
-        FR_(packed_apply)(n, H, top, H, head_panels, 1, n_out, o0, o1, gc->w.logits, n_out, 0);
+        FR_(packed_apply)(n, H, top, H, head_panels, 1, n_out, o0, o1, gc->w.logits, n_out, 0,
+                          gc->row_layout);
         return;
     }
 #else
@@ -1094,7 +1232,9 @@ static void FR_(sample_tokens)(const FR_(generate_call) *gc, int64_t step)
 }
 
 /* The parallel region: each thread owns a slice of every layer's units and
- * of the head's outputs; one thread embeds and samples. */
+ * of the head's outputs; one thread embeds (without a table) and samples.
+ * The barrier after the last layer ends every step: nothing of a step is
+ * read after it, so the state buffers can swap without another. */
 static void FR_(generate_team)(FR_(generate_call) *gc)
 {
     const fr_generator *g = gc->g;
@@ -1107,22 +1247,23 @@ static void FR_(generate_team)(FR_(generate_call) *gc)
     const real *head_panels = FR_(generate_pack)(gc, j0, j1, o0, o1);
     for (int64_t step = 0; step < gc->n_prompt - 1 + gc->n_new; step++) {
         if (fr_team_stop(gc->stop, step)) break;
+        if (!gc->table) {
 #pragma omp single
-        FR_(generate_embed)(gc, step);
+            FR_(generate_embed)(gc, step);
+        }
         const real *layer_in = gc->w.x;
         for (int64_t l = 0; l < g->num_layers; l++) {
-            FR_(generate_layer)(gc, l, layer_in, l ? H : g->embed_dim, j0, j1, my_y, my_aux);
-            layer_in = FR_(layer_state)(gc, gc->w.h, 1, l);
+            FR_(generate_layer)(gc, step, l, layer_in, l ? H : g->embed_dim, j0, j1, my_y,
+                                my_aux);
+            layer_in = FR_(layer_state)(gc, gc->w.h, step, 1, l);
 #pragma omp barrier
         }
         if (step >= gc->n_prompt - 1) { /* past the prompt: sample the next tokens */
-            FR_(generate_head)(gc, o0, o1, head_panels);
+            FR_(generate_head)(gc, step, o0, o1, head_panels);
 #pragma omp barrier
 #pragma omp single
             FR_(sample_tokens)(gc, step);
         }
-#pragma omp single
-        gc->cur = 1 - gc->cur;
     }
 }
 
@@ -1138,9 +1279,11 @@ int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampli
     gc.stop = stop;
     FR_(point_generate_ws)(&gc.w, g, n, ws);
     gc.nth = fr_team_size(n_threads, n, H, fr_gates(g->cell), g->embed_dim, sizeof(real));
+    gc.row_layout = fr_row_layout(n);
     if ((rc = FR_(alloc_generate_scratch)(&gc.sc, V, n, gc.nth, H)) != FR_OK) return rc;
     if ((rc = FR_(alloc_generate_panels)(&gc)) != FR_OK) {
         free(gc.sc.mem);
+        free(gc.packed);
         return rc;
     }
     FR_(generate_init)(&gc, h0, c0);
@@ -1148,5 +1291,6 @@ int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampli
     FR_(generate_team)(&gc);
     free(gc.sc.mem);
     free(gc.packed);
+    free(gc.table);
     return fr_should_stop() ? FR_STOPPED : FR_OK;
 }

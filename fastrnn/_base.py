@@ -25,7 +25,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
-from fastrnn import _data, _kernels, persistence
+from fastrnn import _data, _kernels, _quantize, persistence
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
 from fastrnn.explain import explain as explain_estimator
 from fastrnn.layers import as_float_dtype
@@ -143,6 +143,7 @@ class BaseFastRNN(BaseEstimator):
         "norm": [StrOptions({"layer", "batch"}), None], "residual": ["boolean"],
         "layer_norm": ["boolean"],
         "recurrent_dropout": [Interval(Real, 0, 1, closed="left")],
+        "inference_dtype": [StrOptions({"float32", "bfloat16", "int8"}), None],
     }
 
     # fitted attributes persistence stores (besides model_ and the two curves)
@@ -160,7 +161,8 @@ class BaseFastRNN(BaseEstimator):
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
                  random_state=None, verbose=False, n_threads=None, dtype="float32",
                  task="auto", class_weight=None, nonlinearity="tanh", norm=None,
-                 residual=False, layer_norm=False, recurrent_dropout=0.0):
+                 residual=False, layer_norm=False, recurrent_dropout=0.0,
+                 inference_dtype=None):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -201,6 +203,7 @@ class BaseFastRNN(BaseEstimator):
         self.residual = residual
         self.layer_norm = layer_norm
         self.recurrent_dropout = recurrent_dropout
+        self.inference_dtype = inference_dtype
 
     # ----- inputs ------------------------------------------------------------------------
     def _prepare_X(self, X, reset):
@@ -225,7 +228,7 @@ class BaseFastRNN(BaseEstimator):
             raise ValueError(f"token id {values.max()} is outside the vocabulary of "
                              f"{self.n_tokens_} ids seen in fit (set vocab_size)")
         if not tokens:
-            values = values.astype(dtype, copy=False)
+            values = _data.as_model_dtype(values, dtype)
         return _data.SequenceData(values, lengths)
 
     def _remember_input_form(self, kind, values):
@@ -421,6 +424,7 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             self._start_validation_curves()
         self._run_epochs(train, train_idx, val, 1 if incremental else self.max_iter,
                          incremental)
+        _quantize.forget(self.model_)  # e.g. the best weights were restored
         return self
 
     def _check_same_network(self):
@@ -511,8 +515,12 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
     def _run_epochs(self, train, train_idx, val, epochs, incremental):
         self._no_improvement_count = 0
         self.__dict__.pop("_best_params", None)  # an interrupted fit's best is not this one's
-        with single_threaded_blas():
-            stopped_early = self._epoch_loop(train, train_idx, val, epochs, incremental)
+        try:
+            with single_threaded_blas():
+                stopped_early = self._epoch_loop(train, train_idx, val, epochs, incremental)
+        finally:  # a fitted model does not keep its training buffers (partial_fit reuses them)
+            if not incremental:
+                self.model_.stack.workspaces.clear()
         if stopped_early is None:  # interrupted: the last finished epoch stays
             return
         if hasattr(self, "_best_params"):
@@ -619,7 +627,8 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         these over workers."""
         net = self.model_
         values, lengths, conditions = train.data.batch(idx)
-        out = net.forward(values, lengths=lengths, conditions=conditions, training=True)
+        out = net.forward(values, lengths=lengths, conditions=conditions, training=True,
+                          validated=True)
         rows = _data.target_rows(idx, train.rows, train.data.lengths, train.data.n_steps,
                                  self.per_step_)
         out_rows = out.reshape(-1, out.shape[-1])
@@ -744,9 +753,10 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         return float(score), float(loss_sum / len(rows))
 
     # ----- prediction --------------------------------------------------------------------
-    def _forward(self, data):
+    def _forward(self, data, inference_dtype=None):
         """Head outputs for every sample, in X's order, PREDICT_BATCH samples at
-        a time (ragged data with length_bucketing: batches of similar length)."""
+        a time (ragged data with length_bucketing: batches of similar length);
+        inference_dtype: reduced weights (predictions, not validation)."""
         net = self.model_
         order = np.arange(len(data))
         if self.length_bucketing and data.lengths is not None:
@@ -756,7 +766,9 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
             for start in range(0, len(data), PREDICT_BATCH):
                 idx = order[start:start + PREDICT_BATCH]
                 values, lengths, conditions = data.batch(idx)
-                out = net.forward(values, lengths=lengths, conditions=conditions)
+                out = net.forward(values, lengths=lengths, conditions=conditions,
+                                  inference_dtype=inference_dtype,
+                                  validated=True)
                 if outputs is None:
                     steps = (data.n_steps,) if self.per_step_ else ()
                     outputs = np.zeros((len(data),) + steps + out.shape[-1:], out.dtype)
@@ -771,7 +783,7 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         data = self._prepare_X(X, reset=False)
         if conditions is not None:
             data.conditions = check_array(conditions, dtype=np.float64)
-        return self._forward(data), data
+        return self._forward(data, self.inference_dtype), data
 
     def _proba_from_logits(self, logits):
         logits = logits.astype(np.float64)

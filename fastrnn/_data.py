@@ -202,6 +202,17 @@ def read_sequences(X, kind, dtype):
     return check_array(X, dtype=FLOAT_DTYPES, allow_nd=True), None
 
 
+def as_model_dtype(values, dtype):
+    """Float values (checked finite) in the model's dtype, checked once more
+    where the conversion narrows (1e300 is finite in float64, inf in float32):
+    the network then trusts them batch after batch (forward's validated)."""
+    narrowed = values.dtype.itemsize > np.dtype(dtype).itemsize
+    values = values.astype(dtype, copy=False)
+    if narrowed and not np.all(np.isfinite(values)):
+        raise ValueError("X holds NaN or inf")
+    return values
+
+
 def check_same_form(kind, values, fitted_kind, n_features, name):
     """X at predict time has a form compatible with the one seen in fit."""
     check_same_kind(kind, fitted_kind, n_features, name)

@@ -52,6 +52,7 @@ cdef extern from "fastrnn.h" nogil:
     void fr_tanh_f32(const float *x, float *y, int64_t n)
     int fr_openmp_enabled()
     int fr_packed_enabled()
+    void fr_force_portable(int on)
     int fr_max_threads()
     int fr_threads(int n_threads)
     void fr_fork_child()
@@ -177,6 +178,7 @@ cdef extern from "bench.h" nogil:
     int fr_bench_layer(const fr_blas *blas, const fr_shape *s, int n_threads, int reps,
                        fr_layer_times *out)
     int fr_bench_sgemm(const fr_blas *blas, int64_t n, int reps, double *seconds)
+    int fr_bench_read(int64_t n_bytes, int reps, double *seconds)
 
 
 # csrc/lnrnn.h: layer-normalized LSTM / GRU with a recurrent dropout mask.

@@ -139,6 +139,13 @@ def packed_enabled():
     return bool(fr_packed_enabled())
 
 
+def _force_portable(bint on):
+    """Tests and before/after timings only: True turns the batch-1 fast paths
+    off (every call then runs the portable packed kernels, whose results are
+    the same bit for bit), False turns them back on. Process-wide."""
+    fr_force_portable(on)
+
+
 def gates(cell):
     """Gates per hidden unit of a cell: 4 (LSTM), 3 (GRU), 1 (RNN); the one count
     the kernels use. cell: a name of CELLS or its code."""
@@ -739,6 +746,17 @@ def bench_sgemm(*, int64_t n=1024, int reps=3):
     return seconds
 
 
+def bench_read(*, int64_t n_bytes, int reps=20):
+    """Best-of-reps seconds to read a buffer of n_bytes from cache (one
+    thread): the memory bound of a loop that streams that many bytes."""
+    cdef double seconds
+    cdef int rc
+    with nogil:
+        rc = fr_bench_read(n_bytes, reps, &seconds)
+    _raise(rc, "bench_read")
+    return seconds
+
+
 # ----- layer-normalized LSTM / GRU, recurrent dropout (csrc/lnrnn.h) ----------------------
 LN_NAMES = ("ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias", "ln_c_weight",
             "ln_c_bias")
@@ -889,3 +907,4 @@ def ln_backward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, norms, mask, ws, dY, int
                                     <double *>dx, accumulate_dx, &g, <double *>dh,
                                     <double *>dc, <double *>bw, n_threads)
     _raise(rc, "ln_backward")
+include "_quant_bind.pxi"

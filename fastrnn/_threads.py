@@ -90,17 +90,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _blas_libraries():
+    """threadpoolctl's controllers of the BLAS libraries loaded when first
+    asked (the kernels' BLAS, scipy's, is loaded with fastrnn._kernels)."""
+    global _controller
+    if _controller is None:
+        _controller = [lib for lib in ThreadpoolController().lib_controllers
+                       if lib.user_api == "blas"]
+    return _controller
+
+
 @contextmanager
 def single_threaded_blas():
     """BLAS on one thread inside the block. Re-entrant and thread-safe: nested
     or concurrent blocks share one limit, restored when the last one leaves, so
-    a training loop pays for threadpoolctl once, not per call."""
-    global _depth, _limiter, _controller
+    a training loop pays for it once, not per call. A layer call on its own
+    pays a few microseconds: the libraries' controllers are found once, and
+    each block only reads and sets their thread counts (threadpoolctl's
+    limit() would inspect every library again, about 30 us per call)."""
+    global _depth, _limiter
     with _lock:
         if _depth == 0:
-            if _controller is None:
-                _controller = ThreadpoolController()
-            _limiter = _controller.limit(limits=1, user_api="blas")
+            _limiter = [(lib, lib.num_threads) for lib in _blas_libraries()]
+            for lib, n in _limiter:
+                if n != 1:
+                    lib.set_num_threads(1)
         _depth += 1
     try:
         yield
@@ -108,5 +122,7 @@ def single_threaded_blas():
         with _lock:
             _depth -= 1
             if _depth == 0:
-                _limiter.restore_original_limits()
+                for lib, n in _limiter:
+                    if n != 1:
+                        lib.set_num_threads(n)
                 _limiter = None

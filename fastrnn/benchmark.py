@@ -84,10 +84,15 @@ def forward_flops(case):
 # ----- contenders: each returns {"training": fn, "inference": fn} or None with a reason ----------
 
 
-def make_fastrnn(case, threads, weights, X, lengths="case"):
+def _fastrnn_stack(case, threads, weights):
     from fastrnn.layers import STACKS
     stack = STACKS[case["cell"]](case["I"], case["H"], n_threads=threads)
     stack.load_state_dict(weights)
+    return stack
+
+
+def make_fastrnn(case, threads, weights, X, lengths="case"):
+    stack = _fastrnn_stack(case, threads, weights)
     dY = np.ones((case["B"], case["T"], case["H"]), np.float32)
     lengths = case_lengths(case) if lengths == "case" else lengths
 
@@ -97,6 +102,14 @@ def make_fastrnn(case, threads, weights, X, lengths="case"):
         stack.backward(dY)
 
     return {"training": training, "inference": lambda: stack.forward(X, lengths=lengths)}
+
+
+def make_fastrnn_portable(case, threads, weights, X):
+    """fastrnn with its batch-1 fast paths off (this worker process only): the
+    before/after of that path, measured interleaved in one run."""
+    from fastrnn import _kernels
+    _kernels._force_portable(True)
+    return make_fastrnn(case, threads, weights, X)
 
 
 def make_fastrnn_padded(case, threads, weights, X):
@@ -271,13 +284,34 @@ def make_torch_int8(case, threads, weights, X):
     return {"inference": inference}
 
 
+def make_fastrnn_reduced(case, threads, weights, X, kind):
+    """fastrnn's inference with reduced weights (inference_dtype): int8 or
+    bfloat16 weights converted once, float32 activations."""
+    from fastrnn._quantize import ReducedNetwork
+    stack = _fastrnn_stack(case, threads, weights)
+    reduced = ReducedNetwork(stack, kind)
+    lengths = case_lengths(case)
+    return {"inference": lambda: stack.forward(X, lengths=lengths, reduced=reduced)}
+
+
+def make_fastrnn_int8(case, threads, weights, X):
+    return make_fastrnn_reduced(case, threads, weights, X, "int8")
+
+
+def make_fastrnn_bf16(case, threads, weights, X):
+    return make_fastrnn_reduced(case, threads, weights, X, "bfloat16")
+
+
 CONTENDERS = {"fastrnn": make_fastrnn, "fastrnn_padded": make_fastrnn_padded,
+              "fastrnn-portable": make_fastrnn_portable,
               "pytorch": make_torch, "pytorch_padded": make_torch_padded, "keras": make_keras,
               "onnxruntime": make_onnxruntime, "numpy": make_numpy,
-              "pytorch-int8": make_torch_int8, "onnxruntime-int8": make_onnxruntime_int8}
+              "pytorch-int8": make_torch_int8, "onnxruntime-int8": make_onnxruntime_int8,
+              "fastrnn-int8": make_fastrnn_int8, "fastrnn-bf16": make_fastrnn_bf16}
 # float32 rivals; the int8 contenders are reference points for reduced precision
 PEERS = ("pytorch", "pytorch_padded", "keras", "onnxruntime")
-INFERENCE_ONLY = ("numpy", "onnxruntime", "pytorch-int8", "onnxruntime-int8")
+INFERENCE_ONLY = ("numpy", "onnxruntime", "pytorch-int8", "onnxruntime-int8", "fastrnn-int8",
+                  "fastrnn-bf16")
 
 # ----- generation: tokens per second of a sampling loop -------------------------------------------
 
@@ -313,6 +347,12 @@ def generation_fastrnn(threads):
                                      n_new=g["tokens"], n_threads=threads)
 
 
+def generation_fastrnn_portable(threads):
+    from fastrnn import _kernels
+    _kernels._force_portable(True)
+    return generation_fastrnn(threads)
+
+
 def generation_torch(threads):
     try:
         import torch
@@ -340,6 +380,25 @@ def generation_torch(threads):
     return run
 
 
+def generation_streamed_bytes():
+    """Bytes of float32 weights one token streams: every layer's W_hh, the
+    upper layers' W_ih, the head, and one row of layer 0's projected-embedding
+    table (the generation loop looks layer 0's input projection up per token)."""
+    g = GENERATION
+    G, H, L = 4, g["hidden"], g["layers"]
+    n = L * G * H * H + (L - 1) * G * H * H + g["vocab"] * H + G * H
+    return 4 * n
+
+
+def generation_memory_bound():
+    """(tokens/s, GB/s): one thread reading generation_streamed_bytes() from
+    cache as fast as this machine does (fastrnn.bench_read, measured now)."""
+    from fastrnn import _kernels
+    n = generation_streamed_bytes()
+    seconds = _kernels.bench_read(n_bytes=n, reps=50)
+    return 1 / seconds, n / seconds / 1e9
+
+
 def run_generation(threads, workers, reps, min_seconds):
     available, notes = [], {}
     for name in workers.conns:
@@ -356,8 +415,10 @@ def run_generation(threads, workers, reps, min_seconds):
     label = (f"generation: {g['layers']}-layer LSTM H={g['hidden']} emb={g['embed']} "
              f"vocab={g['vocab']}, batch 1")
     med = {name: float(np.median(t)) for name, t in times.items()}
+    bound, read_gbps = generation_memory_bound()
     rows = [dict(case=label, cell="lstm", mode="tokens/s", threads=threads, contender=name,
                  seconds=sec / g["tokens"], tokens_per_second=g["tokens"] / sec,
+                 memory_bound_tokens_per_second=bound, read_gbps=read_gbps,
                  gflops=float("nan"),
                  vs_pytorch=med["pytorch"] / sec if "pytorch" in med else None,
                  vs_best_peer=med["pytorch"] / sec if "pytorch" in med else None)
@@ -428,7 +489,8 @@ def _worker(conn, name, threads):
                     fn()
                 conn.send(sorted(built))
         elif msg[0] == "generation":
-            made = {"fastrnn": generation_fastrnn, "pytorch": generation_torch}.get(name)
+            made = {"fastrnn": generation_fastrnn, "fastrnn-portable": generation_fastrnn_portable,
+                    "pytorch": generation_torch}.get(name)
             made = made(threads) if made else f"{name}: no generation loop"
             if isinstance(made, str):
                 built = None
@@ -573,6 +635,11 @@ def markdown(results):
             lines.append(f"| {r['case']} | {r['tokens_per_second']:.0f} tokens/s | "
                          f"{r['threads']} | {r['contender']} | {r['seconds'] * 1e3:.3f} per token "
                          f"| | | {vs} | {vb} |")
+            if "memory_bound_tokens_per_second" in r and r["contender"] == "fastrnn":
+                lines.append(f"| (memory bound: {generation_streamed_bytes() / 2**20:.2f} MiB "
+                             f"of weights per token read at {r['read_gbps']:.0f} GB/s on one "
+                             f"thread) | {r['memory_bound_tokens_per_second']:.0f} tokens/s | "
+                             f"| | | | | | |")
             continue
         lines.append(f"| {r['case']} | {r['mode']} | {r['threads']} | {r['contender']} | "
                      f"{r['seconds'] * 1e3:.2f} | {r['gflops']:.1f} | "
@@ -651,7 +718,8 @@ def main(argv=None):
     parser.add_argument("--case", action="append", default=[], metavar="CELL,B,T,I,H[,LENGTHS]",
                         help="an extra case, e.g. lstm,64,50,512,512 or, ragged, "
                         "gru,8,40,8,16,lognormal (lognormal or uniform; repeatable)")
-    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS),
+    parser.add_argument("--contenders", nargs="+",
+                        default=[c for c in CONTENDERS if c != "fastrnn-portable"],
                         choices=list(CONTENDERS))
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--min-seconds", type=float, default=0.2)
@@ -683,7 +751,10 @@ def main(argv=None):
             results["notes"].update(notes)
             for r in rows:
                 print(f"{r['case']} {threads}t {r['contender']:<8} "
-                      f"{r['tokens_per_second']:9.0f} tokens/s", flush=True)
+                      f"{r['tokens_per_second']:9.0f} tokens/s "
+                      f"{r['seconds'] * 1e6:7.1f} us/token (one-thread memory bound "
+                      f"{r['memory_bound_tokens_per_second']:.0f} tokens/s at "
+                      f"{r['read_gbps']:.0f} GB/s)", flush=True)
         for group in groups:
             for case in group:
                 rows, notes = run_case(case, threads, workers, args.reps, args.min_seconds)

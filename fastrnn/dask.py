@@ -90,6 +90,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from fastrnn import _quantize
 from fastrnn._base import _TrainingSet
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
 from fastrnn.losses import LOSSES
@@ -541,6 +542,7 @@ def fit(estimator, X, y, client=None, sync_every=1, **fit_params):
         template.class_weight = balanced
     cluster = _Cluster(client, template, (X_chunks, y_chunks, w_chunks), stats["n_chunks"])
     _run_epochs(estimator, cluster, sync_every, stats["lengths"])
+    _quantize.forget(estimator.model_)  # the averaged weights replaced the fitted ones
     return estimator
 
 

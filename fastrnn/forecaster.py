@@ -126,6 +126,11 @@ class Forecaster(BaseEstimator):
     n_threads : int or None, default=None
         None: what OpenMP allows; -1: every CPU.
 
+    inference_dtype : {"float32", "bfloat16", "int8"} or None, default=None
+        Precision of the weights in predict and score (None or "float32":
+        the fitted weights), as the estimators' inference_dtype: int8 or bfloat16
+        weights converted once, float32 activations; settable after fit.
+
     Attributes
     ----------
     univariate_ : bool
@@ -172,7 +177,7 @@ class Forecaster(BaseEstimator):
                  missing="raise", hidden_size=64, num_layers=1, learning_rate_init=0.005,
                  batch_size="auto", max_iter=100, alpha=1e-4, clip_norm=5.0,
                  early_stopping=False, n_iter_no_change=10, tol=1e-4, random_state=None,
-                 verbose=False, n_threads=None):
+                 verbose=False, n_threads=None, inference_dtype=None):
         self.cell = cell
         self.lookback = lookback
         self.horizon = horizon
@@ -191,6 +196,7 @@ class Forecaster(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.n_threads = n_threads
+        self.inference_dtype = inference_dtype
 
     def _check_params(self):
         """The parameters the forecaster itself uses (the estimator checks the rest)."""
@@ -340,6 +346,7 @@ class Forecaster(BaseEstimator):
                              "inputs (fit(series, X))")
         window = np.array(context[-int(self.lookback):])
         block = 1 if self.strategy == "recursive" else int(self.horizon)
+        self.regressor_.set_params(inference_dtype=self.inference_dtype)
         out = []
         while len(out) < steps:
             pred = np.asarray(self.regressor_.predict(window[None])).reshape(block,

@@ -94,6 +94,12 @@ class SequenceGenerator(BaseEstimator):
     dtype : {"float32", "float64"}, default="float32"
         Precision of the network.
 
+    inference_dtype : {"float32", "bfloat16", "int8"} or None, default=None
+        Precision of the weights in score and perplexity (None or "float32":
+        the fitted weights; generate stays float32), as the estimators'
+        inference_dtype: int8 or bfloat16 weights converted once, float32
+        activations; settable after fit.
+
     Attributes
     ----------
     vocabulary_ : list of str or list of int
@@ -137,7 +143,7 @@ class SequenceGenerator(BaseEstimator):
                  dropout=0.0, solver="adam", learning_rate_init=0.003, batch_size=64,
                  max_iter=10, alpha=0.0, clip_norm=5.0, early_stopping=False,
                  n_iter_no_change=10, tol=1e-4, random_state=None, verbose=False, n_threads=None,
-                 dtype="float32"):
+                 dtype="float32", inference_dtype=None):
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -157,6 +163,7 @@ class SequenceGenerator(BaseEstimator):
         self.verbose = verbose
         self.n_threads = n_threads
         self.dtype = dtype
+        self.inference_dtype = inference_dtype
 
     # ----- vocabulary ----------------------------------------------------------------------
     @staticmethod
@@ -354,6 +361,7 @@ class SequenceGenerator(BaseEstimator):
         framed = self._framed(docs)
         if conditions is None and self.n_condition_features_ is not None:
             raise ValueError("this generator was fitted with conditions: pass conditions=")
+        clf.set_params(inference_dtype=self.inference_dtype)
         proba = clf._predict_proba_conditioned([f[:-1] for f in framed], conditions)
         total, count = 0.0, 0
         for p, f in zip(proba, framed):

@@ -20,6 +20,8 @@ their gradients are views into two flat buffers, ``flat_params`` and
 ``flat_grads``, which an owner (a network, an optimizer) may provide;
 ``stack.direction(layer, reverse)`` gathers one layer and direction's views.
 """
+import functools
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -58,6 +60,14 @@ def param_name(kind, layer, reverse=False):
     return f"{kind}_l{layer}{'_reverse' if reverse else ''}"
 
 
+@functools.lru_cache(maxsize=None)
+def _direction_names(layer, reverse):
+    """The four weight names of one layer and direction (computed once: the
+    names are built on every layer call)."""
+    return tuple(param_name(kind, layer, reverse)
+                 for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+
 def generation_args(stack, embedding, head_weight, head_bias, out_tokens, *, temperature=1.0,
                     top_k=None, top_p=None, seed=0):
     """Keyword arguments of ``_kernels.generate`` (the C fr_generator and
@@ -92,10 +102,11 @@ def check_lengths(lengths, n_samples, n_steps):
     if lengths.dtype.kind not in "iu":
         if lengths.dtype.kind != "f" or not np.all(lengths == np.round(lengths)):
             raise ValueError("lengths must be integers")
-    if lengths.min() < 1 or lengths.max() > n_steps:
-        raise ValueError(f"lengths must lie in [1, {n_steps}], got min {lengths.min()} "
-                         f"and max {lengths.max()}")
-    if lengths.min() == n_steps:
+    shortest, longest = lengths.min(), lengths.max()
+    if shortest < 1 or longest > n_steps:
+        raise ValueError(f"lengths must lie in [1, {n_steps}], got min {shortest} "
+                         f"and max {longest}")
+    if shortest == n_steps:
         return None
     return np.ascontiguousarray(lengths, dtype=np.int32)
 
@@ -126,6 +137,47 @@ def valid_steps(lengths, n_samples, n_steps):
     if lengths is None:
         return None
     return np.arange(n_steps)[None, :] < np.asarray(lengths)[:, None]
+
+
+class Workspaces:
+    """Scratch buffers a stack reuses across its calls, so that the batches of
+    a fit and the predict calls of a fitted model do not each allocate, fault
+    in and free their workspaces (a fresh multi-megabyte buffer costs its page
+    faults on first touch, and its munmap when freed).
+
+    ``take(n)`` hands out a 1-D buffer of at least n elements that no other
+    call holds: two threads calling the same stack at once (a predict while a
+    fit runs) get different buffers. ``give(*buffers)`` returns them. A free
+    buffer serves a request of at least half its size; at most ``keep`` free
+    buffers stay, the most recently returned, so a change of shape lets the
+    old ones go. New buffers get 1/8 headroom (pages never touched cost
+    nothing), so the slightly longer batches of a ragged fit reuse them too.
+    Kernels never read a workspace before writing it: reused contents are as
+    good as fresh ones. Pickles and copies start empty."""
+
+    def __init__(self, dtype, keep):
+        self.dtype, self.keep = np.dtype(dtype), int(keep)
+        self._free = []
+        self._lock = threading.Lock()
+
+    def take(self, n):
+        with self._lock:  # the most recently returned first: still in cache
+            for i in range(len(self._free) - 1, -1, -1):
+                if n <= self._free[i].size <= 2 * n:
+                    return self._free.pop(i)
+        return np.empty(n + n // 8, self.dtype)
+
+    def give(self, *buffers):
+        with self._lock:
+            self._free.extend(buffers)
+            del self._free[:-self.keep]
+
+    def clear(self):
+        with self._lock:
+            self._free = []
+
+    def __reduce__(self):
+        return type(self), (self.dtype, self.keep)
 
 
 def _row(states, index):
@@ -203,6 +255,21 @@ class RecurrentStack:
         if flat_params is None:
             self.reset_parameters()
         self._cache = None
+        self._workspaces = self._new_workspaces()
+
+    def _new_workspaces(self):
+        """The stack's Workspaces: room for a training forward's buffers (one
+        per layer and direction) and a backward's or an inference's scratch."""
+        return Workspaces(self.dtype, keep=2 * self.num_layers * self.num_directions + 2)
+
+    @property
+    def workspaces(self):
+        """The scratch buffers this stack reuses across calls (see Workspaces);
+        ``stack.workspaces.clear()`` frees them."""
+        pool = self.__dict__.get("_workspaces")
+        if pool is None:  # a stack pickled before the pool existed
+            pool = self._workspaces = self._new_workspaces()
+        return pool
 
     # ----- parameters -------------------------------------------------------------------
     @property
@@ -214,8 +281,7 @@ class RecurrentStack:
         if not 0 <= layer < self.num_layers or (reverse and not self.bidirectional):
             raise IndexError(f"no layer {layer}{' reverse' if reverse else ''} in this stack")
         p, g = self.params, self.grads
-        names = [param_name(kind, layer, reverse)
-                 for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        names = _direction_names(layer, reverse)
         return Direction(layer, bool(reverse), layer * self.num_directions + int(reverse),
                          *(p[n] for n in names), *(g[n] for n in names))
 
@@ -304,8 +370,9 @@ class RecurrentStack:
         load_into(self.params, state, type(self).__name__)
 
     # ----- forward / backward ---------------------------------------------------------------
-    def _check_input(self, X):
-        X = np.asarray(X)
+    def _check_input(self, X, validated=False):
+        if not (isinstance(X, np.ndarray) and X.dtype == self.dtype):
+            X = np.asarray(X)
         if X.ndim != 3:
             raise ValueError(f"X must be 3-D (batch, time, features), got shape {X.shape}")
         if X.shape[0] == 0 or X.shape[1] == 0:
@@ -315,8 +382,9 @@ class RecurrentStack:
                              f"{self.input_size}")
         if X.dtype.kind not in "fiub":
             raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
-        X = np.ascontiguousarray(X, dtype=self.dtype)
-        if not np.all(np.isfinite(X)):
+        if not (X.dtype == self.dtype and X.flags.c_contiguous):
+            X = np.ascontiguousarray(X, dtype=self.dtype)
+        if not validated and not np.isfinite(X).all():
             raise ValueError("X holds NaN or inf")
         return X
 
@@ -332,7 +400,7 @@ class RecurrentStack:
         return state
 
     def forward(self, X, lengths=None, h0=None, c0=None, training=False,
-                keep_for_backward=False):
+                keep_for_backward=False, reduced=None, validated=False):
         """Run the stack over batch-first X (B, T, input_size).
 
         lengths : (B,) ints, right padding; outputs past a length are 0 and the
@@ -341,10 +409,15 @@ class RecurrentStack:
         training : keep what backward needs (and apply dropout).
         keep_for_backward : keep what backward needs without dropout: the
             inference function's gradients (attributions).
+        reduced : a fastrnn._quantize.ReducedNetwork (inference only): the
+            directions it holds run with its int8 / bfloat16 weights.
+        validated : X was checked already (a 3-D array of finite numbers with
+            input_size features; an estimator checks its data once per fit or
+            predict): skip the scan for NaN and inf.
 
         Returns Y (B, T, num_directions * H) and State(hN, cN) (cN None but for LSTM).
         """
-        X = self._check_input(X)
+        X = self._check_input(X, validated)
         B, T, _ = X.shape
         lengths = check_lengths(lengths, B, T)
         lstm = self.cell == "lstm"
@@ -352,14 +425,13 @@ class RecurrentStack:
         c0 = self._check_state(c0, B, "c0") if lstm else None
         if c0 is not None and not lstm:
             raise ValueError("c0 is only for LSTM")
-        H, D, cell = self.hidden_size, self.num_directions, _kernels.CELLS[self.cell]
+        H, D = self.hidden_size, self.num_directions
         for_backward = training or keep_for_backward
         n_threads = resolve_n_threads(self.n_threads)
         hN = np.empty((self.num_layers * D, B, H), self.dtype)
         cN = np.empty_like(hN) if lstm else None
-        cache = []
+        cache, scratch = [], []
         layer_in = X
-        shared_ws = None
         with single_threaded_blas():
             for k in range(self.num_layers):
                 Y = np.empty((B, T, D * H), self.dtype)
@@ -369,24 +441,16 @@ class RecurrentStack:
                     if self._ln_kernel(training):
                         ws, h_mask = self._ln_forward(view, layer_in, h0, c0, Y, hN, cN,
                                                       lengths, training, n_threads)
-                        workspaces.append(ws)
                         h_masks.append(h_mask)
-                        continue
-                    n_ws = _kernels.workspace_size(cell=cell, B=B, T=T, I=layer_in.shape[2],
-                                                   H=H, training=for_backward, lengths=lengths)
-                    if for_backward:
-                        ws = np.empty(n_ws, self.dtype)
-                    else:  # inference keeps nothing: one buffer serves every call
-                        if shared_ws is None or shared_ws.size < n_ws:
-                            shared_ws = np.empty(n_ws, self.dtype)
-                        ws = shared_ws
-                    _kernels.forward(cell=cell, X=layer_in, W_ih=view.W_ih, W_hh=view.W_hh,
-                                     b_ih=view.b_ih, b_hh=view.b_hh,
-                                     h0=_row(h0, view.index), c0=_row(c0, view.index),
-                                     Y=Y, y_col=d * H, hN=hN[view.index],
-                                     cN=_row(cN, view.index), lengths=lengths,
-                                     reverse=view.reverse, ws=ws, training=for_backward,
-                                     n_threads=n_threads)
+                    elif reduced is not None and not for_backward and reduced.runs(view):
+                        reduced.forward_direction(self, view, layer_in, _row(h0, view.index),
+                                                  _row(c0, view.index), Y, d * H,
+                                                  hN[view.index], _row(cN, view.index),
+                                                  lengths, n_threads)
+                        continue  # inference: no workspace to keep
+                    else:
+                        ws = self._kernel_forward(view, layer_in, h0, c0, Y, hN, cN, lengths,
+                                                  for_backward, n_threads, scratch)
                     workspaces.append(ws)
                 mask = None
                 if training and self.dropout > 0 and k < self.num_layers - 1:
@@ -399,7 +463,31 @@ class RecurrentStack:
                 layer_in = Y if mask is None else Y * mask
         if for_backward:  # inference leaves the training cache alone: a fit in another
             self._cache = (cache, lengths, B, T)  # thread may be between forward and backward
+        else:
+            self.workspaces.give(*scratch, *(ws for c in cache for ws in c[1] if ws is not None))
         return layer_in, State(hN, cN)
+
+    def _kernel_forward(self, view, X, h0, c0, Y, hN, cN, lengths, for_backward, n_threads,
+                        scratch):
+        """One layer direction through the plain kernel (csrc/rnn.h); returns
+        the workspace backward reads, or None in inference, whose one scratch
+        buffer (in the list scratch, shared by the call's layers) keeps nothing."""
+        B, T, I = X.shape
+        cell = _kernels.CELLS[self.cell]
+        n_ws = _kernels.workspace_size(cell=cell, B=B, T=T, I=I, H=self.hidden_size,
+                                       training=for_backward, lengths=lengths)
+        if for_backward:
+            ws = self.workspaces.take(n_ws)
+        else:
+            if not scratch or scratch[0].size < n_ws:
+                scratch[:] = [self.workspaces.take(n_ws)]
+            ws = scratch[0]
+        _kernels.forward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, b_ih=view.b_ih,
+                         b_hh=view.b_hh, h0=_row(h0, view.index), c0=_row(c0, view.index),
+                         Y=Y, y_col=view.reverse * self.hidden_size, hN=hN[view.index],
+                         cN=_row(cN, view.index), lengths=lengths, reverse=view.reverse,
+                         ws=ws, training=for_backward, n_threads=n_threads)
+        return ws if for_backward else None
 
     def _ln_forward(self, view, X, h0, c0, Y, hN, cN, lengths, training, n_threads):
         """One layer direction through the layer-norm / recurrent-dropout kernel;
@@ -410,7 +498,9 @@ class RecurrentStack:
         if training and self.recurrent_dropout > 0:  # one mask per sequence
             keep = 1.0 - self.recurrent_dropout
             h_mask = (self.rng.random((B, H)) < keep).astype(self.dtype) / keep
-        ws = np.empty(_kernels.ln_workspace_size(cell=cell, B=B, T=T, I=I, H=H), self.dtype)
+        ws = self.workspaces.take(_kernels.ln_workspace_size(cell=cell, B=B, T=T, I=I, H=H))
+        if lengths is not None:  # backward multiplies the padded rows' zero gradients by
+            ws.fill(0)  # their unwritten aux / rstd: a reused buffer's NaN must not reach them
         _kernels.ln_forward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, b_ih=view.b_ih,
                             b_hh=view.b_hh, norms=self.norms(view.layer, view.reverse)[0],
                             h0=_row(h0, view.index), c0=_row(c0, view.index), mask=h_mask,
@@ -430,8 +520,8 @@ class RecurrentStack:
                      bias_hh=view.db_hh, **norm_grads)
         if input_grad_only:
             grads = {name: np.zeros_like(g) for name, g in grads.items()}
-        bws = np.empty(_kernels.ln_backward_workspace_size(cell=cell, B=B, T=T, I=I, H=H),
-                       self.dtype)
+        bws = self.workspaces.take(
+            _kernels.ln_backward_workspace_size(cell=cell, B=B, T=T, I=I, H=H))
         _kernels.ln_backward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, b_ih=view.b_ih,
                              b_hh=view.b_hh, norms=norms, mask=h_mask, ws=ws, dY=dY,
                              y_col=view.reverse * H, dhN=_row(dhN, view.index),
@@ -439,6 +529,7 @@ class RecurrentStack:
                              grads=grads, dh0=dh0[view.index], dc0=_row(dc0, view.index),
                              lengths=lengths, reverse=view.reverse, bws=bws,
                              n_threads=n_threads)
+        self.workspaces.give(bws)
 
     def backward(self, dY, dhN=None, dcN=None, input_grad=True, input_grad_only=False):
         """Backpropagate through the last training (or keep_for_backward) forward.
@@ -453,7 +544,7 @@ class RecurrentStack:
         if self._cache is None:
             raise RuntimeError("backward() needs a preceding forward(..., training=True)")
         cache, lengths, B, T = self._cache
-        H, D, cell = self.hidden_size, self.num_directions, _kernels.CELLS[self.cell]
+        H, D = self.hidden_size, self.num_directions
         lstm = self.cell == "lstm"
         shape = (B, T, D * H)
         if dY is not None:
@@ -465,7 +556,7 @@ class RecurrentStack:
         n_threads = resolve_n_threads(self.n_threads)
         dh0 = np.empty((self.num_layers * D, B, H), self.dtype)
         dc0 = np.empty_like(dh0) if lstm else None
-        bws = None
+        scratch = []
         with single_threaded_blas():
             for k in range(self.num_layers - 1, -1, -1):
                 layer_in, workspaces, _, h_masks = cache[k]
@@ -480,22 +571,10 @@ class RecurrentStack:
                         self._ln_backward(view, layer_in, workspaces[d], h_masks[d], dY, dhN,
                                           dcN, dX, dh0, dc0, lengths, n_threads,
                                           input_grad_only)
-                        continue
-                    dW_ih, dW_hh, db_ih, db_hh = ((None,) * 4 if input_grad_only
-                                                  else view[-4:])
-                    n_bws = _kernels.backward_workspace_size(cell=cell, B=B, T=T,
-                                                             I=layer_in.shape[2], H=H,
-                                                             lengths=lengths)
-                    if bws is None or bws.size < n_bws:
-                        bws = np.empty(n_bws, self.dtype)
-                    _kernels.backward(cell=cell, X=layer_in, W_ih=view.W_ih, W_hh=view.W_hh,
-                                      ws=workspaces[d], dY=dY, y_col=d * H,
-                                      dhN=_row(dhN, view.index), dcN=_row(dcN, view.index),
-                                      dX=dX, accumulate_dx=d > 0, dW_ih=dW_ih,
-                                      dW_hh=dW_hh, db_ih=db_ih, db_hh=db_hh,
-                                      dh0=dh0[view.index], dc0=_row(dc0, view.index),
-                                      lengths=lengths, reverse=view.reverse, bws=bws,
-                                      n_threads=n_threads)
+                    else:
+                        self._kernel_backward(view, layer_in, workspaces[d], dY, dhN, dcN, dX,
+                                              dh0, dc0, lengths, n_threads, input_grad_only,
+                                              scratch)
                 if d_input is not None and dX is not None:
                     dX += d_input
                 if k > 0:
@@ -504,7 +583,26 @@ class RecurrentStack:
                 else:
                     dY = dX
         self._cache = None
+        self.workspaces.give(*scratch, *(ws for c in cache for ws in c[1]))
         return dY, State(dh0, dc0)
+
+    def _kernel_backward(self, view, X, ws, dY, dhN, dcN, dX, dh0, dc0, lengths, n_threads,
+                         input_grad_only, scratch):
+        """Backward of _kernel_forward; dX accumulates for the reverse direction.
+        Its scratch buffer sits in the list scratch, shared by the call's layers."""
+        B, T, I = X.shape
+        cell = _kernels.CELLS[self.cell]
+        n_bws = _kernels.backward_workspace_size(cell=cell, B=B, T=T, I=I, H=self.hidden_size,
+                                                 lengths=lengths)
+        if not scratch or scratch[0].size < n_bws:
+            scratch[:] = [self.workspaces.take(n_bws)]
+        dW_ih, dW_hh, db_ih, db_hh = (None,) * 4 if input_grad_only else view[-4:]
+        _kernels.backward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, ws=ws, dY=dY,
+                          y_col=view.reverse * self.hidden_size, dhN=_row(dhN, view.index),
+                          dcN=_row(dcN, view.index), dX=dX, accumulate_dx=view.reverse,
+                          dW_ih=dW_ih, dW_hh=dW_hh, db_ih=db_ih, db_hh=db_hh,
+                          dh0=dh0[view.index], dc0=_row(dc0, view.index), lengths=lengths,
+                          reverse=view.reverse, bws=scratch[0], n_threads=n_threads)
 
 
 _STACK_PARAMETERS = """Parameters

@@ -12,6 +12,7 @@ Dense head, with every parameter and gradient in one flat buffer.
 """
 import numpy as np
 
+from fastrnn import _quantize
 from fastrnn.layers import STACKS, as_float_dtype, load_into
 
 
@@ -384,6 +385,7 @@ class Network:
 
     def load_state_dict(self, state):
         load_into(dict(self.named_params()), state, "network")
+        _quantize.forget(self)
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -419,25 +421,36 @@ class Network:
         return np.ascontiguousarray(flat.reshape(B, -1, c["hidden_size"]).transpose(1, 0, 2))
 
     def forward(self, X, lengths=None, h0=None, conditions=None, training=False,
-                keep_for_backward=False, embedded=False):
+                keep_for_backward=False, embedded=False, inference_dtype=None,
+                validated=False):
         """X: (B, T, input_size) floats, or (B, T) token ids when an embedding is
         used (embedded=True: X holds the embedded tokens, (B, T, input_size)).
         h0: optional initial hidden state of the stack, or conditions
         (B, condition_size) for a conditioned network. keep_for_backward: keep
-        what backward / input_gradient need, without dropout. Returns the head's
-        output: (B, output_size), or (B, T, output_size) when per_step."""
+        what backward / input_gradient need, without dropout. inference_dtype
+        "bfloat16" / "int8": an inference pass with reduced weights
+        (fastrnn._quantize; converted once, until a training pass or a load).
+        validated: float X was checked already (finite, the network's dtype;
+        see RecurrentStack.forward). Returns the head's output: (B, output_size),
+        or (B, T, output_size) when per_step."""
         c = self.config
         if (conditions is None) != (c["condition_size"] is None):
             raise ValueError("conditions are required exactly when the network has "
                              "condition_size")
         if conditions is not None:
             h0 = self.initial_state(conditions)
+        reduced = None
+        if training:  # the weights are about to change
+            _quantize.forget(self)
+        elif not keep_for_backward:
+            reduced = _quantize.reduced_network(self, inference_dtype)
         tokens = None
         if c["vocab_size"] is not None and not embedded:
             tokens = np.asarray(X)
             X = self.params["embedding.weight"][tokens]
         Y, state = self.stack.forward(X, lengths=lengths, h0=h0, training=training,
-                                      keep_for_backward=keep_for_backward)
+                                      keep_for_backward=keep_for_backward, reduced=reduced,
+                                      validated=validated and tokens is None)
         hN = state.h
         H, D = c["hidden_size"], self.stack.num_directions
         if c["per_step"]:
@@ -446,7 +459,10 @@ class Network:
             features = final_outputs(Y, lengths, H, D)
         else:  # last layer, both directions: (B, D*H)
             features = np.concatenate(list(hN[-D:]), axis=1)
-        out = features @ self.params["head.weight"].T + self.params["head.bias"]
+        if reduced is None:
+            out = features @ self.params["head.weight"].T + self.params["head.bias"]
+        else:
+            out = reduced.head_forward(features, self.params["head.bias"])
         if training or keep_for_backward:
             self._cache = (tokens, features, Y.shape, state, conditions, h0, lengths)
         if c["per_step"]:

@@ -18,16 +18,23 @@ def layer_norm(v, gain, bias, eps=1e-5):
                                                           + eps) * gain + bias
 
 
-def cell_step(cell, x, h, c, W_ih, W_hh, b_ih, b_hh, norms=None, mask=None):
+def _matmul_t(x, W):
+    return x @ W.T
+
+
+def cell_step(cell, x, h, c, W_ih, W_hh, b_ih, b_hh, norms=None, mask=None, matmul=None):
     """One step of one cell for a batch: returns (h', c') (c' is None but for LSTM).
 
     norms (LSTM, GRU): a dict of ln_ih_weight, ln_ih_bias, ln_hh_weight,
     ln_hh_bias (and ln_c_weight, ln_c_bias for LSTM) for the layer-normalized
-    cell (Ba, Kiros & Hinton 2016; csrc/lnrnn.h); mask: recurrent dropout on h."""
+    cell (Ba, Kiros & Hinton 2016; csrc/lnrnn.h); mask: recurrent dropout on h.
+    matmul(x, W): x W^T (default), or the reduced-precision product of
+    fastrnn._quantize.reference_matmul with W_ih, W_hh reduced weights."""
     n = norms or {}
+    matmul = matmul or _matmul_t
     hm = h if mask is None else h * mask
-    gx = layer_norm(x @ W_ih.T, n.get("ln_ih_weight"), n.get("ln_ih_bias")) + b_ih
-    gh = layer_norm(hm @ W_hh.T, n.get("ln_hh_weight"), n.get("ln_hh_bias")) + b_hh
+    gx = layer_norm(matmul(x, W_ih), n.get("ln_ih_weight"), n.get("ln_ih_bias")) + b_ih
+    gh = layer_norm(matmul(hm, W_hh), n.get("ln_hh_weight"), n.get("ln_hh_bias")) + b_hh
     if cell == "lstm":
         i, f, g, o = np.split(gx + gh, 4, axis=1)
         c_new = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
@@ -47,10 +54,10 @@ def cell_step(cell, x, h, c, W_ih, W_hh, b_ih, b_hh, norms=None, mask=None):
 
 
 def layer_forward(cell, X, W_ih, W_hh, b_ih, b_hh, h0=None, c0=None, lengths=None,
-                  reverse=False, norms=None, mask=None):
-    """One layer, one direction over batch-first X (B, T, I) (norms, mask: as
-    cell_step). Returns Y (B, T, H) with zeros past each length, and the final
-    (h, c)."""
+                  reverse=False, norms=None, mask=None, matmul=None):
+    """One layer, one direction over batch-first X (B, T, I) (norms, mask,
+    matmul: as cell_step). Returns Y (B, T, H) with zeros past each length,
+    and the final (h, c)."""
     B, T, _ = X.shape
     H = W_hh.shape[1]
     lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
@@ -58,7 +65,8 @@ def layer_forward(cell, X, W_ih, W_hh, b_ih, b_hh, h0=None, c0=None, lengths=Non
     c = np.zeros((B, H)) if c0 is None else np.array(c0, dtype=np.float64)
     Y = np.zeros((B, T, H))
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
-        h_new, c_new = cell_step(cell, X[:, t], h, c, W_ih, W_hh, b_ih, b_hh, norms, mask)
+        h_new, c_new = cell_step(cell, X[:, t], h, c, W_ih, W_hh, b_ih, b_hh, norms, mask,
+                                 matmul)
         active = (t < lengths)[:, None]
         h = np.where(active, h_new, h)
         if c_new is not None:

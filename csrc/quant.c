@@ -1,0 +1,494 @@
+/* Reduced-precision inference kernels (quant.h): per-row activation
+ * conversion, the packed int8 / bf16 GEMMs (AVX-512 and portable), and a
+ * recurrent layer forward over them. */
+#include "quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__) && \
+    (defined(__clang__) || __GNUC__ >= 10)
+#define FR_Q_X86 1
+#include <immintrin.h>
+#else
+#define FR_Q_X86 0
+#endif
+
+/* Wider SIMD for the conversions and the gate math without -march=native (as
+ * FR_CLONES in rnn.c): the loader picks a clone at run time; SSE2's baseline
+ * has no vector rounding, so nearbyintf would be a libm call per element. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FR_Q_CLONES __attribute__((target_clones("avx512f", "fma", "default")))
+#else
+#define FR_Q_CLONES
+#endif
+
+/* Rows of input converted at a time: bounded scratch for any M. */
+#define FR_Q_CHUNK 64
+/* A GEMM shares its panels among threads from this many multiply-adds. */
+#define FR_Q_PAR_MIN_MACS (1 << 20)
+
+/* ----- dispatch ------------------------------------------------------------------ */
+
+static int fr_qportable_forced = -1; /* -1: FASTRNN_QUANT_PORTABLE not read yet */
+
+void fr_qforce_portable(int on) { fr_qportable_forced = on ? 1 : 0; }
+
+static int fr_qportable(void)
+{
+    if (fr_qportable_forced < 0) {
+        const char *env = getenv("FASTRNN_QUANT_PORTABLE");
+        fr_qportable_forced = env && *env && strcmp(env, "0") != 0;
+    }
+    return fr_qportable_forced;
+}
+
+int fr_qfast_available(int kind)
+{
+#if FR_Q_X86
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) return 0;
+    if (kind == FR_Q_INT8) return __builtin_cpu_supports("avx512vnni");
+    if (kind == FR_Q_BF16) return __builtin_cpu_supports("avx512bf16");
+#else
+    (void)kind;
+#endif
+    return 0;
+}
+
+static int fr_qfast(int kind)
+{
+    static int cached[3] = {-1, -1, -1};
+    if (kind < 1 || kind > 2) return 0;
+    if (cached[kind] < 0) cached[kind] = fr_qfast_available(kind);
+    return cached[kind] && !fr_qportable();
+}
+
+int fr_qgroup(int kind)
+{
+    return kind == FR_Q_INT8 ? 4 : kind == FR_Q_BF16 ? 2 : 0;
+}
+
+static int64_t fr_qpadded(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
+
+/* ----- activations: one row at a time ----------------------------------------------- */
+
+/* Asymmetric u8 of one row: x ~ sa * (u - zp). The range always holds 0 (so
+ * zero is exact); an all-zero row gets sa = 1. Rounding: nearest even. */
+FR_Q_CLONES static void fr_quantize_row_u8(const float *x, int64_t K, int64_t kp, uint8_t *u,
+                                           float *sa, int32_t *zp)
+{
+    float lo = 0, hi = 0;
+    for (int64_t k = 0; k < K; k++) {
+        lo = x[k] < lo ? x[k] : lo;
+        hi = x[k] > hi ? x[k] : hi;
+    }
+    float scale = (hi - lo) / 255.0f;
+    if (!(scale > 0)) scale = 1.0f;
+    const float inv = 1.0f / scale;
+    float z = nearbyintf(-lo * inv);
+    z = z < 0 ? 0 : z > 255 ? 255 : z;
+    for (int64_t k = 0; k < K; k++) {
+        float q = nearbyintf(x[k] * inv) + z;
+        q = q < 0 ? 0 : q > 255 ? 255 : q;
+        u[k] = (uint8_t)q;
+    }
+    for (int64_t k = K; k < kp; k++) u[k] = 0;
+    *sa = scale;
+    *zp = (int32_t)z;
+}
+
+/* bfloat16 bits of a finite float, rounded to nearest even. */
+static inline uint16_t fr_bf16(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits += 0x7FFFu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+static inline float fr_bf16_float(uint16_t b)
+{
+    uint32_t bits = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+FR_Q_CLONES static void fr_round_row_bf16(const float *x, int64_t K, int64_t kp, uint16_t *b)
+{
+    for (int64_t k = 0; k < K; k++) b[k] = fr_bf16(x[k]);
+    for (int64_t k = K; k < kp; k++) b[k] = 0;
+}
+
+/* One chunk's converted rows: the rows (kp elements each), and for int8 the
+ * scale and zero point of every row. */
+typedef struct {
+    void *rows;
+    float *sa;
+    int32_t *zp;
+    int64_t kp;
+} fr_qrows;
+
+static int64_t fr_qrows_bytes(const fr_qweight *w, int64_t M)
+{
+    const int64_t group = fr_qgroup(w->kind), kp = fr_qpadded(w->cols, group);
+    const int64_t elem = w->kind == FR_Q_INT8 ? 1 : 2;
+    return fr_qpadded(M * kp * elem, 64) + M * (int64_t)(sizeof(float) + sizeof(int32_t));
+}
+
+static fr_qrows fr_qrows_convert(const fr_qweight *w, int64_t M, const float *A, int64_t lda,
+                                 void *scratch)
+{
+    fr_qrows r;
+    const int64_t elem = w->kind == FR_Q_INT8 ? 1 : 2;
+    r.kp = fr_qpadded(w->cols, fr_qgroup(w->kind));
+    r.rows = scratch;
+    r.sa = (float *)((char *)scratch + fr_qpadded(M * r.kp * elem, 64));
+    r.zp = (int32_t *)(r.sa + M);
+    for (int64_t m = 0; m < M; m++) {
+        if (w->kind == FR_Q_INT8)
+            fr_quantize_row_u8(A + m * lda, w->cols, r.kp, (uint8_t *)r.rows + m * r.kp,
+                               r.sa + m, r.zp + m);
+        else
+            fr_round_row_bf16(A + m * lda, w->cols, r.kp, (uint16_t *)r.rows + m * r.kp);
+    }
+    return r;
+}
+
+/* ----- kernels: one panel of FR_Q_PANEL outputs for every row of a chunk ------------ */
+
+/* The outputs of panel p (n0 = p * FR_Q_PANEL, at most FR_Q_PANEL of them). */
+static int64_t fr_qpanel_width(const fr_qweight *w, int64_t p)
+{
+    const int64_t left = w->rows - p * FR_Q_PANEL;
+    return left < FR_Q_PANEL ? left : FR_Q_PANEL;
+}
+
+/* int8 outputs of row m: the zero point taken out, both scales applied. (Two
+ * store functions, not one reading acc as either type: an if-converted loop
+ * could read a float accumulator through an int32 pointer before its stores.) */
+static void fr_q8_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p,
+                        const int32_t *acc, float *c, int accumulate)
+{
+    const int64_t n0 = p * FR_Q_PANEL, nw = fr_qpanel_width(w, p);
+    for (int64_t j = 0; j < nw; j++) {
+        const int32_t a = acc[j] - r->zp[m] * w->row_sum[n0 + j];
+        const float v = (float)a * (r->sa[m] * w->scale[n0 + j]);
+        c[n0 + j] = accumulate ? c[n0 + j] + v : v;
+    }
+}
+
+static void fr_bf16_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p,
+                          const float *acc, float *c, int accumulate)
+{
+    (void)r; /* the signature of fr_q8_store: the kernels call either */
+    (void)m;
+    const int64_t n0 = p * FR_Q_PANEL, nw = fr_qpanel_width(w, p);
+    for (int64_t j = 0; j < nw; j++) c[n0 + j] = accumulate ? c[n0 + j] + acc[j] : acc[j];
+}
+
+FR_Q_CLONES static void fr_q8_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
+                                             int64_t p, float *C, int64_t ldc, int accumulate)
+{
+    const int64_t groups = r->kp / 4;
+    const int8_t *P = (const int8_t *)w->packed + p * groups * FR_Q_PANEL * 4;
+    for (int64_t m = 0; m < M; m++) {
+        const uint8_t *a = (const uint8_t *)r->rows + m * r->kp;
+        int32_t acc[FR_Q_PANEL] = {0};
+        for (int64_t g = 0; g < groups; g++)
+            for (int j = 0; j < FR_Q_PANEL; j++)
+                for (int q = 0; q < 4; q++)
+                    acc[j] += (int32_t)a[4 * g + q] * P[(g * FR_Q_PANEL + j) * 4 + q];
+        fr_q8_store(w, r, m, p, acc, C + m * ldc, accumulate);
+    }
+}
+
+/* The pair order of vdpbf16ps: the odd element's product first. */
+FR_Q_CLONES static void fr_bf16_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
+                                               int64_t p, float *C, int64_t ldc, int accumulate)
+{
+    const int64_t groups = r->kp / 2;
+    const uint16_t *P = (const uint16_t *)w->packed + p * groups * FR_Q_PANEL * 2;
+    for (int64_t m = 0; m < M; m++) {
+        const uint16_t *a = (const uint16_t *)r->rows + m * r->kp;
+        float acc[FR_Q_PANEL] = {0};
+        for (int64_t g = 0; g < groups; g++) {
+            const float a0 = fr_bf16_float(a[2 * g]), a1 = fr_bf16_float(a[2 * g + 1]);
+            /* a row's pair read as one 32-bit word, widened by masks and
+             * punned by whole-array copies (GCC 12.2 -O3 vectorised the
+             * per-element form, pw[2j] and pw[2j+1] widened one by one,
+             * into wrong results) */
+            uint32_t words[FR_Q_PANEL], even[FR_Q_PANEL], odd[FR_Q_PANEL];
+            float w0[FR_Q_PANEL], w1[FR_Q_PANEL];
+            memcpy(words, P + g * FR_Q_PANEL * 2, sizeof words);
+            for (int j = 0; j < FR_Q_PANEL; j++) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+                even[j] = words[j] & 0xFFFF0000u;
+                odd[j] = words[j] << 16;
+#else
+                even[j] = words[j] << 16;
+                odd[j] = words[j] & 0xFFFF0000u;
+#endif
+            }
+            memcpy(w0, even, sizeof w0);
+            memcpy(w1, odd, sizeof w1);
+            for (int j = 0; j < FR_Q_PANEL; j++) {
+                acc[j] += a1 * w1[j];
+                acc[j] += a0 * w0[j];
+            }
+        }
+        fr_bf16_store(w, r, m, p, acc, C + m * ldc, accumulate);
+    }
+}
+
+#if FR_Q_X86
+/* int8: vpdpbusd, u8 activations x s8 weights, 4 of each per lane */
+#define FRQ_(name) fr_q8_##name##_vnni
+#define FRQ_TARGET "avx512f,avx512bw,avx512vnni"
+#define FRQ_ACC __m512i
+#define FRQ_ZERO() _mm512_setzero_si512()
+#define FRQ_DOT(acc, x, w) _mm512_dpbusd_epi32(acc, x, w)
+#define FRQ_STOREV(out, acc) _mm512_storeu_si512((void *)(out), acc)
+#define FRQ_OUT int32_t
+#define FRQ_ACT uint8_t
+#define FRQ_W int8_t
+#define FRQ_GROUP 4
+#define FRQ_STORE fr_q8_store
+#include "quant_impl.h"
+
+/* bf16: vdpbf16ps, pairs of bf16 per lane */
+#define FRQ_(name) fr_bf16_##name##_avx512
+#define FRQ_TARGET "avx512f,avx512bw,avx512bf16"
+#define FRQ_ACC __m512
+#define FRQ_ZERO() _mm512_setzero_ps()
+#define FRQ_DOT(acc, x, w) _mm512_dpbf16_ps(acc, (__m512bh)(x), (__m512bh)(w))
+#define FRQ_STOREV(out, acc) _mm512_storeu_ps(out, acc)
+#define FRQ_OUT float
+#define FRQ_ACT uint16_t
+#define FRQ_W uint16_t
+#define FRQ_GROUP 2
+#define FRQ_STORE fr_bf16_store
+#include "quant_impl.h"
+#endif
+
+/* Panels [p0, p1) (at most FR_Q_BLOCK) for M rows. Every output's sum runs
+ * in the same order on either path (bfloat16's included). */
+#define FR_Q_BLOCK 8
+static void fr_qpanels(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p0,
+                       int64_t p1, float *C, int64_t ldc, int accumulate, int fast)
+{
+#if FR_Q_X86
+    if (fast && w->kind == FR_Q_INT8) {
+        fr_q8_panels_vnni(w, r, M, p0, p1, C, ldc, accumulate);
+        return;
+    }
+    if (fast && w->kind == FR_Q_BF16) {
+        fr_bf16_panels_avx512(w, r, M, p0, p1, C, ldc, accumulate);
+        return;
+    }
+#else
+    (void)fast;
+#endif
+    for (int64_t p = p0; p < p1; p++) {
+        if (w->kind == FR_Q_INT8)
+            fr_q8_panel_portable(w, r, M, p, C, ldc, accumulate);
+        else
+            fr_bf16_panel_portable(w, r, M, p, C, ldc, accumulate);
+    }
+}
+
+/* Block b of FR_Q_BLOCK panels (the last one may be short). */
+static void fr_qblock(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t b, float *C,
+                      int64_t ldc, int accumulate, int fast)
+{
+    const int64_t panels = (w->rows + FR_Q_PANEL - 1) / FR_Q_PANEL, p0 = b * FR_Q_BLOCK;
+    const int64_t p1 = p0 + FR_Q_BLOCK < panels ? p0 + FR_Q_BLOCK : panels;
+    fr_qpanels(w, r, M, p0, p1, C, ldc, accumulate, fast);
+}
+
+/* ----- GEMM ------------------------------------------------------------------------- */
+
+int64_t fr_qgemm_scratch(const fr_qweight *w, int64_t M)
+{
+    if (!w || !fr_qgroup(w->kind) || M < 0) return -1;
+    return fr_qrows_bytes(w, M < FR_Q_CHUNK ? M : FR_Q_CHUNK);
+}
+
+static int fr_qweight_check(const fr_qweight *w)
+{
+    if (!w || !fr_qgroup(w->kind) || w->rows < 1 || w->cols < 1 || !w->packed) return FR_ERR_ARG;
+    if (w->kind == FR_Q_INT8 && (!w->scale || !w->row_sum)) return FR_ERR_ARG;
+    return FR_OK;
+}
+
+int fr_qgemm(const fr_qweight *w, int64_t M, const float *A, int64_t lda, float *C, int64_t ldc,
+             int accumulate, void *scratch, int n_threads)
+{
+    int rc = fr_qweight_check(w);
+    if (rc != FR_OK) return rc;
+    if (M < 0 || (M > 0 && (!A || !C || !scratch)) || lda < w->cols || ldc < w->rows)
+        return FR_ERR_ARG;
+    const int fast = fr_qfast(w->kind);
+    const int64_t panels = (w->rows + FR_Q_PANEL - 1) / FR_Q_PANEL;
+    const int64_t blocks = (panels + FR_Q_BLOCK - 1) / FR_Q_BLOCK;
+    for (int64_t m0 = 0; m0 < M; m0 += FR_Q_CHUNK) {
+        const int64_t mc = M - m0 < FR_Q_CHUNK ? M - m0 : FR_Q_CHUNK;
+        const fr_qrows r = fr_qrows_convert(w, mc, A + m0 * lda, lda, scratch);
+        const int nt = mc * w->rows * w->cols >= FR_Q_PAR_MIN_MACS ? fr_threads(n_threads) : 1;
+        float *c = C + m0 * ldc;
+        (void)nt; /* a serial build ignores the pragma */
+        if (nt > 1) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+            for (int64_t b = 0; b < blocks; b++) fr_qblock(w, &r, mc, b, c, ldc, accumulate, fast);
+        } else { /* no OpenMP region for one thread: a batch-1 step is a few microseconds */
+            for (int64_t b = 0; b < blocks; b++) fr_qblock(w, &r, mc, b, c, ldc, accumulate, fast);
+        }
+    }
+    return FR_OK;
+}
+
+/* ----- one recurrent layer ------------------------------------------------------------- */
+
+/* The layer's workspace regions, in bytes, each 64-byte aligned. */
+enum { FR_QW_GATES, FR_QW_GH, FR_QW_H, FR_QW_C, FR_QW_BIAS, FR_QW_PRE, FR_QW_SCRATCH,
+       FR_QW_REGIONS };
+
+static void fr_qforward_sizes(const fr_qlayer *L, const fr_shape *s, int64_t *sizes)
+{
+    const int64_t B = s->batch, H = s->hidden, GH = fr_gates(s->cell) * H, f = sizeof(float);
+    const int64_t ih = fr_qgemm_scratch(&L->W_ih, B * s->steps), hh = fr_qgemm_scratch(&L->W_hh, B);
+    sizes[FR_QW_GATES] = B * s->steps * GH * f;
+    sizes[FR_QW_GH] = B * GH * f;
+    sizes[FR_QW_H] = B * H * f;
+    sizes[FR_QW_C] = s->cell == FR_LSTM ? B * H * f : 0;
+    sizes[FR_QW_BIAS] = GH * f;
+    sizes[FR_QW_PRE] = GH * f;
+    sizes[FR_QW_SCRATCH] = ih > hh ? ih : hh;
+    for (int i = 0; i < FR_QW_REGIONS; i++) sizes[i] = fr_qpadded(sizes[i], 64);
+}
+
+int64_t fr_qforward_workspace(const fr_qlayer *L, const fr_shape *s)
+{
+    if (!L || fr_check_shape(s, s ? s->hidden : 0) != FR_OK) return -1;
+    int64_t sizes[FR_QW_REGIONS], total = 0;
+    fr_qforward_sizes(L, s, sizes);
+    for (int i = 0; i < FR_QW_REGIONS; i++) total += sizes[i];
+    return total;
+}
+
+typedef struct {
+    float *gates, *gh, *h, *c, *bias, *pre;
+    void *scratch;
+} fr_qforward_ws;
+
+static void fr_qpoint_ws(const fr_qlayer *L, const fr_shape *s, void *ws, fr_qforward_ws *w)
+{
+    int64_t sizes[FR_QW_REGIONS];
+    fr_qforward_sizes(L, s, sizes);
+    void **regions[FR_QW_REGIONS] = {(void **)&w->gates, (void **)&w->gh, (void **)&w->h,
+                                     (void **)&w->c, (void **)&w->bias, (void **)&w->pre,
+                                     &w->scratch};
+    char *at = (char *)ws;
+    for (int i = 0; i < FR_QW_REGIONS; i++) {
+        *regions[i] = sizes[i] ? at : NULL;
+        at += sizes[i];
+    }
+}
+
+/* The fused pass of one sample: g its projected gates, gh its W_hh h (no
+ * biases yet); h, c updated in place; y receives h. */
+FR_Q_CLONES static void fr_qcell(int cell, int64_t H, const float *g, const float *gh,
+                                 const float *bias, const float *b_ih, const float *b_hh,
+                                 float *pre, float *h, float *c, float *y)
+{
+    const int64_t GH = fr_gates(cell) * H;
+    if (cell == FR_GRU) {
+        for (int64_t j = 0; j < 2 * H; j++) pre[j] = g[j] + b_ih[j] + gh[j] + b_hh[j];
+        fr_sigmoid_f32(pre, pre, 2 * H);
+        for (int64_t j = 0; j < H; j++) {
+            const int64_t n = 2 * H + j;
+            pre[n] = g[n] + b_ih[n] + pre[j] * (gh[n] + b_hh[n]);
+        }
+        fr_tanh_f32(pre + 2 * H, pre + 2 * H, H);
+        for (int64_t j = 0; j < H; j++)
+            h[j] = (1 - pre[H + j]) * pre[2 * H + j] + pre[H + j] * h[j];
+    } else {
+        for (int64_t j = 0; j < GH; j++) pre[j] = g[j] + gh[j] + bias[j];
+        if (cell == FR_LSTM) {
+            fr_sigmoid_f32(pre, pre, 2 * H);
+            fr_tanh_f32(pre + 2 * H, pre + 2 * H, H);
+            fr_sigmoid_f32(pre + 3 * H, pre + 3 * H, H);
+            for (int64_t j = 0; j < H; j++) c[j] = pre[H + j] * c[j] + pre[j] * pre[2 * H + j];
+            fr_tanh_f32(c, pre + 2 * H, H);
+            for (int64_t j = 0; j < H; j++) h[j] = pre[3 * H + j] * pre[2 * H + j];
+        } else if (cell == FR_RNN_RELU) {
+            for (int64_t j = 0; j < H; j++) h[j] = pre[j] > 0 ? pre[j] : 0;
+        } else {
+            fr_tanh_f32(pre, h, H);
+        }
+    }
+    memcpy(y, h, (size_t)H * sizeof(float));
+}
+
+static int64_t fr_qlength(const fr_shape *s, int64_t b)
+{
+    if (!s->lengths) return s->steps;
+    const int64_t n = s->lengths[b];
+    return n < 0 ? 0 : n > s->steps ? s->steps : n;
+}
+
+/* Steps in time order (reversed for the backward direction); a sample is
+ * active at t < its length: its state waits at h0 until its reverse pass
+ * starts and stays at its last valid step's after its forward pass ends. */
+static int fr_qsteps(const fr_qlayer *L, const fr_shape *s, const fr_qforward_ws *w, float *Y,
+                     int64_t ldy, int n_threads)
+{
+    const int64_t B = s->batch, T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
+    for (int64_t step = 0; step < T; step++) {
+        if (fr_should_stop()) return FR_STOPPED;
+        const int64_t t = s->reverse ? T - 1 - step : step;
+        int rc = fr_qgemm(&L->W_hh, B, w->h, H, w->gh, GH, 0, w->scratch, n_threads);
+        if (rc != FR_OK) return rc;
+        for (int64_t b = 0; b < B; b++) {
+            float *y = Y + (b * T + t) * ldy;
+            if (t >= fr_qlength(s, b)) {
+                memset(y, 0, (size_t)H * sizeof(float));
+                continue;
+            }
+            fr_qcell(s->cell, H, w->gates + (b * T + t) * GH, w->gh + b * GH, w->bias, L->b_ih,
+                     L->b_hh, w->pre, w->h + b * H, w->c ? w->c + b * H : NULL, y);
+        }
+    }
+    return FR_OK;
+}
+
+int fr_qforward(const fr_qlayer *L, const fr_shape *s, const float *X, const float *h0,
+                const float *c0, float *Y, int64_t ldy, float *hN, float *cN, void *ws,
+                int n_threads)
+{
+    int rc = fr_check_shape(s, ldy);
+    if (rc != FR_OK) return rc;
+    const int lstm = s->cell == FR_LSTM;
+    const int64_t B = s->batch, T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
+    if (!L || !X || !Y || !hN || !ws || !L->b_ih || !L->b_hh || (lstm && !cN)) return FR_ERR_ARG;
+    if ((rc = fr_qweight_check(&L->W_ih)) != FR_OK || (rc = fr_qweight_check(&L->W_hh)) != FR_OK)
+        return rc;
+    if (L->W_ih.rows != GH || L->W_ih.cols != s->inputs || L->W_hh.rows != GH ||
+        L->W_hh.cols != H)
+        return FR_ERR_ARG;
+    fr_qforward_ws w;
+    fr_qpoint_ws(L, s, ws, &w);
+    for (int64_t j = 0; j < GH; j++) w.bias[j] = L->b_ih[j] + L->b_hh[j];
+    if (h0) memcpy(w.h, h0, (size_t)(B * H) * sizeof(float));
+    else memset(w.h, 0, (size_t)(B * H) * sizeof(float));
+    if (lstm && c0) memcpy(w.c, c0, (size_t)(B * H) * sizeof(float));
+    else if (lstm) memset(w.c, 0, (size_t)(B * H) * sizeof(float));
+    rc = fr_qgemm(&L->W_ih, B * T, X, s->inputs, w.gates, GH, 0, w.scratch, n_threads);
+    if (rc == FR_OK) rc = fr_qsteps(L, s, &w, Y, ldy, n_threads);
+    if (rc != FR_OK) return rc;
+    memcpy(hN, w.h, (size_t)(B * H) * sizeof(float));
+    if (lstm) memcpy(cN, w.c, (size_t)(B * H) * sizeof(float));
+    return FR_OK;
+}

@@ -1,0 +1,191 @@
+"""Reduced-precision weights for inference: ``inference_dtype="bfloat16"`` or
+``"int8"`` on fitted estimators, SequenceGenerator and Forecaster.
+
+The weights of a fitted float32 network are converted once (per network and
+kind, cached here until the weights change: a training forward, a load, or
+``forget``) and packed for the C kernels of csrc/quant.h; activations and
+accumulation stay float32 (int8: int32 accumulation, dequantized to float32)
+and the gate math is the usual one. What runs reduced: the input projection
+and the recurrent W_hh product of every recurrent layer and direction (C,
+one call per layer and direction) and the dense head. What stays float32:
+the embedding lookup, layer-normalized cells (``layer_norm=True``: their
+layers run the float32 kernels), the norms and residuals between layers, and
+every training, explain and validation pass. float64 models are refused: a
+reduced copy of float64 weights would be a different model, fit it with
+dtype="float32".
+
+int8: weights symmetric per output row, q = round(w / s) with s = max|w| /
+127; activations asymmetric u8 per row of each GEMM's input (the range
+always holds 0), so that VNNI's ``vpdpbusd`` (u8 x s8) applies; the zero
+point is taken out with the weights' row sums. bfloat16: weights and
+activations rounded to nearest even; ``vdpbf16ps`` where the CPU has
+AVX512_BF16. ``reference_matmul`` is the same arithmetic in NumPy (the
+tests' oracle).
+"""
+import weakref
+
+import numpy as np
+
+from fastrnn import _kernels
+
+INFERENCE_DTYPES = (None, "float32", "bfloat16", "int8")
+
+
+def inference_kind(inference_dtype):
+    """"bfloat16" or "int8", or None for full precision (None / "float32")."""
+    if inference_dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"inference_dtype must be one of {INFERENCE_DTYPES}, got "
+                         f"{inference_dtype!r}")
+    return None if inference_dtype in (None, "float32") else inference_dtype
+
+
+def bfloat16_bits(x):
+    """The bfloat16 bits (uint16) of finite float32 values, rounded to nearest even."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+
+
+def bfloat16_values(bits):
+    """float32 values of bfloat16 bits."""
+    return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+class ReducedWeight:
+    """A (rows, cols) weight in reduced precision, packed for csrc/quant.h.
+
+    values : int8 q (int8) or bfloat16 bits (bfloat16), (rows, cols)
+    scale : float32 (rows,), int8 only: w ~ scale[n] * q[n, k]
+    row_sum : int32 (rows,), int8 only: sum over k of q[n, k]
+    packed : the panels of quant.h's layout (1-D)
+    """
+
+    def __init__(self, W, kind):
+        W = np.ascontiguousarray(W, dtype=np.float32)
+        if W.ndim != 2 or not np.all(np.isfinite(W)):
+            raise ValueError("a reduced weight needs a finite 2-D matrix")
+        self.kind = kind
+        self.rows, self.cols = W.shape
+        self.scale = self.row_sum = None
+        if kind == "int8":
+            amax = np.abs(W).max(axis=1)
+            self.scale = np.where(amax > 0, amax / np.float32(127), 1).astype(np.float32)
+            q = np.clip(np.rint(W / self.scale[:, None]), -127, 127)
+            self.values = q.astype(np.int8)
+            self.row_sum = self.values.sum(axis=1, dtype=np.int32)
+        elif kind == "bfloat16":
+            self.values = bfloat16_bits(W)
+        else:
+            raise ValueError(f"unknown reduced kind {kind!r}")
+        self.packed = self._pack(self.values)
+
+    @property
+    def shape(self):
+        return (self.rows, self.cols)
+
+    def _pack(self, values):
+        group, panel = _kernels.qgroup(self.kind), _kernels.Q_PANEL
+        rows = -(-self.rows // panel) * panel
+        cols = -(-self.cols // group) * group
+        padded = np.zeros((rows, cols), values.dtype)
+        padded[:self.rows, :self.cols] = values
+        panels = padded.reshape(rows // panel, panel, cols // group, group)
+        return np.ascontiguousarray(panels.transpose(0, 2, 1, 3)).reshape(-1)
+
+    def dequantized(self):
+        """The float32 weight this one stands for."""
+        if self.kind == "int8":
+            return self.values.astype(np.float32) * self.scale[:, None]
+        return bfloat16_values(self.values)
+
+
+def _quantize_rows_u8(A):
+    """The kernels' per-row asymmetric u8 activations: (u, scale, zero point)."""
+    lo = np.minimum(A.min(axis=1), 0)
+    hi = np.maximum(A.max(axis=1), 0)
+    scale = (hi - lo) / np.float32(255)
+    scale = np.where(scale > 0, scale, np.float32(1)).astype(np.float32)
+    inv = (np.float32(1) / scale)[:, None]
+    zp = np.clip(np.rint(-lo[:, None] * inv), 0, 255)
+    u = np.clip(np.rint(A * inv) + zp, 0, 255)
+    return u.astype(np.int64), scale, zp[:, 0].astype(np.int64)
+
+
+def reference_matmul(A, w):
+    """A (M, cols) W^T in NumPy with the kernels' arithmetic (the oracle of
+    _kernels.qgemm): int8 exact integer sums, bfloat16 the pairwise float32
+    accumulation of vdpbf16ps (each pair: the odd element's product first)."""
+    A = np.ascontiguousarray(A, dtype=np.float32)
+    if w.kind == "int8":
+        u, sa, zp = _quantize_rows_u8(A)
+        acc = u @ w.values.T.astype(np.int64) - zp[:, None] * w.row_sum[None, :]
+        return acc.astype(np.float32) * (sa[:, None] * w.scale[None, :])
+    a = bfloat16_values(bfloat16_bits(A))
+    wv = bfloat16_values(w.values)
+    if w.cols % 2:
+        a = np.pad(a, ((0, 0), (0, 1)))
+        wv = np.pad(wv, ((0, 0), (0, 1)))
+    acc = np.zeros((A.shape[0], w.rows), np.float32)
+    for k in range(0, a.shape[1], 2):
+        acc += a[:, k + 1, None] * wv[None, :, k + 1]
+        acc += a[:, k, None] * wv[None, :, k]
+    return acc
+
+
+class ReducedNetwork:
+    """A stack's weights in one reduced kind: per direction index (W_ih, W_hh)
+    (none for layer-normalized stacks, which stay float32), and a network's
+    head (head_weight; None: no head). Passed to RecurrentStack.forward."""
+
+    def __init__(self, stack, kind, head_weight=None):
+        self.kind = kind
+        self.directions = {}
+        if not stack.layer_norm:
+            for k in range(stack.num_layers):
+                for d in range(stack.num_directions):
+                    view = stack.direction(k, d)
+                    self.directions[view.index] = (ReducedWeight(view.W_ih, kind),
+                                                   ReducedWeight(view.W_hh, kind))
+        self.head = None if head_weight is None else ReducedWeight(head_weight, kind)
+
+    def runs(self, view):
+        """Whether this stack direction runs with reduced weights."""
+        return view.index in self.directions
+
+    def forward_direction(self, stack, view, X, h0, c0, Y, y_col, hN, cN, lengths, n_threads):
+        """One layer direction of stack (arguments as _kernels.forward's)."""
+        W_ih, W_hh = self.directions[view.index]
+        _kernels.qforward(cell=_kernels.CELLS[stack.cell], W_ih=W_ih, W_hh=W_hh,
+                          b_ih=view.b_ih, b_hh=view.b_hh, X=X, h0=h0, c0=c0, Y=Y, y_col=y_col,
+                          hN=hN, cN=cN, lengths=lengths, reverse=view.reverse,
+                          n_threads=n_threads)
+
+    def head_forward(self, features, bias, n_threads=1):
+        """features W_head^T + bias, (M, outputs) float32."""
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        out = np.empty((features.shape[0], self.head.rows), np.float32)
+        _kernels.qgemm(w=self.head, A=features, C=out, n_threads=n_threads)
+        out += bias
+        return out
+
+
+_CACHE = weakref.WeakKeyDictionary()  # network -> {kind: ReducedNetwork}
+
+
+def reduced_network(net, inference_dtype):
+    """The cached ReducedNetwork of net for inference_dtype (converted on first
+    use), or None for full precision. Raises ValueError for a float64 network."""
+    kind = inference_kind(inference_dtype)
+    if kind is None:
+        return None
+    if net.dtype != np.float32:
+        raise ValueError(f"inference_dtype={inference_dtype!r} needs a float32 model; this "
+                         f"one is {net.dtype} (fit it with dtype='float32')")
+    kinds = _CACHE.setdefault(net, {})
+    if kind not in kinds:
+        kinds[kind] = ReducedNetwork(net.stack, kind, net.params["head.weight"])
+    return kinds[kind]
+
+
+def forget(net):
+    """Drop net's reduced weights: its weights have changed."""
+    _CACHE.pop(net, None)
