@@ -1,6 +1,6 @@
-/* Sequence-to-sequence decoding (decode.h): argument checks and scalar
- * activations shared by both precisions, then decode_impl.h instantiated for
- * float and double. */
+/* Sequence-to-sequence decoding (decode.h): argument checks shared by both
+ * precisions, then decode_impl.h instantiated for float and double (the
+ * activations are fastrnn.h's row functions, vectorised for float). */
 #include "decode.h"
 
 #include <limits.h>
@@ -10,10 +10,6 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-/* exp of a large positive argument gives inf and 1 / inf = 0: no overflow trap
- * (built with -fno-trapping-math) and NaN stays NaN. */
-static inline double fr_dec_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 static int fr_dec_max_threads(void)
 {

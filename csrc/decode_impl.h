@@ -2,11 +2,14 @@
  * by decode.c with `real`, FR_() and FR_GEMM defined; no include guard on
  * purpose.
  *
- * A block of nb samples decodes with R = nb * W rows (W = beam width): row
- * b * W + k holds live hypothesis k of sample b. Per step every row takes one
- * decoder step (decode_step), then every sample picks its next hypotheses
- * (select_sample) and the rows' states are gathered to follow them
- * (follow_hypotheses).
+ * A block of nb samples has room for R = nb * W rows (W = beam width) but
+ * computes only the rows of live hypotheses of unfinished samples, packed at
+ * the front: sample b's live hypotheses are rows row_start[b] .. + live[b] - 1
+ * (row_sample maps a row back). Per step every such row takes one decoder step
+ * (decode_step), then every sample picks its next hypotheses (select_sample)
+ * and the rows are repacked with the states they follow (follow_hypotheses).
+ * Per-sample bookkeeping (log-probabilities, token histories) stays indexed
+ * b * W + k. A row's result does not depend on which rows share the step.
  */
 
 /* C (M, N) = A (M, K) W (N, K)^T + beta C, row-major, through column-major gemm. */
@@ -36,6 +39,7 @@ typedef struct {
     int32_t *hist, *next_hist;        /* (nb, W, max_len) tokens so far */
     int32_t *last;                    /* (R) last token of every row */
     int32_t *live, *done, *from;      /* (nb), (nb), (R): row a live hypothesis came from */
+    int32_t *row_sample, *row_start;  /* (R): a row's sample in the block; (nb) */
     int64_t *sel_idx;                 /* (W) */
     void *mem[3];
 } FR_(block_ws);
@@ -48,7 +52,7 @@ static int FR_(block_alloc)(FR_(block_ws) *w, const fr_decoder *d, int64_t S, in
     int64_t n_real = 4 * L * R * H + R * d->embed_dim + 2 * R * G * H + R * S + R * F
                      + 2 * R * H + R * V;
     int64_t n_double = R * V + 2 * R + W;
-    int64_t n_int = 2 * R * max_len + R + 2 * nb + R;
+    int64_t n_int = 2 * R * max_len + R + 2 * nb + R + R + nb;
     real *r = w->mem[0] = malloc((size_t)n_real * sizeof(real));
     double *dd = w->mem[1] = malloc((size_t)n_double * sizeof(double));
     int32_t *ii = w->mem[2] = malloc((size_t)n_int * sizeof(int32_t) + (size_t)W * sizeof(int64_t));
@@ -78,7 +82,9 @@ static int FR_(block_alloc)(FR_(block_ws) *w, const fr_decoder *d, int64_t S, in
     w->last = ii; ii += R;
     w->live = ii; ii += nb;
     w->done = ii; ii += nb;
-    w->from = ii;
+    w->from = ii; ii += R;
+    w->row_sample = ii; ii += R;
+    w->row_start = ii;
     return FR_OK;
 }
 
@@ -98,36 +104,36 @@ static void FR_(cell_step)(const fr_blas *blas, const fr_decoder *d, int64_t l, 
     FR_(gemm_nt)(blas, R, G * H, I, in, I, d->W_ih[l], 0, gates);
     FR_(gemm_nt)(blas, R, G * H, H, h, H, d->W_hh[l], lstm ? 1 : 0, lstm ? gates : gh);
     for (int64_t r = 0; r < R; r++) {
-        const real *g = gates + r * G * H, *hp = h + r * H;
-        real *ho = hn + r * H;
-        if (lstm) {
+        real *g = gates + r * G * H, *ho = hn + r * H;
+        const real *hp = h + r * H;
+        if (lstm) {  /* g: i, f, g, o pre-activations -> activations, in place */
             const real *cp = c + r * H;
             real *co = cn + r * H;
-            for (int64_t j = 0; j < H; j++) {
-                real i = fr_dec_sigmoid(g[j] + b_ih[j] + b_hh[j]);
-                real f = fr_dec_sigmoid(g[H + j] + b_ih[H + j] + b_hh[H + j]);
-                real cc = (real)tanh(g[2 * H + j] + b_ih[2 * H + j] + b_hh[2 * H + j]);
-                real o = fr_dec_sigmoid(g[3 * H + j] + b_ih[3 * H + j] + b_hh[3 * H + j]);
-                co[j] = f * cp[j] + i * cc;
-                ho[j] = o * (real)tanh(co[j]);
-            }
-        } else {
+            for (int64_t j = 0; j < G * H; j++) g[j] += b_ih[j] + b_hh[j];
+            FR_(fr_sigmoid)(g, g, 2 * H);
+            FR_(fr_tanh)(g + 2 * H, g + 2 * H, H);
+            FR_(fr_sigmoid)(g + 3 * H, g + 3 * H, H);
+            for (int64_t j = 0; j < H; j++) co[j] = g[H + j] * cp[j] + g[j] * g[2 * H + j];
+            FR_(fr_tanh)(co, ho, H);
+            for (int64_t j = 0; j < H; j++) ho[j] *= g[3 * H + j];
+        } else {     /* g: r, z, n input parts; gr: the recurrent parts */
             const real *gr = gh + r * G * H;
-            for (int64_t j = 0; j < H; j++) {
-                real rr = fr_dec_sigmoid(g[j] + b_ih[j] + gr[j] + b_hh[j]);
-                real z = fr_dec_sigmoid(g[H + j] + b_ih[H + j] + gr[H + j] + b_hh[H + j]);
-                real n = (real)tanh(g[2 * H + j] + b_ih[2 * H + j]
-                                    + rr * (gr[2 * H + j] + b_hh[2 * H + j]));
-                ho[j] = (1 - z) * n + z * hp[j];
-            }
+            for (int64_t j = 0; j < 2 * H; j++) g[j] += b_ih[j] + gr[j] + b_hh[j];
+            FR_(fr_sigmoid)(g, g, 2 * H);
+            for (int64_t j = 0; j < H; j++)
+                g[2 * H + j] += b_ih[2 * H + j] + g[j] * (gr[2 * H + j] + b_hh[2 * H + j]);
+            FR_(fr_tanh)(g + 2 * H, g + 2 * H, H);
+            for (int64_t j = 0; j < H; j++)
+                ho[j] = (1 - g[H + j]) * g[2 * H + j] + g[H + j] * hp[j];
         }
     }
 }
 
 /* feat[r] = [context; h] for row r of sample s (global index): masked softmax
- * of the scores over the sample's valid source steps, then the context. */
+ * of the scores over the sample's valid source steps, then the context.
+ * scratch: H values (Bahdanau's tanh terms). */
 static void FR_(attend_row)(const fr_decoder *d, const fr_encoded *e, int64_t s, const real *h,
-                            const real *q, real *scores, real *feat)
+                            const real *q, real *scores, real *feat, real *scratch)
 {
     int64_t S = e->src_steps, H = d->hidden, DH = d->mem_dim, n = e->src_lengths[s];
     const real *keys = (const real *)e->keys + s * S * H;
@@ -137,10 +143,15 @@ static void FR_(attend_row)(const fr_decoder *d, const fr_encoded *e, int64_t s,
     for (int64_t t = 0; t < n; t++) {
         const real *k = keys + t * H;
         real acc = 0;
-        if (d->attention == FR_ATTN_LUONG)
+        if (d->attention == FR_ATTN_LUONG) {
+            #pragma omp simd reduction(+:acc)
             for (int64_t j = 0; j < H; j++) acc += k[j] * h[j];
-        else
-            for (int64_t j = 0; j < H; j++) acc += v[j] * (real)tanh(q[j] + k[j]);
+        } else {
+            for (int64_t j = 0; j < H; j++) scratch[j] = q[j] + k[j];
+            FR_(fr_tanh)(scratch, scratch, H);
+            #pragma omp simd reduction(+:acc)
+            for (int64_t j = 0; j < H; j++) acc += v[j] * scratch[j];
+        }
         scores[t] = acc;
         if (acc > top) top = acc;
     }
@@ -158,37 +169,40 @@ static void FR_(attend_row)(const fr_decoder *d, const fr_encoded *e, int64_t s,
     for (int64_t j = 0; j < H; j++) feat[DH + j] = h[j];
 }
 
-/* Every row one decoder step: log-probabilities of the next token in w->logp. */
+/* The first `rows` rows one decoder step: log-probabilities of the next token
+ * in w->logp. R: the rows' stride between layers in the state buffers. */
 static void FR_(decode_step)(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e,
-                             int64_t s0, int64_t W, int64_t R, FR_(block_ws) *w)
+                             int64_t s0, int64_t R, int64_t rows, FR_(block_ws) *w)
 {
     int64_t L = d->num_layers, H = d->hidden, E = d->embed_dim, V = d->n_outputs;
     const real *emb = d->embedding;
-    for (int64_t r = 0; r < R; r++)
+    for (int64_t r = 0; r < rows; r++)
         memcpy(w->x + r * E, emb + (int64_t)w->last[r] * E, (size_t)E * sizeof(real));
     for (int64_t l = 0; l < L; l++) {
         const real *in = l == 0 ? w->x : w->hn + (l - 1) * R * H;
-        FR_(cell_step)(blas, d, l, R, in, l == 0 ? E : H, w->h + l * R * H, w->c + l * R * H,
+        FR_(cell_step)(blas, d, l, rows, in, l == 0 ? E : H, w->h + l * R * H, w->c + l * R * H,
                        w->hn + l * R * H, w->cn + l * R * H, w->gates, w->gh);
     }
     const real *top = w->hn + (L - 1) * R * H, *out = top;
     if (d->attention != FR_ATTN_NONE) {
         int64_t F = d->mem_dim + H, S = e->src_steps;
         if (d->attention == FR_ATTN_BAHDANAU)
-            FR_(gemm_nt)(blas, R, H, H, top, H, d->query_W, 0, w->q);
-        for (int64_t r = 0; r < R; r++)
-            FR_(attend_row)(d, e, s0 + r / W, top + r * H, w->q + r * H, w->scores + r * S,
-                            w->feat + r * F);
-        FR_(gemm_nt)(blas, R, H, F, w->feat, F, d->combine_W, 0, w->out);
+            FR_(gemm_nt)(blas, rows, H, H, top, H, d->query_W, 0, w->q);
+        for (int64_t r = 0; r < rows; r++)  /* w->out is free until the combine GEMM */
+            FR_(attend_row)(d, e, s0 + w->row_sample[r], top + r * H, w->q + r * H, w->scores + r * S,
+                            w->feat + r * F, w->out + r * H);
+        FR_(gemm_nt)(blas, rows, H, F, w->feat, F, d->combine_W, 0, w->out);
         const real *cb = d->combine_b;
-        for (int64_t r = 0; r < R; r++)
-            for (int64_t j = 0; j < H; j++)
-                w->out[r * H + j] = (real)tanh(w->out[r * H + j] + cb[j]);
+        for (int64_t r = 0; r < rows; r++) {
+            real *o = w->out + r * H;
+            for (int64_t j = 0; j < H; j++) o[j] += cb[j];
+            FR_(fr_tanh)(o, o, H);
+        }
         out = w->out;
     }
-    FR_(gemm_nt)(blas, R, V, H, out, H, d->head_W, 0, w->logits);
+    FR_(gemm_nt)(blas, rows, V, H, out, H, d->head_W, 0, w->logits);
     const real *hb = d->head_b;
-    for (int64_t r = 0; r < R; r++) {
+    for (int64_t r = 0; r < rows; r++) {
         const real *z = w->logits + r * V;
         double *lp = w->logp + r * V, top_z = -INFINITY, total = 0;
         for (int64_t k = 0; k < V; k++) {
@@ -209,7 +223,7 @@ static void FR_(select_sample)(const fr_decoder *d, int64_t b, int64_t t, int64_
 {
     int64_t V = d->n_outputs, n = 0, live = 0;
     for (int64_t j = 0; j < w->live[b]; j++) {
-        const double *lp = w->logp + (b * W + j) * V;
+        const double *lp = w->logp + (w->row_start[b] + j) * V;
         double base = w->live_logp[b * W + j];
         for (int64_t k = 0; k < V; k++) {
             double val = base + lp[k];
@@ -243,7 +257,7 @@ static void FR_(select_sample)(const fr_decoder *d, int64_t b, int64_t t, int64_
         memcpy(next, seq, (size_t)(t - 1) * sizeof(int32_t));
         next[t - 1] = (int32_t)tok;
         w->next_logp[b * W + live] = val;
-        w->from[b * W + live] = (int32_t)(b * W + j);
+        w->from[b * W + live] = w->row_start[b] + (int32_t)j;
         live++;
     }
     w->live[b] = (int32_t)live;
@@ -252,27 +266,31 @@ static void FR_(select_sample)(const fr_decoder *d, int64_t b, int64_t t, int64_
         w->done[b] = 1;
 }
 
-/* The rows of live hypotheses take the state they came from. */
-static void FR_(follow_hypotheses)(const fr_decoder *d, int64_t nb, int64_t W, int64_t t,
-                                   int64_t max_len, FR_(block_ws) *w)
+/* Repack the rows: the live hypotheses of unfinished samples, in sample
+ * order, take the state of the row they came from. Returns the row count. */
+static int64_t FR_(follow_hypotheses)(const fr_decoder *d, int64_t nb, int64_t W, int64_t t,
+                                      int64_t max_len, FR_(block_ws) *w)
 {
-    int64_t L = d->num_layers, H = d->hidden, R = nb * W;
+    int64_t L = d->num_layers, H = d->hidden, R = nb * W, rows = 0;
     size_t row = (size_t)H * sizeof(real);
     for (int64_t b = 0; b < nb; b++) {
         if (w->done[b]) continue;
+        w->row_start[b] = (int32_t)rows;
         for (int64_t k = 0; k < w->live[b]; k++) {
-            int64_t r = b * W + k, src = w->from[r];
+            int64_t i = b * W + k, src = w->from[i], r = rows++;
             for (int64_t l = 0; l < L; l++) {
                 memcpy(w->h + (l * R + r) * H, w->hn + (l * R + src) * H, row);
                 if (d->cell == FR_LSTM)
                     memcpy(w->c + (l * R + r) * H, w->cn + (l * R + src) * H, row);
             }
-            w->live_logp[r] = w->next_logp[r];
-            w->last[r] = w->next_hist[r * max_len + t - 1];
-            memcpy(w->hist + r * max_len, w->next_hist + r * max_len,
+            w->row_sample[r] = (int32_t)b;
+            w->live_logp[i] = w->next_logp[i];
+            w->last[r] = w->next_hist[i * max_len + t - 1];
+            memcpy(w->hist + i * max_len, w->next_hist + i * max_len,
                    (size_t)t * sizeof(int32_t));
         }
     }
+    return rows;
 }
 
 /* Decode samples [s0, s0 + nb). */
@@ -283,33 +301,32 @@ static int FR_(decode_block)(const fr_blas *blas, const fr_decoder *d, const fr_
     FR_(block_ws) w;
     int rc = FR_(block_alloc)(&w, d, e->src_steps, nb, W, max_len);
     if (rc != FR_OK) return rc;
-    int64_t L = d->num_layers, H = d->hidden, R = nb * W, n = e->n_samples;
-    for (int64_t l = 0; l < L; l++)
-        for (int64_t r = 0; r < R; r++) {
-            int64_t s = s0 + r / W;
+    int64_t L = d->num_layers, H = d->hidden, R = nb * W, n = e->n_samples, rows = nb;
+    for (int64_t l = 0; l < L; l++)  /* one row (the empty hypothesis) per sample */
+        for (int64_t r = 0; r < nb; r++) {
             const real *c0 = d->cell == FR_LSTM ? e->c0 : NULL;
-            memcpy(w.h + (l * R + r) * H, (const real *)e->h0 + (l * n + s) * H,
+            memcpy(w.h + (l * R + r) * H, (const real *)e->h0 + (l * n + s0 + r) * H,
                    (size_t)H * sizeof(real));
-            if (c0) memcpy(w.c + (l * R + r) * H, c0 + (l * n + s) * H, (size_t)H * sizeof(real));
-            w.last[r] = d->bos;
+            if (c0)
+                memcpy(w.c + (l * R + r) * H, c0 + (l * n + s0 + r) * H,
+                       (size_t)H * sizeof(real));
         }
     for (int64_t b = 0; b < nb; b++) {
+        w.row_sample[b] = w.row_start[b] = (int32_t)b;
+        w.last[b] = d->bos;
         w.live[b] = 1;
         w.done[b] = 0;
         w.live_logp[b * W] = 0;
         scores[s0 + b] = -INFINITY;
         lengths[s0 + b] = 0;
     }
-    for (int64_t t = 1; t <= max_len; t++) {
-        int64_t active = 0;
-        for (int64_t b = 0; b < nb; b++) active += !w.done[b];
-        if (!active) break;
-        FR_(decode_step)(blas, d, e, s0, W, R, &w);
+    for (int64_t t = 1; t <= max_len && rows > 0; t++) {
+        FR_(decode_step)(blas, d, e, s0, R, rows, &w);
         for (int64_t b = 0; b < nb; b++)
             if (!w.done[b])
                 FR_(select_sample)(d, b, t, W, max_len, &w, tokens + (s0 + b) * max_len,
                                    lengths + s0 + b, scores + s0 + b);
-        FR_(follow_hypotheses)(d, nb, W, t, max_len, &w);
+        rows = FR_(follow_hypotheses)(d, nb, W, t, max_len, &w);
     }
     FR_(block_free)(&w);
     return FR_OK;

@@ -156,9 +156,13 @@ int fr_generate_f64(const fr_blas *blas, const fr_generator *g, const fr_samplin
                     const double *h0, const double *c0, int64_t n_new, int32_t *out,
                     double *ws, int n_threads);
 
-/* Vectorisable activations, exposed for the accuracy tests. */
+/* Activations over a row (y may be x): float vectorisable, exposed for the
+ * accuracy tests; double through libm. The decoding kernel uses them as
+ * FR_(fr_sigmoid) / FR_(fr_tanh). */
 void fr_sigmoid_f32(const float *x, float *y, int64_t n);
 void fr_tanh_f32(const float *x, float *y, int64_t n);
+void fr_sigmoid_f64(const double *x, double *y, int64_t n);
+void fr_tanh_f64(const double *x, double *y, int64_t n);
 
 /* 1 when built with OpenMP, and the thread count OpenMP would use. */
 int fr_openmp_enabled(void);

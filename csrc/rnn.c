@@ -636,6 +636,16 @@ FR_CLONES void fr_tanh_f32(const float *x, float *y, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] = fr_tanhf(x[i]);
 }
 
+void fr_sigmoid_f64(const double *x, double *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = fr_sigmoidd(x[i]);
+}
+
+void fr_tanh_f64(const double *x, double *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = fr_tanhd(x[i]);
+}
+
 #define real float
 #define FR_(name) name##_f32
 #define FR_GEMM sgemm

@@ -443,15 +443,16 @@ def estimator_class(cell, task=None):
 
 
 def load(path):
-    """Read an estimator written by ``est.save(path)`` (or a SequenceGenerator
-    or Forecaster written by its ``save``); only the nine classes above and
-    those two can come out of a file. Anything wrong with the file raises
-    fastrnn.ModelFileError (a ValueError); see SECURITY.md. A path that does
+    """Read an estimator written by ``est.save(path)`` (the nine classes
+    above, or Seq2Seq), or a SequenceGenerator or Forecaster written by its
+    ``save``; only those classes can come out of a file. Anything wrong with
+    the file raises fastrnn.ModelFileError (a ValueError); see SECURITY.md. A path that does
     not exist raises a FileNotFoundError (which is also a ModelFileError)."""
     if not os.path.exists(path):
         raise persistence.ModelFileNotFoundError(errno.ENOENT, "no such fastrnn model file",
                                                  os.fspath(path))
     from fastrnn.forecaster import Forecaster  # the wrappers import this module
     from fastrnn.generator import SequenceGenerator
-    return persistence.load(path, ESTIMATORS, wrappers={
+    from fastrnn.seq2seq import Seq2Seq
+    return persistence.load(path, {**ESTIMATORS, "Seq2Seq": Seq2Seq}, wrappers={
         cls.__name__: cls for cls in (SequenceGenerator, Forecaster)})

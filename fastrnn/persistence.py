@@ -4,8 +4,12 @@ The file is a NumPy .npz read with allow_pickle=False: the flat parameter
 buffer, fitted arrays, and one JSON document with the class name, the
 hyper-parameters, the network configuration and the fastrnn version. Loading
 executes no code from the file; a class is only ever taken from the mapping
-the caller passes (fastrnn.load: the nine estimators). The estimator owns what
-is stored: ``_get_fitted_state()`` / ``_set_fitted_state()``.
+the caller passes (fastrnn.load: the nine estimators and Seq2Seq). The
+estimator owns what is stored: ``_get_fitted_state()`` /
+``_set_fitted_state()``. The network's class comes from NETWORKS below, keyed
+by the name the estimator class declares (``_network_class``); each entry
+knows how to check a configuration against the parameters present and how to
+check the estimator's fitted state against its network.
 
 ``load`` checks the whole file before it allocates or computes anything: the
 types and ranges of every field, every size against the parameters actually
@@ -21,6 +25,7 @@ from numbers import Real
 import numpy as np
 
 from fastrnn.network import Network
+from fastrnn.seq2seq_network import ATTENTIONS, Seq2SeqNetwork
 
 FORMAT = "fastrnn-estimator"
 FORMAT_VERSION = 1
@@ -100,7 +105,7 @@ def _estimator_document(estimator):
         "fastrnn_version": fastrnn.__version__,
         "class": type(estimator).__name__,
         "params": _params_document(estimator),
-        "network": net.config, "dtype": net.dtype.name,
+        "network_class": type(net).__name__, "network": net.config, "dtype": net.dtype.name,
         "fitted": {k: _jsonable(v) for k, v in attributes.items()},
     }
     arrays = {name: value.astype(str) if value.dtype == object else value
@@ -190,13 +195,19 @@ def _one_of(value, name, options):
         raise ValueError(f"{name} must be one of {sorted(map(repr, options))}, got {value!r}")
 
 
+def _stack_params(cell, I, H, L, D):
+    """Parameters of a recurrent stack (without layer norm), in closed form."""
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    return D * G * H * ((I + H + 2) + (L - 1) * (D * H + H + 2))
+
+
 def _n_params(config):
     """Parameters of a network with this configuration, in closed form (no
     allocation, no loop over layers); Network lays them out."""
     G = {"lstm": 4, "gru": 3, "rnn": 1}[config["cell"]]
     H, L, D = config["hidden_size"], config["num_layers"], 2 if config["bidirectional"] else 1
     I, O = config["input_size"], config["output_size"]
-    stack = D * G * H * ((I + H + 2) + (L - 1) * (D * H + H + 2))
+    stack = _stack_params(config["cell"], I, H, L, D)
     if config["layer_norm"]:  # gain and bias of both pre-activations (and an LSTM's cell)
         stack += L * D * (4 * G * H + (2 * H if config["cell"] == "lstm" else 0))
     norms = L * D * H * {None: 0, "layer": 2, "batch": 4}[config["norm"]]
@@ -238,6 +249,46 @@ def _check_network(config, flat):
                          f"{_n_params(config)}")
 
 
+_SEQ2SEQ_KEYS = {"cell", "source_vocab", "target_vocab", "embedding_dim", "hidden_size",
+                 "num_layers", "bidirectional", "attention", "source_features"}
+
+
+def _n_seq2seq_params(config):
+    """Parameters of a Seq2SeqNetwork, in closed form (it lays them out)."""
+    E, H, L = config["embedding_dim"], config["hidden_size"], config["num_layers"]
+    D, V = 2 if config["bidirectional"] else 1, config["target_vocab"]
+    F = config["source_features"]
+    if F is None:  # a source embedding before the encoder
+        n = config["source_vocab"] * E + _stack_params(config["cell"], E, H, L, D)
+    else:
+        n = _stack_params(config["cell"], F, H, L, D)
+    n += (V + 2) * E + _stack_params(config["cell"], E, H, L, 1)
+    n += {"luong": H * D * H, "bahdanau": H * H + H * D * H + H, None: 0}[config["attention"]]
+    if config["attention"] is not None:
+        n += H * (D * H + H) + H  # the combine layer
+    return n + (V + 1) * (H + 1)
+
+
+def _check_seq2seq_network(config, flat):
+    """A Seq2SeqNetwork's configuration: its keys, each size bounded by the
+    parameters present, then the exact count."""
+    if not isinstance(config, dict) or set(config) != _SEQ2SEQ_KEYS:
+        raise ValueError(f"the network must be described by exactly {sorted(_SEQ2SEQ_KEYS)}")
+    most = max(1, flat.size)
+    _one_of(config["cell"], "cell", ("lstm", "gru"))
+    for name in ("target_vocab", "embedding_dim", "hidden_size", "num_layers"):
+        _count(config[name], name, most)
+    for name in ("source_vocab", "source_features"):
+        _count(config[name], name, most, optional=True)
+    if (config["source_vocab"] is None) == (config["source_features"] is None):
+        raise ValueError("a source has either a vocabulary or features")
+    _one_of(config["bidirectional"], "bidirectional", (True, False))
+    _one_of(config["attention"], "attention", ATTENTIONS)
+    if flat.size != _n_seq2seq_params(config):
+        raise ValueError(f"the parameter buffer has {flat.size} values, the network "
+                         f"{_n_seq2seq_params(config)}")
+
+
 def _check_parameters(flat, dtype):
     if flat.ndim != 1 or flat.dtype.kind != "f":
         raise ValueError("flat_params must be a 1-D float array")
@@ -245,6 +296,31 @@ def _check_parameters(flat, dtype):
         raise ValueError("parameters hold NaN or inf")
     if flat.size and np.max(np.abs(flat)) > np.finfo(dtype).max:
         raise ValueError(f"parameters overflow {np.dtype(dtype).name}")
+
+
+def _check_training_record(fitted, curves):
+    """Epochs and steps (non-negative ints), the curves (lists of numbers;
+    all but loss_curve_ may be null) and the best scores (numbers or null)."""
+    for name in ("loss_curve_", "n_iter_", "t_"):
+        if name not in fitted:
+            raise ValueError(f"fitted attribute {name} is missing")
+    for name in ("n_iter_", "t_"):
+        _natural(fitted[name], name)
+    for name in curves:
+        curve = fitted.get(name)
+        if not (curve is None and name != "loss_curve_") and not (
+                isinstance(curve, list) and all(isinstance(v, Real) and not isinstance(v, bool)
+                                                for v in curve)):
+            raise ValueError(f"{name} must be a list of numbers")
+    for name in ("best_loss_", "best_validation_score_"):
+        value = fitted.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+            raise ValueError(f"{name} must be a number or null")
+
+
+def _natural(value, name, most=2**62):
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < most:
+        raise ValueError(f"{name} must be an int in [0, {most})")
 
 
 def _check_fitted(fitted, arrays, config, est):
@@ -255,24 +331,10 @@ def _check_fitted(fitted, arrays, config, est):
     known = set(est._FITTED_SCALARS) | set(est._CURVES)
     if set(fitted) - known:
         raise ValueError(f"unknown fitted attributes {sorted(set(fitted) - known)}")
-    for name in ("task_", "input_kind_", "per_step_", "loss_curve_", "n_iter_", "t_"):
+    for name in ("task_", "input_kind_", "per_step_"):
         if name not in fitted:
             raise ValueError(f"fitted attribute {name} is missing")
-    big = 2**62
-    for name in ("n_iter_", "t_"):
-        if isinstance(fitted[name], bool) or not isinstance(fitted[name], int) or \
-                not 0 <= fitted[name] < big:
-            raise ValueError(f"{name} must be a non-negative int")
-    for name in est._CURVES:
-        curve = fitted.get(name)
-        if not (curve is None and name != "loss_curve_") and not (
-                isinstance(curve, list) and all(isinstance(v, Real) and not isinstance(v, bool)
-                                                for v in curve)):
-            raise ValueError(f"{name} must be a list of numbers")
-    for name in ("best_loss_", "best_validation_score_"):
-        value = fitted.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
-            raise ValueError(f"{name} must be a number or null")
+    _check_training_record(fitted, est._CURVES)
     _one_of(fitted["task_"], "task_", ("classification", "regression"))
     _one_of(fitted["input_kind_"], "input_kind_", tuple(_INPUT_KINDS))
     _one_of(fitted["per_step_"], "per_step_", (True, False))
@@ -347,9 +409,73 @@ def _check_estimator(est, config, dtype):
         raise ValueError(f"the parameters {wrong} disagree with the network")
 
 
+# The longest target a Seq2Seq file may claim: predict decodes up to twice it.
+_MAX_TARGET_LENGTH = 2**16
+
+
+def _check_seq2seq_estimator(est, fitted, arrays, config, dtype):
+    """A Seq2Seq's hyper-parameters, vocabularies and training record, and
+    their agreement with its network."""
+    est._validate_params()
+    wrong = [name for name in ("cell", "hidden_size", "num_layers", "bidirectional",
+                               "embedding_dim", "attention") if config[name] != getattr(est, name)]
+    if np.dtype(est.dtype) != np.dtype(dtype):
+        wrong.append("dtype")
+    if wrong:
+        raise ValueError(f"the parameters {wrong} disagree with the network")
+    if not isinstance(fitted, dict) or set(fitted) != set(est._FITTED_NAMES) or arrays:
+        raise ValueError(f"a Seq2Seq stores exactly {list(est._FITTED_NAMES)}")
+    _check_training_record(fitted, ("loss_curve_", "validation_scores_"))
+    _natural(fitted["max_target_length_"], "max_target_length_", _MAX_TARGET_LENGTH)
+    features = fitted["n_source_features_"]
+    _count(features, "n_source_features_", 2**62, optional=True)
+    if features != config["source_features"] or \
+            (features is None) == (fitted["source_kind_"] == "features"):
+        raise ValueError("n_source_features_ disagrees with the network")
+    for side, size in (("source", config["source_vocab"]), ("target", config["target_vocab"])):
+        kind, vocab = fitted[f"{side}_kind_"], fitted[f"{side}_vocab_"]
+        _one_of(kind, f"{side}_kind_", ("str", "tokens", "features") if side == "source"
+                else ("str", "tokens"))
+        if kind == "str" and not (
+                isinstance(vocab, list) and all(isinstance(c, str) and len(c) == 1
+                                                for c in vocab)
+                and sorted(set(vocab)) == vocab and size == max(1, len(vocab))):
+            raise ValueError(f"{side}_vocab_ must hold the {size} sorted distinct characters "
+                             "of the network's vocabulary")
+        if kind != "str" and vocab is not None:
+            raise ValueError(f"{side}_vocab_ of token ids or features must be null")
+        if fitted[f"n_{side}_tokens_"] != size:
+            raise ValueError(f"n_{side}_tokens_ disagrees with the network")
+
+
+def _check_rnn_estimator(est, fitted, arrays, config, dtype):
+    """An estimator of fastrnn.estimators and its Network."""
+    _check_estimator(est, config, dtype)
+    _check_fitted(fitted, arrays, config, est)
+
+
+# network class name -> (class, check of a configuration against the flat
+# parameters, check of the estimator's parameters and fitted state against the
+# configuration). An estimator class names its network in _network_class
+# (default "Network"); files before Seq2Seq have no "network_class" entry.
+NETWORKS = {
+    "Network": (Network, _check_network, _check_rnn_estimator),
+    "Seq2SeqNetwork": (Seq2SeqNetwork, _check_seq2seq_network, _check_seq2seq_estimator),
+}
+
+
+def _network_entry(meta, cls):
+    name = getattr(cls, "_network_class", "Network")
+    if meta.get("network_class", "Network") != name:
+        raise ValueError(f"a {cls.__name__} has a {name}, the file describes "
+                         f"{meta.get('network_class')!r}")
+    return NETWORKS[name]
+
+
 def load(path, classes, wrappers=None):
     """Read an estimator written by ``save``; ``classes`` maps the class names
-    a file may name to the classes (fastrnn.load passes the nine estimators).
+    a file may name to the classes (fastrnn.load passes the nine estimators
+    and Seq2Seq).
     A file written by ``save_wrapper`` needs its wrapper's class in
     ``wrappers`` (fastrnn.load: SequenceGenerator, Forecaster) and gives the
     wrapper. Raises ModelFileError for anything wrong with the file."""
@@ -374,12 +500,12 @@ def load(path, classes, wrappers=None):
                     fitted.setdefault(curve, meta[curve])
         flat = files.pop("flat_params")
         _check_parameters(flat, dtype)
+        network, check_network, check_estimator = _network_entry(meta, cls)
         config = meta.get("network")
-        _check_network(config, flat)
+        check_network(config, flat)
         est = cls(**{k: _from_json(v) for k, v in params.items()})
-        _check_estimator(est, config, dtype)
-        _check_fitted(fitted, files, config, est)
-        net = Network.from_flat(config, dtype, flat.astype(dtype), n_threads=est.n_threads)
+        check_estimator(est, fitted, files, config, dtype)
+        net = network.from_flat(config, dtype, flat.astype(dtype), n_threads=est.n_threads)
         est._set_fitted_state(fitted, files, net)
     except (TypeError, KeyError, ValueError, OverflowError, RecursionError) as exc:
         raise ModelFileError(f"{path} is a damaged fastrnn model file ({exc})") from exc

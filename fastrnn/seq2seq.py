@@ -12,11 +12,19 @@ encoder-decoder network and attention (fastrnn.seq2seq_network)::
     ['bba', 'ab']
 
 X and Y are lists of strings (one token per character) or of integer token-id
-sequences, of any lengths. Training uses teacher forcing; prediction decodes
-greedily (beam_width=1) or with a length-normalised beam search, both in C
-(csrc/decode.h); greedy_decode and beam_search below are the same algorithms
-in NumPy, one Python step at a time: the reference the tests hold the C
-decoder to, and the greedy decoding that attention_weights records.
+sequences, of any lengths. X may also hold sequences of feature vectors (an
+(n, S, F) array or a list of (S_i, F) arrays): captioning with attention, the
+decoder attending over, say, the 8 rows of a digit image. That lives here and
+not in SequenceGenerator because it is exactly this model with the source
+embedding left out: the encoder, the C attention kernels and the C greedy and
+beam decoders apply unchanged, whereas SequenceGenerator is a next-token
+classifier whose only handle on the features is its initial state.
+
+Training uses teacher forcing; prediction decodes greedily (beam_width=1) or
+with a length-normalised beam search, both in C (csrc/decode.h);
+greedy_decode and beam_search below are the same algorithms in NumPy, one
+Python step at a time: the reference the tests hold the C decoder to, and the
+greedy decoding that attention_weights records.
 """
 import time
 import warnings
@@ -29,7 +37,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from fastrnn import _data
+from fastrnn import _data, persistence
 from fastrnn._base import BaseFastRNN, TrainingDivergedError
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
 from fastrnn.layers import State, as_float_dtype
@@ -49,7 +57,8 @@ _TRAINING_PARAMETERS = (
 
 # ----- sequences <-> id arrays ----------------------------------------------------------------
 def _side_kind(seqs, name):
-    """"str" when every item is a string, else "tokens" (1-D integer ids)."""
+    """"str" when every item is a string, "features" when every item is 2-D
+    (a sequence of feature vectors), else "tokens" (1-D integer ids)."""
     if isinstance(seqs, (str, bytes)) or not hasattr(seqs, "__len__") or len(seqs) == 0:
         raise ValueError(f"{name} must be a non-empty list of strings or of token-id "
                          "sequences")
@@ -57,7 +66,23 @@ def _side_kind(seqs, name):
         return "str"
     if any(isinstance(s, str) for s in seqs):
         raise ValueError(f"{name} mixes strings and token sequences")
+    if isinstance(seqs, np.ndarray) and seqs.ndim == 3 or all(np.ndim(s) == 2 for s in seqs):
+        return "features"
     return "tokens"
+
+
+def _to_features(seqs, n_features, name):
+    """A list of float64 (length, n_features) arrays of finite values."""
+    out = []
+    for s in seqs:
+        a = np.asarray(s, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != n_features:
+            raise ValueError(f"each sequence of {name} must be an array of (length, "
+                             f"{n_features}) feature vectors, got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} holds NaN or inf")
+        out.append(a)
+    return out
 
 
 def _to_ids(seqs, kind, vocab, name):
@@ -86,9 +111,10 @@ def _to_ids(seqs, kind, vocab, name):
 
 
 def _pad_ids(seqs):
-    """(n, max len) int32 ids right-padded with 0, and the lengths."""
+    """(n, max len) int32 ids (or (n, max len, F) feature vectors) right-padded
+    with 0, and the lengths."""
     lengths = np.array([len(s) for s in seqs], dtype=np.int32)
-    out = np.zeros((len(seqs), max(1, lengths.max())), np.int32)
+    out = np.zeros((len(seqs), max(1, lengths.max())) + seqs[0].shape[1:], seqs[0].dtype)
     for i, s in enumerate(seqs):
         out[i, :len(s)] = s
     return out, lengths
@@ -272,8 +298,11 @@ class Seq2Seq(BaseEstimator):
         The encoder-attention-decoder network.
     source_vocab_, target_vocab_ : list of str or None
         The characters of string input (None for token ids).
-    n_source_tokens_, n_target_tokens_ : int
-        Token ids per side (the end token comes on top for targets).
+    n_source_tokens_, n_target_tokens_ : int or None
+        Token ids per side (the end token comes on top for targets); None for
+        a source of feature vectors.
+    n_source_features_ : int or None
+        Features per source vector when X holds feature vectors, else None.
     max_target_length_ : int
         The longest target seen in fit (predict's default length bound).
     loss_curve_ : list of float
@@ -347,8 +376,16 @@ class Seq2Seq(BaseEstimator):
     # ----- data ---------------------------------------------------------------------------
     def _learn_vocabularies(self, X, Y):
         self.source_kind_, self.target_kind_ = _side_kind(X, "X"), _side_kind(Y, "Y")
+        self.n_source_features_ = None
+        if self.target_kind_ == "features":
+            raise ValueError("Y must be strings or token-id sequences, not feature vectors")
+        if self.source_kind_ == "features":
+            self.n_source_features_ = int(np.shape(X[0])[1])
+            self.source_vocab_, self.n_source_tokens_ = None, None
         for side, seqs, kind in (("source", X, self.source_kind_),
                                  ("target", Y, self.target_kind_)):
+            if kind == "features":
+                continue
             if kind == "str":
                 vocab = sorted(set("".join(seqs)))
                 setattr(self, f"{side}_vocab_", vocab)
@@ -361,8 +398,11 @@ class Seq2Seq(BaseEstimator):
     def _source_ids(self, X):
         if _side_kind(X, "X") != self.source_kind_:
             raise ValueError(f"X must be of the kind seen in fit ({self.source_kind_})")
-        vocab = self.source_vocab_ if self.source_kind_ == "str" else self.n_source_tokens_
-        ids = _to_ids(X, self.source_kind_, vocab, "X")
+        if self.source_kind_ == "features":
+            ids = _to_features(X, self.n_source_features_, "X")
+        else:
+            vocab = self.source_vocab_ if self.source_kind_ == "str" else self.n_source_tokens_
+            ids = _to_ids(X, self.source_kind_, vocab, "X")
         if min(len(s) for s in ids) < 1:
             raise ValueError("every source sequence needs at least one token")
         return ids
@@ -389,7 +429,11 @@ class Seq2Seq(BaseEstimator):
     def fit(self, X, Y, *, X_val=None, Y_val=None):
         """Train on pairs (X[i], Y[i]) with teacher forcing.
 
-        X, Y : lists of strings or of 1-D integer token-id sequences.
+        X : a list of strings or of 1-D integer token-id sequences; or
+            sequences of feature vectors, an (n, S, F) array or a list of
+            (S_i, F) arrays (e.g. the rows of images, for captioning: the
+            decoder attends over them).
+        Y : a list of strings or of 1-D integer token-id sequences.
         X_val, Y_val : optional held-out pairs; their exact-match accuracy is
             recorded per epoch in validation_scores_ (and drives early stopping).
         """
@@ -401,7 +445,9 @@ class Seq2Seq(BaseEstimator):
             self._learn_vocabularies(X, Y)
         train = self._pairs(X, Y)
         if first:
-            self._build_model()
+            self.model_ = self._new_network()
+        if first or getattr(self, "_optimizer", None) is None:  # a loaded model has none
+            self._optimizer = self._new_optimizer()
         self.max_target_length_ = max(getattr(self, "max_target_length_", 0),
                                       int(train.target_lengths.max()) - 1)
         train_idx, val = np.arange(len(train)), None
@@ -415,18 +461,20 @@ class Seq2Seq(BaseEstimator):
         self._run_epochs(train, train_idx, val)
         return self
 
-    def _build_model(self):
-        self.model_ = Seq2SeqNetwork(
+    def _new_network(self):
+        return Seq2SeqNetwork(
             self.cell, self.n_source_tokens_, self.n_target_tokens_, self.embedding_dim,
             self.hidden_size, self.num_layers, self.bidirectional, self.attention,
-            dtype=as_float_dtype(self.dtype), n_threads=self.n_threads, random_state=self._rng)
+            dtype=as_float_dtype(self.dtype), n_threads=self.n_threads, random_state=self._rng,
+            source_features=self.n_source_features_)
+
+    def _new_optimizer(self):
         schedule = LearningRateSchedule(self.learning_rate, self.learning_rate_init,
                                         self.lr_decay, self.lr_decay_every, self.tol)
-        self._optimizer = Optimizer(self.solver, self.model_.flat_params.size,
-                                    self.model_.dtype, momentum=self.momentum,
-                                    nesterov=self.nesterovs_momentum, beta1=self.beta_1,
-                                    beta2=self.beta_2, epsilon=self.epsilon, rho=self.rho,
-                                    schedule=schedule)
+        return Optimizer(self.solver, self.model_.flat_params.size, self.model_.dtype,
+                         momentum=self.momentum, nesterov=self.nesterovs_momentum,
+                         beta1=self.beta_1, beta2=self.beta_2, epsilon=self.epsilon,
+                         rho=self.rho, schedule=schedule)
 
     def _validation_split(self, X, Y):
         n = len(X)
@@ -626,6 +674,40 @@ class Seq2Seq(BaseEstimator):
         if len(pred) != len(Y):
             raise ValueError(f"X has {len(pred)} sequences, Y {len(Y)}")
         return float(np.mean([_same(p, y) for p, y in zip(pred, Y)]))
+
+    # ----- persistence -------------------------------------------------------------------
+    _network_class = "Seq2SeqNetwork"  # persistence.NETWORKS builds and checks it
+    _FITTED_NAMES = ("source_kind_", "target_kind_", "source_vocab_", "target_vocab_",
+                     "n_source_tokens_", "n_target_tokens_", "n_source_features_",
+                     "max_target_length_",
+                     "loss_curve_", "validation_scores_", "best_loss_", "n_iter_", "t_")
+
+    def save(self, path):
+        """Write the fitted model to path: a .npz without pickle, read back
+        with ``fastrnn.load(path)``, which checks the whole file first."""
+        persistence.save(self, path)
+
+    def _get_fitted_state(self):
+        """(attributes, arrays, network) for persistence: vocabularies, the
+        target length bound and the training record as JSON values, no arrays."""
+        check_is_fitted(self, "model_")
+        attributes = {name: getattr(self, name) for name in self._FITTED_NAMES}
+        for name in ("loss_curve_", "validation_scores_"):
+            curve = attributes[name]
+            attributes[name] = None if curve is None else [float(v) for v in curve]
+        attributes["best_loss_"] = float(self.best_loss_)
+        return attributes, {}, self.model_
+
+    def _set_fitted_state(self, attributes, arrays, network):
+        """Restore what _get_fitted_state gave (persistence has checked it
+        against the network); the optimizer and random generator start afresh."""
+        if set(attributes) != set(self._FITTED_NAMES) or arrays:
+            raise ValueError(f"a Seq2Seq stores exactly {list(self._FITTED_NAMES)}")
+        for name, value in attributes.items():
+            setattr(self, name, value)
+        self.model_, self._optimizer = network, None
+        self._rng = np.random.default_rng(self.random_state)
+        return self
 
 
 def _same(pred, y):

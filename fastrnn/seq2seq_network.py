@@ -1,6 +1,7 @@
 """The encoder-attention-decoder network behind fastrnn.Seq2Seq.
 
-    source ids -> embedding -> encoder stack (optionally bidirectional) -> memory M
+    source ids -> embedding (or source feature vectors, e.g. image rows)
+        -> encoder stack (optionally bidirectional) -> memory M
     [BOS, y_1 .. y_n] -> embedding -> decoder stack (initial state: the encoder's
         final state, directions summed) -> H
     attention (Luong "general" h W m, or Bahdanau's additive v.tanh(Wq h + Wk m),
@@ -18,7 +19,7 @@ import numpy as np
 from fastrnn import _kernels
 from fastrnn._threads import resolve_n_threads
 from fastrnn.layers import STACKS, State, as_float_dtype, load_into
-from fastrnn.network import glorot_uniform, orthogonal
+from fastrnn.network import Network, glorot_uniform, orthogonal
 
 ATTENTIONS = ("luong", "bahdanau", None)
 
@@ -50,19 +51,27 @@ class Seq2SeqNetwork:
     source_vocab, target_vocab: token counts; the decoder's input vocabulary is
     target_vocab + 2 (EOS = target_vocab, BOS = target_vocab + 1) and the head
     predicts target_vocab + 1 classes (the tokens and EOS).
+    source_features: instead of source tokens, the source is a sequence of
+    feature vectors of this size (e.g. the rows of an image, for captioning);
+    then there is no source embedding and source_vocab must be None.
     """
 
     def __init__(self, cell, source_vocab, target_vocab, embedding_dim, hidden_size,
                  num_layers=1, bidirectional=False, attention="luong", dtype=np.float32,
-                 n_threads=None, random_state=None):
+                 n_threads=None, random_state=None, source_features=None):
         if cell not in ("lstm", "gru"):
             raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
-        self.config = dict(cell=cell, source_vocab=int(source_vocab),
+        if (source_vocab is None) == (source_features is None):
+            raise ValueError("give exactly one of source_vocab and source_features")
+        self.config = dict(cell=cell,
+                           source_vocab=None if source_vocab is None else int(source_vocab),
                            target_vocab=int(target_vocab), embedding_dim=int(embedding_dim),
                            hidden_size=int(hidden_size), num_layers=int(num_layers),
-                           bidirectional=bool(bidirectional), attention=attention)
+                           bidirectional=bool(bidirectional), attention=attention,
+                           source_features=None if source_features is None
+                           else int(source_features))
         self.dtype = as_float_dtype(dtype)
         self.n_threads = n_threads
         self.rng = np.random.default_rng(random_state)
@@ -87,9 +96,11 @@ class Seq2SeqNetwork:
         E, H, L = c["embedding_dim"], c["hidden_size"], c["num_layers"]
         D = 2 if c["bidirectional"] else 1
         Stack = STACKS[c["cell"]]
-        shapes = [("encoder.embedding.weight", (c["source_vocab"], E)),
-                  ("encoder", Stack.n_params(E, H, L, c["bidirectional"])),
-                  ("decoder.embedding.weight", (c["target_vocab"] + 2, E)),
+        shapes = []
+        if c["source_features"] is None:
+            shapes.append(("encoder.embedding.weight", (c["source_vocab"], E)))
+        shapes += [("encoder", Stack.n_params(self._encoder_inputs(), H, L, c["bidirectional"])),
+                   ("decoder.embedding.weight", (c["target_vocab"] + 2, E)),
                   ("decoder", Stack.n_params(E, H, L, False))]
         if c["attention"] == "luong":
             shapes.append(("attention.weight", (H, D * H)))
@@ -100,6 +111,10 @@ class Seq2SeqNetwork:
             shapes += [("combine.weight", (H, D * H + H)), ("combine.bias", (H,))]
         shapes += [("head.weight", (self.n_outputs, H)), ("head.bias", (self.n_outputs,))]
         return shapes
+
+    def _encoder_inputs(self):
+        c = self.config
+        return c["embedding_dim"] if c["source_features"] is None else c["source_features"]
 
     def _build(self):
         c = self.config
@@ -113,8 +128,9 @@ class Seq2SeqNetwork:
             p = self.flat_params[offset:offset + size]
             g = self.flat_grads[offset:offset + size]
             if name in ("encoder", "decoder"):
+                inputs = self._encoder_inputs() if name == "encoder" else c["embedding_dim"]
                 stack = STACKS[c["cell"]](
-                    c["embedding_dim"], c["hidden_size"], c["num_layers"],
+                    inputs, c["hidden_size"], c["num_layers"],
                     bidirectional=c["bidirectional"] and name == "encoder", dtype=self.dtype,
                     n_threads=self.n_threads, flat_params=p, flat_grads=g)
                 setattr(self, name, stack)
@@ -180,15 +196,27 @@ class Seq2SeqNetwork:
 
     def __setstate__(self, state):
         flat = state.pop("flat_params")
+        # pickles from before feature sources have no source_features
+        state["config"] = {"source_features": None, **state["config"]}
         self.__dict__.update(state)
         self._build()
         self.flat_params[:] = flat
 
+    @classmethod
+    def from_flat(cls, config, dtype, flat_params, n_threads=None):
+        """A network with this configuration and parameters, built without
+        initialising anything (as Network.from_flat; persistence uses it)."""
+        return Network.from_flat.__func__(cls, config, dtype, flat_params, n_threads)
+
     # ----- encoder ------------------------------------------------------------------------
     def encode(self, source, source_lengths, training=False):
         """Memory M (B, S, D*H) and the decoder's initial State (encoder final
-        states, directions summed per layer)."""
-        X = self.params["encoder.embedding.weight"][source]
+        states, directions summed per layer). source: token ids (B, S), or
+        feature vectors (B, S, source_features)."""
+        if self.config["source_features"] is None:
+            X = self.params["encoder.embedding.weight"][source]
+        else:
+            X = np.ascontiguousarray(source, dtype=self.dtype)
         M, state = self.encoder.forward(X, lengths=source_lengths, training=training)
         return M, self._bridge(state)
 
@@ -329,9 +357,11 @@ class Seq2SeqNetwork:
         np.add.at(g["decoder.embedding.weight"], decoder_input.reshape(-1),
                   dXd.reshape(-1, dXd.shape[-1]))
         dhN, dcN = self._bridge_backward(d_init)
-        dXs, _ = self.encoder.backward(dM, dhN, dcN, input_grad=True)
-        np.add.at(g["encoder.embedding.weight"], source.reshape(-1),
-                  dXs.reshape(-1, dXs.shape[-1]))
+        tokens = self.config["source_features"] is None  # features have no parameters
+        dXs, _ = self.encoder.backward(dM, dhN, dcN, input_grad=tokens)
+        if tokens:
+            np.add.at(g["encoder.embedding.weight"], source.reshape(-1),
+                      dXs.reshape(-1, dXs.shape[-1]))
 
     # ----- decoding ------------------------------------------------------------------------
     def decode(self, M, source_lengths, state, beam_width, max_len, n_threads=1):

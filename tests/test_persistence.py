@@ -147,11 +147,12 @@ def _write(path, meta, files):
 
 @pytest.fixture(scope="module")
 def model_files(small_task, tmp_path_factory):
-    """Valid files of a string-label classifier, a regressor and a token model,
-    with data each one predicts on."""
+    """Valid files of a string-label classifier, a regressor, a token model
+    and a Seq2Seq, with data each one predicts on."""
     X, y = small_task
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 5, size=(40, 6))
+    words = ["ab", "ba", "abb", "b"] * 5
     models = [
         (FastGRUClassifier(hidden_size=4, max_iter=1, class_weight={"a": 2.0, "b": 1.0},
                            random_state=0).fit(X, np.where(y == 1, "a", "b")), X),
@@ -159,6 +160,8 @@ def model_files(small_task, tmp_path_factory):
          X),
         (FastRNN(hidden_size=4, embedding_dim=3, max_iter=1, random_state=0).fit(
             tokens, tokens[:, 0] % 2), tokens),
+        (fastrnn.Seq2Seq(hidden_size=4, embedding_dim=3, max_iter=1, random_state=0).fit(
+            words, [w[::-1] for w in words]), words),
     ]
     folder = tmp_path_factory.mktemp("models")
     out = []
@@ -310,3 +313,73 @@ def test_a_huge_thread_count_in_a_file_is_clamped(model_files, tmp_path):
         assert loaded.n_threads == n_threads
         np.testing.assert_array_equal(loaded.predict(data), fastrnn.load(path).predict(data))
     assert available_cpus() >= 1
+
+
+# ----- Seq2Seq files ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def seq2seq_file(model_files):
+    path, _ = model_files[3]
+    assert _files(path)[0]["class"] == "Seq2Seq"
+    return path
+
+
+@pytest.mark.parametrize("change", [
+    ("network", "hidden_size", 33), ("network", "attention", "bahdanau"),
+    ("network", "attention", "os.system"), ("network", "source_vocab", 10**9),
+    ("network", "input_size", 3), ("network", "source_features", 3),
+    ("network_class", "Network"), ("network_class", "Evil"),
+    ("class", "FastLSTM"), ("params", "hidden_size", 16), ("params", "attention", None),
+    ("fitted", "source_vocab_", ["c", "b", "a"]), ("fitted", "target_vocab_", ["b", "a"]),
+    ("fitted", "n_target_tokens_", 4), ("fitted", "source_kind_", "tokens"),
+    ("fitted", "max_target_length_", 2**40), ("fitted", "max_target_length_", -1),
+    ("fitted", "n_iter_", "x"), ("fitted", "loss_curve_", None), ("fitted", "predict", 1),
+    ("fitted", "best_loss_", "low"),
+])
+def test_a_tampered_file_raises_model_file_error(seq2seq_file, tmp_path, change):
+    meta, files = _files(seq2seq_file)
+    node = meta
+    for key in change[:-2]:
+        node = node[key]
+    node[change[-2]] = change[-1]
+    _write(tmp_path / "bad.npz", meta, files)
+    with pytest.raises(fastrnn.ModelFileError):
+        fastrnn.load(tmp_path / "bad.npz")
+
+
+def test_truncated_or_damaged_files_raise_model_file_error(seq2seq_file, tmp_path, rng):
+    raw = seq2seq_file.read_bytes()
+    target = tmp_path / "cut.npz"
+    for cut in rng.integers(0, len(raw), size=10):
+        target.write_bytes(raw[:cut])
+        with pytest.raises(fastrnn.ModelFileError):
+            fastrnn.load(target)
+    meta, files = _files(seq2seq_file)
+    flat = files["flat_params"]
+    for bad in (flat[:-1], np.concatenate([flat, flat]), np.full(flat.shape, np.nan)):
+        _write(target, meta, {**files, "flat_params": bad})
+        with pytest.raises(fastrnn.ModelFileError):
+            fastrnn.load(target)
+    _write(target, meta, {**files, "classes_": np.array([0, 1])})
+    with pytest.raises(fastrnn.ModelFileError):
+        fastrnn.load(target)
+
+
+def test_an_estimator_file_cannot_become_a_seq2seq(model_files, tmp_path):
+    meta, files = _files(model_files[1][0])
+    assert meta["network_class"] == "Network"
+    meta["class"], meta["params"] = "Seq2Seq", {}  # Seq2Seq's defaults: valid parameters
+    _write(tmp_path / "regressor.npz", meta, files)
+    with pytest.raises(fastrnn.ModelFileError, match="Seq2SeqNetwork"):
+        fastrnn.load(tmp_path / "regressor.npz")
+
+
+@pytest.mark.parametrize("cell, attention, bidirectional, num_layers", [
+    ("lstm", "luong", True, 1), ("gru", "bahdanau", False, 2), ("lstm", None, True, 3),
+    ("gru", "luong", False, 1)])
+def test_the_size_check_matches_the_seq2seq_layout(cell, attention, bidirectional, num_layers):
+    from fastrnn.seq2seq_network import Seq2SeqNetwork
+    net = Seq2SeqNetwork(cell, 7, 5, 3, 4, num_layers, bidirectional, attention)
+    assert persistence._n_seq2seq_params(net.config) == net.flat_params.size
+
+

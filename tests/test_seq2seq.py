@@ -7,8 +7,9 @@ import pickle
 import numpy as np
 import pytest
 
+import fastrnn
 from fastrnn import Seq2Seq
-from fastrnn.datasets import make_addition, make_dates
+from fastrnn.datasets import load_digits_sequences, make_addition, make_dates
 from fastrnn.losses import softmax_cross_entropy
 from fastrnn.seq2seq import _Pairs, _take_state, beam_search, greedy_decode
 from fastrnn.seq2seq_network import Seq2SeqNetwork
@@ -19,9 +20,13 @@ CONFIGS = [("lstm", "luong", True, 1), ("gru", "luong", False, 2),
 
 
 def tiny_batch(rng, net, B=3):
-    """Ragged source and target lengths (one sample with an empty target)."""
+    """Ragged source and target lengths (one sample with an empty target);
+    sources of token ids, or of feature vectors for a network that takes them."""
     c = net.config
-    source = [rng.integers(0, c["source_vocab"], L) for L in (5, 2, 4)[:B]]
+    if c["source_features"] is None:
+        source = [rng.integers(0, c["source_vocab"], L) for L in (5, 2, 4)[:B]]
+    else:
+        source = [rng.normal(size=(L, c["source_features"])) for L in (5, 2, 4)[:B]]
     target = [rng.integers(0, c["target_vocab"], L) for L in (3, 0, 4)[:B]]
     return _Pairs(source, target, net.bos, net.eos)
 
@@ -38,18 +43,24 @@ def loss_and_grad(net, pairs, weight):
     return loss, d_logits
 
 
-def make_net(cell, attention, bidirectional, num_layers, dtype=np.float64, seed=0):
-    net = Seq2SeqNetwork(cell, source_vocab=6, target_vocab=4, embedding_dim=3, hidden_size=4,
-                         num_layers=num_layers, bidirectional=bidirectional,
-                         attention=attention, dtype=dtype, random_state=seed)
+def make_net(cell, attention, bidirectional, num_layers, dtype=np.float64, seed=0,
+             source_features=None):
+    net = Seq2SeqNetwork(cell, source_vocab=None if source_features else 6, target_vocab=4,
+                         embedding_dim=3, hidden_size=4, num_layers=num_layers,
+                         bidirectional=bidirectional, attention=attention, dtype=dtype,
+                         random_state=seed, source_features=source_features)
     # larger weights than the initialisation: every term matters in the check
     net.flat_params[:] = np.random.default_rng(seed).normal(0, 0.5, net.flat_params.size)
     return net
 
 
-@pytest.mark.parametrize("cell,attention,bidirectional,num_layers", CONFIGS)
-def test_gradients_match_finite_differences(cell, attention, bidirectional, num_layers, rng):
-    net = make_net(cell, attention, bidirectional, num_layers)
+@pytest.mark.parametrize("cell,attention,bidirectional,num_layers,source_features",
+                         [c + (None,) for c in CONFIGS] + [("gru", "luong", True, 1, 3),
+                                                           ("lstm", "bahdanau", False, 2, 2)])
+def test_gradients_match_finite_differences(cell, attention, bidirectional, num_layers,
+                                            source_features, rng):
+    net = make_net(cell, attention, bidirectional, num_layers,
+                   source_features=source_features)
     pairs = tiny_batch(rng, net)
     weight = rng.uniform(0.5, 1.5, int(pairs.target_lengths.sum()))
     _, d_logits = loss_and_grad(net, pairs, weight)
@@ -388,3 +399,86 @@ def test_learns_addition_of_two_digit_numbers():
     unseen = [i for i in range(6000, 7000) if X[i] not in seen]
     model = Seq2Seq(hidden_size=64, max_iter=10, random_state=0).fit(X[:6000], Y[:6000])
     assert model.score([X[i] for i in unseen], [Y[i] for i in unseen]) >= 0.8
+
+
+# ----- persistence: the safe .npz format and pickle ------------------------------------------
+# (hostile Seq2Seq files: tests/test_persistence.py)
+def _same_outputs(a, b, X, Y):
+    """predict (greedy and beam), score_samples and attention_weights agree exactly."""
+    assert a.predict(X) == b.predict(X)
+    assert a.predict(X, beam_width=3) == b.predict(X, beam_width=3)
+    np.testing.assert_array_equal(a.score_samples(X, Y), b.score_samples(X, Y))
+    for wa, wb in zip(a.attention_weights(X), b.attention_weights(X)):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_save_load_and_pickle_give_the_same_model(reverser, tmp_path):
+    model, X, Y = reverser
+    path = tmp_path / "s2s.npz"
+    model.save(path)
+    loaded = fastrnn.load(path)
+    assert type(loaded) is Seq2Seq and loaded.get_params() == model.get_params()
+    for name in Seq2Seq._FITTED_NAMES:
+        assert getattr(loaded, name) == getattr(model, name), name
+    for restored in (loaded, pickle.loads(pickle.dumps(model))):
+        _same_outputs(restored, model, X[:30], Y[:30])
+    before = loaded.loss_curve_[:]
+    with pytest.warns(Warning):  # training goes on from the loaded weights
+        loaded.set_params(warm_start=True, max_iter=1).fit(X, Y)
+    assert loaded.n_iter_ == model.n_iter_ + 1 and loaded.loss_curve_[:-1] == before
+
+
+def test_token_gru_bahdanau_model_round_trips(rng, tmp_path):
+    X = [rng.integers(0, 5, int(n)) for n in rng.integers(1, 5, 40)]
+    Y = [np.sort(x)[::-1] for x in X]
+    for attention in ("bahdanau", None):
+        model = Seq2Seq(cell="gru", hidden_size=8, embedding_dim=4, max_iter=1,
+                        bidirectional=False, attention=attention, dtype="float64",
+                        random_state=0)
+        with pytest.warns(Warning):
+            model.fit(X, Y)
+        model.save(tmp_path / "t.npz")
+        loaded = fastrnn.load(tmp_path / "t.npz")
+        for a, b in zip(loaded.predict(X, beam_width=2), model.predict(X, beam_width=2)):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(loaded.score_samples(X, Y), model.score_samples(X, Y))
+
+
+# ----- captioning: the decoder attends over feature vectors (the rows of an image) ----------
+@pytest.fixture(scope="module")
+def captioner():
+    images, _, captions = load_digits_sequences()  # (1797, 8, 8): 8 rows of 8 pixels
+    model = Seq2Seq(cell="gru", hidden_size=32, embedding_dim=8, max_iter=20, batch_size=32,
+                    random_state=1)
+    with pytest.warns(Warning):
+        model.fit(images[:1400], captions[:1400])
+    return model, images, captions
+
+
+def test_captions_digit_images_by_attending_over_their_rows(captioner):
+    model, images, captions = captioner
+    assert model.source_kind_ == "features" and model.n_source_features_ == 8
+    assert model.score(images[1400:], captions[1400:]) >= 0.93
+    said = model.predict(images[1400:1410])
+    assert said == model.predict(list(images[1400:1410]))  # an array or a list of arrays
+    weights = model.attention_weights(images[1400:1403])
+    for w, caption in zip(weights, said):
+        assert w.shape == (len(caption) + 1, 8)
+        np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-5)
+    ragged = model.predict([images[1400][:5], images[1401]])  # fewer rows: still decodes
+    assert len(ragged) == 2 and all(isinstance(c, str) for c in ragged)
+
+
+def test_a_captioner_saves_loads_and_checks_its_input(captioner, tmp_path):
+    model, images, captions = captioner
+    model.save(tmp_path / "cap.npz")
+    loaded = fastrnn.load(tmp_path / "cap.npz")
+    _same_outputs(loaded, model, images[1400:1420], captions[1400:1420])
+    with pytest.raises(ValueError, match=r"\(length, 8\) feature vectors"):
+        model.predict(images[:2, :, :5])
+    with pytest.raises(ValueError, match="NaN"):
+        model.predict(np.full((1, 8, 8), np.nan))
+    with pytest.raises(ValueError, match="kind seen in fit"):
+        model.predict(["seven"])
+    with pytest.raises(ValueError, match="not feature vectors"):
+        Seq2Seq(max_iter=1).fit(captions[:3], images[:3])
