@@ -213,42 +213,49 @@ static inline void FR_(store_row)(real *c, const FR_VEC *v0, const FR_VEC *v1, i
         for (int64_t j = 0; j < w; j++) c[j] = tmp[j];
 }
 
+/* Rows [0, n) of C (+)= A P for one panel, n <= FR_MR known where this is
+ * inlined: n independent chains per vector hide the FMA latency. Every row
+ * sums over k in the same order whatever n is: a row's result must not
+ * depend on how many rows share its call (predictions would change with the
+ * batch around them). */
+static inline __attribute__((always_inline)) void FR_(panel_rows)(
+    int n, int64_t K, const real *A, int64_t lda, const real *P, real *C, int64_t ldc,
+    int64_t w, int accumulate)
+{
+    FR_VEC acc[FR_MR][2];
+    memset(acc, 0, sizeof acc);
+    for (int64_t k = 0; k < K; k++) {
+        const FR_VEC b0 = *(const FR_VEC *)(P + k * FR_NR);
+        const FR_VEC b1 = *(const FR_VEC *)(P + k * FR_NR + FR_VL);
+        for (int i = 0; i < n; i++) {
+            const real x = A[i * lda + k];
+            acc[i][0] += x * b0;
+            acc[i][1] += x * b1;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        FR_(store_row)(C + i * ldc, &acc[i][0], &acc[i][1], w, accumulate);
+}
+
 /* C[0:M, 0:w] (+)= A[0:M, 0:K] P for one packed panel P (K rows of FR_NR):
- * FR_MR rows at a time (8 accumulator vectors: what 16 ymm registers hold). */
+ * FR_MR rows at a time (8 accumulator vectors: what 16 ymm registers hold),
+ * then the last M % FR_MR rows in one pass (a step whose active samples are
+ * not a multiple of 4 runs them at the full rate, not one latency-bound
+ * row at a time). */
 FR_CLONES static void FR_(panel_kernel_mr4)(int64_t M, int64_t K, const real *A, int64_t lda,
                                             const real *P, real *C, int64_t ldc, int64_t w,
                                             int accumulate)
 {
     int64_t r = 0;
-    for (; r + FR_MR <= M; r += FR_MR) {
-        const real *a0 = A + r * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
-        FR_VEC c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
-        FR_VEC c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-        for (int64_t k = 0; k < K; k++) {
-            const FR_VEC b0 = *(const FR_VEC *)(P + k * FR_NR);
-            const FR_VEC b1 = *(const FR_VEC *)(P + k * FR_NR + FR_VL);
-            const real x0 = a0[k], x1 = a1[k], x2 = a2[k], x3 = a3[k];
-            c00 += x0 * b0; c01 += x0 * b1;
-            c10 += x1 * b0; c11 += x1 * b1;
-            c20 += x2 * b0; c21 += x2 * b1;
-            c30 += x3 * b0; c31 += x3 * b1;
-        }
-        FR_(store_row)(C + r * ldc, &c00, &c01, w, accumulate);
-        FR_(store_row)(C + (r + 1) * ldc, &c10, &c11, w, accumulate);
-        FR_(store_row)(C + (r + 2) * ldc, &c20, &c21, w, accumulate);
-        FR_(store_row)(C + (r + 3) * ldc, &c30, &c31, w, accumulate);
-    }
-    for (; r < M; r++) {
-        /* k in the same order as the wider kernels: a row's result must not
-         * depend on how many rows share its call (predictions would change
-         * with the batch around them) */
-        const real *a0 = A + r * lda;
-        FR_VEC c00 = {0}, c01 = {0};
-        for (int64_t k = 0; k < K; k++) {
-            c00 += a0[k] * *(const FR_VEC *)(P + k * FR_NR);
-            c01 += a0[k] * *(const FR_VEC *)(P + k * FR_NR + FR_VL);
-        }
-        FR_(store_row)(C + r * ldc, &c00, &c01, w, accumulate);
+    for (; r + FR_MR <= M; r += FR_MR)
+        FR_(panel_rows)(FR_MR, K, A + r * lda, lda, P, C + r * ldc, ldc, w, accumulate);
+    A += r * lda;
+    C += r * ldc;
+    switch (M - r) { /* constant row counts: the inlined loops unroll */
+    case 3: FR_(panel_rows)(3, K, A, lda, P, C, ldc, w, accumulate); break;
+    case 2: FR_(panel_rows)(2, K, A, lda, P, C, ldc, w, accumulate); break;
+    case 1: FR_(panel_rows)(1, K, A, lda, P, C, ldc, w, accumulate); break;
+    default: break;
     }
 }
 
