@@ -34,6 +34,10 @@ from fastrnn.network import Network
 from fastrnn.optim import SCHEDULES, SOLVERS, LearningRateSchedule, Optimizer
 
 PREDICT_BATCH = 1024  # samples per forward pass in predict: bounded memory on large X
+# ... and at most about this many floats in one layer's padded output (samples x steps x
+# width): 1024 sequences of 400 steps at H=128 made 210 MB of fresh pages per layer, whose
+# clearing cost more than the recurrence itself (bench/NOTES.md, ragged predict)
+PREDICT_ELEMENTS = 1 << 22
 # An epoch whose mean loss is this many times the loss of a constant prediction
 # (uniform class probabilities, or the mean of the standardised targets) has
 # diverged, even while every number is still finite.
@@ -762,9 +766,10 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         if self.length_bucketing and data.lengths is not None:
             order = np.argsort(data.lengths, kind="stable")
         outputs = None
+        rows = self._predict_rows(data.n_steps)
         with single_threaded_blas():
-            for start in range(0, len(data), PREDICT_BATCH):
-                idx = order[start:start + PREDICT_BATCH]
+            for start in range(0, len(data), rows):
+                idx = order[start:start + rows]
                 values, lengths, conditions = data.batch(idx)
                 out = net.forward(values, lengths=lengths, conditions=conditions,
                                   inference_dtype=inference_dtype,
@@ -777,6 +782,13 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
                 else:
                     outputs[idx] = out
         return outputs
+
+    def _predict_rows(self, n_steps):
+        """Samples per predict batch: PREDICT_BATCH, fewer for long sequences
+        (PREDICT_ELEMENTS floats per layer output), at least 64."""
+        c = self.model_.config
+        width = max(c["input_size"], c["hidden_size"] * self.model_.stack.num_directions)
+        return int(np.clip(PREDICT_ELEMENTS // max(1, n_steps * width), 64, PREDICT_BATCH))
 
     def _decision(self, X, conditions=None):
         check_is_fitted(self, "model_")

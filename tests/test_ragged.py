@@ -239,6 +239,28 @@ def test_sequence_predictions_on_a_ragged_list_equal_each_sequence_alone(
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("per_step", [False, True], ids=["sequence", "per-step"])
+def test_long_sequences_predict_in_smaller_batches_with_the_same_result(per_step, rng,
+                                                                        monkeypatch):
+    import fastrnn
+    X = [rng.normal(size=(L, 2)) for L in rng.integers(1, 40, 150)]
+    y = ([rng.integers(0, 2, len(x)) for x in X] if per_step
+         else rng.integers(0, 3, len(X)))
+    clf = fastrnn.FastGRUClassifier(hidden_size=4, max_iter=1, random_state=0).fit(X, y)
+    one_batch = clf.predict_proba(X)
+    monkeypatch.setattr(fastrnn._base, "PREDICT_ELEMENTS", 64 * 39 * 4)
+    assert clf._predict_rows(39) == 64  # 150 sequences now take 3 batches
+    monkeypatch.setattr(fastrnn._base, "PREDICT_ELEMENTS", 1)
+    assert clf._predict_rows(39) == 64  # never fewer than 64 samples
+    monkeypatch.setattr(fastrnn._base, "PREDICT_ELEMENTS", 1 << 40)
+    assert clf._predict_rows(39) == fastrnn._base.PREDICT_BATCH
+    monkeypatch.setattr(fastrnn._base, "PREDICT_ELEMENTS", 64 * 39 * 4)
+    batched = clf.predict_proba(X)
+    for a, b in zip(batched, one_batch):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_generator_scores_a_list_as_its_sequences_alone():
     from fastrnn import SequenceGenerator
     docs = ["abcabc", "ab", "cabbacab", "a"]
