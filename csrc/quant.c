@@ -68,8 +68,11 @@ static int fr_qfast(int kind)
 
 int fr_qgroup(int kind)
 {
-    return kind == FR_Q_INT8 ? 4 : kind == FR_Q_BF16 ? 2 : 0;
+    return kind == FR_Q_INT8 ? 4 : kind == FR_Q_BF16 ? 2 : kind == FR_Q_F32 ? 1 : 0;
 }
+
+/* Bytes of one converted activation (and packed weight) element. */
+static int64_t fr_qelem(int kind) { return kind == FR_Q_INT8 ? 1 : kind == FR_Q_BF16 ? 2 : 4; }
 
 static int64_t fr_qpadded(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
 
@@ -135,7 +138,7 @@ typedef struct {
 static int64_t fr_qrows_bytes(const fr_qweight *w, int64_t M)
 {
     const int64_t group = fr_qgroup(w->kind), kp = fr_qpadded(w->cols, group);
-    const int64_t elem = w->kind == FR_Q_INT8 ? 1 : 2;
+    const int64_t elem = fr_qelem(w->kind);
     return fr_qpadded(M * kp * elem, 64) + M * (int64_t)(sizeof(float) + sizeof(int32_t));
 }
 
@@ -143,7 +146,7 @@ static fr_qrows fr_qrows_convert(const fr_qweight *w, int64_t M, const float *A,
                                  void *scratch)
 {
     fr_qrows r;
-    const int64_t elem = w->kind == FR_Q_INT8 ? 1 : 2;
+    const int64_t elem = fr_qelem(w->kind);
     r.kp = fr_qpadded(w->cols, fr_qgroup(w->kind));
     r.rows = scratch;
     r.sa = (float *)((char *)scratch + fr_qpadded(M * r.kp * elem, 64));
@@ -152,8 +155,10 @@ static fr_qrows fr_qrows_convert(const fr_qweight *w, int64_t M, const float *A,
         if (w->kind == FR_Q_INT8)
             fr_quantize_row_u8(A + m * lda, w->cols, r.kp, (uint8_t *)r.rows + m * r.kp,
                                r.sa + m, r.zp + m);
-        else
+        else if (w->kind == FR_Q_BF16)
             fr_round_row_bf16(A + m * lda, w->cols, r.kp, (uint16_t *)r.rows + m * r.kp);
+        else /* f32: group 1, no padding */
+            memcpy((float *)r.rows + m * r.kp, A + m * lda, (size_t)w->cols * sizeof(float));
     }
     return r;
 }
@@ -181,10 +186,10 @@ static void fr_q8_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64
     }
 }
 
-static void fr_bf16_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p,
+static void fr_float_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p,
                           const float *acc, float *c, int accumulate)
 {
-    (void)r; /* the signature of fr_q8_store: the kernels call either */
+    (void)r; /* the signature of fr_q8_store: the kernels call either (bf16 and f32) */
     (void)m;
     const int64_t n0 = p * FR_Q_PANEL, nw = fr_qpanel_width(w, p);
     for (int64_t j = 0; j < nw; j++) c[n0 + j] = accumulate ? c[n0 + j] + acc[j] : acc[j];
@@ -240,7 +245,25 @@ FR_Q_CLONES static void fr_bf16_panel_portable(const fr_qweight *w, const fr_qro
                 acc[j] += a0 * w0[j];
             }
         }
-        fr_bf16_store(w, r, m, p, acc, C + m * ldc, accumulate);
+        fr_float_store(w, r, m, p, acc, C + m * ldc, accumulate);
+    }
+}
+
+/* f32 (a weight kept float32: tiny K or N) in k order; no target clones, so
+ * no fused multiply-add: the float32 sum of _quantize.reference_matmul. */
+static void fr_f32_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p,
+                                  float *C, int64_t ldc, int accumulate)
+{
+    const float *P = (const float *)w->packed + p * r->kp * FR_Q_PANEL;
+    for (int64_t m = 0; m < M; m++) {
+        const float *a = (const float *)r->rows + m * r->kp;
+        float acc[FR_Q_PANEL] = {0};
+        for (int64_t k = 0; k < r->kp; k++)
+            for (int j = 0; j < FR_Q_PANEL; j++) {
+                const float prod = a[k] * P[k * FR_Q_PANEL + j];
+                acc[j] += prod;
+            }
+        fr_float_store(w, r, m, p, acc, C + m * ldc, accumulate);
     }
 }
 
@@ -270,7 +293,7 @@ FR_Q_CLONES static void fr_bf16_panel_portable(const fr_qweight *w, const fr_qro
 #define FRQ_ACT uint16_t
 #define FRQ_W uint16_t
 #define FRQ_GROUP 2
-#define FRQ_STORE fr_bf16_store
+#define FRQ_STORE fr_float_store
 #include "quant_impl.h"
 #endif
 
@@ -295,6 +318,8 @@ static void fr_qpanels(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_
     for (int64_t p = p0; p < p1; p++) {
         if (w->kind == FR_Q_INT8)
             fr_q8_panel_portable(w, r, M, p, C, ldc, accumulate);
+        else if (w->kind == FR_Q_F32)
+            fr_f32_panel_portable(w, r, M, p, C, ldc, accumulate);
         else
             fr_bf16_panel_portable(w, r, M, p, C, ldc, accumulate);
     }

@@ -31,19 +31,22 @@
 extern "C" {
 #endif
 
-enum fr_qkind { FR_Q_BF16 = 1, FR_Q_INT8 = 2 };
+/* FR_Q_F32: a weight kept float32 in a reduced network (fastrnn._quantize's
+ * REDUCED_MIN_DIM: a GEMM with a tiny K or N gains nothing from reduction),
+ * packed in the same panels with a group of 1; portable C only. */
+enum fr_qkind { FR_Q_BF16 = 1, FR_Q_INT8 = 2, FR_Q_F32 = 3 };
 #define FR_Q_PANEL 16
 
 /* One (rows, cols) weight in reduced precision, packed as above. */
 typedef struct {
     int kind;
     int64_t rows, cols;
-    const void *packed;     /* int8_t (int8) or uint16_t bf16 bits */
+    const void *packed;     /* int8_t (int8), uint16_t bf16 bits or float (f32) */
     const float *scale;     /* int8: rows */
     const int32_t *row_sum; /* int8: rows, sum over k of q[n, k] */
 } fr_qweight;
 
-/* k per 32-bit lane: 4 (int8) or 2 (bf16); 0 for an unknown kind. */
+/* k per 32-bit lane: 4 (int8), 2 (bf16) or 1 (f32); 0 for an unknown kind. */
 int fr_qgroup(int kind);
 /* Bytes of scratch fr_qgemm needs for M rows of input. */
 int64_t fr_qgemm_scratch(const fr_qweight *w, int64_t M);

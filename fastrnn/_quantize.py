@@ -10,7 +10,8 @@ and the recurrent W_hh product of every recurrent layer and direction (C,
 one call per layer and direction) and the dense head; in generation
 (SequenceGenerator.generate) the same products inside the C sampling loop
 (fr_qgenerate). What stays float32:
-the embedding lookup, layer-normalized cells (``layer_norm=True``: their
+any weight with fewer than REDUCED_MIN_DIM rows or columns (below), the
+embedding lookup, layer-normalized cells (``layer_norm=True``: their
 layers run the float32 kernels), the norms and residuals between layers, and
 every training, explain and validation pass. float64 models are refused: a
 reduced copy of float64 weights would be a different model, fit it with
@@ -32,6 +33,16 @@ from fastrnn import _kernels
 
 INFERENCE_DTYPES = (None, "float32", "bfloat16", "int8")
 
+# A weight with fewer rows or columns than this stays float32 in a reduced
+# network: a GEMM with a tiny K (a univariate series' input projection, I=1)
+# or a tiny N (a regressor's one-output head) streams a few hundred bytes of
+# weights and costs as much to convert its activation rows as to multiply,
+# so reduction buys no speed, while its rounding is not averaged over a long
+# dot product (bfloat16 rounds a one-feature input to 8 bits) and a tiny
+# head's lands on the prediction itself. 4 is one int8 lane group. Applied
+# per weight, so fr_qforward, head_forward and fr_qgenerate all follow it.
+REDUCED_MIN_DIM = 4
+
 
 def inference_kind(inference_dtype):
     """"bfloat16" or "int8", or None for full precision (None / "float32")."""
@@ -52,10 +63,17 @@ def bfloat16_values(bits):
     return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
+def weight_kind(W, kind):
+    """The kind a reduced network keeps W in: kind, or "float32" for a weight
+    with a dimension below REDUCED_MIN_DIM."""
+    return kind if min(np.shape(W)) >= REDUCED_MIN_DIM else "float32"
+
+
 class ReducedWeight:
     """A (rows, cols) weight in reduced precision, packed for csrc/quant.h.
 
-    values : int8 q (int8) or bfloat16 bits (bfloat16), (rows, cols)
+    values : int8 q (int8), bfloat16 bits (bfloat16) or the float32 weight
+        (float32: a weight weight_kind keeps), (rows, cols)
     scale : float32 (rows,), int8 only: w ~ scale[n] * q[n, k]
     row_sum : int32 (rows,), int8 only: sum over k of q[n, k]
     packed : the panels of quant.h's layout (1-D)
@@ -76,6 +94,8 @@ class ReducedWeight:
             self.row_sum = self.values.sum(axis=1, dtype=np.int32)
         elif kind == "bfloat16":
             self.values = bfloat16_bits(W)
+        elif kind == "float32":
+            self.values = W
         else:
             raise ValueError(f"unknown reduced kind {kind!r}")
         self.packed = self._pack(self.values)
@@ -97,6 +117,8 @@ class ReducedWeight:
         """The float32 weight this one stands for."""
         if self.kind == "int8":
             return self.values.astype(np.float32) * self.scale[:, None]
+        if self.kind == "float32":
+            return self.values
         return bfloat16_values(self.values)
 
 
@@ -115,8 +137,14 @@ def _quantize_rows_u8(A):
 def reference_matmul(A, w):
     """A (M, cols) W^T in NumPy with the kernels' arithmetic (the oracle of
     _kernels.qgemm): int8 exact integer sums, bfloat16 the pairwise float32
-    accumulation of vdpbf16ps (each pair: the odd element's product first)."""
+    accumulation of vdpbf16ps (each pair: the odd element's product first),
+    float32 the float32 sum in k order."""
     A = np.ascontiguousarray(A, dtype=np.float32)
+    if w.kind == "float32":
+        acc = np.zeros((A.shape[0], w.rows), np.float32)
+        for k in range(w.cols):
+            acc += A[:, k, None] * w.values[None, :, k]
+        return acc
     if w.kind == "int8":
         u, sa, zp = _quantize_rows_u8(A)
         acc = u @ w.values.T.astype(np.int64) - zp[:, None] * w.row_sum[None, :]
@@ -133,10 +161,15 @@ def reference_matmul(A, w):
     return acc
 
 
+def _reduced(W, kind):
+    return ReducedWeight(W, weight_kind(W, kind))
+
+
 class ReducedNetwork:
     """A stack's weights in one reduced kind: per direction index (W_ih, W_hh)
     (none for layer-normalized stacks, which stay float32), and a network's
-    head (head_weight; None: no head). Passed to RecurrentStack.forward."""
+    head (head_weight; None: no head), each in weight_kind's kind. Passed to
+    RecurrentStack.forward."""
 
     def __init__(self, stack, kind, head_weight=None):
         self.kind = kind
@@ -145,9 +178,9 @@ class ReducedNetwork:
             for k in range(stack.num_layers):
                 for d in range(stack.num_directions):
                     view = stack.direction(k, d)
-                    self.directions[view.index] = (ReducedWeight(view.W_ih, kind),
-                                                   ReducedWeight(view.W_hh, kind))
-        self.head = None if head_weight is None else ReducedWeight(head_weight, kind)
+                    self.directions[view.index] = (_reduced(view.W_ih, kind),
+                                                   _reduced(view.W_hh, kind))
+        self.head = None if head_weight is None else _reduced(head_weight, kind)
 
     def runs(self, view):
         """Whether this stack direction runs with reduced weights."""

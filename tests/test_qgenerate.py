@@ -100,6 +100,24 @@ def test_binary_head_and_token_map(kind):
     np.testing.assert_array_equal(tokens[0], np.where(logits[0, :, 0] > 0, 2, 4))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_tiny_dimension_weights_stay_float32_in_generation(kind):
+    """REDUCED_MIN_DIM in the C loop: layer 0's W_ih with E=3 columns and a
+    3-token head run float32 beside the reduced W_hh, as the reference."""
+    m = _tiny_model("lstm", kind, vocab=3)
+    W_head = m["head_W"].dequantized()
+    m = dict(m, head_W=_quantize.ReducedWeight(W_head, _quantize.weight_kind(W_head, kind)))
+    m["W_ih"] = [_quantize.ReducedWeight(w.dequantized(), _quantize.weight_kind(w.values, kind))
+                 for w in m["W_ih"]]
+    assert [w.kind for w in m["W_ih"]] == ["float32", kind] and m["head_W"].kind == "float32"
+    prompt = np.array([[1, 2, 0]], np.int32)
+    h0 = c0 = np.zeros((2, 1, 5), np.float32)
+    tokens, logits = _qgenerate(m, prompt, 5, h0=h0, c0=c0)
+    ref_tokens, ref_logits = _reference_greedy(m, prompt, 5, h0, c0)
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-4)
+
+
 def _medium_model(kind):
     return _tiny_model("lstm", kind, vocab=40, E=24, H=70, L=2, seed=3)
 

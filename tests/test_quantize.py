@@ -109,6 +109,37 @@ def test_network_forward_runs_reduced_stack_and_head(cell, kind):
     np.testing.assert_array_equal(out, net.forward(X, lengths=lengths, inference_dtype=kind))
 
 
+def test_weights_with_a_tiny_dimension_stay_float32():
+    """REDUCED_MIN_DIM: a univariate series' input projection (K=1) and a
+    one-output head (N=1) keep their float32 weights; the rest is reduced."""
+    assert _quantize.weight_kind(np.zeros((40, 3)), "int8") == "float32"
+    assert _quantize.weight_kind(np.zeros((3, 40)), "bfloat16") == "float32"
+    assert _quantize.weight_kind(np.zeros((4, 4)), "int8") == "int8"
+    net = Network("lstm", input_size=1, hidden_size=9, output_size=1, random_state=0)
+    X = np.random.default_rng(0).normal(size=(5, 6, 1)).astype(np.float32)
+    for kind in KINDS:
+        reduced = _quantize.reduced_network(net, kind)
+        view = net.stack.direction(0, 0)
+        W_ih, W_hh = reduced.directions[view.index]
+        assert (W_ih.kind, W_hh.kind, reduced.head.kind) == ("float32", kind, "float32")
+        np.testing.assert_array_equal(W_ih.dequantized(), view.W_ih)
+        _, h, _ = reference.layer_forward("lstm", X, W_ih, W_hh, view.b_ih, view.b_hh,
+                                          matmul=_quantize.reference_matmul)
+        expected = h @ net.params["head.weight"].T.astype(np.float64) + net.params["head.bias"]
+        np.testing.assert_allclose(net.forward(X, inference_dtype=kind), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("M, N, K", [(5, 40, 1), (70, 37, 3), (2, 1, 30)])
+def test_float32_kind_qgemm_equals_float32_product(M, N, K, quant_path):
+    rng = np.random.default_rng(K)
+    w = _quantize.ReducedWeight(rng.normal(size=(N, K)), "float32")
+    A = rng.normal(size=(M, K)).astype(np.float32)
+    # the same float32 sum in k order (no fused multiply-add in either)
+    np.testing.assert_allclose(_qgemm(w, A), _quantize.reference_matmul(A, w), rtol=1e-6,
+                               atol=1e-6)
+    np.testing.assert_allclose(_qgemm(w, A), A @ w.values.T, rtol=1e-5, atol=1e-5)
+
+
 def test_cache_follows_the_weights():
     X, y, _ = load_digits_sequences()
     clf = FastGRUClassifier(hidden_size=8, max_iter=1, random_state=0).fit(X[:200], y[:200])
@@ -173,10 +204,12 @@ def test_text_generator_perplexity_moves_at_most_two_percent():
 
 def test_mackey_glass_forecast_mse_moves_little():
     """One-step-ahead forecasts over 200 held-out steps. The issue's bar is 2%
-    relative MSE; measured on this small model: int8 +1.9%, bfloat16 +2.3%
-    (hidden 32, 15 epochs) and int8 -6.5%, bfloat16 +1.3% (hidden 64, 30
-    epochs): quantization noise is of the order of a well-fitted model's
-    error, so the bar is not met reliably and this test holds the MSE to 10%."""
+    relative MSE. This model's input projection (I=1) and head (one output)
+    stay float32 (REDUCED_MIN_DIM); what is left is the rounding of W_hh.
+    Measured on this setting (hidden 32, 15 epochs) over random_state 0..7:
+    bfloat16 -0.6% .. +0.6%, so it holds the bar; int8 -2.9% .. +4.1% (seed
+    0: +1.7%), W_hh's per-row int8 weights alone (an MSE-optimal row scale
+    does not help), so int8 is held to 5% here, not 2% (bench/NOTES.md)."""
     series = mackey_glass(800)
     fc = Forecaster(lookback=24, hidden_size=32, max_iter=15, random_state=0)
     fc.fit(series[:600])
@@ -186,8 +219,8 @@ def test_mackey_glass_forecast_mse_moves_little():
         return float(np.mean((np.asarray(pred) - series[600:800]) ** 2))
 
     errors = _scores(lambda d: fc.set_params(inference_dtype=d), mse)
-    for kind in KINDS:
-        assert abs(errors[kind] / errors[None] - 1) <= 0.10, errors
+    assert abs(errors["bfloat16"] / errors[None] - 1) <= 0.02, errors
+    assert abs(errors["int8"] / errors[None] - 1) <= 0.05, errors
 
 
 @pytest.mark.parametrize("name", ["fastrnn-int8", "fastrnn-bf16"])
