@@ -54,6 +54,7 @@ SKOPS_TRUSTED_TYPES = tuple(
     [f"fastrnn.estimators.Fast{cell}{task}" for cell in ("LSTM", "GRU", "RNN")
      for task in ("", "Classifier", "Regressor")]
     + ["fastrnn.generator.SequenceGenerator", "fastrnn.forecaster.Forecaster",
+       "fastrnn.seq2seq.Seq2Seq", "fastrnn.seq2seq_network.Seq2SeqNetwork",
        "fastrnn.network.Network", "fastrnn.optim.Optimizer",
        "fastrnn.optim.LearningRateSchedule", "numpy.dtype"])
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastrnn import (FastGRU, FastGRUClassifier, FastLSTMClassifier, FastLSTMRegressor,
-                     FastRNNRegressor, Forecaster, SequenceGenerator)
+                     FastRNNRegressor, Forecaster, Seq2Seq, SequenceGenerator)
 from fastrnn.persistence import SKOPS_TRUSTED_TYPES
 
 sio = pytest.importorskip("skops.io")
@@ -54,6 +54,11 @@ CASES = {
         lambda: fitted(SequenceGenerator(hidden_size=6, embedding_dim=3, seq_len=8, max_iter=1,
                                          random_state=0), "abcabd abd abcab " * 3),
         lambda est: np.array(est.generate(20, random_state=0))),
+    "seq2seq-strings-attention": (
+        lambda: fitted(Seq2Seq(hidden_size=6, embedding_dim=3, max_iter=2, random_state=0),
+                       ["abc", "ba", "cab", "a"] * 4, ["cba", "ab", "bac", "a"] * 4),
+        lambda est: np.array(est.predict(["abc", "cc"], beam_width=2)
+                             + list(est.score_samples(["abc"], ["cba"])), dtype=object)),
 }
 
 
