@@ -74,6 +74,34 @@ int fr_forward_f64(const fr_blas *blas, const fr_shape *s, const double *X,
                    const double *h0, const double *c0, double *Y, int64_t ldy,
                    double *hN, double *cN, double *ws, int training, int n_threads);
 
+/* A direction's W_hh packed once for inference calls of s's cell, batch,
+ * inputs and hidden size on n_threads (lengths, steps, reverse: any), into
+ * a caller-owned buffer of fr_pack_recurrent_size(s, n_threads) elements
+ * (-1: a bad shape). fr_forward_packed_* with training 0 reads it instead of
+ * packing per call while it holds a pack of that same W_hh array for that
+ * same layout and team (a header records them); any other buffer is ignored
+ * (the call packs as fr_forward_*). Repack after W_hh changes: the header
+ * records W_hh's address, not its values. */
+int64_t fr_pack_recurrent_size_f32(const fr_shape *s, int n_threads);
+int64_t fr_pack_recurrent_size_f64(const fr_shape *s, int n_threads);
+/* Equal for two shapes exactly when one pack serves both (-1: a bad shape). */
+int64_t fr_pack_recurrent_key_f32(const fr_shape *s, int n_threads);
+int64_t fr_pack_recurrent_key_f64(const fr_shape *s, int n_threads);
+int fr_pack_recurrent_f32(const fr_shape *s, const float *W_hh, float *pack, int64_t n_pack,
+                          int n_threads);
+int fr_pack_recurrent_f64(const fr_shape *s, const double *W_hh, double *pack,
+                          int64_t n_pack, int n_threads);
+int fr_forward_packed_f32(const fr_blas *blas, const fr_shape *s, const float *X,
+                          const float *W_ih, const float *W_hh, const float *b_ih,
+                          const float *b_hh, const float *h0, const float *c0, float *Y,
+                          int64_t ldy, float *hN, float *cN, float *ws, int training,
+                          int n_threads, const float *pack, int64_t n_pack);
+int fr_forward_packed_f64(const fr_blas *blas, const fr_shape *s, const double *X,
+                          const double *W_ih, const double *W_hh, const double *b_ih,
+                          const double *b_hh, const double *h0, const double *c0, double *Y,
+                          int64_t ldy, double *hN, double *cN, double *ws, int training,
+                          int n_threads, const double *pack, int64_t n_pack);
+
 /* Backward through one layer/direction after a training forward with the same
  * arguments. dY (with ldy), dhN, dcN may be NULL (zero). Weight and bias
  * gradients are accumulated (+=); all four NULL: the dX-only mode, no weight

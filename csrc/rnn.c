@@ -646,6 +646,16 @@ void fr_tanh_f64(const double *x, double *y, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] = fr_tanhd(x[i]);
 }
 
+/* The header fr_pack_recurrent_* writes before a direction's packed W_hh:
+ * what it was packed for. A forward given the pack uses it only when every
+ * field equals the call's own (else it packs as without one), so a stale or
+ * foreign pack costs a pack, never a wrong result. */
+#define FR_PACK_MAGIC 0x4b434150524e5246LL /* "FRNRPACK" */
+typedef struct {
+    int64_t magic, real_size, cell, hidden, row_layout, n_threads, n_elems;
+    int64_t weights; /* the address of the W_hh it was packed from */
+} fr_pack_header;
+
 #define real float
 #define FR_(name) name##_f32
 #define FR_GEMM sgemm

@@ -513,6 +513,7 @@ typedef struct {
     FR_(forward_ws) w;
     real *packed;   /* W_hh in panels, or NULL: the steps call BLAS */
     int row_layout; /* packed in the row layout (fr_row_layout) */
+    int prepacked;  /* packed is the caller's (fr_pack_recurrent): pack nothing, free nothing */
     int nth;
     volatile int *stop; /* fr_team_stop's slots */
 } FR_(forward_call);
@@ -681,7 +682,7 @@ static void FR_(forward_team)(const FR_(forward_call) *f)
     FR_(forward_zero_padding)(f, j0, j1);
     real *panels = FR_(own_panels)(f->packed, G, H, j0);
 #if FR_HAVE_PACKED
-    if (panels) FR_(pack_forward)(f->W_hh, H, H, G, j0, j1, panels, f->row_layout);
+    if (panels && !f->prepacked) FR_(pack_forward)(f->W_hh, H, H, G, j0, j1, panels, f->row_layout);
 #endif
 #pragma omp barrier
     for (int64_t step = 0; step < f->plan.n_steps; step++) {
@@ -691,10 +692,89 @@ static void FR_(forward_team)(const FR_(forward_call) *f)
     }
 }
 
-int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const real *W_ih,
-                    const real *W_hh, const real *b_ih, const real *b_hh, const real *h0,
-                    const real *c0, real *Y, int64_t ldy, real *hN, real *cN, real *ws,
-                    int training, int n_threads)
+/* Elements of the header before a pack's panels (fr_pack_header, rounded up). */
+#define FR_PACK_HEADER_REALS ((int64_t)((sizeof(fr_pack_header) + sizeof(real) - 1) / sizeof(real)))
+
+/* What a pack of W_hh for calls of shape s on n_threads holds (the team
+ * size and layout the forward would choose). */
+static void FR_(pack_header)(const fr_shape *s, const real *W_hh, int n_threads,
+                             fr_pack_header *h)
+{
+    const int64_t G = fr_gates(s->cell), H = s->hidden;
+    memset(h, 0, sizeof *h);
+    h->magic = FR_PACK_MAGIC;
+    h->real_size = sizeof(real);
+    h->cell = s->cell;
+    h->hidden = H;
+    h->row_layout = fr_row_layout(s->batch);
+    h->n_threads = fr_team_size(n_threads, s->batch, H, G, s->inputs, sizeof(real));
+    h->n_elems = fr_packed_supported() ? FR_(panels_size)(G, H, H, (int)h->n_threads) : 0;
+    h->weights = (int64_t)(intptr_t)W_hh;
+}
+
+int64_t FR_(fr_pack_recurrent_size)(const fr_shape *s, int n_threads)
+{
+    if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK) return -1;
+    fr_pack_header h;
+    FR_(pack_header)(s, NULL, n_threads, &h);
+    return FR_PACK_HEADER_REALS + h.n_elems;
+}
+
+int64_t FR_(fr_pack_recurrent_key)(const fr_shape *s, int n_threads)
+{
+    if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK) return -1;
+    fr_pack_header h;
+    FR_(pack_header)(s, NULL, n_threads, &h);
+    return 2 * h.n_threads + h.row_layout;
+}
+
+int FR_(fr_pack_recurrent)(const fr_shape *s, const real *W_hh, real *pack, int64_t n_pack,
+                           int n_threads)
+{
+    int rc = fr_check_shape(s, s ? s->hidden : 0);
+    if (rc != FR_OK) return rc;
+    if (!W_hh || !pack) return FR_ERR_ARG;
+    fr_pack_header h;
+    FR_(pack_header)(s, W_hh, n_threads, &h);
+    if (n_pack < FR_PACK_HEADER_REALS + h.n_elems) return FR_ERR_ARG;
+#if FR_HAVE_PACKED
+    const int64_t G = fr_gates(s->cell), H = s->hidden;
+    for (int tid = 0; tid < h.n_threads && h.n_elems; tid++) {
+        int64_t j0, j1;
+        fr_split(H, (int)h.n_threads, tid, FR_UNIT_ALIGN, &j0, &j1);
+        if (j1 > j0)
+            FR_(pack_forward)(W_hh, H, H, G, j0, j1,
+                              FR_(own_panels)(pack + FR_PACK_HEADER_REALS, G, H, j0),
+                              h.row_layout);
+    }
+#endif
+    memcpy(pack, &h, sizeof h);
+    return FR_OK;
+}
+
+/* f's panels: the caller's pack when it was made for this very call (see
+ * fr_pack_header), else a buffer of its own to pack into. */
+static int FR_(forward_panels)(FR_(forward_call) *f, const real *pack, int64_t n_pack,
+                               int n_threads)
+{
+    fr_pack_header want, have;
+    FR_(pack_header)(f->s, f->W_hh, n_threads, &want);
+    if (pack && !f->training && n_pack >= FR_PACK_HEADER_REALS + want.n_elems) {
+        memcpy(&have, pack, sizeof have);
+        if (!memcmp(&have, &want, sizeof want)) {
+            f->prepacked = 1;
+            f->packed = want.n_elems ? (real *)pack + FR_PACK_HEADER_REALS : NULL;
+            return FR_OK;
+        }
+    }
+    return FR_(alloc_panels)(want.n_elems, &f->packed);
+}
+
+int FR_(fr_forward_packed)(const fr_blas *blas, const fr_shape *s, const real *X,
+                           const real *W_ih, const real *W_hh, const real *b_ih,
+                           const real *b_hh, const real *h0, const real *c0, real *Y,
+                           int64_t ldy, real *hN, real *cN, real *ws, int training,
+                           int n_threads, const real *pack, int64_t n_pack)
 {
     int rc = FR_(forward_check)(blas, s, X, W_ih, W_hh, b_ih, b_hh, Y, ldy, hN, cN, ws);
     if (rc != FR_OK) return rc;
@@ -707,15 +787,24 @@ int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const
     f.row_layout = fr_row_layout(s->batch);
     if ((rc = fr_plan_make(s, &f.plan)) != FR_OK) return rc;
     FR_(forward_init_state)(&f, h0, c0);
-    rc = FR_(alloc_panels)(FR_(panels_size)(G, H, H, f.nth), &f.packed);
+    rc = FR_(forward_panels)(&f, pack, n_pack, n_threads);
     if (rc == FR_OK) {
 #pragma omp parallel num_threads(f.nth) if (f.nth > 1)
         FR_(forward_team)(&f);
     }
-    free(f.packed);
+    if (!f.prepacked) free(f.packed);
     fr_plan_free(&f.plan);
     if (rc != FR_OK) return rc;
     return fr_should_stop() ? FR_STOPPED : FR_OK;
+}
+
+int FR_(fr_forward)(const fr_blas *blas, const fr_shape *s, const real *X, const real *W_ih,
+                    const real *W_hh, const real *b_ih, const real *b_hh, const real *h0,
+                    const real *c0, real *Y, int64_t ldy, real *hN, real *cN, real *ws,
+                    int training, int n_threads)
+{
+    return FR_(fr_forward_packed)(blas, s, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, ldy, hN, cN,
+                                  ws, training, n_threads, NULL, 0);
 }
 
 /* ----- backward ------------------------------------------------------------------ */

@@ -35,6 +35,25 @@ cdef extern from "fastrnn.h" nogil:
                        const double *b_hh, const double *h0, const double *c0, double *Y,
                        int64_t ldy, double *hN, double *cN, double *ws, int training,
                        int n_threads)
+    int64_t fr_pack_recurrent_size_f32(const fr_shape *s, int n_threads)
+    int64_t fr_pack_recurrent_size_f64(const fr_shape *s, int n_threads)
+    int64_t fr_pack_recurrent_key_f32(const fr_shape *s, int n_threads)
+    int64_t fr_pack_recurrent_key_f64(const fr_shape *s, int n_threads)
+    int fr_pack_recurrent_f32(const fr_shape *s, const float *W_hh, float *pack,
+                              int64_t n_pack, int n_threads)
+    int fr_pack_recurrent_f64(const fr_shape *s, const double *W_hh, double *pack,
+                              int64_t n_pack, int n_threads)
+    int fr_forward_packed_f32(const fr_blas *blas, const fr_shape *s, const float *X,
+                              const float *W_ih, const float *W_hh, const float *b_ih,
+                              const float *b_hh, const float *h0, const float *c0, float *Y,
+                              int64_t ldy, float *hN, float *cN, float *ws, int training,
+                              int n_threads, const float *pack, int64_t n_pack)
+    int fr_forward_packed_f64(const fr_blas *blas, const fr_shape *s, const double *X,
+                              const double *W_ih, const double *W_hh, const double *b_ih,
+                              const double *b_hh, const double *h0, const double *c0,
+                              double *Y, int64_t ldy, double *hN, double *cN, double *ws,
+                              int training, int n_threads, const double *pack,
+                              int64_t n_pack)
     int fr_backward_f32(const fr_blas *blas, const fr_shape *s, const float *X,
                         const float *W_ih, const float *W_hh, const float *ws,
                         const float *dY, int64_t ldy, const float *dhN, const float *dcN,

@@ -248,10 +248,55 @@ cdef char *_workspace(object ws, object dtype, int64_t n, str name) except NULL:
     return p
 
 
+cdef fr_shape _pack_shape(int cell, int64_t B, int64_t I, W_hh) except *:
+    if not isinstance(W_hh, np.ndarray) or W_hh.ndim != 2:
+        raise ValueError("W_hh must be a 2-D NumPy array")
+    if W_hh.dtype != np.float32 and W_hh.dtype != np.float64:
+        raise ValueError(f"W_hh must be float32 or float64, got {W_hh.dtype}")
+    cdef fr_shape s = _shape(cell, B, 1, I, W_hh.shape[1], False, None)
+    _raise(fr_check_shape(&s, W_hh.shape[1]), "pack_recurrent")
+    return s
+
+
+def pack_key(*, int cell, int64_t B, int64_t I, W_hh, int n_threads):
+    """Equal for two inference calls (batch B, I inputs) exactly when one
+    pack_recurrent pack of W_hh serves both."""
+    cdef fr_shape s = _pack_shape(cell, B, I, W_hh)
+    if W_hh.dtype == np.float32:
+        return fr_pack_recurrent_key_f32(&s, n_threads)
+    return fr_pack_recurrent_key_f64(&s, n_threads)
+
+
+def pack_recurrent(*, int cell, int64_t B, int64_t I, W_hh, int n_threads):
+    """W_hh (G*H, H) packed for inference forwards of batch B, I inputs on
+    n_threads: pass it as forward's packed= while W_hh is unchanged (the
+    kernel checks it was packed for the call's layout and team, and for this
+    W_hh array, else packs per call as without it)."""
+    cdef fr_shape s = _pack_shape(cell, B, I, W_hh)
+    cdef int64_t G = gates(cell), H = W_hh.shape[1]
+    cdef char *whh = _data(W_hh, W_hh.dtype, (G * H, H), "weight_hh", False)
+    cdef int64_t n
+    cdef int rc
+    if W_hh.dtype == np.float32:
+        n = fr_pack_recurrent_size_f32(&s, n_threads)
+        pack = np.empty(n, np.float32)
+        rc = fr_pack_recurrent_f32(&s, <float *>whh, <float *>cnp.PyArray_DATA(pack), n,
+                                   n_threads)
+    else:
+        n = fr_pack_recurrent_size_f64(&s, n_threads)
+        pack = np.empty(n, np.float64)
+        rc = fr_pack_recurrent_f64(&s, <double *>whh, <double *>cnp.PyArray_DATA(pack), n,
+                                   n_threads)
+    _raise(rc, "pack_recurrent")
+    return pack
+
+
 def forward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN, cN,
-            lengths, bint reverse, ws, bint training, int n_threads):
+            lengths, bint reverse, ws, bint training, int n_threads, packed=None):
     """One layer, one direction. X (B, T, I); Y (B, T, ldy) receives H columns
-    from y_col; hN/cN (B, H) the final state; ws from workspace_size."""
+    from y_col; hN/cN (B, H) the final state; ws from workspace_size. packed:
+    pack_recurrent's pack of W_hh (inference; ignored unless made for this
+    call's W_hh, layout and team)."""
     if not isinstance(X, np.ndarray) or X.ndim != 3:
         raise ValueError("X must be a 3-D NumPy array (batch, time, features)")
     if not isinstance(W_hh, np.ndarray) or W_hh.ndim != 2:
@@ -280,21 +325,26 @@ def forward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN
     cdef char *phN = _out(hN, dtype, (B, H), "hN", False)
     cdef char *pcN = _out(cN, dtype, (B, H), "cN", cell != FR_LSTM)
     cdef char *w = _workspace(ws, dtype, need, "workspace")
+    cdef char *pk = _data(packed, dtype, None, "packed", True)
+    cdef int64_t n_pack = 0 if packed is None else packed.size
     cdef int rc
     cdef bint watching = _stop_on_ctrl_c()
     try:
         if dtype == np.float32:
             with nogil:
-                rc = fr_forward_f32(&BLAS, &s, <float *>x, <float *>wih, <float *>whh,
-                                    <float *>bih, <float *>bhh, <float *>ph0, <float *>pc0,
-                                    (<float *>y) + y_col, ldy, <float *>phN, <float *>pcN,
-                                    <float *>w, training, n_threads)
+                rc = fr_forward_packed_f32(&BLAS, &s, <float *>x, <float *>wih, <float *>whh,
+                                           <float *>bih, <float *>bhh, <float *>ph0,
+                                           <float *>pc0, (<float *>y) + y_col, ldy,
+                                           <float *>phN, <float *>pcN, <float *>w, training,
+                                           n_threads, <float *>pk, n_pack)
         else:
             with nogil:
-                rc = fr_forward_f64(&BLAS, &s, <double *>x, <double *>wih, <double *>whh,
-                                    <double *>bih, <double *>bhh, <double *>ph0, <double *>pc0,
-                                    (<double *>y) + y_col, ldy, <double *>phN, <double *>pcN,
-                                    <double *>w, training, n_threads)
+                rc = fr_forward_packed_f64(&BLAS, &s, <double *>x, <double *>wih,
+                                           <double *>whh, <double *>bih, <double *>bhh,
+                                           <double *>ph0, <double *>pc0,
+                                           (<double *>y) + y_col, ldy, <double *>phN,
+                                           <double *>pcN, <double *>w, training, n_threads,
+                                           <double *>pk, n_pack)
     finally:
         _stop_watching(watching)
     _raise(rc, "forward")
