@@ -29,7 +29,7 @@ import weakref
 
 import numpy as np
 
-from fastrnn import _kernels
+from fastrnn import _kernels, _packed
 
 INFERENCE_DTYPES = (None, "float32", "bfloat16", "int8")
 
@@ -235,5 +235,7 @@ def reduced_network(net, inference_dtype):
 
 
 def forget(net):
-    """Drop net's reduced weights: its weights have changed."""
+    """Drop net's reduced weights (and its stack's packed ones): its weights
+    have changed."""
     _CACHE.pop(net, None)
+    _packed.written(net.flat_params)

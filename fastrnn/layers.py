@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastrnn import _kernels
+from fastrnn import _kernels, _packed
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
 
 
@@ -256,6 +256,7 @@ class RecurrentStack:
             self.reset_parameters()
         self._cache = None
         self._workspaces = self._new_workspaces()
+        self._packed = None  # a _packed.PackedWeights after keep_packed_weights()
 
     def _new_workspaces(self):
         """The stack's Workspaces: room for a training forward's buffers (one
@@ -335,10 +336,20 @@ class RecurrentStack:
             offset += size
         return views
 
+    def keep_packed_weights(self, on=True):
+        """Keep each direction's W_hh packed for the recurrent kernels between
+        inference calls instead of packing it per call (fastrnn._packed). The
+        packs follow this package's writes to the parameters (an optimizer
+        step, load_state_dict, reset_parameters, a training forward); after
+        writing into params or flat_params directly, call
+        ``fastrnn._packed.written(stack.flat_params)``."""
+        self._packed = _packed.PackedWeights() if on else None
+
     def reset_parameters(self):
         """PyTorch's default: every parameter ~ U(-1/sqrt(H), 1/sqrt(H)); layer-norm
         gains 1 and biases 0 (LayerNorm's)."""
         bound = 1.0 / np.sqrt(self.hidden_size)
+        _packed.written(self.flat_params)
         self.flat_params[:] = self.rng.uniform(-bound, bound, self.flat_params.size)
         for name, view in self.params.items():
             if name.startswith("ln_"):
@@ -368,6 +379,7 @@ class RecurrentStack:
         """Load parameters from a dict of arrays named as in PyTorch (any float dtype,
         e.g. ``{k: v.numpy() for k, v in torch_lstm.state_dict().items()}``)."""
         load_into(self.params, state, type(self).__name__)
+        _packed.written(self.flat_params)
 
     # ----- forward / backward ---------------------------------------------------------------
     def _check_input(self, X, validated=False):
@@ -427,6 +439,8 @@ class RecurrentStack:
             raise ValueError("c0 is only for LSTM")
         H, D = self.hidden_size, self.num_directions
         for_backward = training or keep_for_backward
+        if training:  # the weights are about to change
+            _packed.written(self.flat_params)
         n_threads = resolve_n_threads(self.n_threads)
         hN = np.empty((self.num_layers * D, B, H), self.dtype)
         cN = np.empty_like(hN) if lstm else None
@@ -482,11 +496,14 @@ class RecurrentStack:
             if not scratch or scratch[0].size < n_ws:
                 scratch[:] = [self.workspaces.take(n_ws)]
             ws = scratch[0]
+        kept = getattr(self, "_packed", None)  # None in a stack pickled before it existed
+        packed = None if for_backward or kept is None else kept.get(
+            self.flat_params, view, cell, B, I, n_threads)
         _kernels.forward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, b_ih=view.b_ih,
                          b_hh=view.b_hh, h0=_row(h0, view.index), c0=_row(c0, view.index),
                          Y=Y, y_col=view.reverse * self.hidden_size, hN=hN[view.index],
                          cN=_row(cN, view.index), lengths=lengths, reverse=view.reverse,
-                         ws=ws, training=for_backward, n_threads=n_threads)
+                         ws=ws, training=for_backward, n_threads=n_threads, packed=packed)
         return ws if for_backward else None
 
     def _ln_forward(self, view, X, h0, c0, Y, hN, cN, lengths, training, n_threads):

@@ -2,7 +2,7 @@
 (csrc/optim_impl.h) in one fused pass."""
 import numpy as np
 
-from fastrnn import _kernels
+from fastrnn import _kernels, _packed
 
 SOLVERS = ("sgd", "rmsprop", "adagrad", "adam")
 SCHEDULES = ("constant", "exponential", "step", "plateau")
@@ -95,6 +95,7 @@ class Optimizer:
 
     def step(self, params, grads, lr, l2=0.0, grad_scale=1.0, clip_norm=None, decay_mask=None,
              n_threads=1):
+        _packed.written(params)
         norm = np.sqrt(_kernels.sumsq(x=grads, n_threads=n_threads)) * abs(grad_scale)
         if clip_norm is not None and norm > clip_norm:
             grad_scale = grad_scale * clip_norm / norm
