@@ -180,3 +180,14 @@ def test_two_threads_share_a_stacks_packs():
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_a_copy_starts_without_packs():
+    import pickle
+    stack = LSTM(4, 40, random_state=0)
+    stack.keep_packed_weights()
+    X = np.ones((1, 5, 4), np.float32)
+    want = stack.forward(X)[0]
+    copy = pickle.loads(pickle.dumps(stack))
+    assert copy._packed.packs == {}
+    assert np.array_equal(copy.forward(X)[0], want) and len(copy._packed.packs) == 1
