@@ -20,6 +20,13 @@ static int fr_dec_max_threads(void)
 #endif
 }
 
+static volatile int64_t fr_decode_small_rows = 16;
+
+void fr_decode_set_small_rows(int64_t rows)
+{
+    fr_decode_small_rows = rows;
+}
+
 static int fr_dec_fits(int64_t a, int64_t b) /* a * b <= INT_MAX, for a, b >= 1 */
 {
     return a <= INT_MAX / b;
