@@ -64,10 +64,11 @@ int fr_decode_f64(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e,
                   int64_t beam_width, int64_t max_len, int32_t *tokens, int32_t *lengths,
                   double *scores, int n_threads);
 
-/* Steps with at most this many live rows (default 16) run their products on
+/* Steps with at most this many live rows (default 512) run their products on
  * weights packed once per call (fr_small_apply, from rnn.c); larger steps
- * call BLAS. 0: BLAS always (tests compare the two paths). */
-void fr_decode_set_small_rows(int64_t rows);
+ * call BLAS. 0: BLAS always (tests compare the two paths). Returns the
+ * previous setting. Process-wide. */
+int64_t fr_decode_set_small_rows(int64_t rows);
 
 /* Internal to the library: W (N, K) packed into panels of size
  * fr_small_panels_size (0: unavailable), then C (M, N) (+)= A (M, K) W^T. */

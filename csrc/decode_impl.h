@@ -23,7 +23,7 @@ static void FR_(gemm_nt)(const fr_blas *blas, int64_t M, int64_t N, int64_t K, c
     blas->FR_GEMM(&ta, &tb, &m, &n, &k, &one, (real *)W, &lw, (real *)A, &la, &beta, C, &lc);
 }
 
-/* The decoder's weights packed once per call for the small-row kernel
+/* The decoder's weights packed once per call for the panel kernel
  * (fr_small_apply): every product of a step with at most
  * fr_decode_small_rows rows runs on these, where BLAS would repack the
  * weights at every step (64% of a width-5 beam search at batch 1). */

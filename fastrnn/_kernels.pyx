@@ -149,8 +149,9 @@ def _force_portable(bint on):
 def _decode_small_rows(int64_t rows):
     """Tests and timings only: decoder steps with at most `rows` live rows
     run on weights packed once per decode call, larger ones call BLAS (0:
-    BLAS always; the default is 16). Process-wide."""
-    fr_decode_set_small_rows(rows)
+    BLAS always; the default is 512). Process-wide; returns the previous
+    setting."""
+    return fr_decode_set_small_rows(rows)
 
 
 def gates(cell):
