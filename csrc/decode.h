@@ -64,6 +64,23 @@ int fr_decode_f64(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e,
                   int64_t beam_width, int64_t max_len, int32_t *tokens, int32_t *lengths,
                   double *scores, int n_threads);
 
+/* Steps with at most this many live rows (default 512) run their products on
+ * weights packed once per call (fr_small_apply, from rnn.c); larger steps
+ * call BLAS. 0: BLAS always (tests compare the two paths). Returns the
+ * previous setting. Process-wide. */
+int64_t fr_decode_set_small_rows(int64_t rows);
+
+/* Internal to the library: W (N, K) packed into panels of size
+ * fr_small_panels_size (0: unavailable), then C (M, N) (+)= A (M, K) W^T. */
+int64_t fr_small_panels_size_f32(int64_t N, int64_t K);
+void fr_small_pack_f32(const float *W, int64_t N, int64_t K, float *P);
+void fr_small_apply_f32(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                        const float *P, float *C, int accumulate);
+int64_t fr_small_panels_size_f64(int64_t N, int64_t K);
+void fr_small_pack_f64(const double *W, int64_t N, int64_t K, double *P);
+void fr_small_apply_f64(int64_t M, int64_t N, int64_t K, const double *A, int64_t lda,
+                        const double *P, double *C, int accumulate);
+
 #ifdef __cplusplus
 }
 #endif

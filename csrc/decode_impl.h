@@ -23,6 +23,67 @@ static void FR_(gemm_nt)(const fr_blas *blas, int64_t M, int64_t N, int64_t K, c
     blas->FR_GEMM(&ta, &tb, &m, &n, &k, &one, (real *)W, &lw, (real *)A, &la, &beta, C, &lc);
 }
 
+/* The decoder's weights packed once per call for the panel kernel
+ * (fr_small_apply): every product of a step with at most
+ * fr_decode_small_rows rows runs on these, where BLAS would repack the
+ * weights at every step (64% of a width-5 beam search at batch 1). */
+typedef struct {
+    real **ih, **hh;              /* per layer; NULL (and mem NULL): BLAS only */
+    real *query, *combine, *head;
+    void *mem;
+} FR_(dec_panels);
+
+static void FR_(panels_free)(FR_(dec_panels) *p)
+{
+    free(p->mem);
+}
+
+static int FR_(panels_alloc)(FR_(dec_panels) *p, const fr_decoder *d)
+{
+    int64_t L = d->num_layers, H = d->hidden, GH = fr_gates(d->cell) * H, F = d->mem_dim + H;
+    int64_t sizes[3] = {FR_(fr_small_panels_size)(H, H),
+                        d->attention != FR_ATTN_NONE ? FR_(fr_small_panels_size)(H, F) : 0,
+                        FR_(fr_small_panels_size)(d->n_outputs, H)};
+    int64_t n = sizes[0] + sizes[1] + sizes[2];
+    for (int64_t l = 0; l < L; l++)
+        n += FR_(fr_small_panels_size)(GH, l ? H : d->embed_dim) + FR_(fr_small_panels_size)(GH, H);
+    memset(p, 0, sizeof *p);
+    if (fr_decode_small_rows <= 0 || sizes[2] == 0) return FR_OK;
+    p->mem = malloc((size_t)(2 * L) * sizeof(real *) + (size_t)n * sizeof(real));
+    if (!p->mem) return FR_ERR_NOMEM;
+    p->ih = (real **)p->mem;
+    p->hh = p->ih + L;
+    real *r = (real *)(p->hh + L);
+    for (int64_t l = 0; l < L; l++) {
+        int64_t I = l ? H : d->embed_dim;
+        p->ih[l] = r; r += FR_(fr_small_panels_size)(GH, I);
+        p->hh[l] = r; r += FR_(fr_small_panels_size)(GH, H);
+        FR_(fr_small_pack)(d->W_ih[l], GH, I, p->ih[l]);
+        FR_(fr_small_pack)(d->W_hh[l], GH, H, p->hh[l]);
+    }
+    p->head = r; r += sizes[2];
+    FR_(fr_small_pack)(d->head_W, d->n_outputs, H, p->head);
+    if (d->attention != FR_ATTN_NONE) {
+        p->combine = r; r += sizes[1];
+        FR_(fr_small_pack)(d->combine_W, H, F, p->combine);
+    }
+    if (d->attention == FR_ATTN_BAHDANAU) {
+        p->query = r;
+        FR_(fr_small_pack)(d->query_W, H, H, p->query);
+    }
+    return FR_OK;
+}
+
+/* C (M, N) (+)= A W^T: on W's panels P at small M, else through BLAS. */
+static void FR_(product)(const fr_blas *blas, int64_t M, int64_t N, int64_t K, const real *A,
+                         int64_t lda, const real *W, const real *P, int accumulate, real *C)
+{
+    if (P && M <= fr_decode_small_rows)
+        FR_(fr_small_apply)(M, N, K, A, lda, P, C, accumulate);
+    else
+        FR_(gemm_nt)(blas, M, N, K, A, lda, W, accumulate ? 1 : 0, C);
+}
+
 /* One block's buffers, carved from three allocations in block_alloc. */
 typedef struct {
     real *h, *c, *hn, *cn;    /* (L, R, H): states entering / leaving the step */
@@ -94,15 +155,16 @@ static void FR_(block_free)(FR_(block_ws) *w)
 }
 
 /* One cell step of layer l for R rows: in (R, I) -> hn, cn from h, c. */
-static void FR_(cell_step)(const fr_blas *blas, const fr_decoder *d, int64_t l, int64_t R,
-                           const real *in, int64_t I, const real *h, const real *c, real *hn,
-                           real *cn, real *gates, real *gh)
+static void FR_(cell_step)(const fr_blas *blas, const fr_decoder *d, const FR_(dec_panels) *p,
+                           int64_t l, int64_t R, const real *in, int64_t I, const real *h,
+                           const real *c, real *hn, real *cn, real *gates, real *gh)
 {
     int64_t H = d->hidden, G = fr_gates(d->cell);
     const real *b_ih = d->b_ih[l], *b_hh = d->b_hh[l];
     int lstm = d->cell == FR_LSTM;
-    FR_(gemm_nt)(blas, R, G * H, I, in, I, d->W_ih[l], 0, gates);
-    FR_(gemm_nt)(blas, R, G * H, H, h, H, d->W_hh[l], lstm ? 1 : 0, lstm ? gates : gh);
+    FR_(product)(blas, R, G * H, I, in, I, d->W_ih[l], p->ih ? p->ih[l] : NULL, 0, gates);
+    FR_(product)(blas, R, G * H, H, h, H, d->W_hh[l], p->hh ? p->hh[l] : NULL, lstm,
+                 lstm ? gates : gh);
     for (int64_t r = 0; r < R; r++) {
         real *g = gates + r * G * H, *ho = hn + r * H;
         const real *hp = h + r * H;
@@ -171,8 +233,9 @@ static void FR_(attend_row)(const fr_decoder *d, const fr_encoded *e, int64_t s,
 
 /* The first `rows` rows one decoder step: log-probabilities of the next token
  * in w->logp. R: the rows' stride between layers in the state buffers. */
-static void FR_(decode_step)(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e,
-                             int64_t s0, int64_t R, int64_t rows, FR_(block_ws) *w)
+static void FR_(decode_step)(const fr_blas *blas, const fr_decoder *d, const FR_(dec_panels) *p,
+                             const fr_encoded *e, int64_t s0, int64_t R, int64_t rows,
+                             FR_(block_ws) *w)
 {
     int64_t L = d->num_layers, H = d->hidden, E = d->embed_dim, V = d->n_outputs;
     const real *emb = d->embedding;
@@ -180,18 +243,18 @@ static void FR_(decode_step)(const fr_blas *blas, const fr_decoder *d, const fr_
         memcpy(w->x + r * E, emb + (int64_t)w->last[r] * E, (size_t)E * sizeof(real));
     for (int64_t l = 0; l < L; l++) {
         const real *in = l == 0 ? w->x : w->hn + (l - 1) * R * H;
-        FR_(cell_step)(blas, d, l, rows, in, l == 0 ? E : H, w->h + l * R * H, w->c + l * R * H,
+        FR_(cell_step)(blas, d, p, l, rows, in, l == 0 ? E : H, w->h + l * R * H, w->c + l * R * H,
                        w->hn + l * R * H, w->cn + l * R * H, w->gates, w->gh);
     }
     const real *top = w->hn + (L - 1) * R * H, *out = top;
     if (d->attention != FR_ATTN_NONE) {
         int64_t F = d->mem_dim + H, S = e->src_steps;
         if (d->attention == FR_ATTN_BAHDANAU)
-            FR_(gemm_nt)(blas, rows, H, H, top, H, d->query_W, 0, w->q);
+            FR_(product)(blas, rows, H, H, top, H, d->query_W, p->query, 0, w->q);
         for (int64_t r = 0; r < rows; r++)  /* w->out is free until the combine GEMM */
             FR_(attend_row)(d, e, s0 + w->row_sample[r], top + r * H, w->q + r * H, w->scores + r * S,
                             w->feat + r * F, w->out + r * H);
-        FR_(gemm_nt)(blas, rows, H, F, w->feat, F, d->combine_W, 0, w->out);
+        FR_(product)(blas, rows, H, F, w->feat, F, d->combine_W, p->combine, 0, w->out);
         const real *cb = d->combine_b;
         for (int64_t r = 0; r < rows; r++) {
             real *o = w->out + r * H;
@@ -200,7 +263,7 @@ static void FR_(decode_step)(const fr_blas *blas, const fr_decoder *d, const fr_
         }
         out = w->out;
     }
-    FR_(gemm_nt)(blas, rows, V, H, out, H, d->head_W, 0, w->logits);
+    FR_(product)(blas, rows, V, H, out, H, d->head_W, p->head, 0, w->logits);
     const real *hb = d->head_b;
     for (int64_t r = 0; r < rows; r++) {
         const real *z = w->logits + r * V;
@@ -294,7 +357,8 @@ static int64_t FR_(follow_hypotheses)(const fr_decoder *d, int64_t nb, int64_t W
 }
 
 /* Decode samples [s0, s0 + nb). */
-static int FR_(decode_block)(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e,
+static int FR_(decode_block)(const fr_blas *blas, const fr_decoder *d,
+                             const FR_(dec_panels) *p, const fr_encoded *e,
                              int64_t s0, int64_t nb, int64_t W, int64_t max_len,
                              int32_t *tokens, int32_t *lengths, double *scores)
 {
@@ -321,7 +385,7 @@ static int FR_(decode_block)(const fr_blas *blas, const fr_decoder *d, const fr_
         lengths[s0 + b] = 0;
     }
     for (int64_t t = 1; t <= max_len && rows > 0; t++) {
-        FR_(decode_step)(blas, d, e, s0, R, rows, &w);
+        FR_(decode_step)(blas, d, p, e, s0, R, rows, &w);
         for (int64_t b = 0; b < nb; b++)
             if (!w.done[b])
                 FR_(select_sample)(d, b, t, W, max_len, &w, tokens + (s0 + b) * max_len,
@@ -338,6 +402,9 @@ int FR_(fr_decode)(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e
 {
     int rc = fr_decode_check(blas, d, e, beam_width, max_len, tokens, lengths, scores);
     if (rc != FR_OK) return rc;
+    FR_(dec_panels) panels;
+    rc = FR_(panels_alloc)(&panels, d);
+    if (rc != FR_OK) return rc;
     int64_t n = e->n_samples;
     int nt = n_threads > 0 ? n_threads : fr_dec_max_threads();
     if (nt > n) nt = (int)n;
@@ -345,12 +412,13 @@ int FR_(fr_decode)(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e
     #pragma omp parallel for num_threads(nt) schedule(static, 1)
     for (int i = 0; i < nt; i++) {
         int64_t lo = n * i / nt, hi = n * (i + 1) / nt;
-        int block_rc = FR_(decode_block)(blas, d, e, lo, hi - lo, beam_width, max_len,
+        int block_rc = FR_(decode_block)(blas, d, &panels, e, lo, hi - lo, beam_width, max_len,
                                          tokens, lengths, scores);
         if (block_rc != FR_OK) {
             #pragma omp critical(fr_decode_status)
             status = block_rc;
         }
     }
+    FR_(panels_free)(&panels);
     return status;
 }

@@ -2,6 +2,7 @@
  * rnn_impl.h. */
 #include "fastrnn.h"
 #include "sampling.h"
+#include "decode.h" /* fr_small_* below */
 
 #include <limits.h>
 #include <signal.h>
@@ -683,3 +684,43 @@ typedef struct {
 #undef FR_SIGMOID
 #undef FR_TANH
 #undef FR_VEC
+
+/* Small-row products for decode.c (see decode.h): W (N, K) packed once into
+ * pack_forward's panels, then C (M, N) (+)= A W^T through packed_apply's
+ * block kernels, without the per-call repacking BLAS does. A size of 0: the
+ * packed kernels are unavailable here (the caller keeps BLAS). */
+#if FR_HAVE_PACKED
+#define FR_SMALL_PRODUCT(real, sfx)                                                           \
+    int64_t fr_small_panels_size_##sfx(int64_t N, int64_t K)                                  \
+    {                                                                                         \
+        return fr_packed_supported() ? panels_size_##sfx(1, N, K, 1) : 0;                     \
+    }                                                                                         \
+    void fr_small_pack_##sfx(const real *W, int64_t N, int64_t K, real *P)                    \
+    {                                                                                         \
+        pack_forward_##sfx(W, K, N, 1, 0, N, P, 0);                                           \
+    }                                                                                         \
+    void fr_small_apply_##sfx(int64_t M, int64_t N, int64_t K, const real *A, int64_t lda,    \
+                              const real *P, real *C, int accumulate)                         \
+    {                                                                                         \
+        packed_apply_##sfx(M, K, A, lda, P, 1, N, 0, N, C, N, accumulate, FR_PANELS_BLOCKED); \
+    }
+#else
+#define FR_SMALL_PRODUCT(real, sfx)                                                           \
+    int64_t fr_small_panels_size_##sfx(int64_t N, int64_t K)                                  \
+    {                                                                                         \
+        (void)N; (void)K;                                                                     \
+        return 0;                                                                             \
+    }                                                                                         \
+    void fr_small_pack_##sfx(const real *W, int64_t N, int64_t K, real *P)                    \
+    {                                                                                         \
+        (void)W; (void)N; (void)K; (void)P;                                                   \
+    }                                                                                         \
+    void fr_small_apply_##sfx(int64_t M, int64_t N, int64_t K, const real *A, int64_t lda,    \
+                              const real *P, real *C, int accumulate)                         \
+    {                                                                                         \
+        (void)M; (void)N; (void)K; (void)A; (void)lda; (void)P; (void)C; (void)accumulate;    \
+    }
+#endif
+FR_SMALL_PRODUCT(float, f32)
+FR_SMALL_PRODUCT(double, f64)
+#undef FR_SMALL_PRODUCT

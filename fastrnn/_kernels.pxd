@@ -162,6 +162,7 @@ cdef extern from "decode.h" nogil:
     int fr_decode_f64(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e,
                       int64_t beam_width, int64_t max_len, int32_t *tokens, int32_t *lengths,
                       double *scores, int n_threads)
+    int64_t fr_decode_set_small_rows(int64_t rows)
 
 cdef extern from "attention.h" nogil:
     ctypedef struct fr_attn_shape:

@@ -146,6 +146,14 @@ def _force_portable(bint on):
     fr_force_portable(on)
 
 
+def _decode_small_rows(int64_t rows):
+    """Tests and timings only: decoder steps with at most `rows` live rows
+    run on weights packed once per decode call, larger ones call BLAS (0:
+    BLAS always; the default is 512). Process-wide; returns the previous
+    setting."""
+    return fr_decode_set_small_rows(rows)
+
+
 def gates(cell):
     """Gates per hidden unit of a cell: 4 (LSTM), 3 (GRU), 1 (RNN); the one count
     the kernels use. cell: a name of CELLS or its code."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn import _kernels
 from fastrnn import Seq2Seq
 from fastrnn.datasets import load_digits_sequences, make_addition, make_dates
 from fastrnn.losses import softmax_cross_entropy
@@ -257,6 +258,31 @@ def test_c_decoder_matches_the_numpy_decoders(cell, attention, dtype, rng):
                                           _take_state(state, [i]), width, 6)
             np.testing.assert_array_equal(tokens[i, :counts[i]], expected)
             assert scores[i] == pytest.approx(score, rel=1e-4)
+
+
+@pytest.mark.parametrize("cell,attention,dtype", DECODER_CONFIGS)
+def test_small_row_decoder_path_matches_the_blas_path(cell, attention, dtype, rng):
+    """Steps of few live rows run on weights packed once per call, larger
+    ones on BLAS: both give the same outputs (hidden 40 and 45 outputs: a
+    full and a partial panel)."""
+    net = Seq2SeqNetwork(cell, 7, 44, 9, 40, num_layers=2, attention=attention, dtype=dtype,
+                         random_state=2)
+    net.flat_params[:] = rng.normal(0, 0.5, net.flat_params.size)
+    lengths = np.array([5, 3, 1, 4], np.int32)
+    M, state = net.encode(rng.integers(0, 7, (4, 5)).astype(np.int32), lengths)
+    default = _kernels._decode_small_rows(0)
+    try:
+        runs = {}
+        for rows in (0, 10**6):
+            _kernels._decode_small_rows(rows)
+            runs[rows] = [net.decode(M, lengths, state, width, 8, n_threads=1)
+                          for width in (1, 3, 5)]
+    finally:
+        _kernels._decode_small_rows(default)
+    for (tok_b, cnt_b, sc_b), (tok_p, cnt_p, sc_p) in zip(runs[0], runs[10**6]):
+        np.testing.assert_array_equal(cnt_b, cnt_p)
+        np.testing.assert_array_equal(tok_b, tok_p)
+        np.testing.assert_allclose(sc_b, sc_p, rtol=1e-5, atol=1e-5)
 
 
 def test_c_beam_search_matches_exhaustive_search_and_ignores_threads(rng):
