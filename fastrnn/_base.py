@@ -569,6 +569,7 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
     def _restore(self, checkpoint):
         params, optimizer_state, self.t_ = checkpoint
         self.model_.flat_params[:] = params
+        _quantize.forget(self.model_)  # reduced and packed copies of the old weights
         self._optimizer.restore(optimizer_state)
 
     def _train_epoch(self, train, train_idx, checkpoint):
@@ -762,6 +763,9 @@ n_timesteps[, n_outputs]) or list of (T_i, ...) arrays
         a time (ragged data with length_bucketing: batches of similar length);
         inference_dtype: reduced weights (predictions, not validation)."""
         net = self.model_
+        # W_hh stays packed between predict calls: every write to the weights
+        # (optimizer, restores, loads, dask) invalidates the packs (_packed.written)
+        net.stack.keep_packed_weights()
         order = np.arange(len(data))
         if self.length_bucketing and data.lengths is not None:
             order = np.argsort(data.lengths, kind="stable")

@@ -93,6 +93,7 @@ def _fastrnn_stack(case, threads, weights):
 
 def make_fastrnn(case, threads, weights, X, lengths="case"):
     stack = _fastrnn_stack(case, threads, weights)
+    stack.keep_packed_weights()  # as a fitted estimator's predict does
     dY = np.ones((case["B"], case["T"], case["H"]), np.float32)
     lengths = case_lengths(case) if lengths == "case" else lengths
 

@@ -342,8 +342,12 @@ class RecurrentStack:
         packs follow this package's writes to the parameters (an optimizer
         step, load_state_dict, reset_parameters, a training forward); after
         writing into params or flat_params directly, call
-        ``fastrnn._packed.written(stack.flat_params)``."""
-        self._packed = _packed.PackedWeights() if on else None
+        ``fastrnn._packed.written(stack.flat_params)``. Calling it again while
+        on keeps the packs made so far."""
+        if not on:
+            self._packed = None
+        elif self._packed is None:
+            self._packed = _packed.PackedWeights()
 
     def reset_parameters(self):
         """PyTorch's default: every parameter ~ U(-1/sqrt(H), 1/sqrt(H)); layer-norm

@@ -191,3 +191,29 @@ def test_a_copy_starts_without_packs():
     copy = pickle.loads(pickle.dumps(stack))
     assert copy._packed.packs == {}
     assert np.array_equal(copy.forward(X)[0], want) and len(copy._packed.packs) == 1
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_estimator_predictions_keep_packs_and_follow_every_write(rng):
+    """predict turns the packs on; a warm-start fit, the best-weights restore of
+    early stopping and a checkpoint restore each change the weights behind
+    them, and predict must follow (H=64: the packed kernels run)."""
+    X = rng.normal(size=(40, 6, 3)).astype(np.float32)
+    y = X.sum(axis=(1, 2))
+    est = FastLSTMRegressor(hidden_size=64, max_iter=2, random_state=0).fit(X, y)
+    first = est.predict(X)
+    assert est.model_.stack._packed is not None  # predict keeps the packs
+    np.testing.assert_array_equal(est.predict(X), first)
+    checkpoint = est._checkpoint()
+    est.set_params(warm_start=True).fit(X, y)
+    second = est.predict(X)
+    assert not np.array_equal(second, first)
+    est.model_.stack.keep_packed_weights(False)  # predict packs afresh
+    np.testing.assert_array_equal(est.predict(X), second)
+    est._restore(checkpoint)  # what Ctrl-C or a divergence does
+    np.testing.assert_array_equal(est.predict(X), first)
+    stopped = FastLSTMRegressor(hidden_size=64, max_iter=6, early_stopping=True,
+                                n_iter_no_change=1, tol=10.0, random_state=0).fit(X, y)
+    after = stopped.predict(X)
+    stopped.model_.stack.keep_packed_weights(False)
+    np.testing.assert_array_equal(stopped.predict(X), after)
