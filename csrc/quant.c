@@ -33,9 +33,12 @@
 /* A GEMM shares its panels among threads from this many multiply-adds. */
 #define FR_Q_PAR_MIN_MACS (1 << 20)
 /* A layer's recurrent steps share W_hh's gate units among threads from this
- * many multiply-adds per step (B * G*H * H). Chosen from wall-clock medians,
- * 1 vs 2 threads, int8 and bf16 LSTM B=1 T=150 on a loaded 2-core Zen 4 guest:
- * the two barriers per step cost more than half a step's product below it. */
+ * many multiply-adds per step (B * G*H * H). Chosen from wall-clock medians of
+ * 300 interleaved runs, 1 vs 2 threads, LSTM B=1 T=150 with the split forced
+ * on (a loaded 2-core Zen 4 guest): 2 threads lost at H = 96 (37k; int8 0.21
+ * vs 0.26 ms, bf16 0.29 vs 0.31), broke even (int8) or won (bf16 0.50 vs
+ * 0.39 ms) at H = 128 (65k) and won both at H = 192 (147k): below it the two
+ * barriers per step cost more than the halved product saves. */
 #define FR_QSTEP_PAR_MIN_MACS (1 << 16)
 
 /* ----- dispatch ------------------------------------------------------------------ */
