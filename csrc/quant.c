@@ -7,6 +7,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #if defined(__GNUC__) && defined(__x86_64__) && \
     (defined(__clang__) || __GNUC__ >= 10)
@@ -29,6 +32,14 @@
 #define FR_Q_CHUNK 64
 /* A GEMM shares its panels among threads from this many multiply-adds. */
 #define FR_Q_PAR_MIN_MACS (1 << 20)
+/* A layer's recurrent steps share W_hh's gate units among threads from this
+ * many multiply-adds per step (B * G*H * H). Chosen from wall-clock medians of
+ * 300 interleaved runs, 1 vs 2 threads, LSTM B=1 T=150 with the split forced
+ * on (a loaded 2-core Zen 4 guest): 2 threads lost at H = 96 (37k; int8 0.21
+ * vs 0.26 ms, bf16 0.29 vs 0.31), broke even (int8) or won (bf16 0.50 vs
+ * 0.39 ms) at H = 128 (65k) and won both at H = 192 (147k): below it the two
+ * barriers per step cost more than the halved product saves. */
+#define FR_QSTEP_PAR_MIN_MACS (1 << 16)
 
 /* ----- dispatch ------------------------------------------------------------------ */
 
@@ -423,39 +434,44 @@ static void fr_qpoint_ws(const fr_qlayer *L, const fr_shape *s, void *ws, fr_qfo
     }
 }
 
-/* The fused pass of one sample: g its projected gates, gh its W_hh h (no
- * biases yet); h, c updated in place; y (unless NULL) receives h. */
-FR_Q_CLONES static void fr_qcell(int cell, int64_t H, const float *g, const float *gh,
-                                 const float *bias, const float *b_ih, const float *b_hh,
-                                 float *pre, float *h, float *c, float *y)
+/* The fused pass of one sample over units [0, n) of its gates (every pointer
+ * but pre at the slice's first unit; gate k at k * H): g its projected gates,
+ * gh its W_hh h (no biases yet); pre (G * n) the slice's activations; h, c
+ * updated in place; y (unless NULL) receives h. Per unit, the same arithmetic
+ * for any slice, so a split step matches a whole one bit for bit. */
+FR_Q_CLONES static void fr_qcell(int cell, int64_t H, int64_t n, const float *g,
+                                 const float *gh, const float *bias, const float *b_ih,
+                                 const float *b_hh, float *pre, float *h, float *c, float *y)
 {
-    const int64_t GH = fr_gates(cell) * H;
+    const int64_t G = fr_gates(cell);
     if (cell == FR_GRU) {
-        for (int64_t j = 0; j < 2 * H; j++) pre[j] = g[j] + b_ih[j] + gh[j] + b_hh[j];
-        fr_sigmoid_f32(pre, pre, 2 * H);
-        for (int64_t j = 0; j < H; j++) {
-            const int64_t n = 2 * H + j;
-            pre[n] = g[n] + b_ih[n] + pre[j] * (gh[n] + b_hh[n]);
-        }
-        fr_tanh_f32(pre + 2 * H, pre + 2 * H, H);
-        for (int64_t j = 0; j < H; j++)
-            h[j] = (1 - pre[H + j]) * pre[2 * H + j] + pre[H + j] * h[j];
+        for (int64_t k = 0; k < 2; k++)
+            for (int64_t j = 0; j < n; j++)
+                pre[k * n + j] = g[k * H + j] + b_ih[k * H + j] + gh[k * H + j] + b_hh[k * H + j];
+        fr_sigmoid_f32(pre, pre, 2 * n);
+        for (int64_t j = 0; j < n; j++)
+            pre[2 * n + j] = g[2 * H + j] + b_ih[2 * H + j] + pre[j] * (gh[2 * H + j] + b_hh[2 * H + j]);
+        fr_tanh_f32(pre + 2 * n, pre + 2 * n, n);
+        for (int64_t j = 0; j < n; j++)
+            h[j] = (1 - pre[n + j]) * pre[2 * n + j] + pre[n + j] * h[j];
     } else {
-        for (int64_t j = 0; j < GH; j++) pre[j] = g[j] + gh[j] + bias[j];
+        for (int64_t k = 0; k < G; k++)
+            for (int64_t j = 0; j < n; j++)
+                pre[k * n + j] = g[k * H + j] + gh[k * H + j] + bias[k * H + j];
         if (cell == FR_LSTM) {
-            fr_sigmoid_f32(pre, pre, 2 * H);
-            fr_tanh_f32(pre + 2 * H, pre + 2 * H, H);
-            fr_sigmoid_f32(pre + 3 * H, pre + 3 * H, H);
-            for (int64_t j = 0; j < H; j++) c[j] = pre[H + j] * c[j] + pre[j] * pre[2 * H + j];
-            fr_tanh_f32(c, pre + 2 * H, H);
-            for (int64_t j = 0; j < H; j++) h[j] = pre[3 * H + j] * pre[2 * H + j];
+            fr_sigmoid_f32(pre, pre, 2 * n);
+            fr_tanh_f32(pre + 2 * n, pre + 2 * n, n);
+            fr_sigmoid_f32(pre + 3 * n, pre + 3 * n, n);
+            for (int64_t j = 0; j < n; j++) c[j] = pre[n + j] * c[j] + pre[j] * pre[2 * n + j];
+            fr_tanh_f32(c, pre + 2 * n, n);
+            for (int64_t j = 0; j < n; j++) h[j] = pre[3 * n + j] * pre[2 * n + j];
         } else if (cell == FR_RNN_RELU) {
-            for (int64_t j = 0; j < H; j++) h[j] = pre[j] > 0 ? pre[j] : 0;
+            for (int64_t j = 0; j < n; j++) h[j] = pre[j] > 0 ? pre[j] : 0;
         } else {
-            fr_tanh_f32(pre, h, H);
+            fr_tanh_f32(pre, h, n);
         }
     }
-    if (y) memcpy(y, h, (size_t)H * sizeof(float));
+    if (y) memcpy(y, h, (size_t)n * sizeof(float));
 }
 
 static int64_t fr_qlength(const fr_shape *s, int64_t b)
@@ -465,27 +481,101 @@ static int64_t fr_qlength(const fr_shape *s, int64_t b)
     return n < 0 ? 0 : n > s->steps ? s->steps : n;
 }
 
-/* Steps in time order (reversed for the backward direction); a sample is
- * active at t < its length: its state waits at h0 until its reverse pass
- * starts and stays at its last valid step's after its forward pass ends. */
+/* Step t's cell update of units [u0, u1) for every sample; a sample is active
+ * at t < its length, its outputs zero after. pre's slice starts at G * u0. */
+static void fr_qcells(const fr_qlayer *L, const fr_shape *s, const fr_qforward_ws *w, int64_t t,
+                      int64_t u0, int64_t u1, float *Y, int64_t ldy)
+{
+    const int64_t B = s->batch, T = s->steps, H = s->hidden, G = fr_gates(s->cell), GH = G * H;
+    for (int64_t b = 0; b < B; b++) {
+        float *y = Y + (b * T + t) * ldy + u0;
+        if (t >= fr_qlength(s, b)) {
+            memset(y, 0, (size_t)(u1 - u0) * sizeof(float));
+            continue;
+        }
+        fr_qcell(s->cell, H, u1 - u0, w->gates + (b * T + t) * GH + u0, w->gh + b * GH + u0,
+                 w->bias + u0, L->b_ih + u0, L->b_hh + u0, w->pre + G * u0, w->h + b * H + u0,
+                 w->c ? w->c + b * H + u0 : NULL, y);
+    }
+}
+
+/* W_hh's rows of units [u0, u1) in every gate (u0, u1 and H multiples of
+ * FR_Q_PANEL: whole panels, each summed as in the whole product). */
+static void fr_qhh_units(const fr_qweight *W, const fr_qrows *r, int64_t B, int64_t G, int64_t H,
+                         int64_t u0, int64_t u1, float *gh, int fast)
+{
+    for (int64_t k = 0; k < G; k++) {
+        const int64_t p1 = (k * H + u1) / FR_Q_PANEL;
+        for (int64_t p = (k * H + u0) / FR_Q_PANEL; p < p1; p += FR_Q_BLOCK)
+            fr_qpanels(W, r, B, p, p + FR_Q_BLOCK < p1 ? p + FR_Q_BLOCK : p1, gh, G * H, 0, fast);
+    }
+}
+
+/* The team's steps: each thread owns a fixed slice of units of every gate
+ * (its W_hh rows stay in its cache), thread 0 converts h once per step. */
+static int fr_qsteps_team(const fr_qlayer *L, const fr_shape *s, const fr_qforward_ws *w,
+                          float *Y, int64_t ldy, int nt)
+{
+    const int64_t B = s->batch, T = s->steps, H = s->hidden, G = fr_gates(s->cell);
+    const int fast = fr_qfast(L->W_hh.kind);
+    const int64_t panels = H / FR_Q_PANEL;
+    fr_qrows r;
+    int stop = 0;
+    (void)nt; /* a serial build ignores the pragma */
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        const int64_t tid = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+        const int64_t tid = 0, team = 1;
+#endif
+        const int64_t u0 = panels * tid / team * FR_Q_PANEL;
+        const int64_t u1 = panels * (tid + 1) / team * FR_Q_PANEL;
+        for (int64_t step = 0; step < T; step++) {
+            const int64_t t = s->reverse ? T - 1 - step : step;
+            if (tid == 0) { /* fr_should_stop reads the caller's thread-local watch */
+                stop = fr_should_stop();
+                if (!stop) r = fr_qrows_convert(&L->W_hh, B, w->h, H, w->scratch);
+            }
+#pragma omp barrier
+            if (stop) break; /* all read the flag written before this barrier */
+            if (u1 > u0) {
+                fr_qhh_units(&L->W_hh, &r, B, G, H, u0, u1, w->gh, fast);
+                fr_qcells(L, s, w, t, u0, u1, Y, ldy);
+            }
+#pragma omp barrier
+        }
+    }
+    return stop ? FR_STOPPED : FR_OK;
+}
+
+/* Threads for the steps: a team when a step's product is large enough and
+ * splits into whole panels of every gate (and converts in one chunk). */
+static int fr_qstep_threads(const fr_qlayer *L, const fr_shape *s, int n_threads)
+{
+    const int64_t H = s->hidden, G = fr_gates(s->cell);
+    if (H % FR_Q_PANEL || s->batch > FR_Q_CHUNK || L->W_hh.kind == FR_Q_F32 ||
+        s->batch * G * H * H < FR_QSTEP_PAR_MIN_MACS)
+        return 1;
+    const int nt = fr_threads(n_threads);
+    return nt < H / FR_Q_PANEL ? nt : (int)(H / FR_Q_PANEL);
+}
+
+/* Steps in time order (reversed for the backward direction); a sample's state
+ * waits at h0 until its reverse pass starts and stays at its last valid step's
+ * after its forward pass ends. */
 static int fr_qsteps(const fr_qlayer *L, const fr_shape *s, const fr_qforward_ws *w, float *Y,
                      int64_t ldy, int n_threads)
 {
     const int64_t B = s->batch, T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
+    const int nt = fr_qstep_threads(L, s, n_threads);
+    if (nt > 1) return fr_qsteps_team(L, s, w, Y, ldy, nt);
     for (int64_t step = 0; step < T; step++) {
         if (fr_should_stop()) return FR_STOPPED;
         const int64_t t = s->reverse ? T - 1 - step : step;
         int rc = fr_qgemm(&L->W_hh, B, w->h, H, w->gh, GH, 0, w->scratch, n_threads);
         if (rc != FR_OK) return rc;
-        for (int64_t b = 0; b < B; b++) {
-            float *y = Y + (b * T + t) * ldy;
-            if (t >= fr_qlength(s, b)) {
-                memset(y, 0, (size_t)H * sizeof(float));
-                continue;
-            }
-            fr_qcell(s->cell, H, w->gates + (b * T + t) * GH, w->gh + b * GH, w->bias, L->b_ih,
-                     L->b_hh, w->pre, w->h + b * H, w->c ? w->c + b * H : NULL, y);
-        }
+        fr_qcells(L, s, w, t, 0, H, Y, ldy);
     }
     return FR_OK;
 }
@@ -696,7 +786,7 @@ static void fr_qgen_layers(const fr_qgen_call *gc)
                         gc->n_threads);
         fr_qgemm(&g->W_hh[l], n, h, H, gc->b.gh, GH, 0, gc->b.scratch, gc->n_threads);
         for (int64_t i = 0; i < n; i++)
-            fr_qcell(g->cell, H, gc->b.gates + i * GH, gc->b.gh + i * GH, gc->b.bias + l * GH,
+            fr_qcell(g->cell, H, H, gc->b.gates + i * GH, gc->b.gh + i * GH, gc->b.bias + l * GH,
                      g->b_ih[l], g->b_hh[l], gc->b.pre, h + i * H, c + i * H, NULL);
     }
 }

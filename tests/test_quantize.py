@@ -95,6 +95,40 @@ def test_qforward_matches_reference_layer(cell, kind, reverse, quant_path):
     assert np.abs(Y[:, :, H:] - Y_fp32).max() < 0.1  # and it is still the same layer
 
 
+def _qforward_threads(cell, kind, reverse, n_threads):
+    """A layer direction of H = 160 (10 panels of 16 units, B * G*H*H above
+    FR_QSTEP_PAR_MIN_MACS for every cell) run with n_threads: Y, hN, cN."""
+    rng = np.random.default_rng(7 + CELLS.index(cell))
+    B, T, I, H, G = 3, 5, 6, 160, _kernels.gates(cell)
+    W_ih, W_hh = (rng.normal(size=(G * H, n)).astype(np.float32) * n**-0.5 for n in (I, H))
+    b_ih, b_hh = (rng.normal(size=G * H).astype(np.float32) for _ in range(2))
+    X = rng.normal(size=(B, T, I)).astype(np.float32)
+    h0 = rng.normal(size=(B, H)).astype(np.float32)
+    c0 = rng.normal(size=(B, H)).astype(np.float32) if cell == "lstm" else None
+    Y = np.full((B, T, H), 7, np.float32)
+    hN = np.empty((B, H), np.float32)
+    cN = np.empty((B, H), np.float32) if cell == "lstm" else None
+    _kernels.qforward(cell=_kernels.CELLS[cell], W_ih=_quantize.ReducedWeight(W_ih, kind),
+                      W_hh=_quantize.ReducedWeight(W_hh, kind), b_ih=b_ih, b_hh=b_hh, X=X,
+                      h0=h0, c0=c0, Y=Y, y_col=0, hN=hN, cN=cN,
+                      lengths=np.array([5, 2, 4], np.int32), reverse=reverse,
+                      n_threads=n_threads)
+    return Y, hN, cN
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_qforward_split_steps_equal_one_thread(cell, kind, reverse, quant_path):
+    # the team owns slices of every gate's units: each output sums as on one thread
+    one = _qforward_threads(cell, kind, reverse, 1)
+    two = _qforward_threads(cell, kind, reverse, 2)
+    assert np.all(one[0][1, 2:] == 0) and np.isfinite(one[0]).all()
+    for a, b in zip(one, two):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_network_forward_runs_reduced_stack_and_head(cell, kind):
