@@ -358,6 +358,18 @@ def forward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN
     _raise(rc, "forward")
 
 
+
+cdef int64_t _dY_columns(dY, int64_t y_col, int64_t H) except -1:
+    """dY's row stride (its columns), checked to hold this direction's H
+    columns at y_col; H when dY is None."""
+    if dY is None:
+        return H
+    if not isinstance(dY, np.ndarray) or dY.ndim != 3:
+        raise ValueError("dY must be a 3-D NumPy array")
+    if y_col < 0 or y_col + H > dY.shape[2]:
+        raise ValueError("dY has too few columns for this direction")
+    return dY.shape[2]
+
 def backward(*, int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
              bint accumulate_dx, dW_ih, dW_hh, db_ih, db_hh, dh0, dc0, lengths, bint reverse,
              bws, int n_threads):
@@ -373,13 +385,7 @@ def backward(*, int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
         raise ValueError(f"X must be float32 or float64, got {dtype}")
     cdef int64_t B = X.shape[0], T = X.shape[1], I = X.shape[2], H = W_hh.shape[1]
     cdef int64_t G = gates(cell)
-    cdef int64_t ldy = H
-    if dY is not None:
-        if not isinstance(dY, np.ndarray) or dY.ndim != 3:
-            raise ValueError("dY must be a 3-D NumPy array")
-        ldy = dY.shape[2]
-        if y_col < 0 or y_col + H > ldy:
-            raise ValueError("dY has too few columns for this direction")
+    cdef int64_t ldy = _dY_columns(dY, y_col, H)
     cdef fr_shape s = _shape(cell, B, T, I, H, reverse, lengths)
     _raise(fr_check_shape(&s, ldy), "backward")
     cdef char *x = _data(X, dtype, (B, T, I), "X", False)
@@ -912,13 +918,7 @@ def ln_backward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, norms, mask, ws, dY, int
     if dtype != np.float32 and dtype != np.float64:
         raise ValueError(f"X must be float32 or float64, got {dtype}")
     cdef int64_t B = X.shape[0], T = X.shape[1], I = X.shape[2], H = W_hh.shape[1]
-    cdef int64_t ldy = H
-    if dY is not None:
-        if not isinstance(dY, np.ndarray) or dY.ndim != 3:
-            raise ValueError("dY must be a 3-D NumPy array")
-        ldy = dY.shape[2]
-        if y_col < 0 or y_col + H > ldy:
-            raise ValueError("dY has too few columns for this direction")
+    cdef int64_t ldy = _dY_columns(dY, y_col, H)
     cdef int64_t need = ln_workspace_size(cell=cell, B=B, T=T, I=I, H=H)
     cdef int64_t need_b = ln_backward_workspace_size(cell=cell, B=B, T=T, I=I, H=H)
     cdef fr_shape s = _shape(cell, B, T, I, H, reverse, lengths)
