@@ -20,10 +20,13 @@ dtype="float32".
 int8: weights symmetric per output row, q = round(w / s) with s = max|w| /
 127; activations asymmetric u8 per row of each GEMM's input (the range
 always holds 0), so that VNNI's ``vpdpbusd`` (u8 x s8) applies; the zero
-point is taken out with the weights' row sums. bfloat16: weights and
-activations rounded to nearest even; ``vdpbf16ps`` where the CPU has
-AVX512_BF16. ``reference_matmul`` is the same arithmetic in NumPy (the
-tests' oracle).
+point is taken out with the weights' row sums. An int8 network keeps its
+recurrent weights W_hh in the "int16" kind (recurrent_kind, below): weights
+symmetric per row with up to 13 bits (int16_weight_max), activations
+symmetric per row with 12 bits (INT16_ACTIVATION_MAX), exact int32 sums
+(VNNI's ``vpdpwssd``). bfloat16: weights and activations rounded to nearest
+even; ``vdpbf16ps`` where the CPU has AVX512_BF16. ``reference_matmul`` is
+the same arithmetic in NumPy (the tests' oracle).
 """
 import weakref
 
@@ -42,6 +45,27 @@ INFERENCE_DTYPES = (None, "float32", "bfloat16", "int8")
 # head's lands on the prediction itself. 4 is one int8 lane group. Applied
 # per weight, so fr_qforward, head_forward and fr_qgenerate all follow it.
 REDUCED_MIN_DIM = 4
+
+
+# The int16 kind (an int8 network's W_hh): activations x ~ sa * a with |a| <=
+# INT16_ACTIVATION_MAX (12 bits); weights w ~ scale * q with |q| <=
+# int16_weight_max(cols) (13 bits up to 256 columns, fewer beyond), so that
+# every int32 sum of a row is exact: cols * 2047 * max|q| < 2**31. Why W_hh
+# needs it: its per-row int8 rounding moved a well-fitted Mackey-Glass
+# forecaster's MSE by -10.8% .. +20% (hidden 64, seeds 0-7), 13-bit weights
+# and 12-bit activations by under 0.6%; int8 with a scale per group of 8
+# columns, or bfloat16, still moved it by up to 14% / 3% (bench/NOTES.md).
+# W_ih and the head stay int8: their errors do not feed back step after step.
+INT16_ACTIVATION_MAX = 2047
+INT16_WEIGHT_MAX = 4095
+INT16_MAX_COLS = (2**31 - 1) // (INT16_ACTIVATION_MAX * 127)  # past it: no finer than int8
+
+
+def int16_weight_max(cols):
+    """The largest |q| of an int16 weight of cols columns (padded to the
+    kernels' pairs): its products with 12-bit activations sum exactly in int32."""
+    padded = cols + cols % 2
+    return min(INT16_WEIGHT_MAX, (2**31 - 1) // (INT16_ACTIVATION_MAX * padded))
 
 
 def inference_kind(inference_dtype):
@@ -69,12 +93,19 @@ def weight_kind(W, kind):
     return kind if min(np.shape(W)) >= REDUCED_MIN_DIM else "float32"
 
 
+def recurrent_kind(W_hh, kind):
+    """The kind a reduced network keeps a recurrent weight W_hh in: an int8
+    network's is "int16" (up to INT16_MAX_COLS columns), else weight_kind's."""
+    kind = weight_kind(W_hh, kind)
+    return "int16" if kind == "int8" and np.shape(W_hh)[1] <= INT16_MAX_COLS else kind
+
+
 class ReducedWeight:
     """A (rows, cols) weight in reduced precision, packed for csrc/quant.h.
 
-    values : int8 q (int8), bfloat16 bits (bfloat16) or the float32 weight
-        (float32: a weight weight_kind keeps), (rows, cols)
-    scale : float32 (rows,), int8 only: w ~ scale[n] * q[n, k]
+    values : int8 q (int8), int16 q (int16), bfloat16 bits (bfloat16) or the
+        float32 weight (float32: a weight weight_kind keeps), (rows, cols)
+    scale : float32 (rows,), int8 and int16: w ~ scale[n] * q[n, k]
     row_sum : int32 (rows,), int8 only: sum over k of q[n, k]
     packed : the panels of quant.h's layout (1-D)
     """
@@ -87,11 +118,12 @@ class ReducedWeight:
         self.rows, self.cols = W.shape
         self.scale = self.row_sum = None
         if kind == "int8":
-            amax = np.abs(W).max(axis=1)
-            self.scale = np.where(amax > 0, amax / np.float32(127), 1).astype(np.float32)
-            q = np.clip(np.rint(W / self.scale[:, None]), -127, 127)
-            self.values = q.astype(np.int8)
+            self.scale, self.values = _symmetric_rows(W, 127, np.int8)
             self.row_sum = self.values.sum(axis=1, dtype=np.int32)
+        elif kind == "int16":
+            if self.cols > INT16_MAX_COLS:
+                raise ValueError(f"an int16 weight takes at most {INT16_MAX_COLS} columns")
+            self.scale, self.values = _symmetric_rows(W, int16_weight_max(self.cols), np.int16)
         elif kind == "bfloat16":
             self.values = bfloat16_bits(W)
         elif kind == "float32":
@@ -115,11 +147,27 @@ class ReducedWeight:
 
     def dequantized(self):
         """The float32 weight this one stands for."""
-        if self.kind == "int8":
+        if self.kind in ("int8", "int16"):
             return self.values.astype(np.float32) * self.scale[:, None]
         if self.kind == "float32":
             return self.values
         return bfloat16_values(self.values)
+
+
+def _symmetric_rows(W, qmax, dtype):
+    """(scale (rows,), q) with W ~ scale[:, None] * q, |q| <= qmax, per row."""
+    amax = np.abs(W).max(axis=1)
+    scale = np.where(amax > 0, amax / np.float32(qmax), 1).astype(np.float32)
+    return scale, np.clip(np.rint(W / scale[:, None]), -qmax, qmax).astype(dtype)
+
+
+def _quantize_rows_s16(A):
+    """The kernels' per-row symmetric activations of the int16 kind: (a, scale)."""
+    amax = np.abs(A).max(axis=1)
+    scale = np.where(amax > 0, amax / np.float32(INT16_ACTIVATION_MAX), 1).astype(np.float32)
+    inv = (np.float32(1) / scale)[:, None]
+    a = np.clip(np.rint(A * inv), -INT16_ACTIVATION_MAX, INT16_ACTIVATION_MAX)
+    return a.astype(np.int64), scale
 
 
 def _quantize_rows_u8(A):
@@ -136,9 +184,9 @@ def _quantize_rows_u8(A):
 
 def reference_matmul(A, w):
     """A (M, cols) W^T in NumPy with the kernels' arithmetic (the oracle of
-    _kernels.qgemm): int8 exact integer sums, bfloat16 the pairwise float32
-    accumulation of vdpbf16ps (each pair: the odd element's product first),
-    float32 the float32 sum in k order."""
+    _kernels.qgemm): int8 and int16 exact integer sums, bfloat16 the pairwise
+    float32 accumulation of vdpbf16ps (each pair: the odd element's product
+    first), float32 the float32 sum in k order."""
     A = np.ascontiguousarray(A, dtype=np.float32)
     if w.kind == "float32":
         acc = np.zeros((A.shape[0], w.rows), np.float32)
@@ -148,6 +196,10 @@ def reference_matmul(A, w):
     if w.kind == "int8":
         u, sa, zp = _quantize_rows_u8(A)
         acc = u @ w.values.T.astype(np.int64) - zp[:, None] * w.row_sum[None, :]
+        return acc.astype(np.float32) * (sa[:, None] * w.scale[None, :])
+    if w.kind == "int16":
+        a, sa = _quantize_rows_s16(A)
+        acc = a @ w.values.T.astype(np.int64)
         return acc.astype(np.float32) * (sa[:, None] * w.scale[None, :])
     a = bfloat16_values(bfloat16_bits(A))
     wv = bfloat16_values(w.values)
@@ -165,11 +217,15 @@ def _reduced(W, kind):
     return ReducedWeight(W, weight_kind(W, kind))
 
 
+def _reduced_recurrent(W_hh, kind):
+    return ReducedWeight(W_hh, recurrent_kind(W_hh, kind))
+
+
 class ReducedNetwork:
     """A stack's weights in one reduced kind: per direction index (W_ih, W_hh)
     (none for layer-normalized stacks, which stay float32), and a network's
-    head (head_weight; None: no head), each in weight_kind's kind. Passed to
-    RecurrentStack.forward."""
+    head (head_weight; None: no head), each in weight_kind's kind (W_hh in
+    recurrent_kind's). Passed to RecurrentStack.forward."""
 
     def __init__(self, stack, kind, head_weight=None):
         self.kind = kind
@@ -179,7 +235,7 @@ class ReducedNetwork:
                 for d in range(stack.num_directions):
                     view = stack.direction(k, d)
                     self.directions[view.index] = (_reduced(view.W_ih, kind),
-                                                   _reduced(view.W_hh, kind))
+                                                   _reduced_recurrent(view.W_hh, kind))
         self.head = None if head_weight is None else _reduced(head_weight, kind)
 
     def runs(self, view):
