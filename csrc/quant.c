@@ -237,37 +237,43 @@ static void fr_float_store(const fr_qweight *w, const fr_qrows *r, int64_t m, in
     for (int64_t j = 0; j < nw; j++) c[n0 + j] = accumulate ? c[n0 + j] + acc[j] : acc[j];
 }
 
-FR_Q_CLONES static void fr_q8_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
-                                             int64_t p, float *C, int64_t ldc, int accumulate)
+/* One product of the integer kinds: u8 x s8 (int8) or s16 x s16 (int16). */
+static inline int32_t fr_qint_product(int kind, const void *a, int64_t ia, const void *w,
+                                      int64_t iw)
 {
-    const int64_t groups = r->kp / 4;
-    const int8_t *P = (const int8_t *)w->packed + p * groups * FR_Q_PANEL * 4;
+    if (kind == FR_Q_INT8) return (int32_t)((const uint8_t *)a)[ia] * ((const int8_t *)w)[iw];
+    return (int32_t)((const int16_t *)a)[ia] * ((const int16_t *)w)[iw];
+}
+
+/* int8 (group 4) and int16 (group 2): exact int32 sums (int16: quant.h's bound
+ * on |q|). Inlined into one function per kind, so that kind and group are
+ * constants there (a run-time group made the loop 8x slower). */
+static inline __attribute__((always_inline)) void fr_qint_panel(
+    const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p, float *C, int64_t ldc,
+    int accumulate, const int kind, const int group)
+{
+    const int64_t groups = r->kp / group, panel = p * groups * FR_Q_PANEL * group;
     for (int64_t m = 0; m < M; m++) {
-        const uint8_t *a = (const uint8_t *)r->rows + m * r->kp;
         int32_t acc[FR_Q_PANEL] = {0};
         for (int64_t g = 0; g < groups; g++)
             for (int j = 0; j < FR_Q_PANEL; j++)
-                for (int q = 0; q < 4; q++)
-                    acc[j] += (int32_t)a[4 * g + q] * P[(g * FR_Q_PANEL + j) * 4 + q];
+                for (int q = 0; q < group; q++)
+                    acc[j] += fr_qint_product(kind, r->rows, m * r->kp + g * group + q, w->packed,
+                                              panel + (g * FR_Q_PANEL + j) * group + q);
         fr_qint_store(w, r, m, p, acc, C + m * ldc, accumulate);
     }
 }
 
-/* int16: pairs of s16 x s16; the int32 sums are exact (quant.h's bound on |q|). */
+FR_Q_CLONES static void fr_q8_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
+                                             int64_t p, float *C, int64_t ldc, int accumulate)
+{
+    fr_qint_panel(w, r, M, p, C, ldc, accumulate, FR_Q_INT8, 4);
+}
+
 FR_Q_CLONES static void fr_q16_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
                                               int64_t p, float *C, int64_t ldc, int accumulate)
 {
-    const int64_t groups = r->kp / 2;
-    const int16_t *P = (const int16_t *)w->packed + p * groups * FR_Q_PANEL * 2;
-    for (int64_t m = 0; m < M; m++) {
-        const int16_t *a = (const int16_t *)r->rows + m * r->kp;
-        int32_t acc[FR_Q_PANEL] = {0};
-        for (int64_t g = 0; g < groups; g++)
-            for (int j = 0; j < FR_Q_PANEL; j++)
-                for (int q = 0; q < 2; q++)
-                    acc[j] += (int32_t)a[2 * g + q] * P[(g * FR_Q_PANEL + j) * 2 + q];
-        fr_qint_store(w, r, m, p, acc, C + m * ldc, accumulate);
-    }
+    fr_qint_panel(w, r, M, p, C, ldc, accumulate, FR_Q_INT16, 2);
 }
 
 /* The pair order of vdpbf16ps: the odd element's product first. */
