@@ -62,6 +62,17 @@ INT16_WEIGHT_MAX = 4095
 INT16_MAX_COLS = (2**31 - 1) // (INT16_ACTIVATION_MAX * 127)  # past it: no finer than int8
 
 
+# An int8 or bfloat16 network keeps W_hh in the int16 kind while its weight
+# range (int16_weight_max, which falls as columns grow) is at least this: from
+# there its rounding of a W_hh product is at least as fine as the kind's own.
+# int8: its 127 levels (up to INT16_MAX_COLS columns). bfloat16: 8 significant
+# bits, which 512 levels match (up to 2,048 columns): rms relative error of a
+# product with normal weights and tanh-like activations, int16 vs bfloat16,
+# 4.1e-4 vs 2.3e-3 at 256 columns, 1.1e-3 vs 2.4e-3 at 1,024, 2.0e-3 vs 2.2e-3
+# at 2,048, 4.5e-3 vs 2.3e-3 at 4,096 (bench/NOTES.md).
+INT16_FINER_FROM = {"int8": 127, "bfloat16": 512}
+
+
 def int16_weight_max(cols):
     """The largest |q| of an int16 weight of cols columns (padded to the
     kernels' pairs): its products with 12-bit activations sum exactly in int32."""
@@ -95,10 +106,14 @@ def weight_kind(W, kind):
 
 
 def recurrent_kind(W_hh, kind):
-    """The kind a reduced network keeps a recurrent weight W_hh in: an int8
-    network's is "int16" (up to INT16_MAX_COLS columns), else weight_kind's."""
+    """The kind a reduced network keeps a recurrent weight W_hh in: "int16"
+    while that rounds at least as finely as the network's kind
+    (INT16_FINER_FROM), else weight_kind's."""
     kind = weight_kind(W_hh, kind)
-    return "int16" if kind == "int8" and np.shape(W_hh)[1] <= INT16_MAX_COLS else kind
+    finer_from = INT16_FINER_FROM.get(kind)
+    if finer_from is not None and int16_weight_max(np.shape(W_hh)[1]) >= finer_from:
+        return "int16"
+    return kind
 
 
 class ReducedWeight:
