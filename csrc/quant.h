@@ -9,7 +9,7 @@
  * q in [-127, 127]); activations asymmetric u8 per input row (x = sa * (u -
  * zp), u in [0, 255]) since VNNI's vpdpbusd multiplies u8 by s8. Then
  *   sum_k x[k] w[n, k] = sa * scale[n] * (sum_k u[k] q[n, k] - zp * row_sum[n]).
- * int16 (an int8 network's recurrent weights, fastrnn._quantize.recurrent_kind):
+ * int16 (an int8 or bf16 network's recurrent weights, fastrnn._quantize.recurrent_kind):
  * symmetric weights per output row (w = scale[n] * q[n, k]) and symmetric
  * activations per input row (x = sa * a, |a| <= FR_Q16_ACT_MAX, 12 bits), so
  *   sum_k x[k] w[n, k] = sa * scale[n] * sum_k a[k] q[n, k],

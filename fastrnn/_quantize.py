@@ -20,13 +20,15 @@ dtype="float32".
 int8: weights symmetric per output row, q = round(w / s) with s = max|w| /
 127; activations asymmetric u8 per row of each GEMM's input (the range
 always holds 0), so that VNNI's ``vpdpbusd`` (u8 x s8) applies; the zero
-point is taken out with the weights' row sums. An int8 network keeps its
-recurrent weights W_hh in the "int16" kind (recurrent_kind, below): weights
-symmetric per row with up to 13 bits (int16_weight_max), activations
-symmetric per row with 12 bits (INT16_ACTIVATION_MAX), exact int32 sums
-(VNNI's ``vpdpwssd``). bfloat16: weights and activations rounded to nearest
-even; ``vdpbf16ps`` where the CPU has AVX512_BF16. ``reference_matmul`` is
-the same arithmetic in NumPy (the tests' oracle).
+point is taken out with the weights' row sums. bfloat16: weights and
+activations rounded to nearest even; ``vdpbf16ps`` where the CPU has
+AVX512_BF16. Both keep the recurrent weights W_hh in the "int16" kind
+(recurrent_kind, below): 16-bit fixed point, weights symmetric per row with
+up to 13 bits (int16_weight_max), activations symmetric per row with 12 bits
+(INT16_ACTIVATION_MAX), exact int32 sums (VNNI's ``vpdpwssd``). So
+"bfloat16" means 16-bit weights: bfloat16 W_ih and head, 16-bit fixed point
+W_hh. ``reference_matmul`` is the same arithmetic in NumPy (the tests'
+oracle).
 """
 import weakref
 
@@ -47,16 +49,18 @@ INFERENCE_DTYPES = (None, "float32", "bfloat16", "int8")
 REDUCED_MIN_DIM = 4
 
 
-# The int16 kind (an int8 network's W_hh): activations x ~ sa * a with |a| <=
+# The int16 kind (an int8 or bfloat16 network's W_hh): activations x ~ sa * a with |a| <=
 # INT16_ACTIVATION_MAX (12 bits); weights w ~ scale * q with |q| <=
 # int16_weight_max(cols) (13 bits up to 256 columns, fewer beyond), so that
 # every int32 sum of a row is exact: cols * 2047 * max|q| < 2**31. Why W_hh
 # needs it: its per-row int8 rounding moved a well-fitted Mackey-Glass
-# forecaster's MSE by -10.8% .. +20% (hidden 64, seeds 0-7), 13-bit weights
-# and 12-bit activations by under 0.6%; int8 with a scale per group of 8
-# columns, or bfloat16, still moved it by up to 14% / 3% (bench/NOTES.md).
-# W_ih and the head stay int8: their rounding moved it far less (a 2-layer
-# model's layer-1 W_ih: under 0.7%), and W_ih's product runs once for all steps.
+# forecaster's MSE by -10.8% .. +20% (hidden 64, seeds 0-7), bfloat16 by
+# -3.1% .. +2.2%, 13-bit weights and 12-bit activations by under 0.6%; int8
+# with a scale per group of 8 columns still moved it by up to 14%
+# (bench/NOTES.md). It runs at bfloat16's speed (2 bytes per weight, both).
+# W_ih and the head keep the network's kind: their rounding moved it far less
+# (a 2-layer model: layer 1's int8 W_ih alone under 0.7%, the whole bfloat16
+# model with int16 W_hh under 0.4%), and W_ih's product runs once for all steps.
 INT16_ACTIVATION_MAX = 2047
 INT16_WEIGHT_MAX = 4095
 INT16_MAX_COLS = (2**31 - 1) // (INT16_ACTIVATION_MAX * 127)  # past it: no finer than int8
