@@ -204,6 +204,12 @@ static void FR_(copy_rows)(real *dst, int64_t s_dst, const real *src, int64_t B,
 static inline void FR_(store_row)(real *c, const FR_VEC *v0, const FR_VEC *v1, int64_t w,
                                   int accumulate)
 {
+    if (w == FR_NR) { /* a whole panel: straight from the registers, no copy through memory */
+        FR_VEC *cv = (FR_VEC *)c;
+        cv[0] = accumulate ? cv[0] + *v0 : *v0;
+        cv[1] = accumulate ? cv[1] + *v1 : *v1;
+        return;
+    }
     real tmp[2 * sizeof(FR_VEC) / sizeof(real)];
     memcpy(tmp, v0, sizeof *v0);
     memcpy(tmp + FR_VL, v1, sizeof *v1);
@@ -268,7 +274,14 @@ __attribute__((target("avx512f"))) static void FR_(panel_kernel_mr8)(
     int64_t r = 0;
     for (; r + 8 <= M; r += 8) {
         FR_VEC acc[8][2];
-        memset(acc, 0, sizeof acc);
+        for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = (FR_VEC){0}; /* memset spilled them */
+        /* This block's rows of C, read after the k loop: gate rows written by
+         * the input projection long before (in L3 or memory), one page apart
+         * in a dense call. Fetched now, the loop hides their latency. */
+        for (int i = 0; i < 8; i++) {
+            __builtin_prefetch(C + (r + i) * ldc, 1, 3);
+            __builtin_prefetch(C + (r + i) * ldc + w - 1, 1, 3);
+        }
         for (int64_t k = 0; k < K; k++) {
             const FR_VEC b0 = *(const FR_VEC *)(P + k * FR_NR);
             const FR_VEC b1 = *(const FR_VEC *)(P + k * FR_NR + FR_VL);
