@@ -280,6 +280,7 @@ __attribute__((target("avx512f"))) static void FR_(panel_kernel_mr8)(
          * in a dense call. Fetched now, the loop hides their latency. */
         for (int i = 0; i < 8; i++) {
             __builtin_prefetch(C + (r + i) * ldc, 1, 3);
+            __builtin_prefetch(C + (r + i) * ldc + FR_VL, 1, 3);
             __builtin_prefetch(C + (r + i) * ldc + w - 1, 1, 3);
         }
         for (int64_t k = 0; k < K; k++) {

@@ -93,6 +93,23 @@ def test_batch1_lstm_matches_torch(torch):
     np.testing.assert_allclose(cN, c.numpy(), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("cls,kw", STACKS[:2], ids=STACK_IDS[:2])
+def test_block_kernel_full_and_partial_panels_match_torch(cls, kw, torch):
+    # B=17: two 8-row blocks and a leftover row; H=48: a whole panel of 32
+    # units (stored straight from the registers) and a partial one of 16 (stored
+    # through a copy) per gate; T=40 steps of gate rows prefetched before use
+    stack = _stack(cls, kw, 12, 48, np.float32)
+    module = getattr(torch.nn, cls.__name__)(12, 48, batch_first=True)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in stack.state_dict().items()})
+    X = np.random.default_rng(6).standard_normal((17, 40, 12)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(X))[0].numpy()
+    Y = _outputs(stack, X)[0]
+    np.testing.assert_allclose(Y, expected, rtol=0, atol=2e-5)
+    for i in (0, 16):
+        np.testing.assert_array_equal(_outputs(stack, X[i:i + 1])[0][0], Y[i])
+
+
 def _generate(cls, kw, dtype, H, n, n_threads, V=23, E=7, n_new=40):
     stack = _stack(cls, kw, E, H, dtype, num_layers=2)
     rng = np.random.default_rng(5)
