@@ -12,7 +12,7 @@ import threading
 import numpy as np
 cimport numpy as cnp
 from cpython.exc cimport PyErr_CheckSignals
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -426,6 +426,65 @@ def backward(*, int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
     finally:
         _stop_watching(watching)
     _raise(rc, "backward")
+
+
+# A float is inf or NaN when its exponent bits are all ones: adding one to the
+# exponent field then carries into the sign bit. And, add and or only, so the
+# loops vectorize with the baseline instruction set.
+cdef bint _finite_bits32(const uint32_t *x, int64_t n) noexcept nogil:
+    cdef uint32_t carries = 0
+    cdef int64_t i
+    for i in range(n):
+        carries |= (x[i] & 0x7f800000u) + 0x00800000u
+    return (carries >> 31) == 0
+
+
+cdef bint _finite_bits64(const uint64_t *x, int64_t n) noexcept nogil:
+    cdef uint64_t carries = 0
+    cdef int64_t i
+    for i in range(n):
+        carries |= (x[i] & 0x7ff0000000000000u) + 0x0010000000000000u
+    return (carries >> 63) == 0
+
+
+def all_finite(cnp.ndarray X):
+    """np.isfinite(X).all() for a C-contiguous float32 or float64 array, in one
+    pass over the exponent bits without a temporary (a layer call checks its
+    input with it)."""
+    if not X.flags.c_contiguous or (X.dtype != np.float32 and X.dtype != np.float64):
+        raise ValueError("all_finite takes a C-contiguous float32 or float64 array")
+    cdef int64_t n = X.size
+    cdef const void *p = cnp.PyArray_DATA(X)
+    cdef bint ok, single = X.itemsize == 4
+    with nogil:
+        ok = _finite_bits32(<const uint32_t *>p, n) if single else \
+            _finite_bits64(<const uint64_t *>p, n)
+    return ok
+
+
+def int_range(cnp.ndarray a):
+    """(min, max) of a non-empty 1-D int32 or int64 array, in one pass (None
+    for other arrays: the caller reduces them with NumPy)."""
+    if a.ndim != 1 or a.shape[0] == 0 or not a.flags.c_contiguous:
+        return None
+    cdef int64_t i, n = a.shape[0], lo, hi, v
+    cdef const int32_t *p32
+    cdef const int64_t *p64
+    if a.dtype == np.int32:
+        p32 = <const int32_t *>cnp.PyArray_DATA(a)
+        lo = hi = p32[0]
+        for i in range(1, n):
+            v = p32[i]
+            lo, hi = min(lo, v), max(hi, v)
+    elif a.dtype == np.int64:
+        p64 = <const int64_t *>cnp.PyArray_DATA(a)
+        lo = hi = p64[0]
+        for i in range(1, n):
+            v = p64[i]
+            lo, hi = min(lo, v), max(hi, v)
+    else:
+        return None
+    return lo, hi
 
 
 def sigmoid_f32(const float[::1] x):

@@ -65,7 +65,7 @@ def resolve_n_threads(n_threads):
                                   or not hasattr(n_threads, "__index__")
                                   or (n_threads != -1 and n_threads < 1)):
         raise ValueError(f"n_threads must be None, -1 or a positive int, got {n_threads!r}")
-    if _in_fork_child:
+    if _in_fork_child or n_threads == 1:  # 1 needs no look at the CPUs (a syscall)
         return 1
     cpus = available_cpus()
     if n_threads is None:
@@ -91,13 +91,28 @@ if hasattr(os, "register_at_fork"):
 
 
 def _blas_libraries():
-    """threadpoolctl's controllers of the BLAS libraries loaded when first
-    asked (the kernels' BLAS, scipy's, is loaded with fastrnn._kernels)."""
+    """(get, set) thread-count functions of each BLAS library loaded when
+    first asked (the kernels' BLAS, scipy's, is loaded with fastrnn._kernels).
+    OpenBLAS with its own threads: its C functions, called through ctypes (a
+    tenth of a microsecond; threadpoolctl's methods cost ~1 us each, and they
+    leave the limit alone in a thread other than the one that first set it,
+    while this module's lock already keeps its threads from fighting). Other
+    libraries: threadpoolctl's methods."""
     global _controller
     if _controller is None:
-        _controller = [lib for lib in ThreadpoolController().lib_controllers
+        _controller = [_thread_count_functions(lib)
+                       for lib in ThreadpoolController().lib_controllers
                        if lib.user_api == "blas"]
     return _controller
+
+
+def _thread_count_functions(lib):
+    get_symbol = getattr(lib, "_get_symbol", None)
+    if lib.internal_api == "openblas" and lib.threading_layer != "openmp" and get_symbol:
+        get, set_ = (get_symbol(f"openblas_{verb}_num_threads") for verb in ("get", "set"))
+        if get is not None and set_ is not None:
+            return get, set_
+    return (lambda: lib.num_threads), lib.set_num_threads
 
 
 @contextmanager
@@ -105,16 +120,15 @@ def single_threaded_blas():
     """BLAS on one thread inside the block. Re-entrant and thread-safe: nested
     or concurrent blocks share one limit, restored when the last one leaves, so
     a training loop pays for it once, not per call. A layer call on its own
-    pays a few microseconds: the libraries' controllers are found once, and
-    each block only reads and sets their thread counts (threadpoolctl's
-    limit() would inspect every library again, about 30 us per call)."""
+    pays about a microsecond: the libraries' functions are found once, and
+    each block only reads their thread counts and sets those that are not 1
+    (threadpoolctl's limit() would inspect every library again, about 30 us)."""
     global _depth, _limiter
     with _lock:
         if _depth == 0:
-            _limiter = [(lib, lib.num_threads) for lib in _blas_libraries()]
-            for lib, n in _limiter:
-                if n != 1:
-                    lib.set_num_threads(1)
+            _limiter = [(set_, n) for get, set_ in _blas_libraries() if (n := get()) != 1]
+            for set_, _ in _limiter:
+                set_(1)
         _depth += 1
     try:
         yield
@@ -122,7 +136,6 @@ def single_threaded_blas():
         with _lock:
             _depth -= 1
             if _depth == 0:
-                for lib, n in _limiter:
-                    if n != 1:
-                        lib.set_num_threads(n)
+                for set_, n in _limiter:
+                    set_(n)
                 _limiter = None

@@ -102,7 +102,7 @@ def check_lengths(lengths, n_samples, n_steps):
     if lengths.dtype.kind not in "iu":
         if lengths.dtype.kind != "f" or not np.all(lengths == np.round(lengths)):
             raise ValueError("lengths must be integers")
-    shortest, longest = lengths.min(), lengths.max()
+    shortest, longest = _kernels.int_range(lengths) or (lengths.min(), lengths.max())
     if shortest < 1 or longest > n_steps:
         raise ValueError(f"lengths must lie in [1, {n_steps}], got min {shortest} "
                          f"and max {longest}")
@@ -178,6 +178,30 @@ class Workspaces:
 
     def __reduce__(self):
         return type(self), (self.dtype, self.keep)
+
+
+class _DirectionViews:
+    """A stack's Direction tuples for one params / grads dict. Not pickled: an
+    unpickled stack's arrays are new ones, so it builds its own."""
+
+    def __init__(self, stack):
+        self.params, self.grads = p, g = stack.params, stack.grads
+        self.layers = []
+        for layer in range(stack.num_layers):
+            views = []
+            for reverse in range(stack.num_directions):
+                names = _direction_names(layer, bool(reverse))
+                views.append(Direction(layer, bool(reverse),
+                                       layer * stack.num_directions + reverse,
+                                       *(p[n] for n in names), *(g[n] for n in names)))
+            self.layers.append(tuple(views))
+
+    def __reduce__(self):
+        return _no_views, ()
+
+
+def _no_views():
+    return None
 
 
 def _row(states, index):
@@ -281,10 +305,15 @@ class RecurrentStack:
         """The weights and gradients of one layer and direction."""
         if not 0 <= layer < self.num_layers or (reverse and not self.bidirectional):
             raise IndexError(f"no layer {layer}{' reverse' if reverse else ''} in this stack")
-        p, g = self.params, self.grads
-        names = _direction_names(layer, reverse)
-        return Direction(layer, bool(reverse), layer * self.num_directions + int(reverse),
-                         *(p[n] for n in names), *(g[n] for n in names))
+        return self._directions()[layer][int(reverse)]
+
+    def _directions(self):
+        """Every layer's tuple of Directions, made once per params / grads dict
+        (a layer call reads them; building them costs microseconds)."""
+        kept = getattr(self, "_direction_views", None)  # absent in older pickles
+        if kept is None or kept.params is not self.params or kept.grads is not self.grads:
+            kept = self._direction_views = _DirectionViews(self)
+        return kept.layers
 
     @classmethod
     def param_shapes(cls, input_size, hidden_size, num_layers=1, bidirectional=False,
@@ -400,7 +429,7 @@ class RecurrentStack:
             raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
         if not (X.dtype == self.dtype and X.flags.c_contiguous):
             X = np.ascontiguousarray(X, dtype=self.dtype)
-        if not validated and not np.isfinite(X).all():
+        if not validated and not _kernels.all_finite(X):
             raise ValueError("X holds NaN or inf")
         return X
 
