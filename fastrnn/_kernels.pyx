@@ -1025,3 +1025,4 @@ def ln_backward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, norms, mask, ws, dY, int
                                     <double *>dc, <double *>bw, n_threads)
     _raise(rc, "ln_backward")
 include "_quant_bind.pxi"
+include "_blas_limit.pxi"
