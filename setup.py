@@ -117,6 +117,7 @@ extensions = [
                  "csrc/lnrnn.h", "csrc/lnrnn_impl.h", "csrc/decode.h", "csrc/decode_impl.h",
                  "csrc/attention.h", "csrc/attention_impl.h", "csrc/quant.h", "csrc/quant_impl.h",
                  "csrc/sampling.h", "fastrnn/_quant_bind.pxi", "fastrnn/_blas_limit.pxi",
+                 "fastrnn/_layer_bind.pxi",
                  "fastrnn/_kernels.pxd"],
         include_dirs=["csrc", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -305,6 +305,13 @@ def forward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN
     from y_col; hN/cN (B, H) the final state; ws from workspace_size. packed:
     pack_recurrent's pack of W_hh (inference; ignored unless made for this
     call's W_hh, layout and team)."""
+    _forward(cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, y_col, hN, cN, lengths, reverse, ws,
+             training, n_threads, packed)
+
+
+cdef int _forward(int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN, cN,
+                  lengths, bint reverse, ws, bint training, int n_threads,
+                  packed) except -1:
     if not isinstance(X, np.ndarray) or X.ndim != 3:
         raise ValueError("X must be a 3-D NumPy array (batch, time, features)")
     if not isinstance(W_hh, np.ndarray) or W_hh.ndim != 2:
@@ -355,7 +362,7 @@ def forward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN
                                            <double *>pk, n_pack)
     finally:
         _stop_watching(watching)
-    _raise(rc, "forward")
+    return _raise(rc, "forward")
 
 
 
@@ -376,6 +383,13 @@ def backward(*, int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
     """Backward through one layer/direction after forward(..., training=True).
     Weight and bias gradients are accumulated; dX is written (or accumulated).
     dW_ih, dW_hh, db_ih, db_hh all None: dX only, no weight gradient computed."""
+    _backward(cell, X, W_ih, W_hh, ws, dY, y_col, dhN, dcN, dX, accumulate_dx, dW_ih, dW_hh,
+              db_ih, db_hh, dh0, dc0, lengths, reverse, bws, n_threads)
+
+
+cdef int _backward(int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
+                   bint accumulate_dx, dW_ih, dW_hh, db_ih, db_hh, dh0, dc0, lengths,
+                   bint reverse, bws, int n_threads) except -1:
     if not isinstance(X, np.ndarray) or X.ndim != 3:
         raise ValueError("X must be a 3-D NumPy array (batch, time, features)")
     if not isinstance(W_hh, np.ndarray) or W_hh.ndim != 2:
@@ -425,7 +439,7 @@ def backward(*, int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
                                      <double *>dh, <double *>dc, <double *>bw, n_threads)
     finally:
         _stop_watching(watching)
-    _raise(rc, "backward")
+    return _raise(rc, "backward")
 
 
 # A float is inf or NaN when its exponent bits are all ones: adding one to the
@@ -1026,3 +1040,4 @@ def ln_backward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, norms, mask, ws, dY, int
     _raise(rc, "ln_backward")
 include "_quant_bind.pxi"
 include "_blas_limit.pxi"
+include "_layer_bind.pxi"

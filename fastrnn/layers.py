@@ -479,26 +479,26 @@ class RecurrentStack:
         cN = np.empty_like(hN) if lstm else None
         cache, scratch = [], []
         layer_in = X
+        cell, pool = _kernels.CELLS[self.cell], self.workspaces
+        kept = None if for_backward else getattr(self, "_packed", None)  # None: pickled before
         with single_threaded_blas():
-            for k in range(self.num_layers):
+            for k, views in enumerate(self._directions()):
                 Y = np.empty((B, T, D * H), self.dtype)
                 workspaces, h_masks = [], []
-                for d in range(D):
-                    view = self.direction(k, d)
-                    if self._ln_kernel(training):
+                if self._ln_kernel(training):
+                    for view in views:
                         ws, h_mask = self._ln_forward(view, layer_in, h0, c0, Y, hN, cN,
                                                       lengths, training, n_threads)
+                        workspaces.append(ws)
                         h_masks.append(h_mask)
-                    elif reduced is not None and not for_backward and reduced.runs(view):
-                        reduced.forward_direction(self, view, layer_in, _row(h0, view.index),
-                                                  _row(c0, view.index), Y, d * H,
-                                                  hN[view.index], _row(cN, view.index),
-                                                  lengths, n_threads)
-                        continue  # inference: no workspace to keep
-                    else:
-                        ws = self._kernel_forward(view, layer_in, h0, c0, Y, hN, cN, lengths,
-                                                  for_backward, n_threads, scratch)
-                    workspaces.append(ws)
+                else:
+                    if reduced is not None and not for_backward:
+                        views = self._reduced_forward(reduced, views, layer_in, h0, c0, Y, hN,
+                                                      cN, lengths, n_threads)
+                    workspaces = _kernels.layer_forward(cell, layer_in, views, h0, c0, Y, hN,
+                                                        cN, lengths, pool, scratch,
+                                                        for_backward, n_threads, kept,
+                                                        self.flat_params)
                 mask = None
                 if training and self.dropout > 0 and k < self.num_layers - 1:
                     keep = 1.0 - self.dropout
@@ -511,33 +511,21 @@ class RecurrentStack:
         if for_backward:  # inference leaves the training cache alone: a fit in another
             self._cache = (cache, lengths, B, T)  # thread may be between forward and backward
         else:
-            self.workspaces.give(*scratch, *(ws for c in cache for ws in c[1] if ws is not None))
+            pool.give(*scratch, *(ws for c in cache for ws in c[1]))
         return layer_in, State(hN, cN)
 
-    def _kernel_forward(self, view, X, h0, c0, Y, hN, cN, lengths, for_backward, n_threads,
-                        scratch):
-        """One layer direction through the plain kernel (csrc/rnn.h); returns
-        the workspace backward reads, or None in inference, whose one scratch
-        buffer (in the list scratch, shared by the call's layers) keeps nothing."""
-        B, T, I = X.shape
-        cell = _kernels.CELLS[self.cell]
-        n_ws = _kernels.workspace_size(cell=cell, B=B, T=T, I=I, H=self.hidden_size,
-                                       training=for_backward, lengths=lengths)
-        if for_backward:
-            ws = self.workspaces.take(n_ws)
-        else:
-            if not scratch or scratch[0].size < n_ws:
-                scratch[:] = [self.workspaces.take(n_ws)]
-            ws = scratch[0]
-        kept = getattr(self, "_packed", None)  # None in a stack pickled before it existed
-        packed = None if for_backward or kept is None else kept.get(
-            self.flat_params, view, cell, B, I, n_threads)
-        _kernels.forward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, b_ih=view.b_ih,
-                         b_hh=view.b_hh, h0=_row(h0, view.index), c0=_row(c0, view.index),
-                         Y=Y, y_col=view.reverse * self.hidden_size, hN=hN[view.index],
-                         cN=_row(cN, view.index), lengths=lengths, reverse=view.reverse,
-                         ws=ws, training=for_backward, n_threads=n_threads, packed=packed)
-        return ws if for_backward else None
+    def _reduced_forward(self, reduced, views, X, h0, c0, Y, hN, cN, lengths, n_threads):
+        """Run the directions of one layer that the reduced network holds with its
+        weights (inference); returns the other views, for the plain kernel."""
+        rest = []
+        for view in views:
+            if not reduced.runs(view):
+                rest.append(view)
+                continue
+            reduced.forward_direction(self, view, X, _row(h0, view.index),
+                                      _row(c0, view.index), Y, view.reverse * self.hidden_size,
+                                      hN[view.index], _row(cN, view.index), lengths, n_threads)
+        return tuple(rest)
 
     def _ln_forward(self, view, X, h0, c0, Y, hN, cN, lengths, training, n_threads):
         """One layer direction through the layer-norm / recurrent-dropout kernel;
@@ -606,7 +594,8 @@ class RecurrentStack:
         n_threads = resolve_n_threads(self.n_threads)
         dh0 = np.empty((self.num_layers * D, B, H), self.dtype)
         dc0 = np.empty_like(dh0) if lstm else None
-        scratch = []
+        scratch, cell, pool = [], _kernels.CELLS[self.cell], self.workspaces
+        directions = self._directions()
         with single_threaded_blas():
             for k in range(self.num_layers - 1, -1, -1):
                 layer_in, workspaces, _, h_masks = cache[k]
@@ -615,16 +604,14 @@ class RecurrentStack:
                     dY, d_input = self.layer_outputs[k].backward(dY, input_grad_only)
                 need_dx = k > 0 or input_grad or input_grad_only
                 dX = np.empty(layer_in.shape, self.dtype) if need_dx else None
-                for d in range(D):
-                    view = self.direction(k, d)
-                    if h_masks:
-                        self._ln_backward(view, layer_in, workspaces[d], h_masks[d], dY, dhN,
-                                          dcN, dX, dh0, dc0, lengths, n_threads,
-                                          input_grad_only)
-                    else:
-                        self._kernel_backward(view, layer_in, workspaces[d], dY, dhN, dcN, dX,
-                                              dh0, dc0, lengths, n_threads, input_grad_only,
-                                              scratch)
+                if h_masks:
+                    for view, ws, h_mask in zip(directions[k], workspaces, h_masks):
+                        self._ln_backward(view, layer_in, ws, h_mask, dY, dhN, dcN, dX, dh0,
+                                          dc0, lengths, n_threads, input_grad_only)
+                else:
+                    _kernels.layer_backward(cell, layer_in, directions[k], workspaces, dY, dhN,
+                                            dcN, dX, dh0, dc0, lengths, pool, scratch,
+                                            input_grad_only, n_threads)
                 if d_input is not None and dX is not None:
                     dX += d_input
                 if k > 0:
@@ -633,26 +620,8 @@ class RecurrentStack:
                 else:
                     dY = dX
         self._cache = None
-        self.workspaces.give(*scratch, *(ws for c in cache for ws in c[1]))
+        pool.give(*scratch, *(ws for c in cache for ws in c[1]))
         return dY, State(dh0, dc0)
-
-    def _kernel_backward(self, view, X, ws, dY, dhN, dcN, dX, dh0, dc0, lengths, n_threads,
-                         input_grad_only, scratch):
-        """Backward of _kernel_forward; dX accumulates for the reverse direction.
-        Its scratch buffer sits in the list scratch, shared by the call's layers."""
-        B, T, I = X.shape
-        cell = _kernels.CELLS[self.cell]
-        n_bws = _kernels.backward_workspace_size(cell=cell, B=B, T=T, I=I, H=self.hidden_size,
-                                                 lengths=lengths)
-        if not scratch or scratch[0].size < n_bws:
-            scratch[:] = [self.workspaces.take(n_bws)]
-        dW_ih, dW_hh, db_ih, db_hh = (None,) * 4 if input_grad_only else view[-4:]
-        _kernels.backward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, ws=ws, dY=dY,
-                          y_col=view.reverse * self.hidden_size, dhN=_row(dhN, view.index),
-                          dcN=_row(dcN, view.index), dX=dX, accumulate_dx=view.reverse,
-                          dW_ih=dW_ih, dW_hh=dW_hh, db_ih=db_ih, db_hh=db_hh,
-                          dh0=dh0[view.index], dc0=_row(dc0, view.index), lengths=lengths,
-                          reverse=view.reverse, bws=scratch[0], n_threads=n_threads)
 
 
 _STACK_PARAMETERS = """Parameters
