@@ -6,6 +6,7 @@ build time), checks dtypes, shapes and contiguity once per call, and releases
 the GIL around every kernel. Callers are the engine modules (fastrnn.layers);
 users do not call these functions directly.
 """
+import _signal  # signal.getsignal without its enum conversion (~1 us per kernel call)
 import signal
 import threading
 
@@ -89,7 +90,7 @@ cdef int _stop_on_ctrl_c() except -1:
     yet, raises here rather than after the kernel."""
     if threading.get_ident() != threading.main_thread().ident:
         return 0
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if _signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         return 0
     if not fr_sigint_begin():
         return 0
