@@ -466,10 +466,10 @@ class RecurrentStack:
         B, T, _ = X.shape
         lengths = check_lengths(lengths, B, T)
         lstm = self.cell == "lstm"
-        h0 = self._check_state(h0, B, "h0")
-        c0 = self._check_state(c0, B, "c0") if lstm else None
-        if c0 is not None and not lstm:
-            raise ValueError("c0 is only for LSTM")
+        if h0 is not None:
+            h0 = self._check_state(h0, B, "h0")
+        if c0 is not None:
+            c0 = self._check_state(c0, B, "c0") if lstm else None
         H, D = self.hidden_size, self.num_directions
         for_backward = training or keep_for_backward
         if training:  # the weights are about to change
@@ -481,11 +481,12 @@ class RecurrentStack:
         layer_in = X
         cell, pool = _kernels.CELLS[self.cell], self.workspaces
         kept = None if for_backward else getattr(self, "_packed", None)  # None: pickled before
+        ln_kernel = self._ln_kernel(training)
         with single_threaded_blas():
             for k, views in enumerate(self._directions()):
                 Y = np.empty((B, T, D * H), self.dtype)
                 workspaces, h_masks = [], []
-                if self._ln_kernel(training):
+                if ln_kernel:
                     for view in views:
                         ws, h_mask = self._ln_forward(view, layer_in, h0, c0, Y, hN, cN,
                                                       lengths, training, n_threads)
