@@ -6,12 +6,61 @@
 # two size queries and a keyword call per direction.
 
 
+cdef class Workspaces:
+    """Scratch buffers a stack reuses across its calls, so that the batches of
+    a fit and the predict calls of a fitted model do not each allocate, fault
+    in and free their workspaces (a fresh multi-megabyte buffer costs its page
+    faults on first touch, and its munmap when freed).
+
+    ``take(n)`` hands out a 1-D buffer of at least n elements that no other
+    call holds: two threads calling the same stack at once (a predict while a
+    fit runs) get different buffers. ``give(*buffers)`` returns them. A free
+    buffer serves a request of at least half its size; at most ``keep`` free
+    buffers stay, the most recently returned, so a change of shape lets the
+    old ones go. New buffers get 1/8 headroom (pages never touched cost
+    nothing), so the slightly longer batches of a ragged fit reuse them too.
+    Kernels never read a workspace before writing it: reused contents are as
+    good as fresh ones. Pickles and copies start empty. In Cython so that a
+    layer call takes and gives without a Python frame."""
+    cdef readonly object dtype
+    cdef readonly Py_ssize_t keep
+    cdef public list _free
+    cdef object _lock
+
+    def __init__(self, dtype, keep):
+        self.dtype, self.keep = np.dtype(dtype), int(keep)
+        self._free = []
+        self._lock = threading.Lock()
+
+    cpdef cnp.ndarray take(self, int64_t n):
+        cdef Py_ssize_t i
+        cdef int64_t size
+        with self._lock:  # the most recently returned first: still in cache
+            for i in range(len(self._free) - 1, -1, -1):
+                size = (<cnp.ndarray>self._free[i]).size
+                if n <= size <= 2 * n:
+                    return self._free.pop(i)
+        return np.empty(n + n // 8, self.dtype)
+
+    def give(self, *buffers):
+        with self._lock:
+            self._free.extend(buffers)
+            del self._free[:-self.keep]
+
+    def clear(self):
+        with self._lock:
+            self._free = []
+
+    def __reduce__(self):
+        return Workspaces, (self.dtype, self.keep)
+
+
 cdef object _row(object states, Py_ssize_t index):
     """states[index], or None when there are no states."""
     return None if states is None else states[index]
 
 
-cdef object _scratch(list scratch, pool, int64_t n):
+cdef object _scratch(list scratch, Workspaces pool, int64_t n):
     """scratch[0], first replaced by a buffer of at least n elements from
     pool when it is missing or smaller (one buffer serves a call's layers)."""
     if not scratch or (<cnp.ndarray>scratch[0]).shape[0] < n:
@@ -31,8 +80,8 @@ cdef fr_shape _layer_shape(int cell, X, W_hh, bint reverse, lengths) except *:
     return s
 
 
-def layer_forward(int cell, X, tuple views, h0, c0, Y, hN, cN, lengths, pool, list scratch,
-                  bint training, int n_threads, kept=None, flat=None):
+def layer_forward(int cell, X, tuple views, h0, c0, Y, hN, cN, lengths, Workspaces pool,
+                  list scratch, bint training, int n_threads, kept=None, flat=None):
     """Every direction of one layer (views: its fastrnn.layers.Direction
     tuples) through the plain kernel, into Y's columns view.reverse * H on;
     h0, c0, hN, cN: the stack's state arrays (rows view.index). Training: one
@@ -61,7 +110,8 @@ def layer_forward(int cell, X, tuple views, h0, c0, Y, hN, cN, lengths, pool, li
 
 
 def layer_backward(int cell, X, tuple views, list workspaces, dY, dhN, dcN, dX, dh0, dc0,
-                   lengths, pool, list scratch, bint input_grad_only, int n_threads):
+                   lengths, Workspaces pool, list scratch, bint input_grad_only,
+                   int n_threads):
     """Backward of layer_forward(training=True) over the same views and its
     workspaces: dX written by the forward direction and accumulated by the
     reverse one; each view's gradients accumulated unless input_grad_only.

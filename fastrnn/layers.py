@@ -21,12 +21,12 @@ their gradients are views into two flat buffers, ``flat_params`` and
 ``stack.direction(layer, reverse)`` gathers one layer and direction's views.
 """
 import functools
-import threading
 from typing import NamedTuple
 
 import numpy as np
 
 from fastrnn import _kernels, _packed
+from fastrnn._kernels import Workspaces  # the pool a stack reuses its workspaces from
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
 
 
@@ -137,47 +137,6 @@ def valid_steps(lengths, n_samples, n_steps):
     if lengths is None:
         return None
     return np.arange(n_steps)[None, :] < np.asarray(lengths)[:, None]
-
-
-class Workspaces:
-    """Scratch buffers a stack reuses across its calls, so that the batches of
-    a fit and the predict calls of a fitted model do not each allocate, fault
-    in and free their workspaces (a fresh multi-megabyte buffer costs its page
-    faults on first touch, and its munmap when freed).
-
-    ``take(n)`` hands out a 1-D buffer of at least n elements that no other
-    call holds: two threads calling the same stack at once (a predict while a
-    fit runs) get different buffers. ``give(*buffers)`` returns them. A free
-    buffer serves a request of at least half its size; at most ``keep`` free
-    buffers stay, the most recently returned, so a change of shape lets the
-    old ones go. New buffers get 1/8 headroom (pages never touched cost
-    nothing), so the slightly longer batches of a ragged fit reuse them too.
-    Kernels never read a workspace before writing it: reused contents are as
-    good as fresh ones. Pickles and copies start empty."""
-
-    def __init__(self, dtype, keep):
-        self.dtype, self.keep = np.dtype(dtype), int(keep)
-        self._free = []
-        self._lock = threading.Lock()
-
-    def take(self, n):
-        with self._lock:  # the most recently returned first: still in cache
-            for i in range(len(self._free) - 1, -1, -1):
-                if n <= self._free[i].size <= 2 * n:
-                    return self._free.pop(i)
-        return np.empty(n + n // 8, self.dtype)
-
-    def give(self, *buffers):
-        with self._lock:
-            self._free.extend(buffers)
-            del self._free[:-self.keep]
-
-    def clear(self):
-        with self._lock:
-            self._free = []
-
-    def __reduce__(self):
-        return type(self), (self.dtype, self.keep)
 
 
 class _DirectionViews:
