@@ -445,21 +445,19 @@ cdef int _backward(int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
 
 # A float is inf or NaN when its exponent bits are all ones: adding one to the
 # exponent field then carries into the sign bit. And, add and or only, so the
-# loops vectorize with the baseline instruction set.
-cdef bint _finite_bits32(const uint32_t *x, int64_t n) noexcept nogil:
-    cdef uint32_t carries = 0
-    cdef int64_t i
-    for i in range(n):
-        carries |= (x[i] & 0x7f800000u) + 0x00800000u
-    return (carries >> 31) == 0
+# loop vectorizes with the baseline instruction set.
+ctypedef fused _float_bits:
+    uint32_t
+    uint64_t
 
 
-cdef bint _finite_bits64(const uint64_t *x, int64_t n) noexcept nogil:
-    cdef uint64_t carries = 0
+cdef bint _finite_bits(const _float_bits *x, int64_t n, _float_bits exponent,
+                       _float_bits exponent_one) noexcept nogil:
+    cdef _float_bits carries = 0
     cdef int64_t i
     for i in range(n):
-        carries |= (x[i] & 0x7ff0000000000000u) + 0x0010000000000000u
-    return (carries >> 63) == 0
+        carries |= (x[i] & exponent) + exponent_one
+    return (carries >> (8 * sizeof(_float_bits) - 1)) == 0
 
 
 def all_finite(cnp.ndarray X):
@@ -472,9 +470,25 @@ def all_finite(cnp.ndarray X):
     cdef const void *p = cnp.PyArray_DATA(X)
     cdef bint ok, single = X.itemsize == 4
     with nogil:
-        ok = _finite_bits32(<const uint32_t *>p, n) if single else \
-            _finite_bits64(<const uint64_t *>p, n)
+        if single:
+            ok = _finite_bits(<const uint32_t *>p, n, <uint32_t>0x7f800000u,
+                              <uint32_t>0x00800000u)
+        else:
+            ok = _finite_bits(<const uint64_t *>p, n, <uint64_t>0x7ff0000000000000u,
+                              <uint64_t>0x0010000000000000u)
     return ok
+
+
+ctypedef fused _length:
+    int32_t
+    int64_t
+
+
+cdef tuple _range(const _length *x, int64_t n):
+    cdef int64_t i, lo = x[0], hi = x[0]
+    for i in range(1, n):
+        lo, hi = min(lo, <int64_t>x[i]), max(hi, <int64_t>x[i])
+    return lo, hi
 
 
 def int_range(cnp.ndarray a):
@@ -482,24 +496,11 @@ def int_range(cnp.ndarray a):
     for other arrays: the caller reduces them with NumPy)."""
     if a.ndim != 1 or a.shape[0] == 0 or not a.flags.c_contiguous:
         return None
-    cdef int64_t i, n = a.shape[0], lo, hi, v
-    cdef const int32_t *p32
-    cdef const int64_t *p64
     if a.dtype == np.int32:
-        p32 = <const int32_t *>cnp.PyArray_DATA(a)
-        lo = hi = p32[0]
-        for i in range(1, n):
-            v = p32[i]
-            lo, hi = min(lo, v), max(hi, v)
-    elif a.dtype == np.int64:
-        p64 = <const int64_t *>cnp.PyArray_DATA(a)
-        lo = hi = p64[0]
-        for i in range(1, n):
-            v = p64[i]
-            lo, hi = min(lo, v), max(hi, v)
-    else:
-        return None
-    return lo, hi
+        return _range(<const int32_t *>cnp.PyArray_DATA(a), a.shape[0])
+    if a.dtype == np.int64:
+        return _range(<const int64_t *>cnp.PyArray_DATA(a), a.shape[0])
+    return None
 
 
 def sigmoid_f32(const float[::1] x):
