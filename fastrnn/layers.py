@@ -436,7 +436,7 @@ class RecurrentStack:
         n_threads = resolve_n_threads(self.n_threads)
         hN = np.empty((self.num_layers * D, B, H), self.dtype)
         cN = np.empty_like(hN) if lstm else None
-        cache, scratch = [], []
+        cache, scratch, taken = [], [], []  # taken: every layer's workspaces, in one list
         layer_in = X
         cell, pool = _kernels.CELLS[self.cell], self.workspaces
         kept = None if for_backward else getattr(self, "_packed", None)  # None: pickled before
@@ -464,6 +464,7 @@ class RecurrentStack:
                     keep = 1.0 - self.dropout
                     mask = (self.rng.random(Y.shape) < keep).astype(self.dtype) / keep
                 cache.append((layer_in, workspaces, mask, h_masks))
+                taken += workspaces
                 if self.layer_outputs is not None:  # a network's residual / norm / dropout
                     Y = self.layer_outputs[k].forward(Y, layer_in, valid_steps(lengths, B, T),
                                                       training, keep=for_backward)
@@ -471,7 +472,7 @@ class RecurrentStack:
         if for_backward:  # inference leaves the training cache alone: a fit in another
             self._cache = (cache, lengths, B, T)  # thread may be between forward and backward
         else:
-            pool.give(*scratch, *(ws for c in cache for ws in c[1]))
+            pool.give(*scratch, *taken)
         return layer_in, State(hN, cN)
 
     def _reduced_forward(self, reduced, views, X, h0, c0, Y, hN, cN, lengths, n_threads):
@@ -554,11 +555,12 @@ class RecurrentStack:
         n_threads = resolve_n_threads(self.n_threads)
         dh0 = np.empty((self.num_layers * D, B, H), self.dtype)
         dc0 = np.empty_like(dh0) if lstm else None
-        scratch, cell, pool = [], _kernels.CELLS[self.cell], self.workspaces
+        scratch, taken, cell, pool = [], [], _kernels.CELLS[self.cell], self.workspaces
         directions = self._directions()
         with single_threaded_blas():
             for k in range(self.num_layers - 1, -1, -1):
                 layer_in, workspaces, _, h_masks = cache[k]
+                taken += workspaces
                 d_input = None  # the residual connection's share of dX
                 if self.layer_outputs is not None:
                     dY, d_input = self.layer_outputs[k].backward(dY, input_grad_only)
@@ -580,7 +582,7 @@ class RecurrentStack:
                 else:
                     dY = dX
         self._cache = None
-        pool.give(*scratch, *(ws for c in cache for ws in c[1]))
+        pool.give(*scratch, *taken)
         return dY, State(dh0, dc0)
 
 
