@@ -393,8 +393,7 @@ class RecurrentStack:
         return X
 
     def _check_state(self, state, B, name):
-        if state is None:
-            return None
+        """A given initial / final state (or its gradient) as a checked array."""
         shape = (self.num_layers * self.num_directions, B, self.hidden_size)
         state = np.ascontiguousarray(state, dtype=self.dtype)
         if state.shape != shape:
@@ -550,8 +549,10 @@ class RecurrentStack:
             dY = np.ascontiguousarray(dY, dtype=self.dtype)
             if dY.shape != shape:
                 raise ValueError(f"dY must have shape {shape}, got {dY.shape}")
-        dhN = self._check_state(dhN, B, "dhN")
-        dcN = self._check_state(dcN, B, "dcN") if lstm else None
+        if dhN is not None:
+            dhN = self._check_state(dhN, B, "dhN")
+        if dcN is not None:
+            dcN = self._check_state(dcN, B, "dcN") if lstm else None
         n_threads = resolve_n_threads(self.n_threads)
         dh0 = np.empty((self.num_layers * D, B, H), self.dtype)
         dc0 = np.empty_like(dh0) if lstm else None
