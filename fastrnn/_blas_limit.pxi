@@ -40,6 +40,10 @@ cdef class BlasLimit:
     def add_python_library(self, get, set_):
         self.py_libraries.append((get, set_))
 
+    def __call__(self):
+        """The limit itself, to enter: ``with single_threaded_blas():``."""
+        return self
+
     def after_fork(self):
         """A new lock in a fork's child (another thread of the parent may have
         held the old one at the fork)."""

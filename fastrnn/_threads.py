@@ -77,7 +77,7 @@ def _after_fork_in_child():
     thread of the parent may have held the old one at the fork)."""
     global _in_fork_child
     _in_fork_child = True
-    _blas_limit.after_fork()
+    single_threaded_blas.after_fork()
     _kernels.fork_child()
 
 
@@ -115,15 +115,12 @@ def _c_thread_functions(lib):
     return [ctypes.cast(f, ctypes.c_void_p).value for f in functions]
 
 
-_blas_limit = _kernels.BlasLimit(_add_blas_libraries)
-
-
-def single_threaded_blas():
-    """A context manager: BLAS on one thread inside the block. Re-entrant and
-    thread-safe: nested or concurrent blocks share one limit, restored when the
-    last one leaves, so a training loop pays for it once, not per call. A
-    layer call on its own pays well under a microsecond: the libraries are
-    found once, and each block reads their thread counts and sets those that
-    are not 1 through their C functions (threadpoolctl's limit() would inspect
-    every library again, about 30 us). See _kernels.BlasLimit."""
-    return _blas_limit
+# single_threaded_blas(): BLAS on one thread inside the block. Re-entrant and
+# thread-safe: nested or concurrent blocks share one limit, restored when the
+# last one leaves, so a training loop pays for it once, not per call. A layer
+# call on its own pays well under a microsecond: the libraries are found once,
+# and each block reads their thread counts and sets those that are not 1
+# through their C functions (threadpoolctl's limit() would inspect every
+# library again, about 30 us). Calling it returns the one _kernels.BlasLimit
+# itself (no Python frame).
+single_threaded_blas = _kernels.BlasLimit(_add_blas_libraries)
