@@ -398,19 +398,17 @@ static void fr_plan_ragged(const fr_shape *s, fr_plan *p, int64_t *count)
     p->n_rows = row;
 }
 
-/* Packed weights start on a cache line: a 64-byte load from a panel at
- * malloc's usual 16-byte offset spans two lines (measured: the batch-1 step
- * 2-10% slower, bench/NOTES.md row 23). */
-#define FR_PANEL_ALIGN 64
-
-/* malloc's block aligned to FR_PANEL_ALIGN (C99 has no aligned_alloc); the
- * block's own address sits just before the result, for fr_aligned_free. */
+/* malloc's block aligned to a cache line (FR_PANEL_ALIGN, decode.h): a 64-byte
+ * load from a panel at malloc's usual 16-byte offset spans two lines
+ * (measured: the batch-1 step 3-8% slower, bench/NOTES.md row 23). C99 has no
+ * aligned_alloc; the block's own address sits just before the result, for
+ * fr_aligned_free. */
 static void *fr_aligned_malloc(size_t bytes)
 {
     char *raw = (char *)malloc(bytes + FR_PANEL_ALIGN + sizeof(void *));
     if (!raw) return NULL;
-    const uintptr_t first = (uintptr_t)(raw + sizeof(void *));
-    char *at = raw + sizeof(void *) + (FR_PANEL_ALIGN - first % FR_PANEL_ALIGN) % FR_PANEL_ALIGN;
+    char *at = raw + sizeof(void *);
+    at += fr_to_line((uintptr_t)at);
     memcpy(at - sizeof(void *), &raw, sizeof raw);
     return at;
 }

@@ -702,9 +702,8 @@ static void FR_(forward_team)(const FR_(forward_call) *f)
  * header (a pack without panels has no gap). */
 static int64_t FR_(pack_panels_at)(const real *pack)
 {
-    const uintptr_t after = (uintptr_t)(pack + FR_PACK_HEADER_REALS);
     return FR_PACK_HEADER_REALS +
-           (int64_t)((FR_PANEL_ALIGN - after % FR_PANEL_ALIGN) % FR_PANEL_ALIGN / sizeof(real));
+           (int64_t)(fr_to_line((uintptr_t)(pack + FR_PACK_HEADER_REALS)) / sizeof(real));
 }
 
 /* What a pack of W_hh for calls of shape s on n_threads holds (the team
