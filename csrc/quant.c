@@ -61,7 +61,7 @@ int fr_qfast_available(int kind)
 #if FR_Q_X86
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) return 0;
-    if (kind == FR_Q_INT8) return __builtin_cpu_supports("avx512vnni");
+    if (kind == FR_Q_INT8 || kind == FR_Q_INT16) return __builtin_cpu_supports("avx512vnni");
     if (kind == FR_Q_BF16) return __builtin_cpu_supports("avx512bf16");
 #else
     (void)kind;
@@ -71,19 +71,23 @@ int fr_qfast_available(int kind)
 
 static int fr_qfast(int kind)
 {
-    static int cached[3] = {-1, -1, -1};
-    if (kind < 1 || kind > 2) return 0;
+    static int cached[5] = {-1, -1, -1, -1, -1};
+    if (kind != FR_Q_BF16 && kind != FR_Q_INT8 && kind != FR_Q_INT16) return 0;
     if (cached[kind] < 0) cached[kind] = fr_qfast_available(kind);
     return cached[kind] && !fr_qportable();
 }
 
 int fr_qgroup(int kind)
 {
-    return kind == FR_Q_INT8 ? 4 : kind == FR_Q_BF16 ? 2 : kind == FR_Q_F32 ? 1 : 0;
+    return kind == FR_Q_INT8 ? 4 : kind == FR_Q_BF16 || kind == FR_Q_INT16 ? 2
+         : kind == FR_Q_F32 ? 1 : 0;
 }
 
 /* Bytes of one converted activation (and packed weight) element. */
-static int64_t fr_qelem(int kind) { return kind == FR_Q_INT8 ? 1 : kind == FR_Q_BF16 ? 2 : 4; }
+static int64_t fr_qelem(int kind)
+{
+    return kind == FR_Q_INT8 ? 1 : kind == FR_Q_BF16 || kind == FR_Q_INT16 ? 2 : 4;
+}
 
 static int64_t fr_qpadded(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
 
@@ -114,6 +118,28 @@ FR_Q_CLONES static void fr_quantize_row_u8(const float *x, int64_t K, int64_t kp
     *zp = (int32_t)z;
 }
 
+/* Symmetric 12-bit of one row (int16 kind): x ~ sa * a, |a| <= FR_Q16_ACT_MAX;
+ * an all-zero row gets sa = 1. Rounding: nearest even. */
+FR_Q_CLONES static void fr_quantize_row_s16(const float *x, int64_t K, int64_t kp, int16_t *a,
+                                            float *sa)
+{
+    float amax = 0;
+    for (int64_t k = 0; k < K; k++) {
+        const float v = fabsf(x[k]);
+        amax = v > amax ? v : amax;
+    }
+    float scale = amax / (float)FR_Q16_ACT_MAX;
+    if (!(scale > 0)) scale = 1.0f;
+    const float inv = 1.0f / scale, top = (float)FR_Q16_ACT_MAX;
+    for (int64_t k = 0; k < K; k++) {
+        float q = nearbyintf(x[k] * inv);
+        q = q < -top ? -top : q > top ? top : q;
+        a[k] = (int16_t)q;
+    }
+    for (int64_t k = K; k < kp; k++) a[k] = 0;
+    *sa = scale;
+}
+
 /* bfloat16 bits of a finite float, rounded to nearest even. */
 static inline uint16_t fr_bf16(float x)
 {
@@ -138,7 +164,7 @@ FR_Q_CLONES static void fr_round_row_bf16(const float *x, int64_t K, int64_t kp,
 }
 
 /* One chunk's converted rows: the rows (kp elements each), and for int8 the
- * scale and zero point of every row. */
+ * scale and zero point of every row (int16: the scale). */
 typedef struct {
     void *rows;
     float *sa;
@@ -166,6 +192,9 @@ static fr_qrows fr_qrows_convert(const fr_qweight *w, int64_t M, const float *A,
         if (w->kind == FR_Q_INT8)
             fr_quantize_row_u8(A + m * lda, w->cols, r.kp, (uint8_t *)r.rows + m * r.kp,
                                r.sa + m, r.zp + m);
+        else if (w->kind == FR_Q_INT16)
+            fr_quantize_row_s16(A + m * lda, w->cols, r.kp, (int16_t *)r.rows + m * r.kp,
+                                r.sa + m);
         else if (w->kind == FR_Q_BF16)
             fr_round_row_bf16(A + m * lda, w->cols, r.kp, (uint16_t *)r.rows + m * r.kp);
         else /* f32: group 1, no padding */
@@ -183,15 +212,17 @@ static int64_t fr_qpanel_width(const fr_qweight *w, int64_t p)
     return left < FR_Q_PANEL ? left : FR_Q_PANEL;
 }
 
-/* int8 outputs of row m: the zero point taken out, both scales applied. (Two
- * store functions, not one reading acc as either type: an if-converted loop
- * could read a float accumulator through an int32 pointer before its stores.) */
-static void fr_q8_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p,
-                        const int32_t *acc, float *c, int accumulate)
+/* int8 / int16 outputs of row m: int8's zero point taken out, both scales
+ * applied. (Two store functions, not one reading acc as either type: an
+ * if-converted loop could read a float accumulator through an int32 pointer
+ * before its stores.) */
+static void fr_qint_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p,
+                          const int32_t *acc, float *c, int accumulate)
 {
     const int64_t n0 = p * FR_Q_PANEL, nw = fr_qpanel_width(w, p);
+    const int32_t zp = w->kind == FR_Q_INT8 ? r->zp[m] : 0;
     for (int64_t j = 0; j < nw; j++) {
-        const int32_t a = acc[j] - r->zp[m] * w->row_sum[n0 + j];
+        const int32_t a = zp ? acc[j] - zp * w->row_sum[n0 + j] : acc[j];
         const float v = (float)a * (r->sa[m] * w->scale[n0 + j]);
         c[n0 + j] = accumulate ? c[n0 + j] + v : v;
     }
@@ -200,26 +231,49 @@ static void fr_q8_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64
 static void fr_float_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p,
                           const float *acc, float *c, int accumulate)
 {
-    (void)r; /* the signature of fr_q8_store: the kernels call either (bf16 and f32) */
+    (void)r; /* the signature of fr_qint_store: the kernels call either (bf16 and f32) */
     (void)m;
     const int64_t n0 = p * FR_Q_PANEL, nw = fr_qpanel_width(w, p);
     for (int64_t j = 0; j < nw; j++) c[n0 + j] = accumulate ? c[n0 + j] + acc[j] : acc[j];
 }
 
-FR_Q_CLONES static void fr_q8_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
-                                             int64_t p, float *C, int64_t ldc, int accumulate)
+/* One product of the integer kinds: u8 x s8 (int8) or s16 x s16 (int16). */
+static inline int32_t fr_qint_product(int kind, const void *a, int64_t ia, const void *w,
+                                      int64_t iw)
 {
-    const int64_t groups = r->kp / 4;
-    const int8_t *P = (const int8_t *)w->packed + p * groups * FR_Q_PANEL * 4;
+    if (kind == FR_Q_INT8) return (int32_t)((const uint8_t *)a)[ia] * ((const int8_t *)w)[iw];
+    return (int32_t)((const int16_t *)a)[ia] * ((const int16_t *)w)[iw];
+}
+
+/* int8 (group 4) and int16 (group 2): exact int32 sums (int16: quant.h's bound
+ * on |q|). Inlined into one function per kind, so that kind and group are
+ * constants there (a run-time group made the loop 8x slower). */
+static inline __attribute__((always_inline)) void fr_qint_panel(
+    const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p, float *C, int64_t ldc,
+    int accumulate, const int kind, const int group)
+{
+    const int64_t groups = r->kp / group, panel = p * groups * FR_Q_PANEL * group;
     for (int64_t m = 0; m < M; m++) {
-        const uint8_t *a = (const uint8_t *)r->rows + m * r->kp;
         int32_t acc[FR_Q_PANEL] = {0};
         for (int64_t g = 0; g < groups; g++)
             for (int j = 0; j < FR_Q_PANEL; j++)
-                for (int q = 0; q < 4; q++)
-                    acc[j] += (int32_t)a[4 * g + q] * P[(g * FR_Q_PANEL + j) * 4 + q];
-        fr_q8_store(w, r, m, p, acc, C + m * ldc, accumulate);
+                for (int q = 0; q < group; q++)
+                    acc[j] += fr_qint_product(kind, r->rows, m * r->kp + g * group + q, w->packed,
+                                              panel + (g * FR_Q_PANEL + j) * group + q);
+        fr_qint_store(w, r, m, p, acc, C + m * ldc, accumulate);
     }
+}
+
+FR_Q_CLONES static void fr_q8_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
+                                             int64_t p, float *C, int64_t ldc, int accumulate)
+{
+    fr_qint_panel(w, r, M, p, C, ldc, accumulate, FR_Q_INT8, 4);
+}
+
+FR_Q_CLONES static void fr_q16_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
+                                              int64_t p, float *C, int64_t ldc, int accumulate)
+{
+    fr_qint_panel(w, r, M, p, C, ldc, accumulate, FR_Q_INT16, 2);
 }
 
 /* The pair order of vdpbf16ps: the odd element's product first. */
@@ -290,7 +344,21 @@ static void fr_f32_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_
 #define FRQ_ACT uint8_t
 #define FRQ_W int8_t
 #define FRQ_GROUP 4
-#define FRQ_STORE fr_q8_store
+#define FRQ_STORE fr_qint_store
+#include "quant_impl.h"
+
+/* int16: vpdpwssd, s16 activations x s16 weights, 2 of each per lane */
+#define FRQ_(name) fr_q16_##name##_vnni
+#define FRQ_TARGET "avx512f,avx512bw,avx512vnni"
+#define FRQ_ACC __m512i
+#define FRQ_ZERO() _mm512_setzero_si512()
+#define FRQ_DOT(acc, x, w) _mm512_dpwssd_epi32(acc, x, w)
+#define FRQ_STOREV(out, acc) _mm512_storeu_si512((void *)(out), acc)
+#define FRQ_OUT int32_t
+#define FRQ_ACT int16_t
+#define FRQ_W int16_t
+#define FRQ_GROUP 2
+#define FRQ_STORE fr_qint_store
 #include "quant_impl.h"
 
 /* bf16: vdpbf16ps, pairs of bf16 per lane */
@@ -319,6 +387,10 @@ static void fr_qpanels(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_
         fr_q8_panels_vnni(w, r, M, p0, p1, C, ldc, accumulate);
         return;
     }
+    if (fast && w->kind == FR_Q_INT16) {
+        fr_q16_panels_vnni(w, r, M, p0, p1, C, ldc, accumulate);
+        return;
+    }
     if (fast && w->kind == FR_Q_BF16) {
         fr_bf16_panels_avx512(w, r, M, p0, p1, C, ldc, accumulate);
         return;
@@ -329,6 +401,8 @@ static void fr_qpanels(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_
     for (int64_t p = p0; p < p1; p++) {
         if (w->kind == FR_Q_INT8)
             fr_q8_panel_portable(w, r, M, p, C, ldc, accumulate);
+        else if (w->kind == FR_Q_INT16)
+            fr_q16_panel_portable(w, r, M, p, C, ldc, accumulate);
         else if (w->kind == FR_Q_F32)
             fr_f32_panel_portable(w, r, M, p, C, ldc, accumulate);
         else
@@ -357,6 +431,7 @@ static int fr_qweight_check(const fr_qweight *w)
 {
     if (!w || !fr_qgroup(w->kind) || w->rows < 1 || w->cols < 1 || !w->packed) return FR_ERR_ARG;
     if (w->kind == FR_Q_INT8 && (!w->scale || !w->row_sum)) return FR_ERR_ARG;
+    if (w->kind == FR_Q_INT16 && !w->scale) return FR_ERR_ARG;
     return FR_OK;
 }
 

@@ -9,6 +9,12 @@
  * q in [-127, 127]); activations asymmetric u8 per input row (x = sa * (u -
  * zp), u in [0, 255]) since VNNI's vpdpbusd multiplies u8 by s8. Then
  *   sum_k x[k] w[n, k] = sa * scale[n] * (sum_k u[k] q[n, k] - zp * row_sum[n]).
+ * int16 (an int8 or bf16 network's recurrent weights, fastrnn._quantize.recurrent_kind):
+ * symmetric weights per output row (w = scale[n] * q[n, k]) and symmetric
+ * activations per input row (x = sa * a, |a| <= FR_Q16_ACT_MAX, 12 bits), so
+ *   sum_k x[k] w[n, k] = sa * scale[n] * sum_k a[k] q[n, k],
+ * an int32 sum (VNNI's vpdpwssd) that is exact because the caller bounds |q|:
+ * cols (padded to 2) * FR_Q16_ACT_MAX * max|q| < 2^31 (13 bits up to 256 cols).
  * bf16: weights and activations rounded to bfloat16 (nearest even); pairs of
  * products added to a float32 accumulator as vdpbf16ps does.
  *
@@ -16,7 +22,7 @@
  * zeros): for panel p, group g of FR_Q_GROUP consecutive k, the FR_Q_PANEL
  * rows' groups follow each other: packed[((p * groups + g) * FR_Q_PANEL + r)
  * * group + q] = W[p * FR_Q_PANEL + r, g * group + q]. group is 4 (int8) or
- * 2 (bf16): one 32-bit lane of a 512-bit register per row.
+ * 2 (bf16, int16): one 32-bit lane of a 512-bit register per row.
  *
  * Kernels: AVX512-VNNI / AVX512-BF16 where the CPU has them (chosen at run
  * time), a portable C path otherwise; both give the same int8 results bit
@@ -34,19 +40,20 @@ extern "C" {
 /* FR_Q_F32: a weight kept float32 in a reduced network (fastrnn._quantize's
  * REDUCED_MIN_DIM: a GEMM with a tiny K or N gains nothing from reduction),
  * packed in the same panels with a group of 1; portable C only. */
-enum fr_qkind { FR_Q_BF16 = 1, FR_Q_INT8 = 2, FR_Q_F32 = 3 };
+enum fr_qkind { FR_Q_BF16 = 1, FR_Q_INT8 = 2, FR_Q_F32 = 3, FR_Q_INT16 = 4 };
 #define FR_Q_PANEL 16
+#define FR_Q16_ACT_MAX 2047
 
 /* One (rows, cols) weight in reduced precision, packed as above. */
 typedef struct {
     int kind;
     int64_t rows, cols;
-    const void *packed;     /* int8_t (int8), uint16_t bf16 bits or float (f32) */
-    const float *scale;     /* int8: rows */
+    const void *packed;     /* int8_t (int8), int16_t (int16), uint16_t bf16 bits or float */
+    const float *scale;     /* int8, int16: rows */
     const int32_t *row_sum; /* int8: rows, sum over k of q[n, k] */
 } fr_qweight;
 
-/* k per 32-bit lane: 4 (int8), 2 (bf16) or 1 (f32); 0 for an unknown kind. */
+/* k per 32-bit lane: 4 (int8), 2 (bf16, int16) or 1 (f32); 0 for an unknown kind. */
 int fr_qgroup(int kind);
 /* Bytes of scratch fr_qgemm needs for M rows of input. */
 int64_t fr_qgemm_scratch(const fr_qweight *w, int64_t M);

@@ -184,6 +184,62 @@ static int fr_team_size(int n_threads, int64_t B, int64_t H, int64_t G, int64_t 
     return n > slices ? (int)slices : n;
 }
 
+/* Recurrent weights no bigger than FR_PAR_MIN_WEIGHT_BYTES fit in one
+ * core's L2, so a team splits such a call by batch rows instead: each thread
+ * runs every step for its blocks of FR_ROW_BLOCK samples (dealt round robin,
+ * so a ragged batch sorted by length shares its long samples) on all units,
+ * with no barrier per step (rows do not meet inside a layer). The unit split
+ * waits at a barrier per ~10-20 us step at these sizes, which is why it was
+ * not used for them (see FR_PAR_MIN_MACS). A call of fewer than
+ * FR_ROW_SPLIT_MIN_MACS multiply-adds in all is not worth waking a team. */
+#define FR_ROW_BLOCK 8
+#define FR_ROW_SPLIT_MIN_MACS (1 << 20)
+
+/* How one layer call shares its work: nth threads, by rows or by unit slices
+ * (then W_hh is packed in nth slices; by rows it is packed whole). */
+typedef struct {
+    int nth;
+    int by_rows;
+} fr_layer_team;
+
+/* Cleared by fr_set_row_split(0) (timings and tests): no team splits rows. */
+static volatile int fr_row_split_on = 1;
+
+int fr_set_row_split(int on)
+{
+    const int was = fr_row_split_on;
+    fr_row_split_on = on;
+    return was;
+}
+
+static fr_layer_team fr_team_for(int n_threads, const fr_shape *s, size_t real_size)
+{
+    const int64_t B = s->batch, H = s->hidden, G = fr_gates(s->cell), I = s->inputs;
+    const int64_t blocks = B / FR_ROW_BLOCK, macs = B * s->steps * G * H * (H + I);
+    const int n = fr_threads(n_threads);
+    fr_layer_team team = {fr_team_size(n_threads, B, H, G, I, real_size), 0};
+    if (fr_row_split_on && n > 1 && blocks > 1 && macs >= FR_ROW_SPLIT_MIN_MACS &&
+        (size_t)(G * H * H) * real_size <= FR_PAR_MIN_WEIGHT_BYTES) {
+        team.nth = n < blocks ? n : (int)blocks;
+        team.by_rows = 1;
+    }
+    return team;
+}
+
+/* Unit slices W_hh is packed in for this team. */
+static int fr_team_slices(fr_layer_team team)
+{
+    return team.by_rows ? 1 : team.nth;
+}
+
+int fr_layer_team_of(const fr_shape *s, int n_threads, int real_size, int *by_rows)
+{
+    if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK || real_size <= 0) return -1;
+    const fr_layer_team team = fr_team_for(n_threads, s, (size_t)real_size);
+    if (by_rows) *by_rows = team.by_rows;
+    return team.nth;
+}
+
 /* Stop requests: a flag a signal handler may set, obeyed only by kernels
  * called from a thread that watches it (the binding watches on Python's main
  * thread, where Ctrl-C raises KeyboardInterrupt). */
@@ -209,6 +265,16 @@ static int fr_team_stop(volatile int *slots, int64_t step)
 {
     if (fr_thread_id() == 0) slots[(step + 1) & 1] = fr_should_stop();
     return slots[step & 1];
+}
+
+/* fr_team_stop for a team without barriers between steps (by rows): every
+ * thread reads the request itself, given whether the caller watches
+ * (fr_watching is the caller's own). Thread 0 alone could have finished its
+ * rows and be waiting for the others when the request comes; no thread waits
+ * on another inside the loop, so leaving at different steps is safe. */
+static int fr_rows_stop(int watched)
+{
+    return watched && fr_stop_flag;
 }
 
 /* [lo, hi) of n items for thread tid of nt, slice starts aligned to align. */
@@ -396,6 +462,29 @@ static void fr_plan_ragged(const fr_shape *s, fr_plan *p, int64_t *count)
         for (int64_t i = 0; i < n_active; i++, row++) p->x_row[row] = p->order[i] * T + t;
     }
     p->n_rows = row;
+}
+
+/* malloc's block aligned to a cache line (FR_PANEL_ALIGN, decode.h): a 64-byte
+ * load from a panel at malloc's usual 16-byte offset spans two lines
+ * (measured: the batch-1 step 3-8% slower, bench/NOTES.md row 23). C99 has no
+ * aligned_alloc; the block's own address sits just before the result, for
+ * fr_aligned_free. */
+static void *fr_aligned_malloc(size_t bytes)
+{
+    char *raw = (char *)malloc(bytes + FR_PANEL_ALIGN + sizeof(void *));
+    if (!raw) return NULL;
+    char *at = raw + sizeof(void *);
+    at += fr_to_line((uintptr_t)at);
+    memcpy(at - sizeof(void *), &raw, sizeof raw);
+    return at;
+}
+
+static void fr_aligned_free(void *p)
+{
+    char *raw;
+    if (!p) return;
+    memcpy(&raw, (char *)p - sizeof(void *), sizeof raw);
+    free(raw);
 }
 
 /* One malloc per call (freed by fr_plan_free); FR_ERR_NOMEM when it fails. */
@@ -649,12 +738,14 @@ void fr_tanh_f64(const double *x, double *y, int64_t n)
 
 /* The header fr_pack_recurrent_* writes before a direction's packed W_hh:
  * what it was packed for. A forward given the pack uses it only when every
- * field equals the call's own (else it packs as without one), so a stale or
- * foreign pack costs a pack, never a wrong result. */
+ * field but panels_at equals the call's own (else it packs as without one),
+ * so a stale or foreign pack costs a pack, never a wrong result. */
 #define FR_PACK_MAGIC 0x4b434150524e5246LL /* "FRNRPACK" */
 typedef struct {
-    int64_t magic, real_size, cell, hidden, row_layout, n_threads, n_elems;
-    int64_t weights; /* the address of the W_hh it was packed from */
+    int64_t magic, real_size, cell, hidden, row_layout, slices, n_elems;
+    int64_t weights;   /* the address of the W_hh it was packed from */
+    int64_t panels_at; /* elements from the pack's start to its panels (the first
+                          cache line after the header; a moved copy keeps it) */
 } fr_pack_header;
 
 #define real float

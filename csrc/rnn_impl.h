@@ -379,6 +379,15 @@ __attribute__((target("avx512f"))) static void FR_(rows_apply_avx512)(
             w[p] = j1 - jj < FR_NR ? j1 - jj : FR_NR;
         }
         const real *panels = P + p0 * K * FR_NR;
+        /* The outputs this group adds into (a row of the gates the input
+         * projection wrote at the call's start: long gone from L1 and L2)
+         * start their way now, not after the group's ~1 us of weights:
+         * measured 1.01-1.04x at batch 1 and 3, neutral at 2 and in
+         * generation (bench/NOTES.md row 27). */
+        for (int p = 0; accumulate && p < np; p++)
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t j = 0; j < w[p]; j += 64 / (int64_t)sizeof(real))
+                    __builtin_prefetch(c[p] + r * ldc + j, 1, 3);
 #define FR_ROWS_CASE(r, n)                                                                    \
     case (r) * 8 + (n):                                                                       \
         FR_(rows_panels)(r, n, K, A, lda, panels, c, w, ldc, accumulate);                     \
@@ -452,13 +461,14 @@ static real *FR_(own_panels)(real *packed, int64_t G, int64_t K, int64_t j0)
 }
 #endif
 
-/* Packed weights of one call, allocated once outside the parallel region;
- * NULL where the packed kernels are unavailable (the steps call BLAS). */
+/* Packed weights of one call, allocated once outside the parallel region
+ * (freed by fr_aligned_free); NULL where the packed kernels are unavailable
+ * (the steps call BLAS). */
 static int FR_(alloc_panels)(int64_t n_elems, real **packed)
 {
     *packed = NULL;
     if (!fr_packed_supported() || n_elems <= 0) return FR_OK;
-    *packed = (real *)malloc((size_t)n_elems * sizeof(real));
+    *packed = (real *)fr_aligned_malloc((size_t)n_elems * sizeof(real));
     return *packed ? FR_OK : FR_ERR_NOMEM;
 }
 
@@ -514,8 +524,9 @@ typedef struct {
     real *packed;   /* W_hh in panels, or NULL: the steps call BLAS */
     int row_layout; /* packed in the row layout (fr_row_layout) */
     int prepacked;  /* packed is the caller's (fr_pack_recurrent): pack nothing, free nothing */
-    int nth;
+    fr_layer_team team;
     volatile int *stop; /* fr_team_stop's slots */
+    int watched;        /* the caller watches for stop requests (by rows: fr_rows_stop) */
 } FR_(forward_call);
 
 static int FR_(forward_check)(const fr_blas *blas, const fr_shape *s, const real *X,
@@ -600,16 +611,18 @@ static void FR_(forward_zero_padding)(const FR_(forward_call) *f, int64_t j0, in
             memset(f->Y + (b * s->steps + t) * f->ldy + j0, 0, (size_t)(j1 - j0) * sizeof(real));
 }
 
-/* gates[step][active rows, units j0..j1] += h_prev W_hh^T (GRU: into w.gh,
- * overwritten). */
+/* gates[step][rows i0..i1, units j0..j1] += h_prev W_hh^T (GRU: into w.gh,
+ * overwritten); hp is row i0's state. */
 static void FR_(forward_recurrent)(const FR_(forward_call) *f, int64_t step, const real *hp,
-                                   int64_t s_hp, int64_t j0, int64_t j1, const real *panels)
+                                   int64_t s_hp, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                                   const real *panels)
 {
     const fr_shape *s = f->s;
     const int gru = s->cell == FR_GRU;
-    const int64_t M = f->plan.active[step], H = s->hidden, G = fr_gates(s->cell), GH = G * H;
-    real *c_base = gru ? f->w.gh : f->w.gates + fr_plan_gate_row(s, &f->plan, step, 0) * GH;
+    const int64_t M = i1 - i0, H = s->hidden, G = fr_gates(s->cell), GH = G * H;
     const int64_t ldc = gru ? GH : f->plan.gate_sample * GH;
+    real *c_base = (gru ? f->w.gh : f->w.gates + fr_plan_gate_row(s, &f->plan, step, 0) * GH) +
+                   i0 * ldc;
 #if FR_HAVE_PACKED
     if (panels) {
         const int how = !f->row_layout ? FR_PANELS_BLOCKED
@@ -653,47 +666,84 @@ static void FR_(forward_row)(const FR_(forward_call) *f, int64_t step, int64_t i
         FR_(rnn_forward_row)(nj, relu, g, f->b_ih + j0, f->b_hh + j0, hn + j0, y);
 }
 
-/* One step for units [j0, j1): the recurrent GEMM, then the fused pass,
- * both over the samples still active (a prefix of the plan's order). */
-static void FR_(forward_step)(const FR_(forward_call) *f, int64_t step, int64_t j0, int64_t j1,
-                              const real *panels)
+/* One step for active sorted samples [i0, i1) and units [j0, j1): the
+ * recurrent GEMM, then the fused pass. */
+static void FR_(forward_step)(const FR_(forward_call) *f, int64_t step, int64_t i0, int64_t i1,
+                              int64_t j0, int64_t j1, const real *panels)
 {
     const int lstm = f->s->cell == FR_LSTM;
     real *cp, *cn;
     int64_t s_hp = 0, s_hn = 0;
     const real *hp = FR_(forward_state)(f, step, &cp, &s_hp);
     real *hn = FR_(forward_state)(f, step + 1, &cn, &s_hn);
-    if (j1 <= j0) return;
-    FR_(forward_recurrent)(f, step, hp, s_hp, j0, j1, panels);
-    for (int64_t i = 0; i < f->plan.active[step]; i++)
+    if (j1 <= j0 || i1 <= i0) return;
+    FR_(forward_recurrent)(f, step, hp + i0 * s_hp, s_hp, i0, i1, j0, j1, panels);
+    for (int64_t i = i0; i < i1; i++)
         FR_(forward_row)(f, step, i, hp + i * s_hp, lstm ? cp + i * s_hp : NULL,
                          hn ? hn + i * s_hn : NULL, cn ? cn + i * s_hn : NULL, j0, j1);
 }
 
-/* The parallel region: project, pack this thread's W_hh slice, step loop. */
-static void FR_(forward_team)(const FR_(forward_call) *f)
+/* Split by units: every step, this thread's slice of units for every active
+ * sample, then a barrier (the next step reads every unit of h). */
+static void FR_(forward_by_units)(const FR_(forward_call) *f, int64_t j0, int64_t j1,
+                                  const real *panels)
 {
-    const fr_shape *s = f->s;
-    const int64_t G = fr_gates(s->cell), H = s->hidden;
-    const int tid = fr_thread_id(), nt = fr_team();
-    int64_t j0, j1;
-    FR_(forward_project)(f, tid, nt);
-    fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
-    FR_(forward_zero_padding)(f, j0, j1);
-    real *panels = FR_(own_panels)(f->packed, G, H, j0);
-#if FR_HAVE_PACKED
-    if (panels && !f->prepacked) FR_(pack_forward)(f->W_hh, H, H, G, j0, j1, panels, f->row_layout);
-#endif
-#pragma omp barrier
     for (int64_t step = 0; step < f->plan.n_steps; step++) {
         if (fr_team_stop(f->stop, step)) break;
-        FR_(forward_step)(f, step, j0, j1, panels);
+        FR_(forward_step)(f, step, 0, f->plan.active[step], j0, j1, panels);
 #pragma omp barrier
     }
 }
 
-/* Elements of the header before a pack's panels (fr_pack_header, rounded up). */
+/* Split by rows (fr_team_for): this thread's blocks of samples, all units,
+ * no barrier. */
+static void FR_(forward_by_rows)(const FR_(forward_call) *f, int tid, int nt)
+{
+    const int64_t H = f->s->hidden, stride = (int64_t)nt * FR_ROW_BLOCK;
+    for (int64_t step = 0; step < f->plan.n_steps; step++) {
+        if (fr_rows_stop(f->watched)) break;
+        const int64_t active = f->plan.active[step];
+        for (int64_t i0 = tid * FR_ROW_BLOCK; i0 < active; i0 += stride)
+            FR_(forward_step)(f, step, i0, i0 + FR_ROW_BLOCK < active ? i0 + FR_ROW_BLOCK : active,
+                              0, H, f->packed);
+    }
+}
+
+/* The parallel region: project, pack W_hh (each thread its slice), step loop. */
+static void FR_(forward_team)(const FR_(forward_call) *f)
+{
+    const fr_shape *s = f->s;
+    const int64_t G = fr_gates(s->cell), H = s->hidden;
+    const int tid = fr_thread_id(), nt = fr_team(), slices = fr_team_slices(f->team);
+    int64_t j0, j1;
+    FR_(forward_project)(f, tid, nt);
+    fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
+    FR_(forward_zero_padding)(f, j0, j1);
+    fr_split(H, slices, tid < slices ? tid : slices, FR_UNIT_ALIGN, &j0, &j1);
+    real *panels = FR_(own_panels)(f->packed, G, H, j0);
+#if FR_HAVE_PACKED
+    if (panels && !f->prepacked && j1 > j0)
+        FR_(pack_forward)(f->W_hh, H, H, G, j0, j1, panels, f->row_layout);
+#endif
+#pragma omp barrier
+    if (f->team.by_rows)
+        FR_(forward_by_rows)(f, tid, nt);
+    else
+        FR_(forward_by_units)(f, j0, j1, panels);
+}
+
+/* Elements of a pack's header (fr_pack_header, rounded up), and of the gap
+ * after it that lets the panels start on a cache line. */
 #define FR_PACK_HEADER_REALS ((int64_t)((sizeof(fr_pack_header) + sizeof(real) - 1) / sizeof(real)))
+#define FR_PACK_GAP_REALS ((int64_t)(FR_PANEL_ALIGN / sizeof(real)))
+
+/* Where the panels of a pack at `pack` start: the first cache line after its
+ * header (a pack without panels has no gap). */
+static int64_t FR_(pack_panels_at)(const real *pack)
+{
+    return FR_PACK_HEADER_REALS +
+           (int64_t)(fr_to_line((uintptr_t)(pack + FR_PACK_HEADER_REALS)) / sizeof(real));
+}
 
 /* What a pack of W_hh for calls of shape s on n_threads holds (the team
  * size and layout the forward would choose). */
@@ -707,8 +757,8 @@ static void FR_(pack_header)(const fr_shape *s, const real *W_hh, int n_threads,
     h->cell = s->cell;
     h->hidden = H;
     h->row_layout = fr_row_layout(s->batch);
-    h->n_threads = fr_team_size(n_threads, s->batch, H, G, s->inputs, sizeof(real));
-    h->n_elems = fr_packed_supported() ? FR_(panels_size)(G, H, H, (int)h->n_threads) : 0;
+    h->slices = fr_team_slices(fr_team_for(n_threads, s, sizeof(real)));
+    h->n_elems = fr_packed_supported() ? FR_(panels_size)(G, H, H, (int)h->slices) : 0;
     h->weights = (int64_t)(intptr_t)W_hh;
 }
 
@@ -717,7 +767,7 @@ int64_t FR_(fr_pack_recurrent_size)(const fr_shape *s, int n_threads)
     if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK) return -1;
     fr_pack_header h;
     FR_(pack_header)(s, NULL, n_threads, &h);
-    return FR_PACK_HEADER_REALS + h.n_elems;
+    return FR_PACK_HEADER_REALS + (h.n_elems ? FR_PACK_GAP_REALS : 0) + h.n_elems;
 }
 
 int64_t FR_(fr_pack_recurrent_key)(const fr_shape *s, int n_threads)
@@ -725,7 +775,7 @@ int64_t FR_(fr_pack_recurrent_key)(const fr_shape *s, int n_threads)
     if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK) return -1;
     fr_pack_header h;
     FR_(pack_header)(s, NULL, n_threads, &h);
-    return 2 * h.n_threads + h.row_layout;
+    return 2 * h.slices + h.row_layout;
 }
 
 int FR_(fr_pack_recurrent)(const fr_shape *s, const real *W_hh, real *pack, int64_t n_pack,
@@ -736,15 +786,16 @@ int FR_(fr_pack_recurrent)(const fr_shape *s, const real *W_hh, real *pack, int6
     if (!W_hh || !pack) return FR_ERR_ARG;
     fr_pack_header h;
     FR_(pack_header)(s, W_hh, n_threads, &h);
-    if (n_pack < FR_PACK_HEADER_REALS + h.n_elems) return FR_ERR_ARG;
+    h.panels_at = h.n_elems ? FR_(pack_panels_at)(pack) : FR_PACK_HEADER_REALS;
+    if (n_pack < h.panels_at + h.n_elems) return FR_ERR_ARG;
 #if FR_HAVE_PACKED
     const int64_t G = fr_gates(s->cell), H = s->hidden;
-    for (int tid = 0; tid < h.n_threads && h.n_elems; tid++) {
+    for (int tid = 0; tid < h.slices && h.n_elems; tid++) {
         int64_t j0, j1;
-        fr_split(H, (int)h.n_threads, tid, FR_UNIT_ALIGN, &j0, &j1);
+        fr_split(H, (int)h.slices, tid, FR_UNIT_ALIGN, &j0, &j1);
         if (j1 > j0)
             FR_(pack_forward)(W_hh, H, H, G, j0, j1,
-                              FR_(own_panels)(pack + FR_PACK_HEADER_REALS, G, H, j0),
+                              FR_(own_panels)(pack + h.panels_at, G, H, j0),
                               h.row_layout);
     }
 #endif
@@ -759,11 +810,13 @@ static int FR_(forward_panels)(FR_(forward_call) *f, const real *pack, int64_t n
 {
     fr_pack_header want, have;
     FR_(pack_header)(f->s, f->W_hh, n_threads, &want);
-    if (pack && !f->training && n_pack >= FR_PACK_HEADER_REALS + want.n_elems) {
+    if (pack && !f->training && n_pack >= FR_PACK_HEADER_REALS) {
         memcpy(&have, pack, sizeof have);
-        if (!memcmp(&have, &want, sizeof want)) {
+        want.panels_at = have.panels_at; /* wherever they start (checked next) */
+        if (!memcmp(&have, &want, sizeof want) && have.panels_at >= FR_PACK_HEADER_REALS &&
+            n_pack >= have.panels_at + want.n_elems) {
             f->prepacked = 1;
-            f->packed = want.n_elems ? (real *)pack + FR_PACK_HEADER_REALS : NULL;
+            f->packed = want.n_elems ? (real *)pack + have.panels_at : NULL;
             return FR_OK;
         }
     }
@@ -778,21 +831,21 @@ int FR_(fr_forward_packed)(const fr_blas *blas, const fr_shape *s, const real *X
 {
     int rc = FR_(forward_check)(blas, s, X, W_ih, W_hh, b_ih, b_hh, Y, ldy, hN, cN, ws);
     if (rc != FR_OK) return rc;
-    const int64_t G = fr_gates(s->cell), H = s->hidden;
     FR_(forward_call) f = {blas, s, X, W_ih, W_hh, b_ih, b_hh, Y, hN, cN, ldy, training};
     volatile int stop[2] = {0, 0};
     f.stop = stop;
+    f.watched = fr_watching;
     FR_(point_forward_ws)(&f.w, s, training, ws);
-    f.nth = fr_team_size(n_threads, s->batch, H, G, s->inputs, sizeof(real));
+    f.team = fr_team_for(n_threads, s, sizeof(real));
     f.row_layout = fr_row_layout(s->batch);
     if ((rc = fr_plan_make(s, &f.plan)) != FR_OK) return rc;
     FR_(forward_init_state)(&f, h0, c0);
     rc = FR_(forward_panels)(&f, pack, n_pack, n_threads);
     if (rc == FR_OK) {
-#pragma omp parallel num_threads(f.nth) if (f.nth > 1)
+#pragma omp parallel num_threads(f.team.nth) if (f.team.nth > 1)
         FR_(forward_team)(&f);
     }
-    if (!f.prepacked) free(f.packed);
+    if (!f.prepacked) fr_aligned_free(f.packed);
     fr_plan_free(&f.plan);
     if (rc != FR_OK) return rc;
     return fr_should_stop() ? FR_STOPPED : FR_OK;
@@ -841,8 +894,9 @@ typedef struct {
     FR_(forward_ws) fw; /* the training forward's regions, read only */
     FR_(backward_ws) w;
     real *packed;       /* W_hh in backward panels, or NULL: BLAS */
-    int nth;
+    fr_layer_team team;
     volatile int *stop; /* fr_team_stop's slots */
+    int watched;        /* the caller watches for stop requests (by rows: fr_rows_stop) */
 } FR_(backward_call);
 
 static int FR_(backward_check)(const fr_blas *blas, const fr_shape *s, const real *X,
@@ -916,26 +970,27 @@ static void FR_(backward_row)(const FR_(backward_call) *bc, int64_t step, int64_
         FR_(rnn_backward_row)(nj, relu, g, dh, dgx_b);
 }
 
-/* dh[active, j0:j1] += dG_step W_hh[:, j0:j1]: reads every unit's dG. */
-static void FR_(backward_recurrent)(const FR_(backward_call) *bc, int64_t step, int64_t j0,
-                                    int64_t j1, const real *panels)
+/* dh[i0:i1, j0:j1] += dG_step[i0:i1] W_hh[:, j0:j1]: reads every unit's dG. */
+static void FR_(backward_recurrent)(const FR_(backward_call) *bc, int64_t step, int64_t i0,
+                                    int64_t i1, int64_t j0, int64_t j1, const real *panels)
 {
     const fr_shape *s = bc->s;
-    const int64_t M = bc->plan.active[step], H = s->hidden, GH = fr_gates(s->cell) * H;
-    const real *dg = bc->w.dgh + fr_plan_state_row(&bc->plan, step, 0) * GH;
+    const int64_t M = i1 - i0, H = s->hidden, GH = fr_gates(s->cell) * H;
     const int64_t ld = bc->plan.sample_rows * GH;
+    const real *dg = bc->w.dgh + fr_plan_state_row(&bc->plan, step, 0) * GH + i0 * ld;
+    real *dh = bc->dh + i0 * H;
+    if (M <= 0) return;
 #if FR_HAVE_PACKED
     if (panels) {
         const real *P = panels;
         for (int64_t jj = j0; jj < j1; jj += FR_NR, P += GH * FR_NR)
-            FR_(panel_kernel)(M, GH, dg, ld, P, bc->dh + jj, H,
-                              j1 - jj < FR_NR ? j1 - jj : FR_NR, 1);
+            FR_(panel_kernel)(M, GH, dg, ld, P, dh + jj, H, j1 - jj < FR_NR ? j1 - jj : FR_NR, 1);
         return;
     }
 #else
     (void)panels;
 #endif
-    FR_(gemm_rm)(bc->blas, 0, 0, M, j1 - j0, GH, 1, dg, ld, bc->W_hh + j0, H, 1, bc->dh + j0, H);
+    FR_(gemm_rm)(bc->blas, 0, 0, M, j1 - j0, GH, 1, dg, ld, bc->W_hh + j0, H, 1, dh + j0, H);
 }
 
 /* dX = dG W_ih for this thread's rows; ragged: computed in row order, then
@@ -995,24 +1050,54 @@ static void FR_(backward_weights)(const FR_(backward_call) *bc, int tid, int nt)
     if (bc->dX) FR_(backward_dx)(bc, tid, nt);
 }
 
-/* The parallel region: pack this thread's W_hh slice, steps in reverse, tail. */
-static void FR_(backward_team)(const FR_(backward_call) *bc)
+/* Split by units: every step, the fused pass for this thread's units, a
+ * barrier (the recurrent product reads every unit's dG), then dh for them. */
+static void FR_(backward_by_units)(const FR_(backward_call) *bc, int64_t j0, int64_t j1,
+                                   const real *panels)
 {
-    const fr_shape *s = bc->s;
-    const int64_t H = s->hidden, GH = fr_gates(s->cell) * H;
-    const int tid = fr_thread_id(), nt = fr_team();
-    int64_t j0, j1;
-    fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
-    real *panels = FR_(own_panels)(bc->packed, 1, GH, j0);
-#if FR_HAVE_PACKED
-    if (panels) FR_(pack_backward)(bc->W_hh, H, GH, j0, j1, panels);
-#endif
     for (int64_t step = bc->plan.n_steps - 1; step >= 0; step--) {
         if (fr_team_stop(bc->stop, step)) break;
         for (int64_t i = 0; i < bc->plan.active[step] && j1 > j0; i++)
             FR_(backward_row)(bc, step, i, j0, j1);
 #pragma omp barrier
-        FR_(backward_recurrent)(bc, step, j0, j1, panels);
+        FR_(backward_recurrent)(bc, step, 0, bc->plan.active[step], j0, j1, panels);
+    }
+}
+
+/* Split by rows (fr_team_for): this thread's blocks of samples, all units,
+ * no barrier. */
+static void FR_(backward_by_rows)(const FR_(backward_call) *bc, int tid, int nt)
+{
+    const int64_t H = bc->s->hidden, stride = (int64_t)nt * FR_ROW_BLOCK;
+    for (int64_t step = bc->plan.n_steps - 1; step >= 0; step--) {
+        if (fr_rows_stop(bc->watched)) break;
+        const int64_t active = bc->plan.active[step];
+        for (int64_t i0 = tid * FR_ROW_BLOCK; i0 < active; i0 += stride) {
+            const int64_t i1 = i0 + FR_ROW_BLOCK < active ? i0 + FR_ROW_BLOCK : active;
+            for (int64_t i = i0; i < i1; i++) FR_(backward_row)(bc, step, i, 0, H);
+            FR_(backward_recurrent)(bc, step, i0, i1, 0, H, bc->packed);
+        }
+    }
+}
+
+/* The parallel region: pack W_hh (each thread its slice), steps in reverse,
+ * then the weight gradients and dX on every thread. */
+static void FR_(backward_team)(const FR_(backward_call) *bc)
+{
+    const fr_shape *s = bc->s;
+    const int64_t H = s->hidden, GH = fr_gates(s->cell) * H;
+    const int tid = fr_thread_id(), nt = fr_team(), slices = fr_team_slices(bc->team);
+    int64_t j0, j1;
+    fr_split(H, slices, tid < slices ? tid : slices, FR_UNIT_ALIGN, &j0, &j1);
+    real *panels = FR_(own_panels)(bc->packed, 1, GH, j0);
+#if FR_HAVE_PACKED
+    if (panels && j1 > j0) FR_(pack_backward)(bc->W_hh, H, GH, j0, j1, panels);
+#endif
+    if (bc->team.by_rows) {
+#pragma omp barrier
+        FR_(backward_by_rows)(bc, tid, nt);
+    } else {
+        FR_(backward_by_units)(bc, j0, j1, panels);
     }
 #pragma omp barrier
     FR_(backward_weights)(bc, tid, nt);
@@ -1032,22 +1117,23 @@ int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, cons
                              dW_ih, dW_hh, db_ih, db_hh, dh0, dc0};
     volatile int stop[2] = {0, 0};
     bc.stop = stop;
+    bc.watched = fr_watching;
     /* the forward regions are only read; one pointer type serves both passes */
     FR_(point_forward_ws)(&bc.fw, s, 1, (real *)ws);
     FR_(point_backward_ws)(&bc.w, s, bws);
-    bc.nth = fr_team_size(n_threads, s->batch, H, G, s->inputs, sizeof(real));
+    bc.team = fr_team_for(n_threads, s, sizeof(real));
     if ((rc = fr_plan_make(s, &bc.plan)) != FR_OK) return rc;
     FR_(backward_init_state)(&bc, dhN, dcN);
-    rc = FR_(alloc_panels)(FR_(panels_size)(1, H, G * H, bc.nth), &bc.packed);
+    rc = FR_(alloc_panels)(FR_(panels_size)(1, H, G * H, fr_team_slices(bc.team)), &bc.packed);
     if (rc == FR_OK) {
-#pragma omp parallel num_threads(bc.nth) if (bc.nth > 1)
+#pragma omp parallel num_threads(bc.team.nth) if (bc.team.nth > 1)
         FR_(backward_team)(&bc);
     }
     if (rc == FR_OK && bc.plan.order) {
         FR_(permute_rows)(dh0, bc.dh, bc.plan.order, s->batch, H, 1);
         if (s->cell == FR_LSTM) FR_(permute_rows)(dc0, bc.dc, bc.plan.order, s->batch, H, 1);
     }
-    free(bc.packed);
+    fr_aligned_free(bc.packed);
     fr_plan_free(&bc.plan);
     if (rc != FR_OK) return rc;
     return fr_should_stop() ? FR_STOPPED : FR_OK;
@@ -1384,14 +1470,14 @@ int FR_(fr_generate)(const fr_blas *blas, const fr_generator *g, const fr_sampli
     if ((rc = FR_(alloc_generate_scratch)(&gc.sc, V, n, gc.nth, H)) != FR_OK) return rc;
     if ((rc = FR_(alloc_generate_panels)(&gc)) != FR_OK) {
         free(gc.sc.mem);
-        free(gc.packed);
+        fr_aligned_free(gc.packed);
         return rc;
     }
     FR_(generate_init)(&gc, h0, c0);
 #pragma omp parallel num_threads(gc.nth) if (gc.nth > 1)
     FR_(generate_team)(&gc);
     free(gc.sc.mem);
-    free(gc.packed);
+    fr_aligned_free(gc.packed);
     free(gc.table);
     return fr_should_stop() ? FR_STOPPED : FR_OK;
 }

@@ -267,6 +267,27 @@ cdef fr_shape _pack_shape(int cell, int64_t B, int64_t I, W_hh) except *:
     return s
 
 
+def _row_split(bint on):
+    """Tests and before/after timings only: False keeps every layer call's
+    team on the unit split (the split before small layers split by rows),
+    True (the default) lets small layers split by rows. Process-wide;
+    returns the previous setting. Results are the same bit for bit."""
+    return bool(fr_set_row_split(on))
+
+
+def _layer_team(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H, int n_threads,
+                dtype=np.float32):
+    """Tests and timings only: (threads, split) a layer call of this shape on
+    n_threads runs with; split is "rows" (each thread owns blocks of samples,
+    no barrier per step: small W_hh) or "units" (each owns a slice of the
+    hidden units)."""
+    cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
+    cdef int by_rows = 0
+    cdef int nth = fr_layer_team_of(&s, n_threads, np.dtype(dtype).itemsize, &by_rows)
+    _raise(-1 if nth < 0 else 0, "_layer_team")
+    return nth, "rows" if by_rows else "units"
+
+
 def pack_key(*, int cell, int64_t B, int64_t I, W_hh, int n_threads):
     """Equal for two inference calls (batch B, I inputs) exactly when one
     pack_recurrent pack of W_hh serves both."""

@@ -1,11 +1,11 @@
 # Bindings of csrc/quant.h (reduced-precision inference), included by
 # _kernels.pyx. A reduced weight is any object with the attributes kind
-# (a key of QKINDS), rows, cols, packed (int8, uint16 or float32 panels), scale
-# (float32, rows) and row_sum (int32, rows): fastrnn._quantize.ReducedWeight.
+# (a key of QKINDS), rows, cols, packed (int8, int16, uint16 or float32 panels),
+# scale (float32, rows) and row_sum (int32, rows): fastrnn._quantize.ReducedWeight.
 
 cdef extern from "quant.h" nogil:
     enum:
-        FR_Q_BF16, FR_Q_INT8, FR_Q_F32, FR_Q_PANEL
+        FR_Q_BF16, FR_Q_INT8, FR_Q_F32, FR_Q_INT16, FR_Q_PANEL
 
     ctypedef struct fr_qweight:
         int kind
@@ -46,17 +46,18 @@ cdef extern from "quant.h" nogil:
     void fr_qforce_portable(int on)
 
 
-QKINDS = {"bfloat16": FR_Q_BF16, "int8": FR_Q_INT8, "float32": FR_Q_F32}
+QKINDS = {"bfloat16": FR_Q_BF16, "int8": FR_Q_INT8, "float32": FR_Q_F32, "int16": FR_Q_INT16}
 Q_PANEL = FR_Q_PANEL
 
 
 def qgroup(str kind):
-    """k per 32-bit lane of a packed reduced weight: 4 (int8), 2 (bfloat16), 1 (float32)."""
+    """k per 32-bit lane of a packed reduced weight: 4 (int8), 2 (bfloat16, int16),
+    1 (float32)."""
     return fr_qgroup(QKINDS[kind])
 
 
 def qfast_available(str kind):
-    """Whether this CPU has the AVX-512 kernel of kind (VNNI for int8, BF16)."""
+    """Whether this CPU has the AVX-512 kernel of kind (VNNI for int8 and int16, BF16)."""
     return bool(fr_qfast_available(QKINDS[kind]))
 
 
@@ -73,10 +74,11 @@ cdef fr_qweight _qweight(object w, str name) except *:
     cdef int64_t group = fr_qgroup(q.kind)
     cdef int64_t n_packed = ((q.rows + FR_Q_PANEL - 1) // FR_Q_PANEL * FR_Q_PANEL
                              * ((q.cols + group - 1) // group * group))
-    packed_dtype = {FR_Q_INT8: np.int8, FR_Q_BF16: np.uint16, FR_Q_F32: np.float32}[q.kind]
+    packed_dtype = {FR_Q_INT8: np.int8, FR_Q_INT16: np.int16, FR_Q_BF16: np.uint16,
+                    FR_Q_F32: np.float32}[q.kind]
     q.packed = <const void *>_data(w.packed, packed_dtype, (n_packed,), name + ".packed", False)
-    cdef bint int8 = q.kind == FR_Q_INT8
-    q.scale = <const float *>_data(w.scale, np.float32, (q.rows,), name + ".scale", not int8)
+    cdef bint int8 = q.kind == FR_Q_INT8, scaled = int8 or q.kind == FR_Q_INT16
+    q.scale = <const float *>_data(w.scale, np.float32, (q.rows,), name + ".scale", not scaled)
     q.row_sum = <const int32_t *>_data(w.row_sum, np.int32, (q.rows,), name + ".row_sum",
                                        not int8)
     return q

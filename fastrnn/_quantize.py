@@ -22,8 +22,13 @@ int8: weights symmetric per output row, q = round(w / s) with s = max|w| /
 always holds 0), so that VNNI's ``vpdpbusd`` (u8 x s8) applies; the zero
 point is taken out with the weights' row sums. bfloat16: weights and
 activations rounded to nearest even; ``vdpbf16ps`` where the CPU has
-AVX512_BF16. ``reference_matmul`` is the same arithmetic in NumPy (the
-tests' oracle).
+AVX512_BF16. Both keep the recurrent weights W_hh in the "int16" kind
+(recurrent_kind, below): 16-bit fixed point, weights symmetric per row with
+up to 13 bits (int16_weight_max), activations symmetric per row with 12 bits
+(INT16_ACTIVATION_MAX), exact int32 sums (VNNI's ``vpdpwssd``). So
+"bfloat16" means 16-bit weights: bfloat16 W_ih and head, 16-bit fixed point
+W_hh. ``reference_matmul`` is the same arithmetic in NumPy (the tests'
+oracle).
 """
 import weakref
 
@@ -42,6 +47,41 @@ INFERENCE_DTYPES = (None, "float32", "bfloat16", "int8")
 # head's lands on the prediction itself. 4 is one int8 lane group. Applied
 # per weight, so fr_qforward, head_forward and fr_qgenerate all follow it.
 REDUCED_MIN_DIM = 4
+
+
+# The int16 kind (an int8 or bfloat16 network's W_hh): activations x ~ sa * a with |a| <=
+# INT16_ACTIVATION_MAX (12 bits); weights w ~ scale * q with |q| <=
+# int16_weight_max(cols) (13 bits up to 256 columns, fewer beyond), so that
+# every int32 sum of a row is exact: cols * 2047 * max|q| < 2**31. Why W_hh
+# needs it: its per-row int8 rounding moved a well-fitted Mackey-Glass
+# forecaster's MSE by -10.8% .. +20% (hidden 64, seeds 0-7), bfloat16 by
+# -3.1% .. +2.2%, 13-bit weights and 12-bit activations by under 0.6%; int8
+# with a scale per group of 8 columns still moved it by up to 14%
+# (bench/NOTES.md). It runs at bfloat16's speed (2 bytes per weight, both).
+# W_ih and the head keep the network's kind: their rounding moved it far less
+# (a 2-layer model: layer 1's int8 W_ih alone under 0.7%, the whole bfloat16
+# model with int16 W_hh under 0.4%), and W_ih's product runs once for all steps.
+INT16_ACTIVATION_MAX = 2047
+INT16_WEIGHT_MAX = 4095
+INT16_MAX_COLS = (2**31 - 1) // (INT16_ACTIVATION_MAX * 127)  # past it: no finer than int8
+
+
+# An int8 or bfloat16 network keeps W_hh in the int16 kind while its weight
+# range (int16_weight_max, which falls as columns grow) is at least this: from
+# there its rounding of a W_hh product is at least as fine as the kind's own.
+# int8: its 127 levels (up to INT16_MAX_COLS columns). bfloat16: 8 significant
+# bits, which 512 levels match (up to 2,048 columns): rms relative error of a
+# product with normal weights and tanh-like activations, int16 vs bfloat16,
+# 4.1e-4 vs 2.3e-3 at 256 columns, 1.1e-3 vs 2.4e-3 at 1,024, 2.0e-3 vs 2.2e-3
+# at 2,048, 4.5e-3 vs 2.3e-3 at 4,096 (bench/NOTES.md).
+INT16_FINER_FROM = {"int8": 127, "bfloat16": 512}
+
+
+def int16_weight_max(cols):
+    """The largest |q| of an int16 weight of cols columns (padded to the
+    kernels' pairs): its products with 12-bit activations sum exactly in int32."""
+    padded = cols + cols % 2
+    return min(INT16_WEIGHT_MAX, (2**31 - 1) // (INT16_ACTIVATION_MAX * padded))
 
 
 def inference_kind(inference_dtype):
@@ -69,12 +109,35 @@ def weight_kind(W, kind):
     return kind if min(np.shape(W)) >= REDUCED_MIN_DIM else "float32"
 
 
+def recurrent_kind(W_hh, kind):
+    """The kind a reduced network keeps a recurrent weight W_hh in: "int16"
+    while that rounds at least as finely as the network's kind
+    (INT16_FINER_FROM), else weight_kind's."""
+    kind = weight_kind(W_hh, kind)
+    finer_from = INT16_FINER_FROM.get(kind)
+    if finer_from is not None and int16_weight_max(np.shape(W_hh)[1]) >= finer_from:
+        return "int16"
+    return kind
+
+
+def _on_a_cache_line(a):
+    """a's elements, 1-D, in a new array that starts on a 64-byte cache line:
+    the kernels' vector loads of its panels then never span two lines (NumPy
+    puts large arrays 0 or 32 bytes past one; measured at B=1 T=150 I=256 H=256,
+    +32 bytes: int8 inference 1.04x, bfloat16 1.06x slower; bench/NOTES.md)."""
+    buf = np.empty(a.nbytes + 64, np.uint8)
+    skip = -buf.ctypes.data % 64
+    out = buf[skip:skip + a.nbytes].view(a.dtype)
+    out[:] = a.reshape(-1)
+    return out
+
+
 class ReducedWeight:
     """A (rows, cols) weight in reduced precision, packed for csrc/quant.h.
 
-    values : int8 q (int8), bfloat16 bits (bfloat16) or the float32 weight
-        (float32: a weight weight_kind keeps), (rows, cols)
-    scale : float32 (rows,), int8 only: w ~ scale[n] * q[n, k]
+    values : int8 q (int8), int16 q (int16), bfloat16 bits (bfloat16) or the
+        float32 weight (float32: a weight weight_kind keeps), (rows, cols)
+    scale : float32 (rows,), int8 and int16: w ~ scale[n] * q[n, k]
     row_sum : int32 (rows,), int8 only: sum over k of q[n, k]
     packed : the panels of quant.h's layout (1-D)
     """
@@ -87,11 +150,12 @@ class ReducedWeight:
         self.rows, self.cols = W.shape
         self.scale = self.row_sum = None
         if kind == "int8":
-            amax = np.abs(W).max(axis=1)
-            self.scale = np.where(amax > 0, amax / np.float32(127), 1).astype(np.float32)
-            q = np.clip(np.rint(W / self.scale[:, None]), -127, 127)
-            self.values = q.astype(np.int8)
+            self.scale, self.values = _symmetric_rows(W, 127, np.int8)
             self.row_sum = self.values.sum(axis=1, dtype=np.int32)
+        elif kind == "int16":
+            if self.cols > INT16_MAX_COLS:
+                raise ValueError(f"an int16 weight takes at most {INT16_MAX_COLS} columns")
+            self.scale, self.values = _symmetric_rows(W, int16_weight_max(self.cols), np.int16)
         elif kind == "bfloat16":
             self.values = bfloat16_bits(W)
         elif kind == "float32":
@@ -111,15 +175,31 @@ class ReducedWeight:
         padded = np.zeros((rows, cols), values.dtype)
         padded[:self.rows, :self.cols] = values
         panels = padded.reshape(rows // panel, panel, cols // group, group)
-        return np.ascontiguousarray(panels.transpose(0, 2, 1, 3)).reshape(-1)
+        return _on_a_cache_line(panels.transpose(0, 2, 1, 3))
 
     def dequantized(self):
         """The float32 weight this one stands for."""
-        if self.kind == "int8":
+        if self.kind in ("int8", "int16"):
             return self.values.astype(np.float32) * self.scale[:, None]
         if self.kind == "float32":
             return self.values
         return bfloat16_values(self.values)
+
+
+def _symmetric_rows(W, qmax, dtype):
+    """(scale (rows,), q) with W ~ scale[:, None] * q, |q| <= qmax, per row."""
+    amax = np.abs(W).max(axis=1)
+    scale = np.where(amax > 0, amax / np.float32(qmax), 1).astype(np.float32)
+    return scale, np.clip(np.rint(W / scale[:, None]), -qmax, qmax).astype(dtype)
+
+
+def _quantize_rows_s16(A):
+    """The kernels' per-row symmetric activations of the int16 kind: (a, scale)."""
+    amax = np.abs(A).max(axis=1)
+    scale = np.where(amax > 0, amax / np.float32(INT16_ACTIVATION_MAX), 1).astype(np.float32)
+    inv = (np.float32(1) / scale)[:, None]
+    a = np.clip(np.rint(A * inv), -INT16_ACTIVATION_MAX, INT16_ACTIVATION_MAX)
+    return a.astype(np.int64), scale
 
 
 def _quantize_rows_u8(A):
@@ -136,9 +216,9 @@ def _quantize_rows_u8(A):
 
 def reference_matmul(A, w):
     """A (M, cols) W^T in NumPy with the kernels' arithmetic (the oracle of
-    _kernels.qgemm): int8 exact integer sums, bfloat16 the pairwise float32
-    accumulation of vdpbf16ps (each pair: the odd element's product first),
-    float32 the float32 sum in k order."""
+    _kernels.qgemm): int8 and int16 exact integer sums, bfloat16 the pairwise
+    float32 accumulation of vdpbf16ps (each pair: the odd element's product
+    first), float32 the float32 sum in k order."""
     A = np.ascontiguousarray(A, dtype=np.float32)
     if w.kind == "float32":
         acc = np.zeros((A.shape[0], w.rows), np.float32)
@@ -148,6 +228,10 @@ def reference_matmul(A, w):
     if w.kind == "int8":
         u, sa, zp = _quantize_rows_u8(A)
         acc = u @ w.values.T.astype(np.int64) - zp[:, None] * w.row_sum[None, :]
+        return acc.astype(np.float32) * (sa[:, None] * w.scale[None, :])
+    if w.kind == "int16":
+        a, sa = _quantize_rows_s16(A)
+        acc = a @ w.values.T.astype(np.int64)
         return acc.astype(np.float32) * (sa[:, None] * w.scale[None, :])
     a = bfloat16_values(bfloat16_bits(A))
     wv = bfloat16_values(w.values)
@@ -165,11 +249,15 @@ def _reduced(W, kind):
     return ReducedWeight(W, weight_kind(W, kind))
 
 
+def _reduced_recurrent(W_hh, kind):
+    return ReducedWeight(W_hh, recurrent_kind(W_hh, kind))
+
+
 class ReducedNetwork:
     """A stack's weights in one reduced kind: per direction index (W_ih, W_hh)
     (none for layer-normalized stacks, which stay float32), and a network's
-    head (head_weight; None: no head), each in weight_kind's kind. Passed to
-    RecurrentStack.forward."""
+    head (head_weight; None: no head), each in weight_kind's kind (W_hh in
+    recurrent_kind's). Passed to RecurrentStack.forward."""
 
     def __init__(self, stack, kind, head_weight=None):
         self.kind = kind
@@ -179,7 +267,7 @@ class ReducedNetwork:
                 for d in range(stack.num_directions):
                     view = stack.direction(k, d)
                     self.directions[view.index] = (_reduced(view.W_ih, kind),
-                                                   _reduced(view.W_hh, kind))
+                                                   _reduced_recurrent(view.W_hh, kind))
         self.head = None if head_weight is None else _reduced(head_weight, kind)
 
     def runs(self, view):

@@ -205,9 +205,11 @@ _PARAMETERS = """Parameters
     inference_dtype : {"float32", "bfloat16", "int8"} or None, default=None
         Precision of the weights in predict, predict_proba and score; None or
         "float32": the fitted weights. "bfloat16" / "int8": the weights of
-        the input projections, recurrent steps and head converted once (int8:
-        per output row scales, activations quantized per row; bfloat16:
-        rounded to nearest even), activations and accumulation float32; AVX-512
+        the input projections and head converted once (int8: per output row
+        scales, activations quantized per row; bfloat16: rounded to nearest
+        even), and with either the recurrent weights in 16-bit fixed point per
+        row (their rounding feeds back at every step), activations float32
+        between the products; AVX-512
         VNNI / BF16 kernels where the CPU has them. Settable after fit with
         set_params; training, validation and explain stay float32, and so do
         layer_norm cells. Needs dtype="float32" (a float64 model raises

@@ -129,7 +129,8 @@ class Forecaster(BaseEstimator):
     inference_dtype : {"float32", "bfloat16", "int8"} or None, default=None
         Precision of the weights in predict and score (None or "float32":
         the fitted weights), as the estimators' inference_dtype: int8 or bfloat16
-        weights converted once, float32 activations; settable after fit.
+        weights converted once (the recurrent ones in 16-bit fixed point with
+        either), float32 activations; settable after fit.
 
     Attributes
     ----------

@@ -98,8 +98,9 @@ class SequenceGenerator(BaseEstimator):
     inference_dtype : {"float32", "bfloat16", "int8"} or None, default=None
         Precision of the weights in generate, score and perplexity (None or
         "float32": the fitted weights), as the estimators' inference_dtype:
-        int8 or bfloat16 weights converted once, float32 activations, gate
-        math and sampling; settable after fit. Needs dtype="float32".
+        int8 or bfloat16 weights converted once (the recurrent ones in 16-bit
+        fixed point with either), float32 activations, gate math and
+        sampling; settable after fit. Needs dtype="float32".
 
     Attributes
     ----------

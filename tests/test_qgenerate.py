@@ -16,7 +16,8 @@ CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
 
 def _tiny_model(cell, kind, vocab=7, E=3, H=5, L=2, n_out=None, seed=0):
-    """Random float32 weights of a tiny generator and their reduced copies."""
+    """Random float32 weights of a tiny generator and their reduced copies
+    (W_hh in recurrent_kind's kind, as a reduced network keeps it)."""
     rng = np.random.default_rng(seed)
     G, n_out = _kernels.gates(cell), n_out or vocab
     model = dict(cell=cell, embedding=rng.normal(size=(vocab, E)).astype(np.float32),
@@ -30,7 +31,8 @@ def _tiny_model(cell, kind, vocab=7, E=3, H=5, L=2, n_out=None, seed=0):
     model["b_hh"] = [rng.normal(size=G * H).astype(np.float32) * 0.1 for _ in range(L)]
     reduced = dict(model, head_W=_quantize.ReducedWeight(W_head, kind),
                    W_ih=[_quantize.ReducedWeight(w, kind) for w in model["W_ih"]],
-                   W_hh=[_quantize.ReducedWeight(w, kind) for w in model["W_hh"]])
+                   W_hh=[_quantize.ReducedWeight(w, _quantize.recurrent_kind(w, kind))
+                         for w in model["W_hh"]])
     return reduced
 
 

@@ -14,7 +14,9 @@ from fastrnn.network import Network
 # short fits on purpose: the accuracy bar compares precisions of one model
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-KINDS = ("int8", "bfloat16")
+KINDS = ("int8", "bfloat16")  # inference dtypes
+# the kernels' weight kinds: int16 is an int8 or bfloat16 network's W_hh (recurrent_kind)
+WEIGHT_KINDS = ("int8", "int16", "bfloat16")
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
 
@@ -24,7 +26,7 @@ def _qgemm(w, A):
     return C
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", WEIGHT_KINDS)
 @pytest.mark.parametrize("M, N, K", [(1, 5, 3), (7, 37, 29), (70, 64, 100), (3, 48, 257),
                                      (1, 80, 40)])
 def test_qgemm_equals_reference_arithmetic(kind, M, N, K, quant_path):
@@ -36,7 +38,7 @@ def test_qgemm_equals_reference_arithmetic(kind, M, N, K, quant_path):
     np.testing.assert_array_equal(_qgemm(w, A), _quantize.reference_matmul(A, w))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", WEIGHT_KINDS)
 def test_fast_path_equals_portable_path(kind):
     if not _kernels.qfast_available(kind):
         pytest.skip(f"this CPU has no AVX-512 kernel for {kind}: only the portable path runs")
@@ -52,19 +54,35 @@ def test_fast_path_equals_portable_path(kind):
     np.testing.assert_array_equal(fast, portable)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + ("float32",))
+def test_packed_panels_start_on_a_cache_line_and_run_anywhere(kind):
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(3, 70)).astype(np.float32)
+    for rows in (16, 37, 64, 100):
+        w = _quantize.ReducedWeight(rng.normal(size=(rows, 70)).astype(np.float32), kind)
+        assert w.packed.ctypes.data % 64 == 0
+        aligned = _qgemm(w, A)
+        # a copy elsewhere (a loaded model's arrays): the same results
+        buf = np.empty(w.packed.nbytes + 64, np.uint8)
+        moved = buf[4:4 + w.packed.nbytes].view(w.packed.dtype)
+        moved[:], w.packed = w.packed, moved
+        np.testing.assert_array_equal(_qgemm(w, A), aligned)
+
+
+@pytest.mark.parametrize("kind", WEIGHT_KINDS)
 def test_reduced_weights_are_close_to_the_weights(kind):
     W = np.random.default_rng(1).normal(size=(20, 30)).astype(np.float32)
     w = _quantize.ReducedWeight(W, kind)
-    # half a step: of the row scale (int8), of 8 significant bits (bfloat16)
-    step = np.abs(W).max(axis=1, keepdims=True) / 127 if kind == "int8" else np.abs(W) / 128
+    # half a step: of the row scale (int8, int16), of 8 significant bits (bfloat16)
+    levels = {"int8": 127, "int16": _quantize.int16_weight_max(30)}.get(kind)
+    step = np.abs(W).max(axis=1, keepdims=True) / levels if levels else np.abs(W) / 128
     assert np.all(np.abs(w.dequantized() - W) <= step / 2 + 1e-7)
     bits = _quantize.bfloat16_bits(np.float32([1 + 2**-8, 1 + 3 * 2**-8, -2.5]))
     np.testing.assert_array_equal(_quantize.bfloat16_values(bits), [1, 1 + 2**-6, -2.5])
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", WEIGHT_KINDS)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_qforward_matches_reference_layer(cell, kind, reverse, quant_path):
     rng = np.random.default_rng(CELLS.index(cell))
@@ -117,7 +135,7 @@ def _qforward_threads(cell, kind, reverse, n_threads):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", WEIGHT_KINDS)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_qforward_split_steps_equal_one_thread(cell, kind, reverse, quant_path):
     # the team owns slices of every gate's units: each output sums as on one thread
@@ -155,12 +173,52 @@ def test_weights_with_a_tiny_dimension_stay_float32():
         reduced = _quantize.reduced_network(net, kind)
         view = net.stack.direction(0, 0)
         W_ih, W_hh = reduced.directions[view.index]
-        assert (W_ih.kind, W_hh.kind, reduced.head.kind) == ("float32", kind, "float32")
+        assert (W_ih.kind, W_hh.kind, reduced.head.kind) == ("float32", "int16", "float32")
         np.testing.assert_array_equal(W_ih.dequantized(), view.W_ih)
         _, h, _ = reference.layer_forward("lstm", X, W_ih, W_hh, view.b_ih, view.b_hh,
                                           matmul=_quantize.reference_matmul)
         expected = h @ net.params["head.weight"].T.astype(np.float64) + net.params["head.bias"]
         np.testing.assert_allclose(net.forward(X, inference_dtype=kind), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reduced_networks_keep_recurrent_weights_in_int16(kind):
+    """An int8 or bfloat16 network's W_hh runs in the int16 kind (12-bit
+    activations, up to 13-bit weights): its rounding feeds back at every step
+    (the Mackey-Glass test below). W_ih and the head keep the network's kind.
+    Past INT16_FINER_FROM's columns an int16 weight would be no finer than the
+    kind's own (int8: INT16_MAX_COLS; bfloat16: 2,048), so W_hh keeps it there."""
+    net = Network("gru", input_size=6, hidden_size=8, output_size=5, num_layers=2,
+                  random_state=0)
+    reduced = _quantize.reduced_network(net, kind)
+    kinds = {(w_ih.kind, w_hh.kind) for w_ih, w_hh in reduced.directions.values()}
+    assert kinds == {(kind, "int16")} and reduced.head.kind == kind
+    assert _quantize.recurrent_kind(np.zeros((8, 3)), kind) == "float32"
+    widest = {"int8": _quantize.INT16_MAX_COLS, "bfloat16": 2048}[kind]
+    assert _quantize.recurrent_kind(np.zeros((4, widest)), kind) == "int16"
+    assert _quantize.recurrent_kind(np.zeros((4, widest + 2)), kind) == kind
+
+
+def test_int16_weights_are_limited_to_exact_sums():
+    wide = np.zeros((4, _quantize.INT16_MAX_COLS + 1))
+    with pytest.raises(ValueError, match="int16 weight takes at most"):
+        _quantize.ReducedWeight(wide, "int16")
+
+
+@pytest.mark.parametrize("K", [255, 256, 257, 3001])
+def test_int16_sums_are_exact_at_their_bound(K, quant_path):
+    """The largest sum an int16 row can reach (every activation and weight at
+    its bound, one sign) fits an int32: a wrapped sum would flip its sign."""
+    qmax = _quantize.int16_weight_max(K)
+    assert (K + K % 2) * _quantize.INT16_ACTIVATION_MAX * qmax < 2**31
+    assert (qmax == _quantize.INT16_WEIGHT_MAX) == (K <= 256)
+    W = np.ones((3, K), np.float32)
+    W[1] = -1
+    A = np.ones((2, K), np.float32)
+    w = _quantize.ReducedWeight(W, "int16")
+    assert np.abs(w.values).max() == qmax
+    np.testing.assert_array_equal(_qgemm(w, A), _quantize.reference_matmul(A, w))
+    np.testing.assert_allclose(_qgemm(w, A), A @ W.T, rtol=1e-5)
 
 
 @pytest.mark.parametrize("M, N, K", [(5, 40, 1), (70, 37, 3), (2, 1, 30)])
@@ -236,16 +294,20 @@ def test_text_generator_perplexity_moves_at_most_two_percent():
         assert abs(ppl[kind] / ppl[None] - 1) <= 0.02, ppl
 
 
-def test_mackey_glass_forecast_mse_moves_little():
-    """One-step-ahead forecasts over 200 held-out steps. The issue's bar is 2%
+# (lookback, hidden, epochs): the test's first setting, then README's better-fitted model
+@pytest.mark.parametrize("lookback, hidden, epochs", [(24, 32, 15), (32, 64, 40)])
+def test_mackey_glass_forecast_mse_moves_at_most_two_percent(lookback, hidden, epochs):
+    """One-step-ahead forecasts over 200 held-out steps; the issue's bar is 2%
     relative MSE. This model's input projection (I=1) and head (one output)
-    stay float32 (REDUCED_MIN_DIM); what is left is the rounding of W_hh.
-    Measured on this setting (hidden 32, 15 epochs) over random_state 0..7:
-    bfloat16 -0.6% .. +0.6%, so it holds the bar; int8 -2.9% .. +4.1% (seed
-    0: +1.7%), W_hh's per-row int8 weights alone (an MSE-optimal row scale
-    does not help), so int8 is held to 5% here, not 2% (bench/NOTES.md)."""
+    stay float32 (REDUCED_MIN_DIM); what is left is the rounding of W_hh,
+    which feeds back at every step. Both kinds keep W_hh in the int16 kind
+    (recurrent_kind), so here they run the same arithmetic. Measured over
+    random_state 0..7 (float32 MSE 1e-4 .. 2e-4 on the first setting, 1e-5 ..
+    1.5e-4 on the second): -0.13% .. +0.06% and -0.12% .. +0.53%; W_hh in
+    per-row int8 moved it by -2.9% .. +4.1% and -10.8% .. +20%, in bfloat16
+    by -0.6% .. +0.6% and -3.1% .. +2.2% (bench/NOTES.md)."""
     series = mackey_glass(800)
-    fc = Forecaster(lookback=24, hidden_size=32, max_iter=15, random_state=0)
+    fc = Forecaster(lookback=lookback, hidden_size=hidden, max_iter=epochs, random_state=0)
     fc.fit(series[:600])
 
     def mse():
@@ -253,8 +315,8 @@ def test_mackey_glass_forecast_mse_moves_little():
         return float(np.mean((np.asarray(pred) - series[600:800]) ** 2))
 
     errors = _scores(lambda d: fc.set_params(inference_dtype=d), mse)
-    assert abs(errors["bfloat16"] / errors[None] - 1) <= 0.02, errors
-    assert abs(errors["int8"] / errors[None] - 1) <= 0.05, errors
+    for kind in KINDS:
+        assert abs(errors[kind] / errors[None] - 1) <= 0.02, errors
 
 
 @pytest.mark.parametrize("name", ["fastrnn-int8", "fastrnn-bf16"])

@@ -210,12 +210,25 @@ def test_ctrl_c_stops_a_long_generation_at_once(tiny_generator):
 
 
 @posix_only
-def test_ctrl_c_stops_a_long_forward_pass():
-    # Long in its step loop (a second or so), short on memory: the projection
-    # before the loop is one GEMM that no flag interrupts, so the signal comes
-    # well after the call's start.
-    lstm = LSTM(input_size=1, hidden_size=512, random_state=0, n_threads=1)
-    X = np.zeros((1, 10_000, 1), np.float32)
+@pytest.mark.parametrize("batch,hidden,steps,n_threads", [
+    (1, 512, 10_000, 1),
+    (16, 176, 8_000, 2),  # two threads splitting the rows: no barrier between steps
+], ids=["one-thread", "row-split"])
+def test_ctrl_c_stops_a_long_forward_pass(batch, hidden, steps, n_threads):
+    # Long in its step loop (half a second or more), short on memory: the
+    # projection before the loop is one GEMM that no flag interrupts, so the
+    # signal comes well after the call's start.
+    if n_threads > 1:
+        if len(os.sched_getaffinity(0)) < 2:
+            pytest.skip("a team of two needs two CPUs in this process's mask")
+        assert _kernels._layer_team(cell=0, B=batch, T=steps, I=1, H=hidden,
+                                    n_threads=n_threads) == (2, "rows")
+    lstm = LSTM(input_size=1, hidden_size=hidden, random_state=0, n_threads=n_threads)
+    X = np.zeros((batch, steps, 1), np.float32)
+    # a first whole call leaves its scratch (the projected gates: 0.5 GB in
+    # the row-split case) in the stack's pool, faulted in; else the second
+    # call would spend its first second faulting pages before its loop
+    lstm.forward(X)
     started = time.perf_counter()
     lstm.forward(X[:, :100])  # what comes before the step loop (packing W_hh), and a bit
     before_the_loop = time.perf_counter() - started
