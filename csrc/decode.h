@@ -71,7 +71,16 @@ int fr_decode_f64(const fr_blas *blas, const fr_decoder *d, const fr_encoded *e,
 int64_t fr_decode_set_small_rows(int64_t rows);
 
 /* Internal to the library: W (N, K) packed into panels of size
- * fr_small_panels_size (0: unavailable), then C (M, N) (+)= A (M, K) W^T. */
+ * fr_small_panels_size (0: unavailable), then C (M, N) (+)= A (M, K) W^T.
+ * Panels run faster from an address on a cache line of FR_PANEL_ALIGN bytes
+ * (a 64-byte load from anywhere else spans two lines); every size is a whole
+ * number of lines. */
+#define FR_PANEL_ALIGN 64
+/* Bytes from address `at` to the next line (0 on one). */
+static inline size_t fr_to_line(uintptr_t at)
+{
+    return (FR_PANEL_ALIGN - at % FR_PANEL_ALIGN) % FR_PANEL_ALIGN;
+}
 int64_t fr_small_panels_size_f32(int64_t N, int64_t K);
 void fr_small_pack_f32(const float *W, int64_t N, int64_t K, float *P);
 void fr_small_apply_f32(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,

@@ -49,11 +49,12 @@ static int FR_(panels_alloc)(FR_(dec_panels) *p, const fr_decoder *d)
         n += FR_(fr_small_panels_size)(GH, l ? H : d->embed_dim) + FR_(fr_small_panels_size)(GH, H);
     memset(p, 0, sizeof *p);
     if (fr_decode_small_rows <= 0 || sizes[2] == 0) return FR_OK;
-    p->mem = malloc((size_t)(2 * L) * sizeof(real *) + (size_t)n * sizeof(real));
+    p->mem = malloc((size_t)(2 * L) * sizeof(real *) + FR_PANEL_ALIGN + (size_t)n * sizeof(real));
     if (!p->mem) return FR_ERR_NOMEM;
     p->ih = (real **)p->mem;
     p->hh = p->ih + L;
-    real *r = (real *)(p->hh + L);
+    /* the panels from the first cache line on (decode.h) */
+    real *r = (real *)((char *)(p->hh + L) + fr_to_line((uintptr_t)(p->hh + L)));
     for (int64_t l = 0; l < L; l++) {
         int64_t I = l ? H : d->embed_dim;
         p->ih[l] = r; r += FR_(fr_small_panels_size)(GH, I);

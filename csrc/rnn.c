@@ -464,6 +464,29 @@ static void fr_plan_ragged(const fr_shape *s, fr_plan *p, int64_t *count)
     p->n_rows = row;
 }
 
+/* malloc's block aligned to a cache line (FR_PANEL_ALIGN, decode.h): a 64-byte
+ * load from a panel at malloc's usual 16-byte offset spans two lines
+ * (measured: the batch-1 step 3-8% slower, bench/NOTES.md row 23). C99 has no
+ * aligned_alloc; the block's own address sits just before the result, for
+ * fr_aligned_free. */
+static void *fr_aligned_malloc(size_t bytes)
+{
+    char *raw = (char *)malloc(bytes + FR_PANEL_ALIGN + sizeof(void *));
+    if (!raw) return NULL;
+    char *at = raw + sizeof(void *);
+    at += fr_to_line((uintptr_t)at);
+    memcpy(at - sizeof(void *), &raw, sizeof raw);
+    return at;
+}
+
+static void fr_aligned_free(void *p)
+{
+    char *raw;
+    if (!p) return;
+    memcpy(&raw, (char *)p - sizeof(void *), sizeof raw);
+    free(raw);
+}
+
 /* One malloc per call (freed by fr_plan_free); FR_ERR_NOMEM when it fails. */
 static int fr_plan_make(const fr_shape *s, fr_plan *p)
 {
@@ -715,12 +738,14 @@ void fr_tanh_f64(const double *x, double *y, int64_t n)
 
 /* The header fr_pack_recurrent_* writes before a direction's packed W_hh:
  * what it was packed for. A forward given the pack uses it only when every
- * field equals the call's own (else it packs as without one), so a stale or
- * foreign pack costs a pack, never a wrong result. */
+ * field but panels_at equals the call's own (else it packs as without one),
+ * so a stale or foreign pack costs a pack, never a wrong result. */
 #define FR_PACK_MAGIC 0x4b434150524e5246LL /* "FRNRPACK" */
 typedef struct {
     int64_t magic, real_size, cell, hidden, row_layout, slices, n_elems;
-    int64_t weights; /* the address of the W_hh it was packed from */
+    int64_t weights;   /* the address of the W_hh it was packed from */
+    int64_t panels_at; /* elements from the pack's start to its panels (the first
+                          cache line after the header; a moved copy keeps it) */
 } fr_pack_header;
 
 #define real float

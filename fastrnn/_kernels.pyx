@@ -6,13 +6,14 @@ build time), checks dtypes, shapes and contiguity once per call, and releases
 the GIL around every kernel. Callers are the engine modules (fastrnn.layers);
 users do not call these functions directly.
 """
+import _signal  # signal.getsignal without its enum conversion (~1 us per kernel call)
 import signal
 import threading
 
 import numpy as np
 cimport numpy as cnp
 from cpython.exc cimport PyErr_CheckSignals
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -89,7 +90,7 @@ cdef int _stop_on_ctrl_c() except -1:
     yet, raises here rather than after the kernel."""
     if threading.get_ident() != threading.main_thread().ident:
         return 0
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if _signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         return 0
     if not fr_sigint_begin():
         return 0
@@ -326,6 +327,13 @@ def forward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN
     from y_col; hN/cN (B, H) the final state; ws from workspace_size. packed:
     pack_recurrent's pack of W_hh (inference; ignored unless made for this
     call's W_hh, layout and team)."""
+    _forward(cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, y_col, hN, cN, lengths, reverse, ws,
+             training, n_threads, packed)
+
+
+cdef int _forward(int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN, cN,
+                  lengths, bint reverse, ws, bint training, int n_threads,
+                  packed) except -1:
     if not isinstance(X, np.ndarray) or X.ndim != 3:
         raise ValueError("X must be a 3-D NumPy array (batch, time, features)")
     if not isinstance(W_hh, np.ndarray) or W_hh.ndim != 2:
@@ -376,7 +384,7 @@ def forward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN
                                            <double *>pk, n_pack)
     finally:
         _stop_watching(watching)
-    _raise(rc, "forward")
+    return _raise(rc, "forward")
 
 
 
@@ -397,6 +405,13 @@ def backward(*, int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
     """Backward through one layer/direction after forward(..., training=True).
     Weight and bias gradients are accumulated; dX is written (or accumulated).
     dW_ih, dW_hh, db_ih, db_hh all None: dX only, no weight gradient computed."""
+    _backward(cell, X, W_ih, W_hh, ws, dY, y_col, dhN, dcN, dX, accumulate_dx, dW_ih, dW_hh,
+              db_ih, db_hh, dh0, dc0, lengths, reverse, bws, n_threads)
+
+
+cdef int _backward(int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
+                   bint accumulate_dx, dW_ih, dW_hh, db_ih, db_hh, dh0, dc0, lengths,
+                   bint reverse, bws, int n_threads) except -1:
     if not isinstance(X, np.ndarray) or X.ndim != 3:
         raise ValueError("X must be a 3-D NumPy array (batch, time, features)")
     if not isinstance(W_hh, np.ndarray) or W_hh.ndim != 2:
@@ -446,7 +461,67 @@ def backward(*, int cell, X, W_ih, W_hh, ws, dY, int64_t y_col, dhN, dcN, dX,
                                      <double *>dh, <double *>dc, <double *>bw, n_threads)
     finally:
         _stop_watching(watching)
-    _raise(rc, "backward")
+    return _raise(rc, "backward")
+
+
+# A float is inf or NaN when its exponent bits are all ones: adding one to the
+# exponent field then carries into the sign bit. And, add and or only, so the
+# loop vectorizes with the baseline instruction set.
+ctypedef fused _float_bits:
+    uint32_t
+    uint64_t
+
+
+cdef bint _finite_bits(const _float_bits *x, int64_t n, _float_bits exponent,
+                       _float_bits exponent_one) noexcept nogil:
+    cdef _float_bits carries = 0
+    cdef int64_t i
+    for i in range(n):
+        carries |= (x[i] & exponent) + exponent_one
+    return (carries >> (8 * sizeof(_float_bits) - 1)) == 0
+
+
+def all_finite(cnp.ndarray X):
+    """np.isfinite(X).all() for a C-contiguous float32 or float64 array, in one
+    pass over the exponent bits without a temporary (a layer call checks its
+    input with it)."""
+    if not X.flags.c_contiguous or (X.dtype != np.float32 and X.dtype != np.float64):
+        raise ValueError("all_finite takes a C-contiguous float32 or float64 array")
+    cdef int64_t n = X.size
+    cdef const void *p = cnp.PyArray_DATA(X)
+    cdef bint ok, single = X.itemsize == 4
+    with nogil:
+        if single:
+            ok = _finite_bits(<const uint32_t *>p, n, <uint32_t>0x7f800000u,
+                              <uint32_t>0x00800000u)
+        else:
+            ok = _finite_bits(<const uint64_t *>p, n, <uint64_t>0x7ff0000000000000u,
+                              <uint64_t>0x0010000000000000u)
+    return ok
+
+
+ctypedef fused _length:
+    int32_t
+    int64_t
+
+
+cdef tuple _range(const _length *x, int64_t n):
+    cdef int64_t i, lo = x[0], hi = x[0]
+    for i in range(1, n):
+        lo, hi = min(lo, <int64_t>x[i]), max(hi, <int64_t>x[i])
+    return lo, hi
+
+
+def int_range(cnp.ndarray a):
+    """(min, max) of a non-empty 1-D int32 or int64 array, in one pass (None
+    for other arrays: the caller reduces them with NumPy)."""
+    if a.ndim != 1 or a.shape[0] == 0 or not a.flags.c_contiguous:
+        return None
+    if a.dtype == np.int32:
+        return _range(<const int32_t *>cnp.PyArray_DATA(a), a.shape[0])
+    if a.dtype == np.int64:
+        return _range(<const int64_t *>cnp.PyArray_DATA(a), a.shape[0])
+    return None
 
 
 def sigmoid_f32(const float[::1] x):
@@ -987,3 +1062,5 @@ def ln_backward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, norms, mask, ws, dY, int
                                     <double *>dc, <double *>bw, n_threads)
     _raise(rc, "ln_backward")
 include "_quant_bind.pxi"
+include "_blas_limit.pxi"
+include "_layer_bind.pxi"

@@ -44,25 +44,39 @@ def version(flat):
 
 class PackedWeights:
     """A stack's packs, keyed by (direction index, the kernel's pack key), for
-    one version of its parameter buffer. Not pickled or copied: a copy's
+    one version of its parameter buffer; a second dict finds them again by the
+    call's (direction index, B, I, n_threads) without asking the kernel for
+    its key (microseconds of a serving call). Not pickled or copied: a copy's
     weights live elsewhere (the packs name their W_hh's address)."""
 
     def __init__(self):
-        self.version, self.packs = None, {}
+        # (version, packs, packs by call), replaced as one: a reader in another
+        # thread never pairs a version with another version's packs
+        self._kept = (None, {}, {})
 
     def __reduce__(self):
         return (PackedWeights, ())
 
+    @property
+    def packs(self):
+        return self._kept[1]
+
     def get(self, flat, view, cell, B, I, n_threads):
         """view's W_hh packed for a batch of B rows, I inputs on n_threads."""
         now = version(flat)
-        if self.version != now:  # a new dict: a reader in another thread keeps its own
-            self.version, self.packs = now, {}
-        packs = self.packs
-        key = (view.index, _kernels.pack_key(cell=cell, B=B, I=I, W_hh=view.W_hh,
-                                             n_threads=n_threads))
-        pack = packs.get(key)
+        kept_version, packs, by_call = self._kept
+        if kept_version != now:
+            packs, by_call = {}, {}
+            self._kept = (now, packs, by_call)
+        call = (view.index, B, I, n_threads)
+        pack = by_call.get(call)
         if pack is None:
-            pack = packs[key] = _kernels.pack_recurrent(cell=cell, B=B, I=I, W_hh=view.W_hh,
-                                                        n_threads=n_threads)
+            key = (view.index, _kernels.pack_key(cell=cell, B=B, I=I, W_hh=view.W_hh,
+                                                 n_threads=n_threads))
+            pack = packs.get(key)
+            if pack is None:
+                pack = packs[key] = _kernels.pack_recurrent(cell=cell, B=B, I=I,
+                                                            W_hh=view.W_hh,
+                                                            n_threads=n_threads)
+            by_call[call] = pack
         return pack

@@ -7,20 +7,15 @@ available_cpus() (the C kernels clamp once more, to OpenMP's processor count,
 for callers of the bindings), and 1 in the child of a fork (see
 _after_fork_in_child).
 """
+import ctypes
 import functools
 import math
 import os
-import threading
-from contextlib import contextmanager
 
 from threadpoolctl import ThreadpoolController
 
 from fastrnn import _kernels
 
-_lock = threading.Lock()
-_depth = 0
-_limiter = None
-_controller = None
 _in_fork_child = False
 
 
@@ -65,7 +60,7 @@ def resolve_n_threads(n_threads):
                                   or not hasattr(n_threads, "__index__")
                                   or (n_threads != -1 and n_threads < 1)):
         raise ValueError(f"n_threads must be None, -1 or a positive int, got {n_threads!r}")
-    if _in_fork_child:
+    if _in_fork_child or n_threads == 1:  # 1 needs no look at the CPUs (a syscall)
         return 1
     cpus = available_cpus()
     if n_threads is None:
@@ -80,9 +75,9 @@ def _after_fork_in_child():
     child would wait forever for the parent's threads. So the child runs every
     kernel on its one thread. Its single_threaded_blas lock is a new one (another
     thread of the parent may have held the old one at the fork)."""
-    global _in_fork_child, _lock
+    global _in_fork_child
     _in_fork_child = True
-    _lock = threading.Lock()
+    single_threaded_blas.after_fork()
     _kernels.fork_child()
 
 
@@ -90,39 +85,42 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _blas_libraries():
-    """threadpoolctl's controllers of the BLAS libraries loaded when first
-    asked (the kernels' BLAS, scipy's, is loaded with fastrnn._kernels)."""
-    global _controller
-    if _controller is None:
-        _controller = [lib for lib in ThreadpoolController().lib_controllers
-                       if lib.user_api == "blas"]
-    return _controller
+def _add_blas_libraries(limit):
+    """Add the BLAS libraries loaded now (the kernels' BLAS, scipy's, is loaded
+    with fastrnn._kernels) to limit: OpenBLAS with its own threads by the
+    addresses of its C functions (threadpoolctl's methods cost ~1 us a call,
+    and leave the limit alone in a thread other than the one that first set
+    it, while the limit's lock already keeps threads from fighting); other
+    libraries through threadpoolctl's methods."""
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.user_api != "blas":
+            continue
+        addresses = _c_thread_functions(lib)
+        if addresses is not None:
+            limit.add_c_library(*addresses)
+        else:
+            limit.add_python_library(lambda lib=lib: lib.num_threads, lib.set_num_threads)
 
 
-@contextmanager
-def single_threaded_blas():
-    """BLAS on one thread inside the block. Re-entrant and thread-safe: nested
-    or concurrent blocks share one limit, restored when the last one leaves, so
-    a training loop pays for it once, not per call. A layer call on its own
-    pays a few microseconds: the libraries' controllers are found once, and
-    each block only reads and sets their thread counts (threadpoolctl's
-    limit() would inspect every library again, about 30 us per call)."""
-    global _depth, _limiter
-    with _lock:
-        if _depth == 0:
-            _limiter = [(lib, lib.num_threads) for lib in _blas_libraries()]
-            for lib, n in _limiter:
-                if n != 1:
-                    lib.set_num_threads(1)
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                for lib, n in _limiter:
-                    if n != 1:
-                        lib.set_num_threads(n)
-                _limiter = None
+def _c_thread_functions(lib):
+    """Addresses of an OpenBLAS's get/set thread-count functions when it runs
+    its own threads (with OpenMP threads threadpoolctl sets OpenMP's count),
+    else None."""
+    get_symbol = getattr(lib, "_get_symbol", None)
+    if lib.internal_api != "openblas" or lib.threading_layer == "openmp" or get_symbol is None:
+        return None
+    functions = [get_symbol(f"openblas_{verb}_num_threads") for verb in ("get", "set")]
+    if None in functions:
+        return None
+    return [ctypes.cast(f, ctypes.c_void_p).value for f in functions]
+
+
+# single_threaded_blas(): BLAS on one thread inside the block. Re-entrant and
+# thread-safe: nested or concurrent blocks share one limit, restored when the
+# last one leaves, so a training loop pays for it once, not per call. A layer
+# call on its own pays well under a microsecond: the libraries are found once,
+# and each block reads their thread counts and sets those that are not 1
+# through their C functions (threadpoolctl's limit() would inspect every
+# library again, about 30 us). Calling it returns the one _kernels.BlasLimit
+# itself (no Python frame).
+single_threaded_blas = _kernels.BlasLimit(_add_blas_libraries)

@@ -21,12 +21,12 @@ their gradients are views into two flat buffers, ``flat_params`` and
 ``stack.direction(layer, reverse)`` gathers one layer and direction's views.
 """
 import functools
-import threading
 from typing import NamedTuple
 
 import numpy as np
 
 from fastrnn import _kernels, _packed
+from fastrnn._kernels import Workspaces  # the pool a stack reuses its workspaces from
 from fastrnn._threads import resolve_n_threads, single_threaded_blas
 
 
@@ -102,7 +102,7 @@ def check_lengths(lengths, n_samples, n_steps):
     if lengths.dtype.kind not in "iu":
         if lengths.dtype.kind != "f" or not np.all(lengths == np.round(lengths)):
             raise ValueError("lengths must be integers")
-    shortest, longest = lengths.min(), lengths.max()
+    shortest, longest = _kernels.int_range(lengths) or (lengths.min(), lengths.max())
     if shortest < 1 or longest > n_steps:
         raise ValueError(f"lengths must lie in [1, {n_steps}], got min {shortest} "
                          f"and max {longest}")
@@ -139,45 +139,28 @@ def valid_steps(lengths, n_samples, n_steps):
     return np.arange(n_steps)[None, :] < np.asarray(lengths)[:, None]
 
 
-class Workspaces:
-    """Scratch buffers a stack reuses across its calls, so that the batches of
-    a fit and the predict calls of a fitted model do not each allocate, fault
-    in and free their workspaces (a fresh multi-megabyte buffer costs its page
-    faults on first touch, and its munmap when freed).
+class _DirectionViews:
+    """A stack's Direction tuples for one params / grads dict. Not pickled: an
+    unpickled stack's arrays are new ones, so it builds its own."""
 
-    ``take(n)`` hands out a 1-D buffer of at least n elements that no other
-    call holds: two threads calling the same stack at once (a predict while a
-    fit runs) get different buffers. ``give(*buffers)`` returns them. A free
-    buffer serves a request of at least half its size; at most ``keep`` free
-    buffers stay, the most recently returned, so a change of shape lets the
-    old ones go. New buffers get 1/8 headroom (pages never touched cost
-    nothing), so the slightly longer batches of a ragged fit reuse them too.
-    Kernels never read a workspace before writing it: reused contents are as
-    good as fresh ones. Pickles and copies start empty."""
-
-    def __init__(self, dtype, keep):
-        self.dtype, self.keep = np.dtype(dtype), int(keep)
-        self._free = []
-        self._lock = threading.Lock()
-
-    def take(self, n):
-        with self._lock:  # the most recently returned first: still in cache
-            for i in range(len(self._free) - 1, -1, -1):
-                if n <= self._free[i].size <= 2 * n:
-                    return self._free.pop(i)
-        return np.empty(n + n // 8, self.dtype)
-
-    def give(self, *buffers):
-        with self._lock:
-            self._free.extend(buffers)
-            del self._free[:-self.keep]
-
-    def clear(self):
-        with self._lock:
-            self._free = []
+    def __init__(self, stack):
+        self.params, self.grads = p, g = stack.params, stack.grads
+        self.layers = []
+        for layer in range(stack.num_layers):
+            views = []
+            for reverse in range(stack.num_directions):
+                names = _direction_names(layer, bool(reverse))
+                views.append(Direction(layer, bool(reverse),
+                                       layer * stack.num_directions + reverse,
+                                       *(p[n] for n in names), *(g[n] for n in names)))
+            self.layers.append(tuple(views))
 
     def __reduce__(self):
-        return type(self), (self.dtype, self.keep)
+        return _no_views, ()
+
+
+def _no_views():
+    return None
 
 
 def _row(states, index):
@@ -281,10 +264,15 @@ class RecurrentStack:
         """The weights and gradients of one layer and direction."""
         if not 0 <= layer < self.num_layers or (reverse and not self.bidirectional):
             raise IndexError(f"no layer {layer}{' reverse' if reverse else ''} in this stack")
-        p, g = self.params, self.grads
-        names = _direction_names(layer, reverse)
-        return Direction(layer, bool(reverse), layer * self.num_directions + int(reverse),
-                         *(p[n] for n in names), *(g[n] for n in names))
+        return self._directions()[layer][int(reverse)]
+
+    def _directions(self):
+        """Every layer's tuple of Directions, made once per params / grads dict
+        (a layer call reads them; building them costs microseconds)."""
+        kept = getattr(self, "_direction_views", None)  # absent in older pickles
+        if kept is None or kept.params is not self.params or kept.grads is not self.grads:
+            kept = self._direction_views = _DirectionViews(self)
+        return kept.layers
 
     @classmethod
     def param_shapes(cls, input_size, hidden_size, num_layers=1, bidirectional=False,
@@ -400,13 +388,12 @@ class RecurrentStack:
             raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
         if not (X.dtype == self.dtype and X.flags.c_contiguous):
             X = np.ascontiguousarray(X, dtype=self.dtype)
-        if not validated and not np.isfinite(X).all():
+        if not validated and not _kernels.all_finite(X):
             raise ValueError("X holds NaN or inf")
         return X
 
     def _check_state(self, state, B, name):
-        if state is None:
-            return None
+        """A given initial / final state (or its gradient) as a checked array."""
         shape = (self.num_layers * self.num_directions, B, self.hidden_size)
         state = np.ascontiguousarray(state, dtype=self.dtype)
         if state.shape != shape:
@@ -437,10 +424,10 @@ class RecurrentStack:
         B, T, _ = X.shape
         lengths = check_lengths(lengths, B, T)
         lstm = self.cell == "lstm"
-        h0 = self._check_state(h0, B, "h0")
-        c0 = self._check_state(c0, B, "c0") if lstm else None
-        if c0 is not None and not lstm:
-            raise ValueError("c0 is only for LSTM")
+        if h0 is not None:
+            h0 = self._check_state(h0, B, "h0")
+        if c0 is not None:
+            c0 = self._check_state(c0, B, "c0") if lstm else None
         H, D = self.hidden_size, self.num_directions
         for_backward = training or keep_for_backward
         if training:  # the weights are about to change
@@ -448,33 +435,35 @@ class RecurrentStack:
         n_threads = resolve_n_threads(self.n_threads)
         hN = np.empty((self.num_layers * D, B, H), self.dtype)
         cN = np.empty_like(hN) if lstm else None
-        cache, scratch = [], []
+        cache, scratch, taken = [], [], []  # taken: every layer's workspaces, in one list
         layer_in = X
+        cell, pool = _kernels.CELLS[self.cell], self.workspaces
+        kept = None if for_backward else getattr(self, "_packed", None)  # None: pickled before
+        ln_kernel = self._ln_kernel(training)
         with single_threaded_blas():
-            for k in range(self.num_layers):
+            for k, views in enumerate(self._directions()):
                 Y = np.empty((B, T, D * H), self.dtype)
                 workspaces, h_masks = [], []
-                for d in range(D):
-                    view = self.direction(k, d)
-                    if self._ln_kernel(training):
+                if ln_kernel:
+                    for view in views:
                         ws, h_mask = self._ln_forward(view, layer_in, h0, c0, Y, hN, cN,
                                                       lengths, training, n_threads)
+                        workspaces.append(ws)
                         h_masks.append(h_mask)
-                    elif reduced is not None and not for_backward and reduced.runs(view):
-                        reduced.forward_direction(self, view, layer_in, _row(h0, view.index),
-                                                  _row(c0, view.index), Y, d * H,
-                                                  hN[view.index], _row(cN, view.index),
-                                                  lengths, n_threads)
-                        continue  # inference: no workspace to keep
-                    else:
-                        ws = self._kernel_forward(view, layer_in, h0, c0, Y, hN, cN, lengths,
-                                                  for_backward, n_threads, scratch)
-                    workspaces.append(ws)
+                else:
+                    if reduced is not None and not for_backward:
+                        views = self._reduced_forward(reduced, views, layer_in, h0, c0, Y, hN,
+                                                      cN, lengths, n_threads)
+                    workspaces = _kernels.layer_forward(cell, layer_in, views, h0, c0, Y, hN,
+                                                        cN, lengths, pool, scratch,
+                                                        for_backward, n_threads, kept,
+                                                        self.flat_params)
                 mask = None
                 if training and self.dropout > 0 and k < self.num_layers - 1:
                     keep = 1.0 - self.dropout
                     mask = (self.rng.random(Y.shape) < keep).astype(self.dtype) / keep
                 cache.append((layer_in, workspaces, mask, h_masks))
+                taken += workspaces
                 if self.layer_outputs is not None:  # a network's residual / norm / dropout
                     Y = self.layer_outputs[k].forward(Y, layer_in, valid_steps(lengths, B, T),
                                                       training, keep=for_backward)
@@ -482,33 +471,21 @@ class RecurrentStack:
         if for_backward:  # inference leaves the training cache alone: a fit in another
             self._cache = (cache, lengths, B, T)  # thread may be between forward and backward
         else:
-            self.workspaces.give(*scratch, *(ws for c in cache for ws in c[1] if ws is not None))
+            pool.give(*scratch, *taken)
         return layer_in, State(hN, cN)
 
-    def _kernel_forward(self, view, X, h0, c0, Y, hN, cN, lengths, for_backward, n_threads,
-                        scratch):
-        """One layer direction through the plain kernel (csrc/rnn.h); returns
-        the workspace backward reads, or None in inference, whose one scratch
-        buffer (in the list scratch, shared by the call's layers) keeps nothing."""
-        B, T, I = X.shape
-        cell = _kernels.CELLS[self.cell]
-        n_ws = _kernels.workspace_size(cell=cell, B=B, T=T, I=I, H=self.hidden_size,
-                                       training=for_backward, lengths=lengths)
-        if for_backward:
-            ws = self.workspaces.take(n_ws)
-        else:
-            if not scratch or scratch[0].size < n_ws:
-                scratch[:] = [self.workspaces.take(n_ws)]
-            ws = scratch[0]
-        kept = getattr(self, "_packed", None)  # None in a stack pickled before it existed
-        packed = None if for_backward or kept is None else kept.get(
-            self.flat_params, view, cell, B, I, n_threads)
-        _kernels.forward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, b_ih=view.b_ih,
-                         b_hh=view.b_hh, h0=_row(h0, view.index), c0=_row(c0, view.index),
-                         Y=Y, y_col=view.reverse * self.hidden_size, hN=hN[view.index],
-                         cN=_row(cN, view.index), lengths=lengths, reverse=view.reverse,
-                         ws=ws, training=for_backward, n_threads=n_threads, packed=packed)
-        return ws if for_backward else None
+    def _reduced_forward(self, reduced, views, X, h0, c0, Y, hN, cN, lengths, n_threads):
+        """Run the directions of one layer that the reduced network holds with its
+        weights (inference); returns the other views, for the plain kernel."""
+        rest = []
+        for view in views:
+            if not reduced.runs(view):
+                rest.append(view)
+                continue
+            reduced.forward_direction(self, view, X, _row(h0, view.index),
+                                      _row(c0, view.index), Y, view.reverse * self.hidden_size,
+                                      hN[view.index], _row(cN, view.index), lengths, n_threads)
+        return tuple(rest)
 
     def _ln_forward(self, view, X, h0, c0, Y, hN, cN, lengths, training, n_threads):
         """One layer direction through the layer-norm / recurrent-dropout kernel;
@@ -572,30 +549,32 @@ class RecurrentStack:
             dY = np.ascontiguousarray(dY, dtype=self.dtype)
             if dY.shape != shape:
                 raise ValueError(f"dY must have shape {shape}, got {dY.shape}")
-        dhN = self._check_state(dhN, B, "dhN")
-        dcN = self._check_state(dcN, B, "dcN") if lstm else None
+        if dhN is not None:
+            dhN = self._check_state(dhN, B, "dhN")
+        if dcN is not None:
+            dcN = self._check_state(dcN, B, "dcN") if lstm else None
         n_threads = resolve_n_threads(self.n_threads)
         dh0 = np.empty((self.num_layers * D, B, H), self.dtype)
         dc0 = np.empty_like(dh0) if lstm else None
-        scratch = []
+        scratch, taken, cell, pool = [], [], _kernels.CELLS[self.cell], self.workspaces
+        directions = self._directions()
         with single_threaded_blas():
             for k in range(self.num_layers - 1, -1, -1):
                 layer_in, workspaces, _, h_masks = cache[k]
+                taken += workspaces
                 d_input = None  # the residual connection's share of dX
                 if self.layer_outputs is not None:
                     dY, d_input = self.layer_outputs[k].backward(dY, input_grad_only)
                 need_dx = k > 0 or input_grad or input_grad_only
                 dX = np.empty(layer_in.shape, self.dtype) if need_dx else None
-                for d in range(D):
-                    view = self.direction(k, d)
-                    if h_masks:
-                        self._ln_backward(view, layer_in, workspaces[d], h_masks[d], dY, dhN,
-                                          dcN, dX, dh0, dc0, lengths, n_threads,
-                                          input_grad_only)
-                    else:
-                        self._kernel_backward(view, layer_in, workspaces[d], dY, dhN, dcN, dX,
-                                              dh0, dc0, lengths, n_threads, input_grad_only,
-                                              scratch)
+                if h_masks:
+                    for view, ws, h_mask in zip(directions[k], workspaces, h_masks):
+                        self._ln_backward(view, layer_in, ws, h_mask, dY, dhN, dcN, dX, dh0,
+                                          dc0, lengths, n_threads, input_grad_only)
+                else:
+                    _kernels.layer_backward(cell, layer_in, directions[k], workspaces, dY, dhN,
+                                            dcN, dX, dh0, dc0, lengths, pool, scratch,
+                                            input_grad_only, n_threads)
                 if d_input is not None and dX is not None:
                     dX += d_input
                 if k > 0:
@@ -604,26 +583,8 @@ class RecurrentStack:
                 else:
                     dY = dX
         self._cache = None
-        self.workspaces.give(*scratch, *(ws for c in cache for ws in c[1]))
+        pool.give(*scratch, *taken)
         return dY, State(dh0, dc0)
-
-    def _kernel_backward(self, view, X, ws, dY, dhN, dcN, dX, dh0, dc0, lengths, n_threads,
-                         input_grad_only, scratch):
-        """Backward of _kernel_forward; dX accumulates for the reverse direction.
-        Its scratch buffer sits in the list scratch, shared by the call's layers."""
-        B, T, I = X.shape
-        cell = _kernels.CELLS[self.cell]
-        n_bws = _kernels.backward_workspace_size(cell=cell, B=B, T=T, I=I, H=self.hidden_size,
-                                                 lengths=lengths)
-        if not scratch or scratch[0].size < n_bws:
-            scratch[:] = [self.workspaces.take(n_bws)]
-        dW_ih, dW_hh, db_ih, db_hh = (None,) * 4 if input_grad_only else view[-4:]
-        _kernels.backward(cell=cell, X=X, W_ih=view.W_ih, W_hh=view.W_hh, ws=ws, dY=dY,
-                          y_col=view.reverse * self.hidden_size, dhN=_row(dhN, view.index),
-                          dcN=_row(dcN, view.index), dX=dX, accumulate_dx=view.reverse,
-                          dW_ih=dW_ih, dW_hh=dW_hh, db_ih=db_ih, db_hh=db_hh,
-                          dh0=dh0[view.index], dc0=_row(dc0, view.index), lengths=lengths,
-                          reverse=view.reverse, bws=scratch[0], n_threads=n_threads)
 
 
 _STACK_PARAMETERS = """Parameters

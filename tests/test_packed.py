@@ -12,6 +12,7 @@ from fastrnn.layers import GRU, LSTM, RNN
 from fastrnn.optim import Optimizer
 
 CELL = _kernels.CELLS["lstm"]
+HEADER = 9 * 8 // 4  # fr_pack_header: nine int64 fields, in float32 elements
 
 
 def _direction_call(W_hh, X, n_threads, packed, seed=0):
@@ -49,7 +50,7 @@ def test_kernel_reads_the_pack_it_is_given(B, n_threads):
     W_hh *= 0.5
     changed = _direction_call(W_hh, X, n_threads, None)
     with_old_pack = _direction_call(W_hh, X, n_threads, pack)
-    if pack.size > 16:  # panels present: the packed kernels run on this CPU
+    if pack.size > HEADER:  # panels present: the packed kernels run on this CPU
         assert np.array_equal(with_old_pack, before) and not np.array_equal(before, changed)
     else:
         assert np.array_equal(with_old_pack, changed)
@@ -72,7 +73,7 @@ def test_kernel_ignores_a_pack_made_for_something_else(spoil):
         pack = _kernels.pack_recurrent(cell=CELL, B=1, I=256, W_hh=W_hh, n_threads=1)
     truth = _direction_call(W_hh, X, 2, None)
     pack_of_zeros = pack.copy()
-    pack_of_zeros[16:] = 0  # the panels zeroed: used, they would change every output
+    pack_of_zeros[HEADER:] = 0  # the panels zeroed: used, they would change every output
     assert np.array_equal(_direction_call(W_hh, X, 2, pack_of_zeros), truth)
 
 
@@ -217,3 +218,35 @@ def test_estimator_predictions_keep_packs_and_follow_every_write(rng):
     after = stopped.predict(X)
     stopped.model_.stack.keep_packed_weights(False)
     np.testing.assert_array_equal(stopped.predict(X), after)
+
+
+def _panels_at(pack):
+    """fr_pack_header's panels_at: its ninth int64 field."""
+    return int(pack[:HEADER].view(np.int64)[8])
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_pack_panels_start_on_a_cache_line(n_threads):
+    W_hh, _ = _weights(1, H=256)
+    for _ in range(4):  # np.empty's address varies: 16 or 48 bytes past a line here
+        pack = _kernels.pack_recurrent(cell=CELL, B=1, I=8, W_hh=W_hh, n_threads=n_threads)
+        if pack.size == HEADER:
+            pytest.skip("no packed kernels on this CPU: a pack holds no panels")
+        at = _panels_at(pack)
+        assert HEADER <= at < HEADER + 16 and (pack.ctypes.data + 4 * at) % 64 == 0
+
+
+def test_a_moved_pack_reads_its_panels_where_they_were_written():
+    # a copy at another offset from a cache line keeps panels_at: the panels are
+    # read where pack_recurrent put them (aligned or not), never shifted
+    W_hh, X = _weights(1, H=256, I=8)
+    pack = _kernels.pack_recurrent(cell=CELL, B=1, I=8, W_hh=W_hh, n_threads=1)
+    truth = _direction_call(W_hh, X, 1, None)
+    for shift in (1, 4, 9):
+        buf = np.zeros(pack.size + 16, np.float32)
+        moved = buf[shift:shift + pack.size]
+        moved[:] = pack
+        assert np.array_equal(_direction_call(W_hh, X, 1, moved), truth)
+        if pack.size > HEADER:  # and it is read: zeroed panels change the result
+            moved[_panels_at(moved):] = 0
+            assert not np.array_equal(_direction_call(W_hh, X, 1, moved), truth)

@@ -54,6 +54,21 @@ def test_fast_path_equals_portable_path(kind):
     np.testing.assert_array_equal(fast, portable)
 
 
+@pytest.mark.parametrize("kind", KINDS + ("float32",))
+def test_packed_panels_start_on_a_cache_line_and_run_anywhere(kind):
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(3, 70)).astype(np.float32)
+    for rows in (16, 37, 64, 100):
+        w = _quantize.ReducedWeight(rng.normal(size=(rows, 70)).astype(np.float32), kind)
+        assert w.packed.ctypes.data % 64 == 0
+        aligned = _qgemm(w, A)
+        # a copy elsewhere (a loaded model's arrays): the same results
+        buf = np.empty(w.packed.nbytes + 64, np.uint8)
+        moved = buf[4:4 + w.packed.nbytes].view(w.packed.dtype)
+        moved[:], w.packed = w.packed, moved
+        np.testing.assert_array_equal(_qgemm(w, A), aligned)
+
+
 @pytest.mark.parametrize("kind", WEIGHT_KINDS)
 def test_reduced_weights_are_close_to_the_weights(kind):
     W = np.random.default_rng(1).normal(size=(20, 30)).astype(np.float32)
