@@ -419,11 +419,14 @@ def test_learns_date_normalisation():
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_learns_addition_of_two_digit_numbers():
     """A smaller run than the demo's (4-digit operands, 15000 pairs), scored on
-    sums not seen in training; 0.87 when this test was written, chance ~0."""
+    sums not seen in training; chance ~0. 15 epochs: 0.86-0.97 over seeds 0-2
+    on 1 and 2 threads. At 10 epochs the score was a lottery (0.70-0.94): a
+    last-bit change in a gradient (two threads sharing a small layer's rows
+    call BLAS on other row counts) moved seed 0 from 0.85 to 0.70."""
     X, Y = make_addition(7000, max_digits=2, random_state=0)
     seen = set(X[:6000])
     unseen = [i for i in range(6000, 7000) if X[i] not in seen]
-    model = Seq2Seq(hidden_size=64, max_iter=10, random_state=0).fit(X[:6000], Y[:6000])
+    model = Seq2Seq(hidden_size=64, max_iter=15, random_state=0).fit(X[:6000], Y[:6000])
     assert model.score([X[i] for i in unseen], [Y[i] for i in unseen]) >= 0.8
 
 
