@@ -40,6 +40,13 @@
  * 0.39 ms) at H = 128 (65k) and won both at H = 192 (147k): below it the two
  * barriers per step cost more than the halved product saves. */
 #define FR_QSTEP_PAR_MIN_MACS (1 << 16)
+/* ...and only when W_hh holds at least this many bytes (reduced). A small
+ * W_hh at a batch of rows makes each step compute-bound and short, and its
+ * two barriers per step lost: LSTM B=32 T=50 I=8 H=64 (32 KiB of int16 W_hh)
+ * inference took 2.39 ms on 2 threads against 1.50 ms on 1 (int8), 1.29 vs
+ * 1.08 ms (bfloat16), RNN 1.05 vs 0.56 ms (quiet `fastrnn bench`, 2026-11-23);
+ * the B=1 H=128 wins above had 128 KiB. */
+#define FR_QSTEP_PAR_MIN_BYTES (64 << 10)
 
 /* ----- dispatch ------------------------------------------------------------------ */
 
@@ -630,7 +637,8 @@ static int fr_qstep_threads(const fr_qlayer *L, const fr_shape *s, int n_threads
 {
     const int64_t H = s->hidden, G = fr_gates(s->cell);
     if (H % FR_Q_PANEL || s->batch > FR_Q_CHUNK || L->W_hh.kind == FR_Q_F32 ||
-        s->batch * G * H * H < FR_QSTEP_PAR_MIN_MACS)
+        s->batch * G * H * H < FR_QSTEP_PAR_MIN_MACS ||
+        G * H * H * fr_qelem(L->W_hh.kind) < FR_QSTEP_PAR_MIN_BYTES)
         return 1;
     const int nt = fr_threads(n_threads);
     return nt < H / FR_Q_PANEL ? nt : (int)(H / FR_Q_PANEL);

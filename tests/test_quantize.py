@@ -114,10 +114,11 @@ def test_qforward_matches_reference_layer(cell, kind, reverse, quant_path):
 
 
 def _qforward_threads(cell, kind, reverse, n_threads):
-    """A layer direction of H = 160 (10 panels of 16 units, B * G*H*H above
-    FR_QSTEP_PAR_MIN_MACS for every cell) run with n_threads: Y, hN, cN."""
+    """A layer direction of H = 256 (16 panels of 16 units; B * G*H*H above
+    FR_QSTEP_PAR_MIN_MACS and W_hh at least FR_QSTEP_PAR_MIN_BYTES for every
+    cell and kind, so two threads split the steps) run with n_threads: Y, hN, cN."""
     rng = np.random.default_rng(7 + CELLS.index(cell))
-    B, T, I, H, G = 3, 5, 6, 160, _kernels.gates(cell)
+    B, T, I, H, G = 3, 5, 6, 256, _kernels.gates(cell)
     W_ih, W_hh = (rng.normal(size=(G * H, n)).astype(np.float32) * n**-0.5 for n in (I, H))
     b_ih, b_hh = (rng.normal(size=G * H).astype(np.float32) for _ in range(2))
     X = rng.normal(size=(B, T, I)).astype(np.float32)
