@@ -427,7 +427,10 @@ class RecurrentStack:
         if h0 is not None:
             h0 = self._check_state(h0, B, "h0")
         if c0 is not None:
-            c0 = self._check_state(c0, B, "c0") if lstm else None
+            if not lstm:
+                raise ValueError(f"c0 is the LSTM's cell state; a {self.cell} stack has none "
+                                 "(pass h0 only)")
+            c0 = self._check_state(c0, B, "c0")
         H, D = self.hidden_size, self.num_directions
         for_backward = training or keep_for_backward
         if training:  # the weights are about to change

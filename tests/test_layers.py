@@ -273,6 +273,16 @@ def test_bad_input_raises_clear_errors():
         RNN(3, 4, nonlinearity="sigmoid")
 
 
+@pytest.mark.parametrize("cell,cls,kw", CELLS[1:], ids=CELL_IDS[1:])
+def test_a_cell_state_for_a_stack_without_one_is_refused(cell, cls, kw):
+    stack = make_stack(cls, kw, dtype=np.float32)
+    X = np.zeros((2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="c0 is the LSTM's cell state"):
+        stack.forward(X, c0=np.zeros((1, 2, 4), np.float32))
+    Y, state = stack.forward(X, h0=np.zeros((1, 2, 4), np.float32))
+    assert state.c is None and Y.shape == (2, 3, 4)
+
+
 def test_bindings_refuse_wrong_buffers():
     X = np.zeros((2, 3, 4), np.float32)
     W_ih, W_hh = np.zeros((16, 4), np.float32), np.zeros((16, 4), np.float32)
