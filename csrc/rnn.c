@@ -287,6 +287,20 @@ static void fr_split(int64_t n, int nt, int tid, int64_t align, int64_t *lo, int
     *hi = b < n ? b : n;
 }
 
+/* [j0, j1): the units of the W_hh slice thread tid packs (empty for a thread
+ * past the team's slices). */
+static void fr_team_slice(fr_layer_team team, int tid, int64_t H, int64_t *j0, int64_t *j1)
+{
+    const int slices = fr_team_slices(team);
+    fr_split(H, slices, tid < slices ? tid : slices, FR_UNIT_ALIGN, j0, j1);
+}
+
+/* The end of the block of rows starting at i0 among `active` rows. */
+static int64_t fr_block_end(int64_t i0, int64_t active)
+{
+    return i0 + FR_ROW_BLOCK < active ? i0 + FR_ROW_BLOCK : active;
+}
+
 int fr_gates(int cell)
 {
     switch (cell) {

@@ -718,8 +718,7 @@ static void FR_(forward_by_rows)(const FR_(forward_call) *f, int tid, int nt)
         if (fr_rows_stop(f->watched)) break;
         const int64_t active = f->plan.active[step];
         for (int64_t i0 = tid * FR_ROW_BLOCK; i0 < active; i0 += stride)
-            FR_(forward_step)(f, step, i0, i0 + FR_ROW_BLOCK < active ? i0 + FR_ROW_BLOCK : active,
-                              0, H, f->packed);
+            FR_(forward_step)(f, step, i0, fr_block_end(i0, active), 0, H, f->packed);
     }
 }
 
@@ -728,12 +727,12 @@ static void FR_(forward_team)(const FR_(forward_call) *f)
 {
     const fr_shape *s = f->s;
     const int64_t G = fr_gates(s->cell), H = s->hidden;
-    const int tid = fr_thread_id(), nt = fr_team(), slices = fr_team_slices(f->team);
+    const int tid = fr_thread_id(), nt = fr_team();
     int64_t j0, j1;
     FR_(forward_project)(f, tid, nt);
     fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
     FR_(forward_zero_padding)(f, j0, j1);
-    fr_split(H, slices, tid < slices ? tid : slices, FR_UNIT_ALIGN, &j0, &j1);
+    fr_team_slice(f->team, tid, H, &j0, &j1);
     real *panels = FR_(own_panels)(f->packed, G, H, j0);
 #if FR_HAVE_PACKED
     if (panels && !f->prepacked && j1 > j0)
@@ -1087,7 +1086,7 @@ static void FR_(backward_by_rows)(const FR_(backward_call) *bc, int tid, int nt)
         if (fr_rows_stop(bc->watched)) break;
         const int64_t active = bc->plan.active[step];
         for (int64_t i0 = tid * FR_ROW_BLOCK; i0 < active; i0 += stride) {
-            const int64_t i1 = i0 + FR_ROW_BLOCK < active ? i0 + FR_ROW_BLOCK : active;
+            const int64_t i1 = fr_block_end(i0, active);
             for (int64_t i = i0; i < i1; i++) FR_(backward_row)(bc, step, i, 0, H);
             FR_(backward_recurrent)(bc, step, i0, i1, 0, H, bc->packed);
         }
@@ -1100,9 +1099,9 @@ static void FR_(backward_team)(const FR_(backward_call) *bc)
 {
     const fr_shape *s = bc->s;
     const int64_t H = s->hidden, GH = fr_gates(s->cell) * H;
-    const int tid = fr_thread_id(), nt = fr_team(), slices = fr_team_slices(bc->team);
+    const int tid = fr_thread_id(), nt = fr_team();
     int64_t j0, j1;
-    fr_split(H, slices, tid < slices ? tid : slices, FR_UNIT_ALIGN, &j0, &j1);
+    fr_team_slice(bc->team, tid, H, &j0, &j1);
     real *panels = FR_(own_panels)(bc->packed, 1, GH, j0);
 #if FR_HAVE_PACKED
     if (panels && j1 > j0) FR_(pack_backward)(bc->W_hh, H, GH, j0, j1, panels);
