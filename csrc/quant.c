@@ -186,8 +186,10 @@ static int64_t fr_qrows_bytes(const fr_qweight *w, int64_t M)
     return fr_qpadded(M * kp * elem, 64) + M * (int64_t)(sizeof(float) + sizeof(int32_t));
 }
 
+/* Row m of the chunk is A's row rows_of[m] (rows_of NULL: row m), so a
+ * ragged step gathers its active samples while it converts them anyway. */
 static fr_qrows fr_qrows_convert(const fr_qweight *w, int64_t M, const float *A, int64_t lda,
-                                 void *scratch)
+                                 const int64_t *rows_of, void *scratch)
 {
     fr_qrows r;
     const int64_t elem = fr_qelem(w->kind);
@@ -196,16 +198,16 @@ static fr_qrows fr_qrows_convert(const fr_qweight *w, int64_t M, const float *A,
     r.sa = (float *)((char *)scratch + fr_qpadded(M * r.kp * elem, 64));
     r.zp = (int32_t *)(r.sa + M);
     for (int64_t m = 0; m < M; m++) {
+        const float *a = A + (rows_of ? rows_of[m] : m) * lda;
         if (w->kind == FR_Q_INT8)
-            fr_quantize_row_u8(A + m * lda, w->cols, r.kp, (uint8_t *)r.rows + m * r.kp,
-                               r.sa + m, r.zp + m);
+            fr_quantize_row_u8(a, w->cols, r.kp, (uint8_t *)r.rows + m * r.kp, r.sa + m,
+                               r.zp + m);
         else if (w->kind == FR_Q_INT16)
-            fr_quantize_row_s16(A + m * lda, w->cols, r.kp, (int16_t *)r.rows + m * r.kp,
-                                r.sa + m);
+            fr_quantize_row_s16(a, w->cols, r.kp, (int16_t *)r.rows + m * r.kp, r.sa + m);
         else if (w->kind == FR_Q_BF16)
-            fr_round_row_bf16(A + m * lda, w->cols, r.kp, (uint16_t *)r.rows + m * r.kp);
+            fr_round_row_bf16(a, w->cols, r.kp, (uint16_t *)r.rows + m * r.kp);
         else /* f32: group 1, no padding */
-            memcpy((float *)r.rows + m * r.kp, A + m * lda, (size_t)w->cols * sizeof(float));
+            memcpy((float *)r.rows + m * r.kp, a, (size_t)w->cols * sizeof(float));
     }
     return r;
 }
@@ -442,19 +444,19 @@ static int fr_qweight_check(const fr_qweight *w)
     return FR_OK;
 }
 
-int fr_qgemm(const fr_qweight *w, int64_t M, const float *A, int64_t lda, float *C, int64_t ldc,
-             int accumulate, void *scratch, int n_threads)
+/* C (M, w->rows) = the rows of A that rows_of names (NULL: A's first M) times
+ * w^T; fr_qgemm's arguments checked by the caller. */
+static void fr_qgemm_rows(const fr_qweight *w, int64_t M, const float *A, int64_t lda,
+                          const int64_t *rows_of, float *C, int64_t ldc, int accumulate,
+                          void *scratch, int n_threads)
 {
-    int rc = fr_qweight_check(w);
-    if (rc != FR_OK) return rc;
-    if (M < 0 || (M > 0 && (!A || !C || !scratch)) || lda < w->cols || ldc < w->rows)
-        return FR_ERR_ARG;
     const int fast = fr_qfast(w->kind);
     const int64_t panels = (w->rows + FR_Q_PANEL - 1) / FR_Q_PANEL;
     const int64_t blocks = (panels + FR_Q_BLOCK - 1) / FR_Q_BLOCK;
     for (int64_t m0 = 0; m0 < M; m0 += FR_Q_CHUNK) {
         const int64_t mc = M - m0 < FR_Q_CHUNK ? M - m0 : FR_Q_CHUNK;
-        const fr_qrows r = fr_qrows_convert(w, mc, A + m0 * lda, lda, scratch);
+        const fr_qrows r = rows_of ? fr_qrows_convert(w, mc, A, lda, rows_of + m0, scratch)
+                                   : fr_qrows_convert(w, mc, A + m0 * lda, lda, NULL, scratch);
         const int nt = mc * w->rows * w->cols >= FR_Q_PAR_MIN_MACS ? fr_threads(n_threads) : 1;
         float *c = C + m0 * ldc;
         (void)nt; /* a serial build ignores the pragma */
@@ -465,6 +467,16 @@ int fr_qgemm(const fr_qweight *w, int64_t M, const float *A, int64_t lda, float 
             for (int64_t b = 0; b < blocks; b++) fr_qblock(w, &r, mc, b, c, ldc, accumulate, fast);
         }
     }
+}
+
+int fr_qgemm(const fr_qweight *w, int64_t M, const float *A, int64_t lda, float *C, int64_t ldc,
+             int accumulate, void *scratch, int n_threads)
+{
+    int rc = fr_qweight_check(w);
+    if (rc != FR_OK) return rc;
+    if (M < 0 || (M > 0 && (!A || !C || !scratch)) || lda < w->cols || ldc < w->rows)
+        return FR_ERR_ARG;
+    fr_qgemm_rows(w, M, A, lda, NULL, C, ldc, accumulate, scratch, n_threads);
     return FR_OK;
 }
 
@@ -472,7 +484,7 @@ int fr_qgemm(const fr_qweight *w, int64_t M, const float *A, int64_t lda, float 
 
 /* The layer's workspace regions, in bytes, each 64-byte aligned. */
 enum { FR_QW_GATES, FR_QW_GH, FR_QW_H, FR_QW_C, FR_QW_BIAS, FR_QW_PRE, FR_QW_SCRATCH,
-       FR_QW_REGIONS };
+       FR_QW_VALID, FR_QW_FIRST, FR_QW_ACTIVE, FR_QW_REGIONS };
 
 static void fr_qforward_sizes(const fr_qlayer *L, const fr_shape *s, int64_t *sizes)
 {
@@ -485,6 +497,10 @@ static void fr_qforward_sizes(const fr_qlayer *L, const fr_shape *s, int64_t *si
     sizes[FR_QW_BIAS] = GH * f;
     sizes[FR_QW_PRE] = GH * f;
     sizes[FR_QW_SCRATCH] = ih > hh ? ih : hh;
+    const int64_t ragged = s->lengths ? 1 : 0, index = sizeof(int64_t);
+    sizes[FR_QW_VALID] = ragged * B * s->steps * index;
+    sizes[FR_QW_FIRST] = ragged * B * index;
+    sizes[FR_QW_ACTIVE] = ragged * B * index;
     for (int i = 0; i < FR_QW_REGIONS; i++) sizes[i] = fr_qpadded(sizes[i], 64);
 }
 
@@ -497,9 +513,14 @@ int64_t fr_qforward_workspace(const fr_qlayer *L, const fr_shape *s)
     return total;
 }
 
+/* With lengths (else NULL): only valid steps are projected and stepped. valid
+ * lists X's rows of valid steps, sample by sample; their projections lie in
+ * gates in that order, sample b's from row first[b]; active lists the samples
+ * of the current step. Without lengths, sample b's gates start at row b * T. */
 typedef struct {
     float *gates, *gh, *h, *c, *bias, *pre;
     void *scratch;
+    int64_t *valid, *first, *active;
 } fr_qforward_ws;
 
 static void fr_qpoint_ws(const fr_qlayer *L, const fr_shape *s, void *ws, fr_qforward_ws *w)
@@ -508,7 +529,8 @@ static void fr_qpoint_ws(const fr_qlayer *L, const fr_shape *s, void *ws, fr_qfo
     fr_qforward_sizes(L, s, sizes);
     void **regions[FR_QW_REGIONS] = {(void **)&w->gates, (void **)&w->gh, (void **)&w->h,
                                      (void **)&w->c, (void **)&w->bias, (void **)&w->pre,
-                                     &w->scratch};
+                                     &w->scratch, (void **)&w->valid, (void **)&w->first,
+                                     (void **)&w->active};
     char *at = (char *)ws;
     for (int i = 0; i < FR_QW_REGIONS; i++) {
         *regions[i] = sizes[i] ? at : NULL;
@@ -563,21 +585,33 @@ static int64_t fr_qlength(const fr_shape *s, int64_t b)
     return n < 0 ? 0 : n > s->steps ? s->steps : n;
 }
 
-/* Step t's cell update of units [u0, u1) for every sample; a sample is active
- * at t < its length, its outputs zero after. pre's slice starts at G * u0. */
-static void fr_qcells(const fr_qlayer *L, const fr_shape *s, const fr_qforward_ws *w, int64_t t,
-                      int64_t u0, int64_t u1, float *Y, int64_t ldy)
+/* The samples active at step t (t < their length), in index order, into
+ * w->active; their count. Without lengths: all B (w->active unused). */
+static int64_t fr_qactive_at(const fr_shape *s, const fr_qforward_ws *w, int64_t t)
 {
-    const int64_t B = s->batch, T = s->steps, H = s->hidden, G = fr_gates(s->cell), GH = G * H;
-    for (int64_t b = 0; b < B; b++) {
-        float *y = Y + (b * T + t) * ldy + u0;
-        if (t >= fr_qlength(s, b)) {
-            memset(y, 0, (size_t)(u1 - u0) * sizeof(float));
-            continue;
-        }
-        fr_qcell(s->cell, H, u1 - u0, w->gates + (b * T + t) * GH + u0, w->gh + b * GH + u0,
+    if (!s->lengths) return s->batch;
+    int64_t n = 0;
+    for (int64_t b = 0; b < s->batch; b++)
+        if (t < fr_qlength(s, b)) w->active[n++] = b;
+    return n;
+}
+
+/* Step t's cell update of units [u0, u1) for its n active samples (gh's row m
+ * holds the m-th's W_hh h); a sample's outputs are zero after its length.
+ * pre's slice starts at G * u0. */
+static void fr_qcells(const fr_qlayer *L, const fr_shape *s, const fr_qforward_ws *w, int64_t t,
+                      int64_t n, int64_t u0, int64_t u1, float *Y, int64_t ldy)
+{
+    const int64_t T = s->steps, H = s->hidden, G = fr_gates(s->cell), GH = G * H;
+    for (int64_t b = 0; s->lengths && b < s->batch; b++)
+        if (t >= fr_qlength(s, b))
+            memset(Y + (b * T + t) * ldy + u0, 0, (size_t)(u1 - u0) * sizeof(float));
+    for (int64_t m = 0; m < n; m++) {
+        const int64_t b = w->active ? w->active[m] : m;
+        const int64_t row = (w->first ? w->first[b] : b * T) + t;
+        fr_qcell(s->cell, H, u1 - u0, w->gates + row * GH + u0, w->gh + m * GH + u0,
                  w->bias + u0, L->b_ih + u0, L->b_hh + u0, w->pre + G * u0, w->h + b * H + u0,
-                 w->c ? w->c + b * H + u0 : NULL, y);
+                 w->c ? w->c + b * H + u0 : NULL, Y + (b * T + t) * ldy + u0);
     }
 }
 
@@ -598,10 +632,11 @@ static void fr_qhh_units(const fr_qweight *W, const fr_qrows *r, int64_t B, int6
 static int fr_qsteps_team(const fr_qlayer *L, const fr_shape *s, const fr_qforward_ws *w,
                           float *Y, int64_t ldy, int nt)
 {
-    const int64_t B = s->batch, T = s->steps, H = s->hidden, G = fr_gates(s->cell);
+    const int64_t T = s->steps, H = s->hidden, G = fr_gates(s->cell);
     const int fast = fr_qfast(L->W_hh.kind);
     const int64_t panels = H / FR_Q_PANEL;
     fr_qrows r;
+    int64_t n = 0;
     int stop = 0;
     (void)nt; /* a serial build ignores the pragma */
 #pragma omp parallel num_threads(nt)
@@ -617,13 +652,14 @@ static int fr_qsteps_team(const fr_qlayer *L, const fr_shape *s, const fr_qforwa
             const int64_t t = s->reverse ? T - 1 - step : step;
             if (tid == 0) { /* fr_should_stop reads the caller's thread-local watch */
                 stop = fr_should_stop();
-                if (!stop) r = fr_qrows_convert(&L->W_hh, B, w->h, H, w->scratch);
+                n = fr_qactive_at(s, w, t);
+                if (!stop) r = fr_qrows_convert(&L->W_hh, n, w->h, H, w->active, w->scratch);
             }
 #pragma omp barrier
             if (stop) break; /* all read the flag written before this barrier */
             if (u1 > u0) {
-                fr_qhh_units(&L->W_hh, &r, B, G, H, u0, u1, w->gh, fast);
-                fr_qcells(L, s, w, t, u0, u1, Y, ldy);
+                fr_qhh_units(&L->W_hh, &r, n, G, H, u0, u1, w->gh, fast);
+                fr_qcells(L, s, w, t, n, u0, u1, Y, ldy);
             }
 #pragma omp barrier
         }
@@ -650,17 +686,34 @@ static int fr_qstep_threads(const fr_qlayer *L, const fr_shape *s, int n_threads
 static int fr_qsteps(const fr_qlayer *L, const fr_shape *s, const fr_qforward_ws *w, float *Y,
                      int64_t ldy, int n_threads)
 {
-    const int64_t B = s->batch, T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
+    const int64_t T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
     const int nt = fr_qstep_threads(L, s, n_threads);
     if (nt > 1) return fr_qsteps_team(L, s, w, Y, ldy, nt);
     for (int64_t step = 0; step < T; step++) {
         if (fr_should_stop()) return FR_STOPPED;
         const int64_t t = s->reverse ? T - 1 - step : step;
-        int rc = fr_qgemm(&L->W_hh, B, w->h, H, w->gh, GH, 0, w->scratch, n_threads);
-        if (rc != FR_OK) return rc;
-        fr_qcells(L, s, w, t, 0, H, Y, ldy);
+        const int64_t n = fr_qactive_at(s, w, t);
+        fr_qgemm_rows(&L->W_hh, n, w->h, H, w->active, w->gh, GH, 0, w->scratch, n_threads);
+        fr_qcells(L, s, w, t, n, 0, H, Y, ldy);
     }
     return FR_OK;
+}
+
+/* W_ih's product of every valid step (all B * T without lengths): a ragged
+ * batch lists its valid rows once and projects them in one product. */
+static void fr_qproject(const fr_qlayer *L, const fr_shape *s, const float *X,
+                        const fr_qforward_ws *w, int n_threads)
+{
+    const int64_t B = s->batch, T = s->steps, GH = fr_gates(s->cell) * s->hidden;
+    int64_t rows = B * T;
+    if (s->lengths) {
+        rows = 0;
+        for (int64_t b = 0; b < B; b++) {
+            w->first[b] = rows;
+            for (int64_t t = 0; t < fr_qlength(s, b); t++) w->valid[rows++] = b * T + t;
+        }
+    }
+    fr_qgemm_rows(&L->W_ih, rows, X, s->inputs, w->valid, w->gates, GH, 0, w->scratch, n_threads);
 }
 
 int fr_qforward(const fr_qlayer *L, const fr_shape *s, const float *X, const float *h0,
@@ -670,7 +723,7 @@ int fr_qforward(const fr_qlayer *L, const fr_shape *s, const float *X, const flo
     int rc = fr_check_shape(s, ldy);
     if (rc != FR_OK) return rc;
     const int lstm = s->cell == FR_LSTM;
-    const int64_t B = s->batch, T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
+    const int64_t B = s->batch, H = s->hidden, GH = fr_gates(s->cell) * H;
     if (!L || !X || !Y || !hN || !ws || !L->b_ih || !L->b_hh || (lstm && !cN)) return FR_ERR_ARG;
     if ((rc = fr_qweight_check(&L->W_ih)) != FR_OK || (rc = fr_qweight_check(&L->W_hh)) != FR_OK)
         return rc;
@@ -684,8 +737,8 @@ int fr_qforward(const fr_qlayer *L, const fr_shape *s, const float *X, const flo
     else memset(w.h, 0, (size_t)(B * H) * sizeof(float));
     if (lstm && c0) memcpy(w.c, c0, (size_t)(B * H) * sizeof(float));
     else if (lstm) memset(w.c, 0, (size_t)(B * H) * sizeof(float));
-    rc = fr_qgemm(&L->W_ih, B * T, X, s->inputs, w.gates, GH, 0, w.scratch, n_threads);
-    if (rc == FR_OK) rc = fr_qsteps(L, s, &w, Y, ldy, n_threads);
+    fr_qproject(L, s, X, &w, n_threads);
+    rc = fr_qsteps(L, s, &w, Y, ldy, n_threads);
     if (rc != FR_OK) return rc;
     memcpy(hN, w.h, (size_t)(B * H) * sizeof(float));
     if (lstm) memcpy(cN, w.c, (size_t)(B * H) * sizeof(float));

@@ -148,6 +148,38 @@ def test_qforward_split_steps_equal_one_thread(cell, kind, reverse, quant_path):
             np.testing.assert_array_equal(a, b)
 
 
+
+
+@pytest.mark.parametrize("kind", WEIGHT_KINDS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_qforward_ragged_batch_equals_each_sample_alone(kind, reverse, quant_path):
+    # a ragged call projects and steps only valid rows, gathered per step (70
+    # samples: more than one 64-row chunk); every sample's rows are its own
+    rng = np.random.default_rng(3)
+    B, T, I, H, G = 70, 7, 5, 16, 4
+    W_ih, W_hh = (rng.normal(size=(G * H, n)).astype(np.float32) * n**-0.5 for n in (I, H))
+    b_ih, b_hh = (rng.normal(size=G * H).astype(np.float32) for _ in range(2))
+    w_ih, w_hh = _quantize.ReducedWeight(W_ih, kind), _quantize.ReducedWeight(W_hh, kind)
+    X = rng.normal(size=(B, T, I)).astype(np.float32)
+    h0, c0 = (rng.normal(size=(B, H)).astype(np.float32) for _ in range(2))
+    lengths = rng.integers(0, T + 1, size=B).astype(np.int32)
+    lengths[:3] = [0, T, 1]
+
+    def run(rows):
+        n = len(rows)
+        Y, hN, cN = (np.full((n, T, H), 7, np.float32), np.empty((n, H), np.float32),
+                     np.empty((n, H), np.float32))
+        _kernels.qforward(cell=_kernels.CELLS["lstm"], W_ih=w_ih, W_hh=w_hh, b_ih=b_ih,
+                          b_hh=b_hh, X=X[rows], h0=h0[rows], c0=c0[rows], Y=Y, y_col=0,
+                          hN=hN, cN=cN, lengths=lengths[rows], reverse=reverse, n_threads=1)
+        return Y, hN, cN
+
+    batch = run(np.arange(B))
+    for b in (0, 1, 2, 33, 69):
+        for whole, alone in zip(batch, run(np.array([b]))):
+            np.testing.assert_array_equal(whole[b], alone[0])
+    assert np.all(batch[0][0] == 0) and np.all(batch[1][0] == h0[0])
+    assert np.all(batch[0][2, 1:] == 0) and np.all(batch[0][1] != 7)
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_network_forward_runs_reduced_stack_and_head(cell, kind):
