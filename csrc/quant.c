@@ -221,10 +221,11 @@ static int64_t fr_qpanel_width(const fr_qweight *w, int64_t p)
     return left < FR_Q_PANEL ? left : FR_Q_PANEL;
 }
 
-/* int8 / int16 outputs of row m: int8's zero point taken out, both scales
- * applied. (Two store functions, not one reading acc as either type: an
- * if-converted loop could read a float accumulator through an int32 pointer
- * before its stores.) */
+/* The portable kernels' outputs of row m (quant_impl.h's FRQ_(store) does the
+ * same in vector registers): int8's zero point taken out and both scales
+ * applied (int8, int16), or float sums stored as they are (bf16, f32). Two
+ * functions, not one reading acc as either type: an if-converted loop could
+ * read a float accumulator through an int32 pointer before its stores. */
 static void fr_qint_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p,
                           const int32_t *acc, float *c, int accumulate)
 {
@@ -237,11 +238,9 @@ static void fr_qint_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int
     }
 }
 
-static void fr_float_store(const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p,
-                          const float *acc, float *c, int accumulate)
+static void fr_float_store(const fr_qweight *w, int64_t p, const float *acc, float *c,
+                           int accumulate)
 {
-    (void)r; /* the signature of fr_qint_store: the kernels call either (bf16 and f32) */
-    (void)m;
     const int64_t n0 = p * FR_Q_PANEL, nw = fr_qpanel_width(w, p);
     for (int64_t j = 0; j < nw; j++) c[n0 + j] = accumulate ? c[n0 + j] + acc[j] : acc[j];
 }
@@ -319,7 +318,7 @@ FR_Q_CLONES static void fr_bf16_panel_portable(const fr_qweight *w, const fr_qro
                 acc[j] += a0 * w0[j];
             }
         }
-        fr_float_store(w, r, m, p, acc, C + m * ldc, accumulate);
+        fr_float_store(w, p, acc, C + m * ldc, accumulate);
     }
 }
 
@@ -337,7 +336,7 @@ static void fr_f32_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_
                 const float prod = a[k] * P[k * FR_Q_PANEL + j];
                 acc[j] += prod;
             }
-        fr_float_store(w, r, m, p, acc, C + m * ldc, accumulate);
+        fr_float_store(w, p, acc, C + m * ldc, accumulate);
     }
 }
 
@@ -348,12 +347,11 @@ static void fr_f32_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_
 #define FRQ_ACC __m512i
 #define FRQ_ZERO() _mm512_setzero_si512()
 #define FRQ_DOT(acc, x, w) _mm512_dpbusd_epi32(acc, x, w)
-#define FRQ_STOREV(out, acc) _mm512_storeu_si512((void *)(out), acc)
-#define FRQ_OUT int32_t
 #define FRQ_ACT uint8_t
 #define FRQ_W int8_t
 #define FRQ_GROUP 4
-#define FRQ_STORE fr_qint_store
+#define FRQ_INTEGER 1
+#define FRQ_ZERO_POINT 1
 #include "quant_impl.h"
 
 /* int16: vpdpwssd, s16 activations x s16 weights, 2 of each per lane */
@@ -362,12 +360,11 @@ static void fr_f32_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_
 #define FRQ_ACC __m512i
 #define FRQ_ZERO() _mm512_setzero_si512()
 #define FRQ_DOT(acc, x, w) _mm512_dpwssd_epi32(acc, x, w)
-#define FRQ_STOREV(out, acc) _mm512_storeu_si512((void *)(out), acc)
-#define FRQ_OUT int32_t
 #define FRQ_ACT int16_t
 #define FRQ_W int16_t
 #define FRQ_GROUP 2
-#define FRQ_STORE fr_qint_store
+#define FRQ_INTEGER 1
+#define FRQ_ZERO_POINT 0
 #include "quant_impl.h"
 
 /* bf16: vdpbf16ps, pairs of bf16 per lane */
@@ -376,12 +373,11 @@ static void fr_f32_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_
 #define FRQ_ACC __m512
 #define FRQ_ZERO() _mm512_setzero_ps()
 #define FRQ_DOT(acc, x, w) _mm512_dpbf16_ps(acc, (__m512bh)(x), (__m512bh)(w))
-#define FRQ_STOREV(out, acc) _mm512_storeu_ps(out, acc)
-#define FRQ_OUT float
 #define FRQ_ACT uint16_t
 #define FRQ_W uint16_t
 #define FRQ_GROUP 2
-#define FRQ_STORE fr_float_store
+#define FRQ_INTEGER 0
+#define FRQ_ZERO_POINT 0
 #include "quant_impl.h"
 #endif
 

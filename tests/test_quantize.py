@@ -42,16 +42,27 @@ def test_qgemm_equals_reference_arithmetic(kind, M, N, K, quant_path):
 def test_fast_path_equals_portable_path(kind):
     if not _kernels.qfast_available(kind):
         pytest.skip(f"this CPU has no AVX-512 kernel for {kind}: only the portable path runs")
+    # 200 outputs: a partial last panel; 33 rows: blocks of 4 and a single
+    # row; accumulating into C: the kernels' stores add as the portable ones
     rng = np.random.default_rng(0)
     w = _quantize.ReducedWeight(rng.normal(size=(200, 130)), kind)
     A = rng.normal(size=(33, 130)).astype(np.float32)
-    fast = _qgemm(w, A)
+    C0 = rng.normal(size=(33, 200)).astype(np.float32)
+
+    def products():
+        out = [_qgemm(w, A), _qgemm(w, A[:1]), C0.copy()]
+        _kernels.qgemm(w=w, A=A, C=out[2], accumulate=True)
+        return out
+
+    fast = products()
     _kernels.qforce_portable(True)
     try:
-        portable = _qgemm(w, A)
+        portable = products()
     finally:
         _kernels.qforce_portable(False)
-    np.testing.assert_array_equal(fast, portable)
+    for a, b in zip(fast, portable):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(fast[2], C0 + fast[0], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", KINDS + ("float32",))
