@@ -88,9 +88,11 @@ int64_t fr_pack_recurrent_size_f64(const fr_shape *s, int n_threads);
  * real_size bytes: its thread count, and in *by_rows whether the threads
  * split the batch rows (small W_hh) or the hidden units (-1: a bad shape). */
 int fr_layer_team_of(const fr_shape *s, int n_threads, int real_size, int *by_rows);
-/* Timings and tests: 0 keeps every team on the unit split; returns the
- * previous setting (1 by default). Process-wide. */
+/* Timings and tests: 0 keeps every team on the unit split (reduced-weight
+ * steps on one thread where they would split rows); returns the previous
+ * setting (1 by default). Process-wide. */
 int fr_set_row_split(int on);
+int fr_row_split_enabled(void);
 /* Equal for two shapes exactly when one pack serves both (-1: a bad shape). */
 int64_t fr_pack_recurrent_key_f32(const fr_shape *s, int n_threads);
 int64_t fr_pack_recurrent_key_f64(const fr_shape *s, int n_threads);
@@ -220,6 +222,11 @@ void fr_request_stop(void);
 void fr_clear_stop(void);
 void fr_watch_stop(int on);
 int fr_should_stop(void);
+/* The two halves of fr_should_stop, for a team without barriers between
+ * steps, whose every thread polls the request: whether the calling thread
+ * watches (read before the team starts) and whether a request came. */
+int fr_stop_watched(void);
+int fr_stop_requested(void);
 /* 1 when the recurrent steps run the packed W_hh micro-kernels, 0: BLAS. */
 int fr_packed_enabled(void);
 /* For tests and before/after timings: 1 turns the batch-1 fast paths off

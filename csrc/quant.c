@@ -47,6 +47,14 @@
  * 1.08 ms (bfloat16), RNN 1.05 vs 0.56 ms (quiet `fastrnn bench`, 2026-11-23);
  * the B=1 H=128 wins above had 128 KiB. */
 #define FR_QSTEP_PAR_MIN_BYTES (64 << 10)
+/* A smaller W_hh splits the steps by rows instead (as rnn.c's row split):
+ * each thread runs every step for its blocks of FR_QROW_BLOCK samples, dealt
+ * round robin, against all of W_hh, with no barrier; at least two blocks and
+ * FR_QROW_MIN_MACS multiply-adds in the call. At most FR_QROW_TEAM_MAX
+ * threads (the workspace holds a conversion and a gate buffer for each). */
+#define FR_QROW_BLOCK 8
+#define FR_QROW_MIN_MACS (1 << 20)
+#define FR_QROW_TEAM_MAX 64
 
 /* ----- dispatch ------------------------------------------------------------------ */
 
@@ -480,23 +488,33 @@ int fr_qgemm(const fr_qweight *w, int64_t M, const float *A, int64_t lda, float 
 
 /* The layer's workspace regions, in bytes, each 64-byte aligned. */
 enum { FR_QW_GATES, FR_QW_GH, FR_QW_H, FR_QW_C, FR_QW_BIAS, FR_QW_PRE, FR_QW_SCRATCH,
-       FR_QW_VALID, FR_QW_FIRST, FR_QW_ACTIVE, FR_QW_REGIONS };
+       FR_QW_VALID, FR_QW_FIRST, FR_QW_ORDER, FR_QW_REGIONS };
+
+/* The most threads a row-split team of this batch has. */
+static int64_t fr_qrow_team_max(int64_t B)
+{
+    const int64_t blocks = (B + FR_QROW_BLOCK - 1) / FR_QROW_BLOCK;
+    return blocks < FR_QROW_TEAM_MAX ? (blocks > 0 ? blocks : 1) : FR_QROW_TEAM_MAX;
+}
 
 static void fr_qforward_sizes(const fr_qlayer *L, const fr_shape *s, int64_t *sizes)
 {
     const int64_t B = s->batch, H = s->hidden, GH = fr_gates(s->cell) * H, f = sizeof(float);
-    const int64_t ih = fr_qgemm_scratch(&L->W_ih, B * s->steps), hh = fr_qgemm_scratch(&L->W_hh, B);
+    const int64_t team = fr_qrow_team_max(B), ih = fr_qgemm_scratch(&L->W_ih, B * s->steps);
+    int64_t hh = fr_qgemm_scratch(&L->W_hh, B);
+    if (team * fr_qrows_bytes(&L->W_hh, FR_QROW_BLOCK) > hh)
+        hh = team * fr_qrows_bytes(&L->W_hh, FR_QROW_BLOCK);
     sizes[FR_QW_GATES] = B * s->steps * GH * f;
     sizes[FR_QW_GH] = B * GH * f;
     sizes[FR_QW_H] = B * H * f;
     sizes[FR_QW_C] = s->cell == FR_LSTM ? B * H * f : 0;
     sizes[FR_QW_BIAS] = GH * f;
-    sizes[FR_QW_PRE] = GH * f;
+    sizes[FR_QW_PRE] = team * GH * f;
     sizes[FR_QW_SCRATCH] = ih > hh ? ih : hh;
     const int64_t ragged = s->lengths ? 1 : 0, index = sizeof(int64_t);
     sizes[FR_QW_VALID] = ragged * B * s->steps * index;
     sizes[FR_QW_FIRST] = ragged * B * index;
-    sizes[FR_QW_ACTIVE] = ragged * B * index;
+    sizes[FR_QW_ORDER] = ragged * B * index;
     for (int i = 0; i < FR_QW_REGIONS; i++) sizes[i] = fr_qpadded(sizes[i], 64);
 }
 
@@ -511,12 +529,15 @@ int64_t fr_qforward_workspace(const fr_qlayer *L, const fr_shape *s)
 
 /* With lengths (else NULL): only valid steps are projected and stepped. valid
  * lists X's rows of valid steps, sample by sample; their projections lie in
- * gates in that order, sample b's from row first[b]; active lists the samples
- * of the current step. Without lengths, sample b's gates start at row b * T. */
+ * gates in that order, sample b's from row first[b]. order lists the samples
+ * longest first (fr_qorder): a step's active samples are its first ones, and
+ * gh's row m belongs to order[m]. Without lengths, sample b's gates start at
+ * row b * T and gh's row m is sample m's. pre and scratch hold a slice per
+ * thread of a row-split team. */
 typedef struct {
     float *gates, *gh, *h, *c, *bias, *pre;
     void *scratch;
-    int64_t *valid, *first, *active;
+    int64_t *valid, *first, *order;
 } fr_qforward_ws;
 
 static void fr_qpoint_ws(const fr_qlayer *L, const fr_shape *s, void *ws, fr_qforward_ws *w)
@@ -526,7 +547,7 @@ static void fr_qpoint_ws(const fr_qlayer *L, const fr_shape *s, void *ws, fr_qfo
     void **regions[FR_QW_REGIONS] = {(void **)&w->gates, (void **)&w->gh, (void **)&w->h,
                                      (void **)&w->c, (void **)&w->bias, (void **)&w->pre,
                                      &w->scratch, (void **)&w->valid, (void **)&w->first,
-                                     (void **)&w->active};
+                                     (void **)&w->order};
     char *at = (char *)ws;
     for (int i = 0; i < FR_QW_REGIONS; i++) {
         *regions[i] = sizes[i] ? at : NULL;
@@ -581,33 +602,58 @@ static int64_t fr_qlength(const fr_shape *s, int64_t b)
     return n < 0 ? 0 : n > s->steps ? s->steps : n;
 }
 
-/* The samples active at step t (t < their length), in index order, into
- * w->active; their count. Without lengths: all B (w->active unused). */
-static int64_t fr_qactive_at(const fr_shape *s, const fr_qforward_ws *w, int64_t t)
+static int fr_qcompare(const void *a, const void *b)
 {
-    if (!s->lengths) return s->batch;
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The samples longest first, ties in index order (sorted by (T - length) * B
+ * + b): the active samples of any step are then the first ones, and a
+ * position of the order holds the same sample at every step, so the threads
+ * of a row split, which own positions, never share a sample. */
+static void fr_qorder(const fr_shape *s, int64_t *order)
+{
+    const int64_t B = s->batch, T = s->steps;
+    for (int64_t b = 0; b < B; b++) order[b] = (T - fr_qlength(s, b)) * B + b;
+    qsort(order, (size_t)B, sizeof *order, fr_qcompare);
+    for (int64_t b = 0; b < B; b++) order[b] %= B;
+}
+
+/* The sample at position m of the order. */
+static int64_t fr_qsample(const fr_qforward_ws *w, int64_t m)
+{
+    return w->order ? w->order[m] : m;
+}
+
+/* How many samples are active at step t (t < their length). */
+static int64_t fr_qactive(const fr_shape *s, const fr_qforward_ws *w, int64_t t)
+{
+    if (!w->order) return s->batch;
     int64_t n = 0;
-    for (int64_t b = 0; b < s->batch; b++)
-        if (t < fr_qlength(s, b)) w->active[n++] = b;
+    while (n < s->batch && t < fr_qlength(s, w->order[n])) n++;
     return n;
 }
 
-/* Step t's cell update of units [u0, u1) for its n active samples (gh's row m
- * holds the m-th's W_hh h); a sample's outputs are zero after its length.
- * pre's slice starts at G * u0. */
+/* Step t's cell update of units [u0, u1) for positions [m0, m1) of the order,
+ * of which the first n are active (gh's row m holds position m's W_hh h); an
+ * inactive sample's outputs are zero. pre: this slice's G * (u1 - u0). */
 static void fr_qcells(const fr_qlayer *L, const fr_shape *s, const fr_qforward_ws *w, int64_t t,
-                      int64_t n, int64_t u0, int64_t u1, float *Y, int64_t ldy)
+                      int64_t m0, int64_t m1, int64_t n, int64_t u0, int64_t u1, float *pre,
+                      float *Y, int64_t ldy)
 {
-    const int64_t T = s->steps, H = s->hidden, G = fr_gates(s->cell), GH = G * H;
-    for (int64_t b = 0; s->lengths && b < s->batch; b++)
-        if (t >= fr_qlength(s, b))
-            memset(Y + (b * T + t) * ldy + u0, 0, (size_t)(u1 - u0) * sizeof(float));
-    for (int64_t m = 0; m < n; m++) {
-        const int64_t b = w->active ? w->active[m] : m;
+    const int64_t T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
+    for (int64_t m = m0; m < m1; m++) {
+        const int64_t b = fr_qsample(w, m);
+        float *y = Y + (b * T + t) * ldy + u0;
+        if (m >= n) {
+            memset(y, 0, (size_t)(u1 - u0) * sizeof(float));
+            continue;
+        }
         const int64_t row = (w->first ? w->first[b] : b * T) + t;
         fr_qcell(s->cell, H, u1 - u0, w->gates + row * GH + u0, w->gh + m * GH + u0,
-                 w->bias + u0, L->b_ih + u0, L->b_hh + u0, w->pre + G * u0, w->h + b * H + u0,
-                 w->c ? w->c + b * H + u0 : NULL, Y + (b * T + t) * ldy + u0);
+                 w->bias + u0, L->b_ih + u0, L->b_hh + u0, pre, w->h + b * H + u0,
+                 w->c ? w->c + b * H + u0 : NULL, y);
     }
 }
 
@@ -648,14 +694,14 @@ static int fr_qsteps_team(const fr_qlayer *L, const fr_shape *s, const fr_qforwa
             const int64_t t = s->reverse ? T - 1 - step : step;
             if (tid == 0) { /* fr_should_stop reads the caller's thread-local watch */
                 stop = fr_should_stop();
-                n = fr_qactive_at(s, w, t);
-                if (!stop) r = fr_qrows_convert(&L->W_hh, n, w->h, H, w->active, w->scratch);
+                n = fr_qactive(s, w, t);
+                if (!stop) r = fr_qrows_convert(&L->W_hh, n, w->h, H, w->order, w->scratch);
             }
 #pragma omp barrier
             if (stop) break; /* all read the flag written before this barrier */
             if (u1 > u0) {
                 fr_qhh_units(&L->W_hh, &r, n, G, H, u0, u1, w->gh, fast);
-                fr_qcells(L, s, w, t, n, u0, u1, Y, ldy);
+                fr_qcells(L, s, w, t, 0, s->batch, n, u0, u1, w->pre + G * u0, Y, ldy);
             }
 #pragma omp barrier
         }
@@ -663,17 +709,85 @@ static int fr_qsteps_team(const fr_qlayer *L, const fr_shape *s, const fr_qforwa
     return stop ? FR_STOPPED : FR_OK;
 }
 
-/* Threads for the steps: a team when a step's product is large enough and
- * splits into whole panels of every gate (and converts in one chunk). */
-static int fr_qstep_threads(const fr_qlayer *L, const fr_shape *s, int n_threads)
+/* The row split's steps (FR_QROW_BLOCK): thread tid converts, multiplies and
+ * updates its own blocks of positions; each thread polls the stop request. */
+static int fr_qsteps_by_rows(const fr_qlayer *L, const fr_shape *s, const fr_qforward_ws *w,
+                             float *Y, int64_t ldy, int nt)
 {
-    const int64_t H = s->hidden, G = fr_gates(s->cell);
-    if (H % FR_Q_PANEL || s->batch > FR_Q_CHUNK || L->W_hh.kind == FR_Q_F32 ||
-        s->batch * G * H * H < FR_QSTEP_PAR_MIN_MACS ||
-        G * H * H * fr_qelem(L->W_hh.kind) < FR_QSTEP_PAR_MIN_BYTES)
-        return 1;
-    const int nt = fr_threads(n_threads);
-    return nt < H / FR_Q_PANEL ? nt : (int)(H / FR_Q_PANEL);
+    const int64_t B = s->batch, T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
+    const int64_t panels = (GH + FR_Q_PANEL - 1) / FR_Q_PANEL;
+    const int64_t blocks = (panels + FR_Q_BLOCK - 1) / FR_Q_BLOCK;
+    const int64_t scratch_bytes = fr_qrows_bytes(&L->W_hh, FR_QROW_BLOCK);
+    const int fast = fr_qfast(L->W_hh.kind), watched = fr_stop_watched();
+    int stopped = 0;
+    (void)nt; /* a serial build ignores the pragma */
+#pragma omp parallel num_threads(nt) reduction(| : stopped)
+    {
+#ifdef _OPENMP
+        const int64_t tid = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+        const int64_t tid = 0, team = 1;
+#endif
+        void *scratch = (char *)w->scratch + tid * scratch_bytes;
+        float *pre = w->pre + tid * GH;
+        for (int64_t step = 0; step < T && !stopped; step++) {
+            stopped = watched && fr_stop_requested();
+            const int64_t t = s->reverse ? T - 1 - step : step, n = fr_qactive(s, w, t);
+            for (int64_t i0 = tid * FR_QROW_BLOCK; i0 < B && !stopped; i0 += team * FR_QROW_BLOCK) {
+                const int64_t i1 = i0 + FR_QROW_BLOCK < B ? i0 + FR_QROW_BLOCK : B;
+                const int64_t rows = (i1 < n ? i1 : n) - i0;
+                if (rows > 0) {
+                    const fr_qrows r =
+                        w->order ? fr_qrows_convert(&L->W_hh, rows, w->h, H, w->order + i0, scratch)
+                                 : fr_qrows_convert(&L->W_hh, rows, w->h + i0 * H, H, NULL, scratch);
+                    for (int64_t b = 0; b < blocks; b++)
+                        fr_qblock(&L->W_hh, &r, rows, b, w->gh + i0 * GH, GH, 0, fast);
+                }
+                fr_qcells(L, s, w, t, i0, i1, n, 0, H, pre, Y, ldy);
+            }
+        }
+    }
+    return stopped ? FR_STOPPED : FR_OK;
+}
+
+/* How the steps share threads: nth of them, split by rows (a W_hh under
+ * FR_QSTEP_PAR_MIN_BYTES) or by whole panels of every gate's units (a large
+ * enough step product that converts in one chunk), else one. */
+typedef struct {
+    int nth;
+    int by_rows;
+} fr_qteam;
+
+static fr_qteam fr_qstep_team(const fr_qlayer *L, const fr_shape *s, int n_threads)
+{
+    const int64_t B = s->batch, H = s->hidden, G = fr_gates(s->cell);
+    const int64_t bytes = G * H * H * fr_qelem(L->W_hh.kind);
+    const int n = fr_threads(n_threads);
+    fr_qteam team = {1, 0};
+    if (n < 2) return team;
+    if (bytes < FR_QSTEP_PAR_MIN_BYTES) {
+        if (fr_row_split_enabled() && B / FR_QROW_BLOCK > 1 &&
+            B * s->steps * G * H * H >= FR_QROW_MIN_MACS) {
+            const int64_t most = fr_qrow_team_max(B);
+            team.nth = n < most ? n : (int)most;
+            team.by_rows = 1;
+        }
+        return team;
+    }
+    if (H % FR_Q_PANEL || B > FR_Q_CHUNK || L->W_hh.kind == FR_Q_F32 ||
+        B * G * H * H < FR_QSTEP_PAR_MIN_MACS)
+        return team;
+    team.nth = n < H / FR_Q_PANEL ? n : (int)(H / FR_Q_PANEL);
+    return team;
+}
+
+int fr_qstep_team_of(const fr_qlayer *L, const fr_shape *s, int n_threads, int *by_rows)
+{
+    if (!L || fr_check_shape(s, s ? s->hidden : 0) != FR_OK || !fr_qgroup(L->W_hh.kind))
+        return -1;
+    const fr_qteam team = fr_qstep_team(L, s, n_threads);
+    if (by_rows) *by_rows = team.by_rows;
+    return team.nth;
 }
 
 /* Steps in time order (reversed for the backward direction); a sample's state
@@ -683,14 +797,15 @@ static int fr_qsteps(const fr_qlayer *L, const fr_shape *s, const fr_qforward_ws
                      int64_t ldy, int n_threads)
 {
     const int64_t T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
-    const int nt = fr_qstep_threads(L, s, n_threads);
-    if (nt > 1) return fr_qsteps_team(L, s, w, Y, ldy, nt);
+    const fr_qteam team = fr_qstep_team(L, s, n_threads);
+    if (team.by_rows) return fr_qsteps_by_rows(L, s, w, Y, ldy, team.nth);
+    if (team.nth > 1) return fr_qsteps_team(L, s, w, Y, ldy, team.nth);
     for (int64_t step = 0; step < T; step++) {
         if (fr_should_stop()) return FR_STOPPED;
         const int64_t t = s->reverse ? T - 1 - step : step;
-        const int64_t n = fr_qactive_at(s, w, t);
-        fr_qgemm_rows(&L->W_hh, n, w->h, H, w->active, w->gh, GH, 0, w->scratch, n_threads);
-        fr_qcells(L, s, w, t, n, 0, H, Y, ldy);
+        const int64_t n = fr_qactive(s, w, t);
+        fr_qgemm_rows(&L->W_hh, n, w->h, H, w->order, w->gh, GH, 0, w->scratch, n_threads);
+        fr_qcells(L, s, w, t, 0, s->batch, n, 0, H, w->pre, Y, ldy);
     }
     return FR_OK;
 }
@@ -728,6 +843,7 @@ int fr_qforward(const fr_qlayer *L, const fr_shape *s, const float *X, const flo
         return FR_ERR_ARG;
     fr_qforward_ws w;
     fr_qpoint_ws(L, s, ws, &w);
+    if (w.order) fr_qorder(s, w.order);
     for (int64_t j = 0; j < GH; j++) w.bias[j] = L->b_ih[j] + L->b_hh[j];
     if (h0) memcpy(w.h, h0, (size_t)(B * H) * sizeof(float));
     else memset(w.h, 0, (size_t)(B * H) * sizeof(float));

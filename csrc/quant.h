@@ -70,6 +70,9 @@ typedef struct {
 } fr_qlayer;
 
 int64_t fr_qforward_workspace(const fr_qlayer *L, const fr_shape *s);
+/* Tests: the threads fr_qforward's steps run on for this call (by_rows: 1 when
+ * each thread owns blocks of samples, 0 when slices of units); -1: bad call. */
+int fr_qstep_team_of(const fr_qlayer *L, const fr_shape *s, int n_threads, int *by_rows);
 int fr_qforward(const fr_qlayer *L, const fr_shape *s, const float *X, const float *h0,
                 const float *c0, float *Y, int64_t ldy, float *hN, float *cN, void *ws,
                 int n_threads);

@@ -212,6 +212,8 @@ int fr_set_row_split(int on)
     return was;
 }
 
+int fr_row_split_enabled(void) { return fr_row_split_on; }
+
 static fr_layer_team fr_team_for(int n_threads, const fr_shape *s, size_t real_size)
 {
     const int64_t B = s->batch, H = s->hidden, G = fr_gates(s->cell), I = s->inputs;
@@ -255,6 +257,8 @@ void fr_request_stop(void) { fr_stop_flag = 1; }
 void fr_clear_stop(void) { fr_stop_flag = 0; }
 void fr_watch_stop(int on) { fr_watching = on; }
 int fr_should_stop(void) { return fr_watching && fr_stop_flag; }
+int fr_stop_watched(void) { return fr_watching; }
+int fr_stop_requested(void) { return fr_stop_flag; }
 
 /* Whether a team leaves its step loop before step `step`. Every thread must
  * agree (one leaving alone would strand the others at the next barrier), so

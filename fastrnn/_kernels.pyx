@@ -269,9 +269,10 @@ cdef fr_shape _pack_shape(int cell, int64_t B, int64_t I, W_hh) except *:
 
 def _row_split(bint on):
     """Tests and before/after timings only: False keeps every layer call's
-    team on the unit split (the split before small layers split by rows),
-    True (the default) lets small layers split by rows. Process-wide;
-    returns the previous setting. Results are the same bit for bit."""
+    team on the unit split (the split before small layers split by rows) and
+    a reduced-weight layer's small steps on one thread, True (the default)
+    lets small layers split by rows. Process-wide; returns the previous
+    setting. Results are the same bit for bit."""
     return bool(fr_set_row_split(on))
 
 

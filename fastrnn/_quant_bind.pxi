@@ -24,6 +24,7 @@ cdef extern from "quant.h" nogil:
     int fr_qgemm(const fr_qweight *w, int64_t M, const float *A, int64_t lda, float *C,
                  int64_t ldc, int accumulate, void *scratch, int n_threads)
     int64_t fr_qforward_workspace(const fr_qlayer *L, const fr_shape *s)
+    int fr_qstep_team_of(const fr_qlayer *L, const fr_shape *s, int n_threads, int *by_rows)
     int fr_qforward(const fr_qlayer *L, const fr_shape *s, const float *X, const float *h0,
                     const float *c0, float *Y, int64_t ldy, float *hN, float *cN, void *ws,
                     int n_threads)
@@ -230,3 +231,18 @@ def qgenerate(*, int cell, embedding, list W_ih, list W_hh, list b_ih, list b_hh
         free(weights)
         free(biases)
     return out
+
+
+def _qstep_team(*, int cell, W_hh, int64_t B, int64_t T, int n_threads):
+    """Tests and timings only: (threads, split) the steps of a reduced layer
+    call with recurrent weight W_hh, batch B and T steps run with on n_threads;
+    split is "rows" (each thread owns blocks of samples, no barrier per step:
+    a small W_hh) or "units" (each owns whole panels of every gate's units)."""
+    cdef fr_qlayer L
+    L.W_hh = _qweight(W_hh, "weight_hh")
+    L.W_ih = L.W_hh
+    cdef fr_shape s = _shape(cell, B, T, L.W_hh.cols, L.W_hh.cols, False, None)
+    cdef int by_rows = 0
+    cdef int nth = fr_qstep_team_of(&L, &s, n_threads, &by_rows)
+    _raise(-1 if nth < 0 else 0, "_qstep_team")
+    return nth, "rows" if by_rows else "units"

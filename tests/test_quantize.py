@@ -3,6 +3,8 @@ NumPy reference of the same arithmetic (fastrnn._quantize.reference_matmul,
 fastrnn.reference.layer_forward with it), the AVX-512 path against the
 portable one, the estimators' inference_dtype, and the accuracy bar of
 issue 15 (digits, the pydoc text generator, the Mackey-Glass forecaster)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,9 @@ KINDS = ("int8", "bfloat16")  # inference dtypes
 # the kernels' weight kinds: int16 is an int8 or bfloat16 network's W_hh (recurrent_kind)
 WEIGHT_KINDS = ("int8", "int16", "bfloat16")
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+two_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
+                              reason="a team of two needs two CPUs in this process's mask")
 
 
 def _qgemm(w, A):
@@ -191,6 +196,62 @@ def test_qforward_ragged_batch_equals_each_sample_alone(kind, reverse, quant_pat
             np.testing.assert_array_equal(whole[b], alone[0])
     assert np.all(batch[0][0] == 0) and np.all(batch[1][0] == h0[0])
     assert np.all(batch[0][2, 1:] == 0) and np.all(batch[0][1] != 7)
+def _qstep_team(kind, H, B, T=50, n_threads=2, cell="lstm"):
+    G = _kernels.gates(cell)
+    W_hh = _quantize.ReducedWeight(np.zeros((G * H, H), np.float32), kind)
+    return _kernels._qstep_team(cell=_kernels.CELLS[cell], W_hh=W_hh, B=B, T=T,
+                                n_threads=n_threads)
+
+
+@two_cpus
+def test_small_reduced_steps_split_rows_and_larger_ones_units():
+    # under FR_QSTEP_PAR_MIN_BYTES (64 KiB) of W_hh: blocks of 8 samples per thread
+    assert _qstep_team("int16", 64, 32) == (2, "rows")  # 32 KiB
+    assert _qstep_team("int8", 64, 16, n_threads=8) == (2, "rows")  # no more than blocks
+    assert _qstep_team("int16", 256, 32) == (2, "units")  # 512 KiB
+    assert _qstep_team("int16", 256, 1) == (2, "units")
+    # one block of rows, too little work, one thread asked for: one thread
+    assert _qstep_team("int16", 64, 15) == (1, "units")
+    assert _qstep_team("int16", 16, 16, T=4) == (1, "units")
+    assert _qstep_team("int16", 64, 32, n_threads=1) == (1, "units")
+    previous = _kernels._row_split(False)
+    try:
+        assert _qstep_team("int16", 64, 32) == (1, "units")
+    finally:
+        _kernels._row_split(previous)
+
+
+@two_cpus
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("kind", WEIGHT_KINDS)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_qforward_row_split_equals_one_thread(cell, kind, reverse, ragged, quant_path):
+    # 21 samples: blocks of 8, 8 and 5, dealt to 2 threads; the ragged
+    # batch's samples are sorted longest first, so blocks keep their samples
+    rng = np.random.default_rng(11 + CELLS.index(cell))
+    B, T, I, H, G = 21, 60, 6, 32, _kernels.gates(cell)
+    assert _qstep_team(kind, H, B, T=T, cell=cell) == (2, "rows")
+    W_ih, W_hh = (rng.normal(size=(G * H, n)).astype(np.float32) * n**-0.5 for n in (I, H))
+    b_ih, b_hh = (rng.normal(size=G * H).astype(np.float32) for _ in range(2))
+    w_ih, w_hh = _quantize.ReducedWeight(W_ih, kind), _quantize.ReducedWeight(W_hh, kind)
+    X = rng.normal(size=(B, T, I)).astype(np.float32)
+    h0, c0 = (rng.normal(size=(B, H)).astype(np.float32) for _ in range(2))
+    lengths = rng.integers(0, T + 1, size=B).astype(np.int32) if ragged else None
+    out = []
+    for n_threads in (1, 2):
+        Y, hN, cN = (np.full((B, T, H), 7, np.float32), np.empty((B, H), np.float32),
+                     np.empty((B, H), np.float32))
+        _kernels.qforward(cell=_kernels.CELLS[cell], W_ih=w_ih, W_hh=w_hh, b_ih=b_ih,
+                          b_hh=b_hh, X=X, h0=h0, c0=c0 if cell == "lstm" else None, Y=Y,
+                          y_col=0, hN=hN, cN=cN if cell == "lstm" else None, lengths=lengths,
+                          reverse=reverse, n_threads=n_threads)
+        out.append((Y, hN, cN) if cell == "lstm" else (Y, hN))
+    for one, two in zip(*out):
+        np.testing.assert_array_equal(one, two)
+    assert np.all(out[0][0] != 7)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_network_forward_runs_reduced_stack_and_head(cell, kind):
