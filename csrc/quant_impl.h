@@ -64,6 +64,49 @@ __attribute__((target(FRQ_TARGET))) static void FRQ_(rows4)(
     FRQ_(store)(w, r, m + 3, p, acc3, C + (m + 3) * ldc, accumulate);
 }
 
+/* Rows m..m+3 against panels p and p + 1: 8 accumulators, so that the
+ * chains cover the dot instruction's latency (4 chains left each waiting on
+ * it), and 2 weight vectors per 4 broadcasts. The same sums as rows4. */
+__attribute__((target(FRQ_TARGET))) static void FRQ_(rows4x2)(
+    const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p, float *C, int64_t ldc,
+    int accumulate)
+{
+    const int64_t groups = r->kp / FRQ_GROUP, stride = groups * FR_Q_PANEL * FRQ_GROUP;
+    const FRQ_W *P = (const FRQ_W *)w->packed + p * stride;
+    const FRQ_ACT *a = (const FRQ_ACT *)r->rows + m * r->kp;
+    const int64_t lda = r->kp;
+    FRQ_ACC acc0 = FRQ_ZERO(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    FRQ_ACC acc4 = acc0, acc5 = acc0, acc6 = acc0, acc7 = acc0;
+    for (int64_t g = 0; g < groups; g++) {
+        const FRQ_W *pg = P + g * FR_Q_PANEL * FRQ_GROUP;
+        const __m512i w0 = _mm512_loadu_si512((const void *)pg);
+        const __m512i w1 = _mm512_loadu_si512((const void *)(pg + stride));
+        int32_t x[4];
+        memcpy(&x[0], a + FRQ_GROUP * g, sizeof x[0]);
+        memcpy(&x[1], a + lda + FRQ_GROUP * g, sizeof x[1]);
+        memcpy(&x[2], a + 2 * lda + FRQ_GROUP * g, sizeof x[2]);
+        memcpy(&x[3], a + 3 * lda + FRQ_GROUP * g, sizeof x[3]);
+        const __m512i x0 = _mm512_set1_epi32(x[0]), x1 = _mm512_set1_epi32(x[1]);
+        const __m512i x2 = _mm512_set1_epi32(x[2]), x3 = _mm512_set1_epi32(x[3]);
+        acc0 = FRQ_DOT(acc0, x0, w0);
+        acc1 = FRQ_DOT(acc1, x1, w0);
+        acc2 = FRQ_DOT(acc2, x2, w0);
+        acc3 = FRQ_DOT(acc3, x3, w0);
+        acc4 = FRQ_DOT(acc4, x0, w1);
+        acc5 = FRQ_DOT(acc5, x1, w1);
+        acc6 = FRQ_DOT(acc6, x2, w1);
+        acc7 = FRQ_DOT(acc7, x3, w1);
+    }
+    FRQ_(store)(w, r, m, p, acc0, C + m * ldc, accumulate);
+    FRQ_(store)(w, r, m + 1, p, acc1, C + (m + 1) * ldc, accumulate);
+    FRQ_(store)(w, r, m + 2, p, acc2, C + (m + 2) * ldc, accumulate);
+    FRQ_(store)(w, r, m + 3, p, acc3, C + (m + 3) * ldc, accumulate);
+    FRQ_(store)(w, r, m, p + 1, acc4, C + m * ldc, accumulate);
+    FRQ_(store)(w, r, m + 1, p + 1, acc5, C + (m + 1) * ldc, accumulate);
+    FRQ_(store)(w, r, m + 2, p + 1, acc6, C + (m + 2) * ldc, accumulate);
+    FRQ_(store)(w, r, m + 3, p + 1, acc7, C + (m + 3) * ldc, accumulate);
+}
+
 /* Row m against panels p0..p0+np-1 (np <= 8) at once: 8 independent
  * accumulator chains (a single row, batch-1 inference's recurrent step,
  * would otherwise wait on each instruction's latency); with np < 8 the spare
@@ -103,13 +146,17 @@ __attribute__((target(FRQ_TARGET))) static void FRQ_(row)(
     if (np > 7) FRQ_(store)(w, r, m, p0 + 7, acc7, c, accumulate);
 }
 
-/* Panels [p0, p1) (p1 - p0 <= 8) for M rows: blocks of 4 rows one panel at
- * a time, then the rows left over (all of them at batch 1) one at a time. */
+/* Panels [p0, p1) (p1 - p0 <= 8) for M rows: blocks of 4 rows two panels at
+ * a time (an odd last panel alone), then the rows left over (all of them at
+ * batch 1) one at a time. */
 static void FRQ_(panels)(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p0,
                          int64_t p1, float *C, int64_t ldc, int accumulate)
 {
     const int64_t M4 = M / 4 * 4;
-    for (int64_t p = p0; p < p1; p++)
+    int64_t p = p0;
+    for (; p + 1 < p1; p += 2)
+        for (int64_t m = 0; m < M4; m += 4) FRQ_(rows4x2)(w, r, m, p, C, ldc, accumulate);
+    if (p < p1)
         for (int64_t m = 0; m < M4; m += 4) FRQ_(rows4)(w, r, m, p, C, ldc, accumulate);
     for (int64_t m = M4; m < M; m++) FRQ_(row)(w, r, m, p0, p1 - p0, C + m * ldc, accumulate);
 }
