@@ -537,7 +537,8 @@ static void fr_plan_free(fr_plan *p)
  * so no offset is computed anywhere else. A region of size 0 is absent.
  * Row counts are the plan's: B*T dense, the valid rows ragged. */
 enum { FR_FWD_GATES, FR_FWD_H, FR_FWD_C, FR_FWD_AUX, FR_FWD_GH, FR_FWD_X, FR_FORWARD_REGIONS };
-enum { FR_BWD_DGX, FR_BWD_DGH, FR_BWD_DX, FR_BWD_DH, FR_BWD_DC, FR_BACKWARD_REGIONS };
+enum { FR_BWD_DGX, FR_BWD_DGH, FR_BWD_DX, FR_BWD_DH, FR_BWD_DC, FR_BWD_XH, FR_BWD_DW,
+       FR_BACKWARD_REGIONS };
 enum { FR_GEN_H, FR_GEN_C, FR_GEN_GATES, FR_GEN_GH, FR_GEN_X, FR_GEN_LOGITS, FR_GENERATE_REGIONS };
 
 /* Training forward: every row is kept for backward. Ragged calls also keep X's
@@ -577,10 +578,25 @@ static void fr_forward_sizes(const fr_shape *s, int training, int64_t sizes[FR_F
         fr_infer_forward_sizes(s, sizes);
 }
 
+/* LSTM and RNN layers (one dG for W_ih and W_hh) with I + H up to this many
+ * columns take both weight gradients from one GEMM, dG^T [X | h], over a copy
+ * of X and h side by side: OpenBLAS then packs dG once instead of twice (its
+ * transposing copy, sgemm_otcopy, was 14% of a small LSTM's training step).
+ * The small LSTM's shapes timed with scipy's sgemm (N = B*T = 1600, I=8,
+ * H=64, G*H=256, 1 thread): two GEMMs 0.92-1.03 ms, the copy and one GEMM
+ * 0.76-0.88 ms. Wider layers spend more on the products than on the packs. */
+#define FR_JOINT_DW_MAX_COLS 256
+
+static int fr_joint_dw(const fr_shape *s)
+{
+    return s->cell != FR_GRU && s->inputs + s->hidden <= FR_JOINT_DW_MAX_COLS;
+}
+
 /* Backward: the gate gradients per row fed to W_ih; GRU's reset gate makes
  * those fed to W_hh differ, LSTM and RNN share one buffer. Ragged calls add
  * dX's valid rows (scattered afterwards) and the running dh, dc in sorted
- * order (dense ones run them in dh0, dc0). */
+ * order (dense ones run them in dh0, dc0); a joint weight gradient
+ * (fr_joint_dw) its [X | h] rows and its (G*H, I + H) result. */
 static void fr_backward_sizes(const fr_shape *s, int64_t sizes[FR_BACKWARD_REGIONS])
 {
     const int ragged = fr_is_ragged(s);
@@ -591,6 +607,9 @@ static void fr_backward_sizes(const fr_shape *s, int64_t sizes[FR_BACKWARD_REGIO
     sizes[FR_BWD_DX] = ragged ? N * s->inputs : 0;
     sizes[FR_BWD_DH] = ragged ? BH : 0;
     sizes[FR_BWD_DC] = ragged && s->cell == FR_LSTM ? BH : 0;
+    const int64_t joint = fr_joint_dw(s), cols = s->inputs + s->hidden;
+    sizes[FR_BWD_XH] = joint ? N * cols : 0;
+    sizes[FR_BWD_DW] = joint ? fr_gates(s->cell) * s->hidden * cols : 0;
 }
 
 /* Generation: per layer two state buffers (current, next) for h and c, one

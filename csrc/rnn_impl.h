@@ -881,13 +881,15 @@ typedef struct {
     real *dgh;    /* the same fed to W_hh, h and b_hh (GRU only; else dgx itself) */
     real *dx;     /* ragged: dX's valid rows in row order, before the scatter */
     real *dh, *dc; /* ragged: the running dh, dc (B, H) in sorted order */
+    real *xh, *dw; /* fr_joint_dw: rows [X | h] (rows, I+H), and dG^T [X | h] (G*H, I+H) */
 } FR_(backward_ws);
 
 static void FR_(point_backward_ws)(FR_(backward_ws) *w, const fr_shape *s, real *bws)
 {
     int64_t sizes[FR_BACKWARD_REGIONS];
     fr_backward_sizes(s, sizes);
-    real **const regions[FR_BACKWARD_REGIONS] = {&w->dgx, &w->dgh, &w->dx, &w->dh, &w->dc};
+    real **const regions[FR_BACKWARD_REGIONS] = {&w->dgx, &w->dgh, &w->dx, &w->dh, &w->dc,
+                                                 &w->xh, &w->dw};
     FR_(point_regions)(regions, sizes, FR_BACKWARD_REGIONS, bws);
     if (!w->dgh) w->dgh = w->dgx; /* LSTM and RNN: one gate gradient for both */
 }
@@ -1034,16 +1036,47 @@ static void FR_(backward_dx)(const FR_(backward_call) *bc, int tid, int nt)
         for (int64_t t = fr_clamped_length(s, b); t < T; t++) memset(bc->dX + (b * T + t) * I, 0, bytes);
 }
 
+/* Rows [r0, r1) of [X | h] (fr_joint_dw): dW_ih's and dW_hh's inputs side by side. */
+static void FR_(join_inputs)(const FR_(backward_call) *bc, int64_t r0, int64_t r1)
+{
+    const int64_t I = bc->s->inputs, H = bc->s->hidden, cols = I + H;
+    const real *X = bc->fw.x ? bc->fw.x : bc->X;
+    for (int64_t r = r0; r < r1; r++) {
+        memcpy(bc->w.xh + r * cols, X + r * I, (size_t)I * sizeof(real));
+        memcpy(bc->w.xh + r * cols + I, bc->fw.h + r * H, (size_t)H * sizeof(real));
+    }
+}
+
+/* dW_ih and dW_hh rows [q0, q1) (+)= dG^T X and dG^T h: one GEMM over [X | h]
+ * (fr_joint_dw), its result then added to both, or one GEMM each. */
+static void FR_(weight_products)(const FR_(backward_call) *bc, int64_t q0, int64_t q1)
+{
+    const int64_t I = bc->s->inputs, H = bc->s->hidden, GH = fr_gates(bc->s->cell) * H;
+    const int64_t N = bc->plan.n_rows, cols = I + H;
+    const real *X = bc->fw.x ? bc->fw.x : bc->X;
+    if (!bc->w.xh) {
+        FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, I, N, 1, bc->w.dgx + q0, GH, X, I, 1,
+                     bc->dW_ih + q0 * I, I);
+        FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, H, N, 1, bc->w.dgh + q0, GH, bc->fw.h, H, 1,
+                     bc->dW_hh + q0 * H, H);
+        return;
+    }
+    FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, cols, N, 1, bc->w.dgx + q0, GH, bc->w.xh, cols, 0,
+                 bc->w.dw + q0 * cols, cols);
+    for (int64_t q = q0; q < q1; q++) {
+        const real *d = bc->w.dw + q * cols;
+        for (int64_t k = 0; k < I; k++) bc->dW_ih[q * I + k] += d[k];
+        for (int64_t k = 0; k < H; k++) bc->dW_hh[q * H + k] += d[I + k];
+    }
+}
+
 /* dW_ih, dW_hh, db_ih, db_hh rows [q0, q1) from the gate gradients. */
 static void FR_(weight_grads)(const FR_(backward_call) *bc, int64_t q0, int64_t q1)
 {
     const fr_shape *s = bc->s;
-    const int64_t I = s->inputs, H = s->hidden, GH = fr_gates(s->cell) * H;
-    const int64_t N = bc->plan.n_rows;
-    const real *dgx = bc->w.dgx, *dgh = bc->w.dgh, *X = bc->fw.x ? bc->fw.x : bc->X;
-    FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, I, N, 1, dgx + q0, GH, X, I, 1, bc->dW_ih + q0 * I, I);
-    FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, H, N, 1, dgh + q0, GH, bc->fw.h, H, 1,
-                 bc->dW_hh + q0 * H, H);
+    const int64_t GH = fr_gates(s->cell) * s->hidden, N = bc->plan.n_rows;
+    const real *dgx = bc->w.dgx, *dgh = bc->w.dgh;
+    FR_(weight_products)(bc, q0, q1);
     if (s->cell == FR_GRU) {
         FR_(colsum_add)(dgx, N, GH, q0, q1, bc->db_ih, NULL);
         FR_(colsum_add)(dgh, N, GH, q0, q1, bc->db_hh, NULL);
@@ -1053,11 +1086,17 @@ static void FR_(weight_grads)(const FR_(backward_call) *bc, int64_t q0, int64_t 
 }
 
 /* After the loop: weight gradients split by output rows (skipped in dX-only
- * mode: dW_ih NULL), then dX over the valid rows. */
+ * mode: dW_ih NULL; a joint one's [X | h] first, split by rows, every thread
+ * reading all of it), then dX over the valid rows. */
 static void FR_(backward_weights)(const FR_(backward_call) *bc, int tid, int nt)
 {
     const int64_t GH = fr_gates(bc->s->cell) * bc->s->hidden;
-    int64_t q0, q1;
+    int64_t q0, q1, r0, r1;
+    if (bc->dW_ih && bc->w.xh) {
+        fr_split(bc->plan.n_rows, nt, tid, 1, &r0, &r1);
+        FR_(join_inputs)(bc, r0, r1);
+#pragma omp barrier
+    }
     fr_split(GH, nt, tid, FR_UNIT_ALIGN, &q0, &q1);
     if (bc->dW_ih) FR_(weight_grads)(bc, q0, q1);
     if (bc->dX) FR_(backward_dx)(bc, tid, nt);

@@ -489,6 +489,9 @@ def random_weights(case, seed=0):
     return {k: rng.uniform(-bound, bound, s).astype(np.float32) for k, s in shapes.items()}
 
 
+SPIN_DOWN_SECONDS = 0.3
+
+
 def _worker(conn, name, threads):
     """One contender in its own process: libraries that keep threads spinning
     (TensorFlow's pools, OpenMP runtimes) cannot slow the others down.
@@ -530,8 +533,13 @@ def _worker(conn, name, threads):
                 built = {"tokens/s": made}
                 conn.send(["tokens/s"])
         else:
-            conn.send(time_once(built[msg[1]], msg[2]))
-            time.sleep(0.3)  # let this process's thread pools stop spinning
+            seconds = time_once(built[msg[1]], msg[2])
+            # let this process's thread pools stop spinning before the parent
+            # times the next contender: slept after replying, ONNX Runtime's
+            # spinning threads took a core from fastrnn-int8's next timing
+            # (2 threads, medium LSTM: 29.4 ms after it, 24.5 alone)
+            time.sleep(SPIN_DOWN_SECONDS)
+            conn.send(seconds)
 
 
 class Workers:

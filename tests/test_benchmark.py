@@ -58,3 +58,29 @@ def test_bench_with_onnxruntime_contender(tmp_path):
                        "--out", str(tmp_path)]) == 0
     report = (tmp_path / "RESULTS.md").read_text()
     assert "onnxruntime" in report
+
+
+def test_a_worker_lets_its_thread_pools_spin_down_before_it_replies(monkeypatch):
+    # the parent times the next contender as soon as a reply comes: a worker
+    # that slept after replying left its spinning pools running meanwhile
+    from fastrnn import benchmark
+
+    events = []
+
+    class Conn:
+        def __init__(self, messages):
+            self.messages = list(messages)
+
+        def recv(self):
+            return self.messages.pop(0)
+
+        def send(self, answer):
+            events.append(("send", answer))
+
+    monkeypatch.setattr(benchmark.time, "sleep", lambda s: events.append(("sleep", s)))
+    monkeypatch.setattr(benchmark, "time_once", lambda fn, min_seconds: 0.25)
+    case = dict(cell="rnn", B=2, T=3, I=4, H=8)
+    benchmark._worker(Conn([("build", case), ("time", "inference", 0.0), None]), "fastrnn", 1)
+    assert events[0] == ("send", ["inference", "training"])
+    assert events[1:] == [("sleep", benchmark.SPIN_DOWN_SECONDS), ("send", 0.25)]
+    assert benchmark.SPIN_DOWN_SECONDS > 0

@@ -138,12 +138,14 @@ def _torch_module(torch, cell, input_size, hidden_size, num_layers, bidirectiona
 @pytest.mark.parametrize("cell,cls,kw", CELLS, ids=CELL_IDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("config", ["1layer", "2layers", "bidirectional", "lengths",
-                                    "bidirectional_2layers_lengths"])
+                                    "bidirectional_2layers_lengths", "wide_lengths"])
 def test_matches_pytorch(torch, cell, cls, kw, dtype, config, rng):
+    # "wide": I + H above FR_JOINT_DW_MAX_COLS (256), so LSTM and RNN take
+    # dW_ih and dW_hh from a GEMM each, not one joint GEMM as the others
     torch.manual_seed(0)
     num_layers = 2 if "2layers" in config else 1
     bidirectional = "bidirectional" in config
-    B, T, I, H = 6, 9, 5, 8
+    B, T, I, H = (6, 9, 60, 200) if "wide" in config else (6, 9, 5, 8)
     module = _torch_module(torch, cell, I, H, num_layers, bidirectional, dtype)
     stack = cls(I, H, num_layers=num_layers, bidirectional=bidirectional, dtype=dtype, **kw)
     stack.load_state_dict({k: v.detach().numpy() for k, v in module.state_dict().items()})
