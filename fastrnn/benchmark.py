@@ -652,6 +652,34 @@ def environment():
     return info
 
 
+def _peak_after(results):
+    after = results.get("sgemm_peak_after")
+    if not after:
+        return ""
+    return "; after the thread count's cases: " + ", ".join(
+        f"{t} thread(s) {p:.1f} GFLOP/s" for t, p in after.items())
+
+
+def core_shortfalls(results, share=0.8):
+    """Warnings for thread counts whose SGEMM rate, before or after their
+    cases, fell below share x threads x one thread's: a shared machine (a
+    cloud guest) that did not give the run that many full cores, so those
+    rows compare timings taken on less."""
+    peaks = results["sgemm_peak"]
+    one = peaks.get("1")
+    if not one:
+        return []
+    out = []
+    for t, before in peaks.items():
+        rates = [before, results.get("sgemm_peak_after", {}).get(t, before)]
+        if int(t) > 1 and min(rates) < share * int(t) * one:
+            out.append(f"{t} threads reached only {min(rates) / one:.2f}x one thread's SGEMM "
+                       f"rate ({' / '.join(f'{r:.0f}' for r in rates)} GFLOP/s before / after "
+                       f"their cases): this machine did not give the run {t} full cores "
+                       f"throughout, so the {t}-thread rows are not reliable.")
+    return out
+
+
 def markdown(results):
     env = results["environment"]
     lines = ["# fastrnn benchmark results", "",
@@ -660,9 +688,11 @@ def markdown(results):
              f"{env['numpy']}; BLAS {', '.join(env['blas'])}; OPENBLAS_CORETYPE="
              f"{env['OPENBLAS_CORETYPE']}, OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}.",
              "", "Measured SGEMM peak (2048^3, scipy's OpenBLAS): " + ", ".join(
-                 f"{t} thread(s) {p:.1f} GFLOP/s" for t, p in results["sgemm_peak"].items()), "",
-             "Times are medians of interleaved repetitions. x PyTorch and x best peer are "
-             "throughput ratios (above 1: fastrnn is faster).", ""]
+                 f"{t} thread(s) {p:.1f} GFLOP/s" for t, p in results["sgemm_peak"].items())
+             + _peak_after(results), ""]
+    lines += [f"**Warning: {w}**" for w in core_shortfalls(results)]
+    lines += ["", "Times are medians of interleaved repetitions. x PyTorch and x best peer are "
+              "throughput ratios (above 1: fastrnn is faster).", ""]
     lines += ["| case | mode | threads | contender | ms | GFLOP/s | % peak | x PyTorch | "
               "x best peer |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
@@ -774,7 +804,7 @@ def main(argv=None):
 
     os.makedirs(args.out, exist_ok=True)
     results = {"environment": environment(), "rows": [], "notes": {}, "memory": {},
-               "sgemm_peak": {str(t): sgemm_peak(t) for t in args.threads}}
+               "sgemm_peak": {}, "sgemm_peak_after": {}}
     extra = []
     for spec in args.case:
         cell, *dims = spec.split(",")
@@ -783,7 +813,8 @@ def main(argv=None):
     if args.cases is None:
         args.cases = [] if extra else list(GRID)
     groups = [GRID[g] for g in args.cases] + ([extra] if extra else [])
-    for threads in args.threads:
+    for threads in args.threads:  # the SGEMM rate just before and after each thread count
+        results["sgemm_peak"][str(threads)] = sgemm_peak(threads)
         workers = Workers(args.contenders, threads)
         if "generation" in args.cases:
             rows, notes = run_generation(threads, workers, args.reps, args.min_seconds)
@@ -806,6 +837,7 @@ def main(argv=None):
                           + ("" if r["vs_pytorch"] is None else
                              f"  x{r['vs_pytorch']:.2f} vs PyTorch"), flush=True)
         workers.close()
+        results["sgemm_peak_after"][str(threads)] = sgemm_peak(threads)
     if args.memory:
         case = GRID["medium"][0]
         results["memory"][case_name(case)] = measure_memory(case, args.contenders)

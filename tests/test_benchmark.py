@@ -84,3 +84,17 @@ def test_a_worker_lets_its_thread_pools_spin_down_before_it_replies(monkeypatch)
     assert events[0] == ("send", ["inference", "training"])
     assert events[1:] == [("sleep", benchmark.SPIN_DOWN_SECONDS), ("send", 0.25)]
     assert benchmark.SPIN_DOWN_SECONDS > 0
+
+
+def test_results_warn_when_a_thread_count_did_not_get_its_cores():
+    from fastrnn import benchmark
+
+    def results(two_before, two_after):
+        return {"sgemm_peak": {"1": 100.0, "2": two_before},
+                "sgemm_peak_after": {"1": 100.0, "2": two_after}}
+
+    assert benchmark.core_shortfalls(results(190.0, 185.0)) == []
+    (warning,) = benchmark.core_shortfalls(results(108.5, 190.0))
+    assert "1.08x" in warning and "2-thread rows are not reliable" in warning
+    assert len(benchmark.core_shortfalls(results(190.0, 120.0))) == 1
+    assert benchmark.core_shortfalls({"sgemm_peak": {"1": 100.0}}) == []
