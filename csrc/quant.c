@@ -715,10 +715,8 @@ static int fr_qsteps_by_rows(const fr_qlayer *L, const fr_shape *s, const fr_qfo
                              float *Y, int64_t ldy, int nt)
 {
     const int64_t B = s->batch, T = s->steps, H = s->hidden, GH = fr_gates(s->cell) * H;
-    const int64_t panels = (GH + FR_Q_PANEL - 1) / FR_Q_PANEL;
-    const int64_t blocks = (panels + FR_Q_BLOCK - 1) / FR_Q_BLOCK;
     const int64_t scratch_bytes = fr_qrows_bytes(&L->W_hh, FR_QROW_BLOCK);
-    const int fast = fr_qfast(L->W_hh.kind), watched = fr_stop_watched();
+    const int watched = fr_stop_watched();
     int stopped = 0;
     (void)nt; /* a serial build ignores the pragma */
 #pragma omp parallel num_threads(nt) reduction(| : stopped)
@@ -736,13 +734,10 @@ static int fr_qsteps_by_rows(const fr_qlayer *L, const fr_shape *s, const fr_qfo
             for (int64_t i0 = tid * FR_QROW_BLOCK; i0 < B && !stopped; i0 += team * FR_QROW_BLOCK) {
                 const int64_t i1 = i0 + FR_QROW_BLOCK < B ? i0 + FR_QROW_BLOCK : B;
                 const int64_t rows = (i1 < n ? i1 : n) - i0;
-                if (rows > 0) {
-                    const fr_qrows r =
-                        w->order ? fr_qrows_convert(&L->W_hh, rows, w->h, H, w->order + i0, scratch)
-                                 : fr_qrows_convert(&L->W_hh, rows, w->h + i0 * H, H, NULL, scratch);
-                    for (int64_t b = 0; b < blocks; b++)
-                        fr_qblock(&L->W_hh, &r, rows, b, w->gh + i0 * GH, GH, 0, fast);
-                }
+                if (rows > 0) /* on this thread alone */
+                    fr_qgemm_rows(&L->W_hh, rows, w->order ? w->h : w->h + i0 * H, H,
+                                  w->order ? w->order + i0 : NULL, w->gh + i0 * GH, GH, 0,
+                                  scratch, 1);
                 fr_qcells(L, s, w, t, i0, i1, n, 0, H, pre, Y, ldy);
             }
         }

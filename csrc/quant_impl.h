@@ -35,44 +35,17 @@ __attribute__((target(FRQ_TARGET))) static inline void FRQ_(store)(
     _mm512_mask_storeu_ps(c + n0, k, v);
 }
 
-/* Rows m..m+3 against panel p: 4 accumulators share each weight vector
- * (named, so that they stay in registers). */
-__attribute__((target(FRQ_TARGET))) static void FRQ_(rows4)(
-    const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p, float *C, int64_t ldc,
-    int accumulate)
-{
-    const int64_t groups = r->kp / FRQ_GROUP;
-    const FRQ_W *P = (const FRQ_W *)w->packed + p * groups * FR_Q_PANEL * FRQ_GROUP;
-    const FRQ_ACT *a = (const FRQ_ACT *)r->rows + m * r->kp;
-    const int64_t lda = r->kp;
-    FRQ_ACC acc0 = FRQ_ZERO(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    for (int64_t g = 0; g < groups; g++) {
-        const __m512i wv = _mm512_loadu_si512((const void *)(P + g * FR_Q_PANEL * FRQ_GROUP));
-        int32_t x[4];
-        memcpy(&x[0], a + FRQ_GROUP * g, sizeof x[0]);
-        memcpy(&x[1], a + lda + FRQ_GROUP * g, sizeof x[1]);
-        memcpy(&x[2], a + 2 * lda + FRQ_GROUP * g, sizeof x[2]);
-        memcpy(&x[3], a + 3 * lda + FRQ_GROUP * g, sizeof x[3]);
-        acc0 = FRQ_DOT(acc0, _mm512_set1_epi32(x[0]), wv);
-        acc1 = FRQ_DOT(acc1, _mm512_set1_epi32(x[1]), wv);
-        acc2 = FRQ_DOT(acc2, _mm512_set1_epi32(x[2]), wv);
-        acc3 = FRQ_DOT(acc3, _mm512_set1_epi32(x[3]), wv);
-    }
-    FRQ_(store)(w, r, m, p, acc0, C + m * ldc, accumulate);
-    FRQ_(store)(w, r, m + 1, p, acc1, C + (m + 1) * ldc, accumulate);
-    FRQ_(store)(w, r, m + 2, p, acc2, C + (m + 2) * ldc, accumulate);
-    FRQ_(store)(w, r, m + 3, p, acc3, C + (m + 3) * ldc, accumulate);
-}
-
-/* Rows m..m+3 against panels p and p + 1: 8 accumulators, so that the
- * chains cover the dot instruction's latency (4 chains left each waiting on
- * it), and 2 weight vectors per 4 broadcasts. The same sums as rows4. */
+/* Rows m..m+3 against panels p and p + 1 (np = 2) or p alone (np = 1: the
+ * second 4 chains repeat it and are dropped): 8 accumulators, so that the
+ * chains cover the dot instruction's latency (4 left each waiting on it), and
+ * 2 weight vectors per 4 broadcasts. */
 __attribute__((target(FRQ_TARGET))) static void FRQ_(rows4x2)(
-    const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p, float *C, int64_t ldc,
-    int accumulate)
+    const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p, int np, float *C,
+    int64_t ldc, int accumulate)
 {
-    const int64_t groups = r->kp / FRQ_GROUP, stride = groups * FR_Q_PANEL * FRQ_GROUP;
-    const FRQ_W *P = (const FRQ_W *)w->packed + p * stride;
+    const int64_t groups = r->kp / FRQ_GROUP, panel = groups * FR_Q_PANEL * FRQ_GROUP;
+    const int64_t stride = np > 1 ? panel : 0;
+    const FRQ_W *P = (const FRQ_W *)w->packed + p * panel;
     const FRQ_ACT *a = (const FRQ_ACT *)r->rows + m * r->kp;
     const int64_t lda = r->kp;
     FRQ_ACC acc0 = FRQ_ZERO(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
@@ -101,6 +74,7 @@ __attribute__((target(FRQ_TARGET))) static void FRQ_(rows4x2)(
     FRQ_(store)(w, r, m + 1, p, acc1, C + (m + 1) * ldc, accumulate);
     FRQ_(store)(w, r, m + 2, p, acc2, C + (m + 2) * ldc, accumulate);
     FRQ_(store)(w, r, m + 3, p, acc3, C + (m + 3) * ldc, accumulate);
+    if (np < 2) return;
     FRQ_(store)(w, r, m, p + 1, acc4, C + m * ldc, accumulate);
     FRQ_(store)(w, r, m + 1, p + 1, acc5, C + (m + 1) * ldc, accumulate);
     FRQ_(store)(w, r, m + 2, p + 1, acc6, C + (m + 2) * ldc, accumulate);
@@ -153,11 +127,10 @@ static void FRQ_(panels)(const fr_qweight *w, const fr_qrows *r, int64_t M, int6
                          int64_t p1, float *C, int64_t ldc, int accumulate)
 {
     const int64_t M4 = M / 4 * 4;
-    int64_t p = p0;
-    for (; p + 1 < p1; p += 2)
-        for (int64_t m = 0; m < M4; m += 4) FRQ_(rows4x2)(w, r, m, p, C, ldc, accumulate);
-    if (p < p1)
-        for (int64_t m = 0; m < M4; m += 4) FRQ_(rows4)(w, r, m, p, C, ldc, accumulate);
+    for (int64_t p = p0; p < p1; p += 2) {
+        const int np = p + 1 < p1 ? 2 : 1;
+        for (int64_t m = 0; m < M4; m += 4) FRQ_(rows4x2)(w, r, m, p, np, C, ldc, accumulate);
+    }
     for (int64_t m = M4; m < M; m++) FRQ_(row)(w, r, m, p0, p1 - p0, C + m * ldc, accumulate);
 }
 
