@@ -514,7 +514,7 @@ static void fr_qforward_sizes(const fr_qlayer *L, const fr_shape *s, int64_t *si
     const int64_t ragged = s->lengths ? 1 : 0, index = sizeof(int64_t);
     sizes[FR_QW_VALID] = ragged * B * s->steps * index;
     sizes[FR_QW_FIRST] = ragged * B * index;
-    sizes[FR_QW_ORDER] = ragged * B * index;
+    sizes[FR_QW_ORDER] = ragged * (B + s->steps + 1) * index; /* and fr_order_by_length's count */
     for (int i = 0; i < FR_QW_REGIONS; i++) sizes[i] = fr_qpadded(sizes[i], 64);
 }
 
@@ -530,10 +530,11 @@ int64_t fr_qforward_workspace(const fr_qlayer *L, const fr_shape *s)
 /* With lengths (else NULL): only valid steps are projected and stepped. valid
  * lists X's rows of valid steps, sample by sample; their projections lie in
  * gates in that order, sample b's from row first[b]. order lists the samples
- * longest first (fr_qorder): a step's active samples are its first ones, and
- * gh's row m belongs to order[m]. Without lengths, sample b's gates start at
- * row b * T and gh's row m is sample m's. pre and scratch hold a slice per
- * thread of a row-split team. */
+ * longest first (fr_order_by_length): a step's active samples are its first
+ * ones, a position keeps its sample at every step (so the threads of a row
+ * split, which own positions, never share one), and gh's row m belongs to
+ * order[m]. Without lengths, sample b's gates start at row b * T and gh's row
+ * m is sample m's. pre and scratch hold a slice per thread of a row-split team. */
 typedef struct {
     float *gates, *gh, *h, *c, *bias, *pre;
     void *scratch;
@@ -600,24 +601,6 @@ static int64_t fr_qlength(const fr_shape *s, int64_t b)
     if (!s->lengths) return s->steps;
     const int64_t n = s->lengths[b];
     return n < 0 ? 0 : n > s->steps ? s->steps : n;
-}
-
-static int fr_qcompare(const void *a, const void *b)
-{
-    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* The samples longest first, ties in index order (sorted by (T - length) * B
- * + b): the active samples of any step are then the first ones, and a
- * position of the order holds the same sample at every step, so the threads
- * of a row split, which own positions, never share a sample. */
-static void fr_qorder(const fr_shape *s, int64_t *order)
-{
-    const int64_t B = s->batch, T = s->steps;
-    for (int64_t b = 0; b < B; b++) order[b] = (T - fr_qlength(s, b)) * B + b;
-    qsort(order, (size_t)B, sizeof *order, fr_qcompare);
-    for (int64_t b = 0; b < B; b++) order[b] %= B;
 }
 
 /* The sample at position m of the order. */
@@ -838,7 +821,7 @@ int fr_qforward(const fr_qlayer *L, const fr_shape *s, const float *X, const flo
         return FR_ERR_ARG;
     fr_qforward_ws w;
     fr_qpoint_ws(L, s, ws, &w);
-    if (w.order) fr_qorder(s, w.order);
+    if (w.order) fr_order_by_length(s, w.order, w.order + B);
     for (int64_t j = 0; j < GH; j++) w.bias[j] = L->b_ih[j] + L->b_hh[j];
     if (h0) memcpy(w.h, h0, (size_t)(B * H) * sizeof(float));
     else memset(w.h, 0, (size_t)(B * H) * sizeof(float));

@@ -447,8 +447,8 @@ static void fr_plan_dense(const fr_shape *s, fr_plan *p)
     }
 }
 
-/* Counting sort by length, longest first, ties in batch order. */
-static void fr_plan_sort(const fr_shape *s, fr_plan *p, int64_t *count)
+/* Counting sort by length, longest first, ties in batch order (sampling.h). */
+void fr_order_by_length(const fr_shape *s, int64_t *order, int64_t *count)
 {
     const int64_t B = s->batch, T = s->steps;
     for (int64_t n = 0; n <= T; n++) count[n] = 0;
@@ -459,14 +459,14 @@ static void fr_plan_sort(const fr_shape *s, fr_plan *p, int64_t *count)
         count[n] = start;
         start += c;
     }
-    for (int64_t b = 0; b < B; b++) p->order[count[fr_clamped_length(s, b)]++] = b;
+    for (int64_t b = 0; b < B; b++) order[count[fr_clamped_length(s, b)]++] = b;
 }
 
 /* The sorted order, then the active counts, state rows and X rows per step. */
 static void fr_plan_ragged(const fr_shape *s, fr_plan *p, int64_t *count)
 {
     const int64_t B = s->batch, T = s->steps;
-    fr_plan_sort(s, p, count);
+    fr_order_by_length(s, p->order, count);
     p->n_steps = fr_longest(s);
     p->sample_rows = p->gate_sample = 1;
     p->gate_step = B;

@@ -1,6 +1,6 @@
 /* Internal to the C kernels (not part of fastrnn.h's API): the token
  * sampling of fr_generate (rnn.c), shared by the reduced-precision
- * generation loop (quant.c). */
+ * generation loop (quant.c), and the order ragged batches run in. */
 #ifndef FASTRNN_SAMPLING_H
 #define FASTRNN_SAMPLING_H
 
@@ -21,5 +21,10 @@ int64_t fr_draw_f32(const float *z, const float *hb, int64_t n_out, const fr_sam
                     fr_rng *rng, fr_prob *probs, double *logits);
 int64_t fr_draw_f64(const double *z, const double *hb, int64_t n_out, const fr_sampling *opt,
                     fr_rng *rng, fr_prob *probs, double *logits);
+
+/* order (B): the samples by length (clamped to [0, T]), longest first, ties in
+ * batch order, so that the samples active at any step are a prefix; count:
+ * T + 1 scratch. rnn.c's plan and quant.c's reduced layer both run in it. */
+void fr_order_by_length(const fr_shape *s, int64_t *order, int64_t *count);
 
 #endif
