@@ -52,7 +52,12 @@ def rnn_model(cell, weights, hidden):
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", "time", n_in])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", "time", hidden])],
         initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    # the oldest IR version that carries OPSET, not the onnx package's newest:
+    # onnx 1.23 writes IR 14, which onnxruntime 1.30 refuses ("max supported
+    # IR version: 13")
+    opsets = [helper.make_opsetid("", OPSET)]
+    return helper.make_model(graph, opset_imports=opsets,
+                             ir_version=helper.find_min_ir_version_for(opsets))
 
 
 def session(model, threads, quantize=False):

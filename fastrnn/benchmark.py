@@ -492,6 +492,17 @@ def random_weights(case, seed=0):
 SPIN_DOWN_SECONDS = 0.3
 
 
+def _or_reason(name, make, *args):
+    """make(*args), or the reason it failed as a note: one contender that
+    cannot build (a library too old or too new for its model) must not end
+    the whole run."""
+    try:
+        return make(*args)
+    except Exception as exc:  # noqa: BLE001 -- any failure becomes a note
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        return f"{name}: failed to build ({type(exc).__name__}: {first_line})"
+
+
 def _worker(conn, name, threads):
     """One contender in its own process: libraries that keep threads spinning
     (TensorFlow's pools, OpenMP runtimes) cannot slow the others down.
@@ -509,7 +520,7 @@ def _worker(conn, name, threads):
             weights = random_weights(case)
             X = np.random.default_rng(1).normal(
                 size=(case["B"], case["T"], case["I"])).astype(np.float32)
-            made = CONTENDERS[name](case, threads, weights, X)
+            made = _or_reason(name, CONTENDERS[name], case, threads, weights, X)
             if isinstance(made, str):
                 built = None
                 conn.send(made)
@@ -524,7 +535,7 @@ def _worker(conn, name, threads):
                     "fastrnn-int8": lambda t: generation_fastrnn_reduced(t, "int8"),
                     "fastrnn-bf16": lambda t: generation_fastrnn_reduced(t, "bfloat16")
                     }.get(name)
-            made = made(threads) if made else f"{name}: no generation loop"
+            made = _or_reason(name, made, threads) if made else f"{name}: no generation loop"
             if isinstance(made, str):
                 built = None
                 conn.send(made)

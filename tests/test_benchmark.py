@@ -30,6 +30,39 @@ def test_onnx_model_equals_fastrnn_on_the_same_weights(cell):
     np.testing.assert_allclose(Y, _fastrnn_output(case, weights, X), atol=1e-5)
 
 
+def test_onnx_model_declares_the_oldest_ir_version_of_its_opset():
+    # onnx writes its newest IR version by default, which older onnxruntime
+    # releases refuse: the model must not depend on the onnx package's age
+    onnx = pytest.importorskip("onnx", reason="onnx is an optional benchmark rival")
+    from fastrnn import _onnx
+    model = _onnx.rnn_model("gru", random_weights(_case("gru")), 8)
+    assert model.ir_version == onnx.helper.find_min_ir_version_for(model.opset_import)
+    assert model.ir_version < onnx.IR_VERSION
+
+
+def test_a_contender_that_fails_to_build_becomes_a_note(monkeypatch):
+    import multiprocessing
+    import threading
+
+    from fastrnn import benchmark
+
+    def broken(case, threads, weights, X):
+        raise RuntimeError("Unsupported model IR version: 14\nsecond line")
+
+    monkeypatch.setitem(benchmark.CONTENDERS, "onnxruntime", broken)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the worker sets it; restored after
+    parent, child = multiprocessing.Pipe()
+    worker = threading.Thread(target=benchmark._worker, args=(child, "onnxruntime", 1))
+    worker.start()
+    parent.send(("build", _case("lstm")))
+    answer = parent.recv()
+    parent.send(None)
+    worker.join(timeout=30)
+    assert answer == ("onnxruntime: failed to build "
+                      "(RuntimeError: Unsupported model IR version: 14)")
+    assert not worker.is_alive()
+
+
 def test_int8_rivals_stay_close_to_float32(torch):
     pytest.importorskip("onnxruntime", reason="onnxruntime is an optional benchmark rival")
     from fastrnn import _onnx
