@@ -291,6 +291,21 @@ static void fr_split(int64_t n, int nt, int tid, int64_t align, int64_t *lo, int
     *hi = b < n ? b : n;
 }
 
+/* [lo, hi) of n rows for thread tid of nt, in shares of at least `least`
+ * rows: a shorter tail joins the share before it. */
+static void fr_split_at_least(int64_t n, int nt, int tid, int64_t least, int64_t *lo,
+                              int64_t *hi)
+{
+    int64_t chunk = (n + nt - 1) / nt;
+    chunk = chunk > least ? chunk : least;
+    int64_t a = chunk * tid, b = a + chunk;
+    if (a > 0 && n - a < least) a = n;
+    if (n - b < least) b = n;
+    *lo = a < n ? a : n;
+    *hi = b < n ? b : n;
+    if (*hi < *lo) *hi = *lo;
+}
+
 /* [j0, j1): the units of the W_hh slice thread tid packs (empty for a thread
  * past the team's slices). */
 static void fr_team_slice(fr_layer_team team, int tid, int64_t H, int64_t *j0, int64_t *j1)
@@ -345,19 +360,21 @@ int fr_check_shape(const fr_shape *s, int64_t ldy)
  * sorted by length (stable, descending) so that those with a valid step at
  * time t are a prefix; step s runs time s forward, longest-1-s reverse (a
  * sample joins the reverse pass at its own last valid step, from h0). The
- * gates live on a time-major grid (row t*B + i for sorted sample i) so that
- * each sample's projection is one GEMM shaped as if it ran alone (OpenBLAS's
- * rows depend on the GEMM's shape: batch invariance); the states entering
- * each step, aux and the gate gradients hold the valid rows only, step-major
- * (step s's rows from state_row[s], one per active sample). */
+ * states entering each step, aux and the gate gradients hold the valid rows
+ * only, step-major (step s's rows from state_row[s], one per active sample).
+ * The gates too when the projection is one GEMM over X's gathered valid rows
+ * (fr_gathered_projection); otherwise they live on a time-major grid (row
+ * t*B + i for sorted sample i) so that each sample's projection is one GEMM
+ * shaped as if it ran alone (batch invariance, see fr_gathered_projection). */
 typedef struct {
     int64_t n_steps;      /* steps with an active sample: T dense, the longest length ragged */
     int64_t n_rows;       /* valid (sample, step) rows */
     int64_t sample_rows;  /* state rows between sorted samples i and i+1 of a step: T / 1 */
-    int64_t gate_step;    /* gate rows between times t and t+1: 1 dense, B ragged */
-    int64_t gate_sample;  /* gate rows between sorted samples i and i+1: T dense, 1 ragged */
+    int64_t gate_sample;  /* gate rows between sorted samples i and i+1 of a step: T / 1 */
+    int gathered;         /* ragged: one projection GEMM over X's valid rows, gates step-major */
     int64_t *active;      /* n_steps: how many samples (a prefix) step s runs */
     int64_t *state_row;   /* n_steps: the state row of sorted sample 0 at step s */
+    int64_t *gate_row;    /* n_steps: its gate row (state_row, or t*B on the grid) */
     int64_t *order;       /* B: sorted position -> sample; NULL when dense (identity) */
     int64_t *x_row;       /* n_rows: the X row (b*T + t) of each state row; NULL when dense */
     void *mem;
@@ -395,10 +412,56 @@ static int64_t fr_valid_rows(const fr_shape *s)
     return n;
 }
 
-/* Rows of the gate grid: B*T dense, B*longest ragged. */
+/* OpenBLAS's small-matrix kernels take GEMMs of up to 100^3 multiply-adds
+ * (its sgemm_small_kernel_permit for SkylakeX and later cores) and sum in
+ * another order than its blocked kernels, so below that bound a row's result
+ * depends on the GEMM's shape; above it, not on how many rows share the call.
+ * Measured through the layers (LSTM, GRU, RNN; I 32-2100, H 16-512, 1
+ * thread): a ragged batch projected in one GEMM gave every sample the bits
+ * of its own dense call whenever each sample's GEMM was past the bound. */
+#define FR_SMALL_GEMM_MACS 1000000.0
+
+/* The fewest rows of W_ih's product past that bound: the smallest share of
+ * a projection split among threads, so that a sample's rows are the same
+ * whichever thread count and batch-mates it runs with (batch invariance). */
+static int64_t fr_projection_rows_least(const fr_shape *s)
+{
+    const double row_macs = (double)s->inputs * (double)(fr_gates(s->cell) * s->hidden);
+    return (int64_t)(FR_SMALL_GEMM_MACS / row_macs) + 1;
+}
+
+/* The shortest length among samples with a step (T when none is shorter). */
+static int64_t fr_shortest(const fr_shape *s)
+{
+    int64_t shortest = s->steps;
+    for (int64_t b = 0; b < s->batch; b++) {
+        const int64_t n = fr_clamped_length(s, b);
+        shortest = n > 0 && n < shortest ? n : shortest;
+    }
+    return shortest;
+}
+
+/* Whether a ragged call projects X's valid rows gathered, in one GEMM, or
+ * each sample in a GEMM of its own (shaped as if it ran alone, so a sample's
+ * rows match a dense call of it: batch invariance). One GEMM per sample
+ * repacks W_ih each time: with I=512, H=512 (4 MB of W_ih) and 64 samples
+ * that packing was 32% of an LSTM's ragged inference and made it slower than
+ * the padded call (LSTM B=64 T=25, fill 0.30, one Sapphire Rapids core:
+ * 88 ms against 61 ms). Gathered when even the shortest sample's own GEMM
+ * is past OpenBLAS's small-matrix bound, where the shapes no longer change a
+ * row's result; smaller layers keep the per-sample GEMMs, whose packing costs
+ * little (W_ih fits in L2). */
+static int fr_gathered_projection(const fr_shape *s)
+{
+    return fr_is_ragged(s) && fr_shortest(s) >= fr_projection_rows_least(s);
+}
+
+/* Rows of the gates: B*T dense, the valid rows gathered, B*longest on the
+ * ragged grid. */
 static int64_t fr_gate_rows(const fr_shape *s)
 {
-    return s->batch * (fr_is_ragged(s) ? fr_longest(s) : s->steps);
+    if (!fr_is_ragged(s)) return s->batch * s->steps;
+    return fr_gathered_projection(s) ? fr_valid_rows(s) : s->batch * fr_longest(s);
 }
 
 static inline int64_t fr_plan_sample(const fr_plan *p, int64_t i)
@@ -417,10 +480,9 @@ static inline int64_t fr_plan_state_row(const fr_plan *p, int64_t step, int64_t 
     return p->state_row[step] + i * p->sample_rows;
 }
 
-static inline int64_t fr_plan_gate_row(const fr_shape *s, const fr_plan *p, int64_t step,
-                                       int64_t i)
+static inline int64_t fr_plan_gate_row(const fr_plan *p, int64_t step, int64_t i)
 {
-    return fr_plan_time(s, p, step) * p->gate_step + i * p->gate_sample;
+    return p->gate_row[step] + i * p->gate_sample;
 }
 
 /* The first and the last step sample b (of length n) runs. */
@@ -440,10 +502,10 @@ static void fr_plan_dense(const fr_shape *s, fr_plan *p)
     p->n_steps = T;
     p->n_rows = s->batch * T;
     p->sample_rows = p->gate_sample = T;
-    p->gate_step = 1;
+    p->gathered = 0;
     for (int64_t step = 0; step < T; step++) {
         p->active[step] = s->batch;
-        p->state_row[step] = fr_plan_time(s, p, step);
+        p->state_row[step] = p->gate_row[step] = fr_plan_time(s, p, step);
     }
 }
 
@@ -469,7 +531,7 @@ static void fr_plan_ragged(const fr_shape *s, fr_plan *p, int64_t *count)
     fr_order_by_length(s, p->order, count);
     p->n_steps = fr_longest(s);
     p->sample_rows = p->gate_sample = 1;
-    p->gate_step = B;
+    p->gathered = fr_gathered_projection(s);
     int64_t row = 0, n_active = 0;
     for (int64_t step = 0; step < p->n_steps; step++) {
         const int64_t t = fr_plan_time(s, p, step);
@@ -477,6 +539,7 @@ static void fr_plan_ragged(const fr_shape *s, fr_plan *p, int64_t *count)
         while (n_active > 0 && fr_clamped_length(s, p->order[n_active - 1]) <= t) n_active--;
         p->active[step] = n_active;
         p->state_row[step] = row;
+        p->gate_row[step] = p->gathered ? row : t * B;
         for (int64_t i = 0; i < n_active; i++, row++) p->x_row[row] = p->order[i] * T + t;
     }
     p->n_rows = row;
@@ -511,12 +574,13 @@ static int fr_plan_make(const fr_shape *s, fr_plan *p)
     const int64_t B = s->batch, T = s->steps;
     const int ragged = fr_is_ragged(s);
     const int64_t n_rows = ragged ? fr_valid_rows(s) : 0;
-    size_t n = (size_t)(2 * T + (ragged ? B + n_rows + T + 1 : 0));
+    size_t n = (size_t)(3 * T + (ragged ? B + n_rows + T + 1 : 0));
     p->mem = malloc(n * sizeof(int64_t));
     if (!p->mem) return FR_ERR_NOMEM;
     p->active = (int64_t *)p->mem;
     p->state_row = p->active + T;
-    p->order = ragged ? p->state_row + T : NULL;
+    p->gate_row = p->state_row + T;
+    p->order = ragged ? p->gate_row + T : NULL;
     p->x_row = ragged ? p->order + B : NULL;
     if (ragged)
         fr_plan_ragged(s, p, p->x_row + n_rows);
@@ -557,7 +621,8 @@ static void fr_train_forward_sizes(const fr_shape *s, int64_t sizes[FR_FORWARD_R
 }
 
 /* Inference forward: the gates (the projection), then two (B, H)
- * state buffers swapped each step and one step's aux. */
+ * state buffers swapped each step and one step's aux; a gathered projection
+ * (fr_gathered_projection) X's valid rows. */
 static void fr_infer_forward_sizes(const fr_shape *s, int64_t sizes[FR_FORWARD_REGIONS])
 {
     int64_t B = s->batch, H = s->hidden, G = fr_gates(s->cell);
@@ -567,7 +632,7 @@ static void fr_infer_forward_sizes(const fr_shape *s, int64_t sizes[FR_FORWARD_R
     sizes[FR_FWD_C] = lstm ? 2 * B * H : 0;
     sizes[FR_FWD_AUX] = (lstm || gru) ? B * H : 0;
     sizes[FR_FWD_GH] = gru ? B * 3 * H : 0;
-    sizes[FR_FWD_X] = 0;
+    sizes[FR_FWD_X] = fr_gathered_projection(s) ? fr_valid_rows(s) * s->inputs : 0;
 }
 
 static void fr_forward_sizes(const fr_shape *s, int training, int64_t sizes[FR_FORWARD_REGIONS])

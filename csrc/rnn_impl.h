@@ -592,17 +592,22 @@ static void FR_(forward_init_state)(const FR_(forward_call) *f, const real *h0, 
     }
 }
 
-/* gates = X W_ih^T for this thread's share of the rows. Ragged: one GEMM per
- * sample over its valid steps (shaped as if it ran alone), onto the gate
- * grid; a training call also gathers X's valid rows for dW_ih. */
+/* gates = X W_ih^T for this thread's share of the rows. Ragged: X's valid
+ * rows gathered in state-row order (a training call keeps them for dW_ih),
+ * then either one GEMM over them onto step-major gates or one GEMM per sample
+ * over its valid steps (shaped as if it ran alone) onto the gate grid
+ * (fr_gathered_projection). */
 static void FR_(forward_project)(const FR_(forward_call) *f, int tid, int nt)
 {
     const fr_shape *s = f->s;
     const int64_t I = s->inputs, GH = fr_gates(s->cell) * s->hidden, T = s->steps;
     int64_t r0, r1;
-    if (!f->plan.order) {
-        fr_split(f->plan.n_rows, nt, tid, 1, &r0, &r1);
-        FR_(gemm_rm)(f->blas, 0, 1, r1 - r0, GH, I, 1, f->X + r0 * I, I, f->W_ih, I, 0,
+    fr_split_at_least(f->plan.n_rows, nt, tid, fr_projection_rows_least(s), &r0, &r1);
+    for (int64_t r = r0; f->plan.order && f->w.x && r < r1; r++)
+        memcpy(f->w.x + r * I, f->X + f->plan.x_row[r] * I, (size_t)I * sizeof(real));
+    if (!f->plan.order || f->plan.gathered) {
+        const real *X = f->plan.order ? f->w.x : f->X;
+        FR_(gemm_rm)(f->blas, 0, 1, r1 - r0, GH, I, 1, X + r0 * I, I, f->W_ih, I, 0,
                      f->w.gates + r0 * GH, GH);
         return;
     }
@@ -611,9 +616,6 @@ static void FR_(forward_project)(const FR_(forward_call) *f, int tid, int nt)
         FR_(gemm_rm)(f->blas, 0, 1, fr_clamped_length(s, b), GH, I, 1, f->X + b * T * I, I,
                      f->W_ih, I, 0, f->w.gates + i * GH, s->batch * GH);
     }
-    fr_split(f->plan.n_rows, nt, tid, 1, &r0, &r1);
-    for (int64_t r = r0; f->w.x && r < r1; r++)
-        memcpy(f->w.x + r * I, f->X + f->plan.x_row[r] * I, (size_t)I * sizeof(real));
 }
 
 /* Y's padding rows (past each sample's length) are 0: units [j0, j1). */
@@ -635,7 +637,7 @@ static void FR_(forward_recurrent)(const FR_(forward_call) *f, int64_t step, con
     const int gru = s->cell == FR_GRU;
     const int64_t M = i1 - i0, H = s->hidden, G = fr_gates(s->cell), GH = G * H;
     const int64_t ldc = gru ? GH : f->plan.gate_sample * GH;
-    real *c_base = (gru ? f->w.gh : f->w.gates + fr_plan_gate_row(s, &f->plan, step, 0) * GH) +
+    real *c_base = (gru ? f->w.gh : f->w.gates + fr_plan_gate_row(&f->plan, step, 0) * GH) +
                    i0 * ldc;
 #if FR_HAVE_PACKED
     if (panels) {
@@ -663,7 +665,7 @@ static void FR_(forward_row)(const FR_(forward_call) *f, int64_t step, int64_t i
     const int64_t H = s->hidden, GH = fr_gates(s->cell) * H, nj = j1 - j0;
     const int64_t b = fr_plan_sample(&f->plan, i), t = fr_plan_time(s, &f->plan, step);
     const int64_t row = fr_plan_state_row(&f->plan, step, i);
-    real *g = f->w.gates + fr_plan_gate_row(s, &f->plan, step, i) * GH + j0;
+    real *g = f->w.gates + fr_plan_gate_row(&f->plan, step, i) * GH + j0;
     real *y = f->Y + (b * s->steps + t) * f->ldy + j0;
     real *aux = f->w.aux ? f->w.aux + (f->training ? row : i) * H + j0 : NULL;
     if (step == fr_plan_last_step(s, &f->plan, fr_clamped_length(s, b))) {
@@ -974,7 +976,7 @@ static void FR_(backward_row)(const FR_(backward_call) *bc, int64_t step, int64_
         const real *dy = bc->dY + (b * s->steps + t) * bc->ldy + j0;
         for (int64_t j = 0; j < nj; j++) dh[j] += dy[j];
     }
-    const real *g = bc->fw.gates + fr_plan_gate_row(s, &bc->plan, step, i) * GH + j0;
+    const real *g = bc->fw.gates + fr_plan_gate_row(&bc->plan, step, i) * GH + j0;
     const real *aux = bc->fw.aux ? bc->fw.aux + row * H + j0 : NULL;
     if (lstm)
         FR_(lstm_backward_row)(nj, H, g, aux, bc->fw.c + row * H + j0, dh, bc->dc + i * H + j0,
