@@ -827,38 +827,56 @@ def main(argv=None):
     for threads in args.threads:  # the SGEMM rate just before and after each thread count
         results["sgemm_peak"][str(threads)] = sgemm_peak(threads)
         workers = Workers(args.contenders, threads)
-        if "generation" in args.cases:
-            rows, notes = run_generation(threads, workers, args.reps, args.min_seconds)
-            results["rows"] += rows
-            results["notes"].update(notes)
-            for r in rows:
-                print(f"{r['case']} {threads}t {r['contender']:<8} "
-                      f"{r['tokens_per_second']:9.0f} tokens/s "
-                      f"{r['seconds'] * 1e6:7.1f} us/token (one-thread memory bound "
-                      f"{r['memory_bound_tokens_per_second']:.0f} tokens/s at "
-                      f"{r['read_gbps']:.0f} GB/s)", flush=True)
-        for group in groups:
-            for case in group:
-                rows, notes = run_case(case, threads, workers, args.reps, args.min_seconds)
-                results["rows"] += rows
-                results["notes"].update(notes)
-                for r in rows:
-                    print(f"{r['case']:<34} {r['mode']:<9} {threads}t {r['contender']:<8} "
-                          f"{r['seconds'] * 1e3:9.2f} ms {r['gflops']:7.1f} GFLOP/s"
-                          + ("" if r["vs_pytorch"] is None else
-                             f"  x{r['vs_pytorch']:.2f} vs PyTorch"), flush=True)
-        workers.close()
+        try:
+            run_thread_count(results, args, groups, threads, workers)
+        finally:
+            workers.close()
         results["sgemm_peak_after"][str(threads)] = sgemm_peak(threads)
     if args.memory:
         case = GRID["medium"][0]
         results["memory"][case_name(case)] = measure_memory(case, args.contenders)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    _save_json(results, args.out, complete=True)
     with open(os.path.join(args.out, "RESULTS.md"), "w") as f:
         f.write(markdown(results))
     chart(results, os.path.join(args.out, "results.png"))
     print(f"wrote {args.out}/results.json, RESULTS.md" + ", results.png")
     return 0
+
+
+def run_thread_count(results, args, groups, threads, workers):
+    """Every case (and generation) at one thread count, into results; the
+    JSON is saved after each."""
+    if "generation" in args.cases:
+        rows, notes = run_generation(threads, workers, args.reps, args.min_seconds)
+        results["rows"] += rows
+        results["notes"].update(notes)
+        _save_json(results, args.out, complete=False)
+        for r in rows:
+            print(f"{r['case']} {threads}t {r['contender']:<8} "
+                  f"{r['tokens_per_second']:9.0f} tokens/s "
+                  f"{r['seconds'] * 1e6:7.1f} us/token (one-thread memory bound "
+                  f"{r['memory_bound_tokens_per_second']:.0f} tokens/s at "
+                  f"{r['read_gbps']:.0f} GB/s)", flush=True)
+    for group in groups:
+        for case in group:
+            rows, notes = run_case(case, threads, workers, args.reps, args.min_seconds)
+            results["rows"] += rows
+            results["notes"].update(notes)
+            _save_json(results, args.out, complete=False)
+            for r in rows:
+                print(f"{r['case']:<34} {r['mode']:<9} {threads}t {r['contender']:<8} "
+                      f"{r['seconds'] * 1e3:9.2f} ms {r['gflops']:7.1f} GFLOP/s"
+                      + ("" if r["vs_pytorch"] is None else
+                         f"  x{r['vs_pytorch']:.2f} vs PyTorch"), flush=True)
+
+
+def _save_json(results, out, complete):
+    """results.json, rewritten after every case: a run stopped part way (a
+    time limit, Ctrl-C) keeps what it measured, marked incomplete."""
+    path = os.path.join(out, "results.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(dict(results, complete=complete), f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

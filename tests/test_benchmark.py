@@ -131,3 +131,26 @@ def test_results_warn_when_a_thread_count_did_not_get_its_cores():
     assert "1.08x" in warning and "2-thread rows are not reliable" in warning
     assert len(benchmark.core_shortfalls(results(190.0, 120.0))) == 1
     assert benchmark.core_shortfalls({"sgemm_peak": {"1": 100.0}}) == []
+
+
+def test_a_run_stopped_part_way_keeps_the_cases_it_measured(tmp_path, monkeypatch):
+    import json
+
+    from fastrnn import benchmark
+    real_run_case, calls = benchmark.run_case, []
+
+    def stopped_at_the_second_case(*args):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_case(*args)
+
+    monkeypatch.setattr(benchmark, "run_case", stopped_at_the_second_case)
+    with pytest.raises(KeyboardInterrupt):
+        bench_main(["--threads", "1", "--case", "gru,2,3,2,8", "--case", "rnn,2,3,2,8",
+                    "--contenders", "fastrnn", "--reps", "1", "--min-seconds", "0.01",
+                    "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["complete"] is False
+    assert {r["cell"] for r in saved["rows"]} == {"gru"}
+    assert {r["mode"] for r in saved["rows"]} == {"training", "inference"}
