@@ -85,13 +85,19 @@ int fr_forward_f64(const fr_blas *blas, const fr_shape *s, const double *X,
 int64_t fr_pack_recurrent_size_f32(const fr_shape *s, int n_threads);
 int64_t fr_pack_recurrent_size_f64(const fr_shape *s, int n_threads);
 /* The team a layer call of shape s on n_threads runs with, for weights of
- * real_size bytes: its thread count, and in *by_rows whether the threads
- * split the batch rows (small W_hh) or the hidden units (-1: a bad shape). */
-int fr_layer_team_of(const fr_shape *s, int n_threads, int real_size, int *by_rows);
+ * real_size bytes: its thread count, in *by_rows whether the threads split
+ * the batch rows (small W_hh) or the hidden units, and in *slices how many
+ * slices of units (fewer than threads: each slice's threads share its rows)
+ * (-1: a bad shape). */
+int fr_layer_team_of(const fr_shape *s, int n_threads, int real_size, int *by_rows,
+                     int *slices);
 /* Timings and tests: 0 keeps every team on the unit split (reduced-weight
  * steps on one thread where they would split rows); returns the previous
  * setting (1 by default). Process-wide. */
 int fr_set_row_split(int on);
+/* Tests only: at most `cap` unit slices per layer team (0: no cap), so that a
+ * 2-thread team can run row groups; returns the previous cap. */
+int fr_set_unit_slices_cap(int cap);
 int fr_row_split_enabled(void);
 /* Equal for two shapes exactly when one pack serves both (-1: a bad shape). */
 int64_t fr_pack_recurrent_key_f32(const fr_shape *s, int n_threads);

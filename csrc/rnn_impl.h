@@ -699,14 +699,18 @@ static void FR_(forward_step)(const FR_(forward_call) *f, int64_t step, int64_t 
                          hn ? hn + i * s_hn : NULL, cn ? cn + i * s_hn : NULL, j0, j1);
 }
 
-/* Split by units: every step, this thread's slice of units for every active
- * sample, then a barrier (the next step reads every unit of h). */
-static void FR_(forward_by_units)(const FR_(forward_call) *f, int64_t j0, int64_t j1,
+/* Split by units: every step, this thread's slice of units for its rows
+ * (every active sample, or its group's blocks: fr_team_rows), then a barrier
+ * (the next step reads every unit of h). */
+static void FR_(forward_by_units)(const FR_(forward_call) *f, int tid, int64_t j0, int64_t j1,
                                   const real *panels)
 {
+    const fr_team_blocks rows = fr_team_rows(f->team, tid);
     for (int64_t step = 0; step < f->plan.n_steps; step++) {
         if (fr_team_stop(f->stop, step)) break;
-        FR_(forward_step)(f, step, 0, f->plan.active[step], j0, j1, panels);
+        const int64_t active = f->plan.active[step];
+        for (int64_t i0 = rows.first; i0 < active; i0 += rows.stride)
+            FR_(forward_step)(f, step, i0, fr_team_block_end(rows, i0, active), j0, j1, panels);
 #pragma omp barrier
     }
 }
@@ -741,10 +745,12 @@ static void FR_(forward_team)(const FR_(forward_call) *f)
         FR_(pack_forward)(f->W_hh, H, H, G, j0, j1, panels, f->row_layout);
 #endif
 #pragma omp barrier
-    if (f->team.by_rows)
+    if (f->team.by_rows) {
         FR_(forward_by_rows)(f, tid, nt);
-    else
-        FR_(forward_by_units)(f, j0, j1, panels);
+        return;
+    }
+    fr_team_units(f->team, tid, H, &j0, &j1);
+    FR_(forward_by_units)(f, tid, j0, j1, FR_(own_panels)(f->packed, G, H, j0));
 }
 
 /* Elements of a pack's header (fr_pack_header, rounded up), and of the gap
@@ -1104,17 +1110,23 @@ static void FR_(backward_weights)(const FR_(backward_call) *bc, int tid, int nt)
     if (bc->dX) FR_(backward_dx)(bc, tid, nt);
 }
 
-/* Split by units: every step, the fused pass for this thread's units, a
- * barrier (the recurrent product reads every unit's dG), then dh for them. */
-static void FR_(backward_by_units)(const FR_(backward_call) *bc, int64_t j0, int64_t j1,
-                                   const real *panels)
+/* Split by units: every step, the fused pass for this thread's units and
+ * rows (fr_team_rows), a barrier (the recurrent product reads every unit's
+ * dG), then dh for them. */
+static void FR_(backward_by_units)(const FR_(backward_call) *bc, int tid, int64_t j0,
+                                   int64_t j1, const real *panels)
 {
+    const fr_team_blocks rows = fr_team_rows(bc->team, tid);
     for (int64_t step = bc->plan.n_steps - 1; step >= 0; step--) {
         if (fr_team_stop(bc->stop, step)) break;
-        for (int64_t i = 0; i < bc->plan.active[step] && j1 > j0; i++)
-            FR_(backward_row)(bc, step, i, j0, j1);
+        const int64_t active = bc->plan.active[step];
+        for (int64_t i0 = rows.first; i0 < active && j1 > j0; i0 += rows.stride)
+            for (int64_t i = i0; i < fr_team_block_end(rows, i0, active); i++)
+                FR_(backward_row)(bc, step, i, j0, j1);
 #pragma omp barrier
-        FR_(backward_recurrent)(bc, step, 0, bc->plan.active[step], j0, j1, panels);
+        for (int64_t i0 = rows.first; i0 < active; i0 += rows.stride)
+            FR_(backward_recurrent)(bc, step, i0, fr_team_block_end(rows, i0, active), j0, j1,
+                                    panels);
     }
 }
 
@@ -1151,7 +1163,8 @@ static void FR_(backward_team)(const FR_(backward_call) *bc)
 #pragma omp barrier
         FR_(backward_by_rows)(bc, tid, nt);
     } else {
-        FR_(backward_by_units)(bc, j0, j1, panels);
+        fr_team_units(bc->team, tid, H, &j0, &j1);
+        FR_(backward_by_units)(bc, tid, j0, j1, FR_(own_panels)(bc->packed, 1, GH, j0));
     }
 #pragma omp barrier
     FR_(backward_weights)(bc, tid, nt);

@@ -37,8 +37,10 @@ cdef extern from "fastrnn.h" nogil:
                        int n_threads)
     int64_t fr_pack_recurrent_size_f32(const fr_shape *s, int n_threads)
     int64_t fr_pack_recurrent_size_f64(const fr_shape *s, int n_threads)
-    int fr_layer_team_of(const fr_shape *s, int n_threads, int real_size, int *by_rows)
+    int fr_layer_team_of(const fr_shape *s, int n_threads, int real_size, int *by_rows,
+                         int *slices)
     int fr_set_row_split(int on)
+    int fr_set_unit_slices_cap(int cap)
     int64_t fr_pack_recurrent_key_f32(const fr_shape *s, int n_threads)
     int64_t fr_pack_recurrent_key_f64(const fr_shape *s, int n_threads)
     int fr_pack_recurrent_f32(const fr_shape *s, const float *W_hh, float *pack,

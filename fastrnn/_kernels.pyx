@@ -276,17 +276,28 @@ def _row_split(bint on):
     return bool(fr_set_row_split(on))
 
 
+def _unit_slices_cap(int cap):
+    """Tests only: at most cap slices of hidden units per layer team (0: no
+    cap), so that two threads can run the row groups a team of more threads
+    than slices runs (each slice's units shared by several threads, each with
+    its own blocks of rows). Process-wide; returns the previous cap."""
+    return fr_set_unit_slices_cap(cap)
+
+
 def _layer_team(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H, int n_threads,
-                dtype=np.float32):
+                dtype=np.float32, slices=False):
     """Tests and timings only: (threads, split) a layer call of this shape on
     n_threads runs with; split is "rows" (each thread owns blocks of samples,
     no barrier per step: small W_hh) or "units" (each owns a slice of the
-    hidden units)."""
+    hidden units, shared with threads/slices - 1 others, each with its own
+    blocks of rows); with slices=True also the number of unit slices."""
     cdef fr_shape s = _shape(cell, B, T, I, H, False, None)
-    cdef int by_rows = 0
-    cdef int nth = fr_layer_team_of(&s, n_threads, np.dtype(dtype).itemsize, &by_rows)
+    cdef int by_rows = 0, n_slices = 0
+    cdef int nth = fr_layer_team_of(&s, n_threads, np.dtype(dtype).itemsize, &by_rows,
+                                    &n_slices)
     _raise(-1 if nth < 0 else 0, "_layer_team")
-    return nth, "rows" if by_rows else "units"
+    team = (nth, "rows" if by_rows else "units")
+    return team + (n_slices,) if slices else team
 
 
 def pack_key(*, int cell, int64_t B, int64_t I, W_hh, int n_threads):

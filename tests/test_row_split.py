@@ -78,3 +78,43 @@ def test_rows_units_and_one_thread_agree(cell, cls, kw, ragged, dtype, rng):
         tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(a, b, err_msg=name, **tol)
         np.testing.assert_allclose(a, c, err_msg=name, **tol)
+
+
+@two_cpus
+@pytest.mark.parametrize("cell,cls,kw", CELLS, ids=CELL_IDS)
+@pytest.mark.parametrize("ragged", [False, True], ids=["dense", "ragged"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_row_groups_of_a_unit_split_agree_with_one_thread(cell, cls, kw, ragged, dtype, rng):
+    # A team of more threads than unit slices (16 threads, H=256: 8 slices of
+    # 32 units) shares each slice among threads with their own blocks of rows.
+    # Capped at one slice, a team of two runs that way here: B=70 is eight
+    # full blocks of 8 rows and a partial one, dealt round robin; ragged
+    # lengths drop samples out of blocks step by step.
+    B, T, I, H = 70, 6, 5, 256
+    X = rng.normal(size=(B, T, I)).astype(dtype)
+    lengths = rng.integers(1, T + 1, B) if ragged else None
+    previous_cap, previous_split = _kernels._unit_slices_cap(1), _kernels._row_split(False)
+    try:
+        assert _team(cell, B, T, I, H, dtype=dtype) == (2, "units")
+        assert _kernels._layer_team(cell=_kernels.CELLS[cell], B=B, T=T, I=I, H=H, n_threads=2,
+                                    dtype=dtype, slices=True)[2] == 1
+        grouped = _train_and_infer_h(cls, kw, X, lengths, dtype, 2, H)
+    finally:
+        _kernels._unit_slices_cap(previous_cap)
+        _kernels._row_split(previous_split)
+    one = _train_and_infer_h(cls, kw, X, lengths, dtype, 1, H)
+    names = ["Y", "hN", "dX", "dh0", "grads", "Y inference"]
+    for name, a, c in zip(names, grouped, one):
+        if dtype == np.float32 and name in ("Y", "hN", "Y inference"):
+            np.testing.assert_array_equal(a, c, err_msg=name)  # every row sums in one order
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a, c, err_msg=name, **tol)
+
+
+def _train_and_infer_h(cls, kw, X, lengths, dtype, n_threads, H):
+    stack = cls(X.shape[2], H, num_layers=2, bidirectional=True, dtype=dtype, random_state=0,
+                n_threads=n_threads, **kw)
+    Y, state = stack.forward(X, lengths=lengths, training=True)
+    dX, dstate = stack.backward(np.cos(Y), state.h)
+    Y_infer, _ = stack.forward(X, lengths=lengths)
+    return [Y, state.h, dX, dstate.h, stack.flat_grads.copy(), Y_infer]
