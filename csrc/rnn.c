@@ -200,7 +200,7 @@ static int fr_team_size(int n_threads, int64_t B, int64_t H, int64_t G, int64_t 
  * threads than slices gives each slice nth / slices threads, each with its
  * own share of the batch rows (fr_team_rows): H=256 has 8 slices of 32 units,
  * and a 16-thread team used to stop at 8 (LSTM B=64 T=100 I=128 inference
- * on 16 Sapphire Rapids cores: 13.5 ms on 8 threads, 15.5 ms on 16). */
+ * on 16 Emerald Rapids cores: 13.5 ms on 8 threads, 15.5 ms on 16). */
 typedef struct {
     int nth;
     int by_rows;
@@ -501,7 +501,7 @@ static int64_t fr_shortest(const fr_shape *s)
  * rows match a dense call of it: batch invariance). One GEMM per sample
  * repacks W_ih each time: with I=512, H=512 (4 MB of W_ih) and 64 samples
  * that packing was 32% of an LSTM's ragged inference and made it slower than
- * the padded call (LSTM B=64 T=25, fill 0.30, one Sapphire Rapids core:
+ * the padded call (LSTM B=64 T=25, fill 0.30, one Emerald Rapids core:
  * 88 ms against 61 ms). Gathered when even the shortest sample's own GEMM
  * is past OpenBLAS's small-matrix bound, where the shapes no longer change a
  * row's result; smaller layers keep the per-sample GEMMs, whose packing costs
