@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the extension with AddressSanitizer + UndefinedBehaviorSanitizer and run
 # a fast part of the suite (kernels, layers, persistence with its fuzz tests,
-# reliability, properties) under it; any report fails the run. Then the leak
-# check (RSS over 300 fit/predict/generate/save/load cycles) on a normal build.
+# reliability, properties, row splits, reduced weights, ragged batches) under
+# it; any report fails the run. Then the leak check (RSS over 300
+# fit/predict/generate/save/load cycles) on a normal build.
 #
 # The sanitized build happens in a temporary copy of the working tree, so the
 # in-place build stays as it was. Usage: tools/sanitize.sh [extra pytest args]
@@ -37,7 +38,7 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 (cd "$work" && LD_PRELOAD="$libasan" "$python" -m pytest -q -x -p no:cacheprovider \
     tests/test_kernels.py tests/test_layers.py tests/test_persistence.py \
     tests/test_reliability.py tests/test_properties.py tests/test_batch1.py \
-    tests/test_row_split.py tests/test_quantize.py "$@")
+    tests/test_row_split.py tests/test_quantize.py tests/test_ragged.py "$@")
 
 # The leak check, on the regular build (ASan's quarantine would grow RSS itself).
 (cd "$work" && "$python" setup.py build_ext --inplace -q --force)
