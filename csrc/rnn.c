@@ -364,15 +364,10 @@ static fr_team_blocks fr_team_rows(fr_layer_team team, int tid)
     return r;
 }
 
-static int64_t fr_team_block_end(fr_team_blocks r, int64_t i0, int64_t active)
+/* The end of the block of `size` rows starting at i0 among `active` rows. */
+static int64_t fr_block_end(int64_t i0, int64_t size, int64_t active)
 {
-    return active - i0 < r.size ? active : i0 + r.size;
-}
-
-/* The end of the block of rows starting at i0 among `active` rows. */
-static int64_t fr_block_end(int64_t i0, int64_t active)
-{
-    return i0 + FR_ROW_BLOCK < active ? i0 + FR_ROW_BLOCK : active;
+    return active - i0 < size ? active : i0 + size;
 }
 
 int fr_gates(int cell)

@@ -710,7 +710,7 @@ static void FR_(forward_by_units)(const FR_(forward_call) *f, int tid, int64_t j
         if (fr_team_stop(f->stop, step)) break;
         const int64_t active = f->plan.active[step];
         for (int64_t i0 = rows.first; i0 < active; i0 += rows.stride)
-            FR_(forward_step)(f, step, i0, fr_team_block_end(rows, i0, active), j0, j1, panels);
+            FR_(forward_step)(f, step, i0, fr_block_end(i0, rows.size, active), j0, j1, panels);
 #pragma omp barrier
     }
 }
@@ -724,7 +724,7 @@ static void FR_(forward_by_rows)(const FR_(forward_call) *f, int tid, int nt)
         if (fr_rows_stop(f->watched)) break;
         const int64_t active = f->plan.active[step];
         for (int64_t i0 = tid * FR_ROW_BLOCK; i0 < active; i0 += stride)
-            FR_(forward_step)(f, step, i0, fr_block_end(i0, active), 0, H, f->packed);
+            FR_(forward_step)(f, step, i0, fr_block_end(i0, FR_ROW_BLOCK, active), 0, H, f->packed);
     }
 }
 
@@ -1121,11 +1121,11 @@ static void FR_(backward_by_units)(const FR_(backward_call) *bc, int tid, int64_
         if (fr_team_stop(bc->stop, step)) break;
         const int64_t active = bc->plan.active[step];
         for (int64_t i0 = rows.first; i0 < active && j1 > j0; i0 += rows.stride)
-            for (int64_t i = i0; i < fr_team_block_end(rows, i0, active); i++)
+            for (int64_t i = i0; i < fr_block_end(i0, rows.size, active); i++)
                 FR_(backward_row)(bc, step, i, j0, j1);
 #pragma omp barrier
         for (int64_t i0 = rows.first; i0 < active; i0 += rows.stride)
-            FR_(backward_recurrent)(bc, step, i0, fr_team_block_end(rows, i0, active), j0, j1,
+            FR_(backward_recurrent)(bc, step, i0, fr_block_end(i0, rows.size, active), j0, j1,
                                     panels);
     }
 }
@@ -1139,7 +1139,7 @@ static void FR_(backward_by_rows)(const FR_(backward_call) *bc, int tid, int nt)
         if (fr_rows_stop(bc->watched)) break;
         const int64_t active = bc->plan.active[step];
         for (int64_t i0 = tid * FR_ROW_BLOCK; i0 < active; i0 += stride) {
-            const int64_t i1 = fr_block_end(i0, active);
+            const int64_t i1 = fr_block_end(i0, FR_ROW_BLOCK, active);
             for (int64_t i = i0; i < i1; i++) FR_(backward_row)(bc, step, i, 0, H);
             FR_(backward_recurrent)(bc, step, i0, i1, 0, H, bc->packed);
         }

@@ -847,10 +847,8 @@ def run_thread_count(results, args, groups, threads, workers):
     """Every case (and generation) at one thread count, into results; the
     JSON is saved after each."""
     if "generation" in args.cases:
-        rows, notes = run_generation(threads, workers, args.reps, args.min_seconds)
-        results["rows"] += rows
-        results["notes"].update(notes)
-        _save_json(results, args.out, complete=False)
+        rows = _record(results, args.out,
+                       *run_generation(threads, workers, args.reps, args.min_seconds))
         for r in rows:
             print(f"{r['case']} {threads}t {r['contender']:<8} "
                   f"{r['tokens_per_second']:9.0f} tokens/s "
@@ -859,15 +857,21 @@ def run_thread_count(results, args, groups, threads, workers):
                   f"{r['read_gbps']:.0f} GB/s)", flush=True)
     for group in groups:
         for case in group:
-            rows, notes = run_case(case, threads, workers, args.reps, args.min_seconds)
-            results["rows"] += rows
-            results["notes"].update(notes)
-            _save_json(results, args.out, complete=False)
+            rows = _record(results, args.out,
+                           *run_case(case, threads, workers, args.reps, args.min_seconds))
             for r in rows:
                 print(f"{r['case']:<34} {r['mode']:<9} {threads}t {r['contender']:<8} "
                       f"{r['seconds'] * 1e3:9.2f} ms {r['gflops']:7.1f} GFLOP/s"
                       + ("" if r["vs_pytorch"] is None else
                          f"  x{r['vs_pytorch']:.2f} vs PyTorch"), flush=True)
+
+
+def _record(results, out, rows, notes):
+    """rows and notes into results, saved at once; returns rows."""
+    results["rows"] += rows
+    results["notes"].update(notes)
+    _save_json(results, out, complete=False)
+    return rows
 
 
 def _save_json(results, out, complete):
