@@ -44,10 +44,10 @@ def test_small_weights_split_rows_and_large_ones_split_units():
         _kernels._row_split(previous)
 
 
-def _train_and_infer(cls, kw, X, lengths, dtype, n_threads, row_split):
+def _train_and_infer(cls, kw, X, lengths, dtype, n_threads, row_split, H=64):
     previous = _kernels._row_split(row_split)
     try:
-        stack = cls(X.shape[2], 64, num_layers=2, bidirectional=True, dtype=dtype,
+        stack = cls(X.shape[2], H, num_layers=2, bidirectional=True, dtype=dtype,
                     random_state=0, n_threads=n_threads, **kw)
         Y, state = stack.forward(X, lengths=lengths, training=True)
         dX, dstate = stack.backward(np.cos(Y), state.h)
@@ -98,11 +98,11 @@ def test_row_groups_of_a_unit_split_agree_with_one_thread(cell, cls, kw, ragged,
         assert _team(cell, B, T, I, H, dtype=dtype) == (2, "units")
         assert _kernels._layer_team(cell=_kernels.CELLS[cell], B=B, T=T, I=I, H=H, n_threads=2,
                                     dtype=dtype, slices=True)[2] == 1
-        grouped = _train_and_infer_h(cls, kw, X, lengths, dtype, 2, H)
+        grouped = _train_and_infer(cls, kw, X, lengths, dtype, 2, False, H)
     finally:
         _kernels._unit_slices_cap(previous_cap)
         _kernels._row_split(previous_split)
-    one = _train_and_infer_h(cls, kw, X, lengths, dtype, 1, H)
+    one = _train_and_infer(cls, kw, X, lengths, dtype, 1, True, H)
     names = ["Y", "hN", "dX", "dh0", "grads", "Y inference"]
     for name, a, c in zip(names, grouped, one):
         if dtype == np.float32 and name in ("Y", "hN", "Y inference"):
@@ -110,11 +110,3 @@ def test_row_groups_of_a_unit_split_agree_with_one_thread(cell, cls, kw, ragged,
         tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(a, c, err_msg=name, **tol)
 
-
-def _train_and_infer_h(cls, kw, X, lengths, dtype, n_threads, H):
-    stack = cls(X.shape[2], H, num_layers=2, bidirectional=True, dtype=dtype, random_state=0,
-                n_threads=n_threads, **kw)
-    Y, state = stack.forward(X, lengths=lengths, training=True)
-    dX, dstate = stack.backward(np.cos(Y), state.h)
-    Y_infer, _ = stack.forward(X, lengths=lengths)
-    return [Y, state.h, dX, dstate.h, stack.flat_grads.copy(), Y_infer]
