@@ -74,14 +74,14 @@ int fr_forward_f64(const fr_blas *blas, const fr_shape *s, const double *X,
                    const double *h0, const double *c0, double *Y, int64_t ldy,
                    double *hN, double *cN, double *ws, int training, int n_threads);
 
-/* A direction's W_hh packed once for inference calls of s's cell, batch,
+/* A direction's W_ih and W_hh packed once for inference calls of s's cell, batch,
  * inputs and hidden size on n_threads (lengths, steps, reverse: any), into
  * a caller-owned buffer of fr_pack_recurrent_size(s, n_threads) elements
  * (-1: a bad shape). fr_forward_packed_* with training 0 reads it instead of
- * packing per call while it holds a pack of that same W_hh array for that
+ * packing per call while it holds a pack of those same weight arrays for that
  * same layout and team (a header records them); any other buffer is ignored
- * (the call packs as fr_forward_*). Repack after W_hh changes: the header
- * records W_hh's address, not its values. */
+ * (the call packs as fr_forward_*). Repack after the weights change: the
+ * header records their addresses, not their values. */
 int64_t fr_pack_recurrent_size_f32(const fr_shape *s, int n_threads);
 int64_t fr_pack_recurrent_size_f64(const fr_shape *s, int n_threads);
 /* The team a layer call of shape s on n_threads runs with, for weights of
@@ -95,6 +95,11 @@ int fr_layer_team_of(const fr_shape *s, int n_threads, int real_size, int *by_ro
  * steps on one thread where they would split rows); returns the previous
  * setting (1 by default). Process-wide. */
 int fr_set_row_split(int on);
+/* Timings and tests: 0 makes every layer call project its inputs before the
+ * step loop, as calls the fused projection does not serve (GRU, batches of
+ * up to 3 rows) do; returns the previous setting (1 by default). Results are
+ * the same bit for bit. Process-wide. */
+int fr_set_fused_projection(int on);
 /* Tests only: at most `cap` unit slices per layer team (0: no cap), so that a
  * 2-thread team can run row groups; returns the previous cap. */
 int fr_set_unit_slices_cap(int cap);
@@ -102,10 +107,10 @@ int fr_row_split_enabled(void);
 /* Equal for two shapes exactly when one pack serves both (-1: a bad shape). */
 int64_t fr_pack_recurrent_key_f32(const fr_shape *s, int n_threads);
 int64_t fr_pack_recurrent_key_f64(const fr_shape *s, int n_threads);
-int fr_pack_recurrent_f32(const fr_shape *s, const float *W_hh, float *pack, int64_t n_pack,
-                          int n_threads);
-int fr_pack_recurrent_f64(const fr_shape *s, const double *W_hh, double *pack,
+int fr_pack_recurrent_f32(const fr_shape *s, const float *W_ih, const float *W_hh, float *pack,
                           int64_t n_pack, int n_threads);
+int fr_pack_recurrent_f64(const fr_shape *s, const double *W_ih, const double *W_hh,
+                          double *pack, int64_t n_pack, int n_threads);
 int fr_forward_packed_f32(const fr_blas *blas, const fr_shape *s, const float *X,
                           const float *W_ih, const float *W_hh, const float *b_ih,
                           const float *b_hh, const float *h0, const float *c0, float *Y,

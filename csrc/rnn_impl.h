@@ -201,66 +201,96 @@ static void FR_(copy_rows)(real *dst, int64_t s_dst, const real *src, int64_t B,
 #define FR_VL ((int64_t)(sizeof(FR_VEC) / sizeof(real)))
 #define FR_NR (2 * FR_VL) /* panel width: two vectors */
 
-static inline void FR_(store_row)(real *c, const FR_VEC *v0, const FR_VEC *v1, int64_t w,
-                                  int accumulate)
+/* Row c's w (<= FR_NR) values into two vectors, zeros beyond w. */
+static inline void FR_(load_row)(const real *c, FR_VEC *v0, FR_VEC *v1, int64_t w)
+{
+    if (w == FR_NR) {
+        const FR_VEC *cv = (const FR_VEC *)c;
+        *v0 = cv[0];
+        *v1 = cv[1];
+        return;
+    }
+    real tmp[2 * sizeof(FR_VEC) / sizeof(real)] = {0};
+    memcpy(tmp, c, (size_t)w * sizeof(real));
+    memcpy(v0, tmp, sizeof *v0);
+    memcpy(v1, tmp + FR_VL, sizeof *v1);
+}
+
+static inline void FR_(store_row)(real *c, const FR_VEC *v0, const FR_VEC *v1, int64_t w)
 {
     if (w == FR_NR) { /* a whole panel: straight from the registers, no copy through memory */
         FR_VEC *cv = (FR_VEC *)c;
-        cv[0] = accumulate ? cv[0] + *v0 : *v0;
-        cv[1] = accumulate ? cv[1] + *v1 : *v1;
+        cv[0] = *v0;
+        cv[1] = *v1;
         return;
     }
     real tmp[2 * sizeof(FR_VEC) / sizeof(real)];
     memcpy(tmp, v0, sizeof *v0);
     memcpy(tmp + FR_VL, v1, sizeof *v1);
-    if (accumulate)
-        for (int64_t j = 0; j < w; j++) c[j] += tmp[j];
-    else
-        for (int64_t j = 0; j < w; j++) c[j] = tmp[j];
+    memcpy(c, tmp, (size_t)w * sizeof(real));
 }
 
-/* Rows [0, n) of C (+)= A P for one panel, n <= FR_MR known where this is
- * inlined: n independent chains per vector hide the FMA latency. Every row
- * sums over k in the same order whatever n is: a row's result must not
- * depend on how many rows share its call (predictions would change with the
- * batch around them). */
+/* One term of a panel product: rows of A (lda apart, K columns) times the
+ * K rows of a panel P. A step's product has one term (h W_hh^T), or two when
+ * the input projection runs inside it (fr_fused_projection: x_t W_ih^T, then
+ * h W_hh^T). */
+typedef struct {
+    int64_t K;
+    const real *A;
+    int64_t lda;
+    const real *P;
+} FR_(term);
+
+/* Rows [r, r + n) of C = (C if accumulate, else 0) + the terms, for one panel;
+ * C points at row r. n <= FR_MR known where this is inlined: n independent
+ * chains per vector hide the FMA latency. Every output is one FMA chain: it
+ * starts from C's value (accumulate) or 0 and adds the terms' products in
+ * order, k by k, whatever n is. So a row's result does not depend on how many
+ * rows share its call (predictions must not change with the batch around
+ * them), and a projection stored in C and continued by a later call gives the
+ * bits of one call over both terms (the fused projection). */
 static inline __attribute__((always_inline)) void FR_(panel_rows)(
-    int n, int64_t K, const real *A, int64_t lda, const real *P, real *C, int64_t ldc,
-    int64_t w, int accumulate)
+    int n, const FR_(term) *terms, int n_terms, int64_t r, real *C, int64_t ldc, int64_t w,
+    int accumulate)
 {
     FR_VEC acc[FR_MR][2];
-    memset(acc, 0, sizeof acc);
-    for (int64_t k = 0; k < K; k++) {
-        const FR_VEC b0 = *(const FR_VEC *)(P + k * FR_NR);
-        const FR_VEC b1 = *(const FR_VEC *)(P + k * FR_NR + FR_VL);
-        for (int i = 0; i < n; i++) {
-            const real x = A[i * lda + k];
-            acc[i][0] += x * b0;
-            acc[i][1] += x * b1;
+    for (int i = 0; i < n; i++) {
+        if (accumulate)
+            FR_(load_row)(C + i * ldc, &acc[i][0], &acc[i][1], w);
+        else
+            acc[i][0] = acc[i][1] = (FR_VEC){0};
+    }
+    for (int t = 0; t < n_terms; t++) {
+        const real *A = terms[t].A + r * terms[t].lda, *P = terms[t].P;
+        const int64_t lda = terms[t].lda;
+        for (int64_t k = 0; k < terms[t].K; k++) {
+            const FR_VEC b0 = *(const FR_VEC *)(P + k * FR_NR);
+            const FR_VEC b1 = *(const FR_VEC *)(P + k * FR_NR + FR_VL);
+            for (int i = 0; i < n; i++) {
+                const real x = A[i * lda + k];
+                acc[i][0] += x * b0;
+                acc[i][1] += x * b1;
+            }
         }
     }
-    for (int i = 0; i < n; i++)
-        FR_(store_row)(C + i * ldc, &acc[i][0], &acc[i][1], w, accumulate);
+    for (int i = 0; i < n; i++) FR_(store_row)(C + i * ldc, &acc[i][0], &acc[i][1], w);
 }
 
-/* C[0:M, 0:w] (+)= A[0:M, 0:K] P for one packed panel P (K rows of FR_NR):
+/* C[0:M, 0:w] = (C or 0) + the terms' products for one packed panel:
  * FR_MR rows at a time (8 accumulator vectors: what 16 ymm registers hold),
  * then the last M % FR_MR rows in one pass (a step whose active samples are
  * not a multiple of 4 runs them at the full rate, not one latency-bound
  * row at a time). */
-FR_CLONES static void FR_(panel_kernel_mr4)(int64_t M, int64_t K, const real *A, int64_t lda,
-                                            const real *P, real *C, int64_t ldc, int64_t w,
+FR_CLONES static void FR_(panel_kernel_mr4)(int64_t M, const FR_(term) *terms, int n_terms,
+                                            int64_t r, real *C, int64_t ldc, int64_t w,
                                             int accumulate)
 {
-    int64_t r = 0;
     for (; r + FR_MR <= M; r += FR_MR)
-        FR_(panel_rows)(FR_MR, K, A + r * lda, lda, P, C + r * ldc, ldc, w, accumulate);
-    A += r * lda;
-    C += r * ldc;
+        FR_(panel_rows)(FR_MR, terms, n_terms, r, C + r * ldc, ldc, w, accumulate);
     switch (M - r) { /* constant row counts: the inlined loops unroll */
-    case 3: FR_(panel_rows)(3, K, A, lda, P, C, ldc, w, accumulate); break;
-    case 2: FR_(panel_rows)(2, K, A, lda, P, C, ldc, w, accumulate); break;
-    case 1: FR_(panel_rows)(1, K, A, lda, P, C, ldc, w, accumulate); break;
+    case 3: FR_(panel_rows)(3, terms, n_terms, r, C + r * ldc, ldc, w, accumulate); break;
+    case 2: FR_(panel_rows)(2, terms, n_terms, r, C + r * ldc, ldc, w, accumulate); break;
+    case 1: FR_(panel_rows)(1, terms, n_terms, r, C + r * ldc, ldc, w, accumulate); break;
     default: break;
     }
 }
@@ -268,43 +298,53 @@ FR_CLONES static void FR_(panel_kernel_mr4)(int64_t M, int64_t K, const real *A,
 /* The same with 8 rows (16 accumulators) for AVX-512's 32 registers: about
  * 1.3x the 4-row kernel's rate on a Cascade Lake core. */
 __attribute__((target("avx512f"))) static void FR_(panel_kernel_mr8)(
-    int64_t M, int64_t K, const real *A, int64_t lda, const real *P, real *C, int64_t ldc,
-    int64_t w, int accumulate)
+    int64_t M, const FR_(term) *terms, int n_terms, real *C, int64_t ldc, int64_t w,
+    int accumulate)
 {
     int64_t r = 0;
     for (; r + 8 <= M; r += 8) {
         FR_VEC acc[8][2];
-        for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = (FR_VEC){0}; /* memset spilled them */
-        /* This block's rows of C, read after the k loop: gate rows written by
-         * the input projection long before (in L3 or memory), one page apart
-         * in a dense call. Fetched now, the loop hides their latency. */
-        for (int i = 0; i < 8; i++) {
-            __builtin_prefetch(C + (r + i) * ldc, 1, 3);
-            __builtin_prefetch(C + (r + i) * ldc + FR_VL, 1, 3);
-            __builtin_prefetch(C + (r + i) * ldc + w - 1, 1, 3);
+        /* Rows of C: gate rows the input projection wrote long before (in L3
+         * or memory, one page apart in a dense call) that the sums start
+         * from, or rows this kernel writes. The next block's are fetched
+         * now, while this block's k loop runs (a panel's first block waits). */
+        for (int64_t i = r ? r + 8 : 0; i < r + 16 && i < M; i++) {
+            __builtin_prefetch(C + i * ldc, 1, 3);
+            __builtin_prefetch(C + i * ldc + FR_VL, 1, 3);
+            __builtin_prefetch(C + i * ldc + w - 1, 1, 3);
         }
-        for (int64_t k = 0; k < K; k++) {
-            const FR_VEC b0 = *(const FR_VEC *)(P + k * FR_NR);
-            const FR_VEC b1 = *(const FR_VEC *)(P + k * FR_NR + FR_VL);
-            for (int i = 0; i < 8; i++) {
-                const real x = A[(r + i) * lda + k];
-                acc[i][0] += x * b0;
-                acc[i][1] += x * b1;
+        for (int i = 0; i < 8; i++) {
+            if (accumulate)
+                FR_(load_row)(C + (r + i) * ldc, &acc[i][0], &acc[i][1], w);
+            else
+                acc[i][0] = acc[i][1] = (FR_VEC){0}; /* memset spilled them */
+        }
+        for (int t = 0; t < n_terms; t++) {
+            const real *A = terms[t].A + r * terms[t].lda, *P = terms[t].P;
+            const int64_t lda = terms[t].lda;
+            for (int64_t k = 0; k < terms[t].K; k++) {
+                const FR_VEC b0 = *(const FR_VEC *)(P + k * FR_NR);
+                const FR_VEC b1 = *(const FR_VEC *)(P + k * FR_NR + FR_VL);
+                for (int i = 0; i < 8; i++) {
+                    const real x = A[i * lda + k];
+                    acc[i][0] += x * b0;
+                    acc[i][1] += x * b1;
+                }
             }
         }
         for (int i = 0; i < 8; i++)
-            FR_(store_row)(C + (r + i) * ldc, &acc[i][0], &acc[i][1], w, accumulate);
+            FR_(store_row)(C + (r + i) * ldc, &acc[i][0], &acc[i][1], w);
     }
-    if (r < M) FR_(panel_kernel_mr4)(M - r, K, A + r * lda, lda, P, C + r * ldc, ldc, w, accumulate);
+    if (r < M) FR_(panel_kernel_mr4)(M, terms, n_terms, r, C, ldc, w, accumulate);
 }
 
-static void FR_(panel_kernel)(int64_t M, int64_t K, const real *A, int64_t lda, const real *P,
-                              real *C, int64_t ldc, int64_t w, int accumulate)
+static void FR_(panel_kernel)(int64_t M, const FR_(term) *terms, int n_terms, real *C,
+                              int64_t ldc, int64_t w, int accumulate)
 {
     if (fr_avx512_supported())
-        FR_(panel_kernel_mr8)(M, K, A, lda, P, C, ldc, w, accumulate);
+        FR_(panel_kernel_mr8)(M, terms, n_terms, C, ldc, w, accumulate);
     else
-        FR_(panel_kernel_mr4)(M, K, A, lda, P, C, ldc, w, accumulate);
+        FR_(panel_kernel_mr4)(M, terms, n_terms, 0, C, ldc, w, accumulate);
 }
 
 /* The row layout: calls whose every row is a leftover row (batch < FR_MR:
@@ -340,8 +380,8 @@ static void FR_(pack_forward)(const real *W, int64_t K, int64_t H, int64_t G, in
 }
 
 /* R rows (R < FR_MR) against a group of NP panels in the row layout. Every
- * output sums k in the same order, one FMA chain from 0, as panel_kernel's
- * rows do, so a row's result is bit-identical whichever kernel computes it
+ * output is one FMA chain from C's value (accumulate) or 0 over k in order,
+ * as panel_kernel's rows are, so a row's result is bit-identical whichever kernel computes it
  * (batch invariance); NP panels give 2*NP*R independent chains where one
  * panel leaves a batch-1 step waiting on the FMA latency of two. Inlined with
  * constant R and NP so the accumulators stay in registers. */
@@ -351,7 +391,12 @@ static inline __attribute__((always_inline)) void FR_(rows_panels)(
 {
     FR_VEC acc[FR_MR - 1][FR_ROW_PANELS][2];
     for (int r = 0; r < R; r++)
-        for (int p = 0; p < NP; p++) acc[r][p][0] = acc[r][p][1] = (FR_VEC){0};
+        for (int p = 0; p < NP; p++) {
+            if (accumulate)
+                FR_(load_row)(C[p] + r * ldc, &acc[r][p][0], &acc[r][p][1], w[p]);
+            else
+                acc[r][p][0] = acc[r][p][1] = (FR_VEC){0};
+        }
     for (int64_t k = 0; k < K; k++)
         for (int p = 0; p < NP; p++) {
             const FR_VEC b0 = *(const FR_VEC *)(P + (k * NP + p) * FR_NR);
@@ -364,10 +409,10 @@ static inline __attribute__((always_inline)) void FR_(rows_panels)(
         }
     for (int r = 0; r < R; r++)
         for (int p = 0; p < NP; p++)
-            FR_(store_row)(C[p] + r * ldc, &acc[r][p][0], &acc[r][p][1], w[p], accumulate);
+            FR_(store_row)(C[p] + r * ldc, &acc[r][p][0], &acc[r][p][1], w[p]);
 }
 
-/* C[0:R, panels] (+)= A[0:R] W^T over row-layout panels, FR_MR - 1 rows at a time
+/* C[0:R, panels] = (C or 0) + A[0:R] W^T over row-layout panels, FR_MR - 1 rows at a time
  * (24 of AVX-512's 32 registers at R = 3), for units [j0, j1) of every gate.
  * backwards: the panel groups in reverse order; alternating the direction
  * step by step finds the weights read last (still in L2) first. */
@@ -418,8 +463,28 @@ __attribute__((target("avx512f"))) static void FR_(rows_apply_avx512)(
     }
 }
 
-/* C[:, k*H + j] (+)= A W^T for units [j0, j1) of every gate, from the panels
- * pack_forward made for that range (row_layout = how != FR_PANELS_BLOCKED). */
+/* C[:, k*H + j] = (C or 0) + the terms' products for units [j0, j1) of every
+ * gate, from the panels pack_forward made for that range (blocked layout):
+ * each term's panels follow one another, K of its rows each. */
+static void FR_(terms_apply)(int64_t M, const FR_(term) *terms, int n_terms, int64_t G,
+                             int64_t H, int64_t j0, int64_t j1, real *C, int64_t ldc,
+                             int accumulate)
+{
+    FR_(term) at[2]; /* at most two terms (x_t W_ih^T, h W_hh^T) */
+    int64_t panel = 0;
+    for (int64_t k = 0; k < G; k++)
+        for (int64_t jj = j0; jj < j1; jj += FR_NR, panel++) {
+            for (int t = 0; t < n_terms; t++) {
+                at[t] = terms[t];
+                at[t].P = terms[t].P + panel * terms[t].K * FR_NR;
+            }
+            FR_(panel_kernel)(M, at, n_terms, C + k * H + jj, ldc,
+                              j1 - jj < FR_NR ? j1 - jj : FR_NR, accumulate);
+        }
+}
+
+/* C[:, k*H + j] = (C or 0) + A W^T for units [j0, j1) of every gate, from the
+ * panels pack_forward made for that range (row_layout = how != FR_PANELS_BLOCKED). */
 static void FR_(packed_apply)(int64_t M, int64_t K, const real *A, int64_t lda, const real *P,
                               int64_t G, int64_t H, int64_t j0, int64_t j1, real *C, int64_t ldc,
                               int accumulate, int how)
@@ -429,12 +494,9 @@ static void FR_(packed_apply)(int64_t M, int64_t K, const real *A, int64_t lda, 
                                how == FR_PANELS_ROWS_BACKWARDS);
         return;
     }
-    for (int64_t k = 0; k < G; k++)
-        for (int64_t jj = j0; jj < j1; jj += FR_NR, P += K * FR_NR)
-            FR_(panel_kernel)(M, K, A, lda, P, C + k * H + jj, ldc,
-                              j1 - jj < FR_NR ? j1 - jj : FR_NR, accumulate);
+    const FR_(term) term = {K, A, lda, P};
+    FR_(terms_apply)(M, &term, 1, G, H, j0, j1, C, ldc, accumulate);
 }
-
 
 /* Backward panels: for units [jj, jj+w) of [j0, j1), panel row k (of G*H)
  * holds W_hh[k, jj + q]. */
@@ -536,6 +598,7 @@ typedef struct {
     fr_plan plan;
     FR_(forward_ws) w;
     real *packed;   /* W_hh in panels, or NULL: the steps call BLAS */
+    real *packed_ih; /* W_ih in panels (blocked layout, the same slices), after W_hh's */
     int row_layout; /* packed in the row layout (fr_row_layout) */
     int prepacked;  /* packed is the caller's (fr_pack_recurrent): pack nothing, free nothing */
     fr_layer_team team;
@@ -592,11 +655,40 @@ static void FR_(forward_init_state)(const FR_(forward_call) *f, const real *h0, 
     }
 }
 
+/* Rows of the input projection a call's packed kernel takes at a time: 64
+ * rows of X (32 KiB at I=128) stay in L1/L2 while every panel of W_ih passes. */
+#define FR_PROJECT_ROWS 64
+
+/* C (M, G*H) = A W_ih^T: on W_ih's panels, slice by slice (the sums a fused
+ * step continues, rnn.c's fr_fused_projection), or through BLAS. */
+static void FR_(project_rows)(const FR_(forward_call) *f, int64_t M, const real *A, real *C,
+                              int64_t ldc)
+{
+    const fr_shape *s = f->s;
+    const int64_t I = s->inputs, H = s->hidden, G = fr_gates(s->cell);
+#if FR_HAVE_PACKED
+    if (f->packed_ih) {
+        for (int64_t r = 0; r < M; r += FR_PROJECT_ROWS)
+            for (int sl = 0; sl < f->team.slices; sl++) {
+                int64_t j0, j1;
+                fr_split(H, f->team.slices, sl, FR_UNIT_ALIGN, &j0, &j1);
+                const FR_(term) term = {I, A + r * I, I, FR_(own_panels)(f->packed_ih, G, I, j0)};
+                if (j1 > j0)
+                    FR_(terms_apply)(M - r < FR_PROJECT_ROWS ? M - r : FR_PROJECT_ROWS, &term, 1,
+                                     G, H, j0, j1, C + r * ldc, ldc, 0);
+            }
+        return;
+    }
+#endif
+    FR_(gemm_rm)(f->blas, 0, 1, M, G * H, I, 1, A, I, f->W_ih, I, 0, C, ldc);
+}
+
 /* gates = X W_ih^T for this thread's share of the rows. Ragged: X's valid
- * rows gathered in state-row order (a training call keeps them for dW_ih),
- * then either one GEMM over them onto step-major gates or one GEMM per sample
- * over its valid steps (shaped as if it ran alone) onto the gate grid
- * (fr_gathered_projection). */
+ * rows gathered in state-row order (a training call keeps them for dW_ih, a
+ * fused projection reads them step by step), then either one GEMM over them
+ * onto step-major gates or, through BLAS, one GEMM per sample over its valid
+ * steps (shaped as if it ran alone) onto the gate grid
+ * (fr_gathered_projection). A fused call projects nothing here. */
 static void FR_(forward_project)(const FR_(forward_call) *f, int tid, int nt)
 {
     const fr_shape *s = f->s;
@@ -605,10 +697,10 @@ static void FR_(forward_project)(const FR_(forward_call) *f, int tid, int nt)
     fr_split_at_least(f->plan.n_rows, nt, tid, fr_projection_rows_least(s), &r0, &r1);
     for (int64_t r = r0; f->plan.order && f->w.x && r < r1; r++)
         memcpy(f->w.x + r * I, f->X + f->plan.x_row[r] * I, (size_t)I * sizeof(real));
+    if (f->plan.fused) return;
     if (!f->plan.order || f->plan.gathered) {
         const real *X = f->plan.order ? f->w.x : f->X;
-        FR_(gemm_rm)(f->blas, 0, 1, r1 - r0, GH, I, 1, X + r0 * I, I, f->W_ih, I, 0,
-                     f->w.gates + r0 * GH, GH);
+        FR_(project_rows)(f, r1 - r0, X + r0 * I, f->w.gates + r0 * GH, GH);
         return;
     }
     for (int64_t i = tid; i < s->batch; i += nt) { /* sorted by length: deal them round */
@@ -627,11 +719,26 @@ static void FR_(forward_zero_padding)(const FR_(forward_call) *f, int64_t j0, in
             memset(f->Y + (b * s->steps + t) * f->ldy + j0, 0, (size_t)(j1 - j0) * sizeof(real));
 }
 
+/* Sorted sample i's input row at `step`, and the stride to sample i + 1's. */
+static const real *FR_(forward_x)(const FR_(forward_call) *f, int64_t step, int64_t i,
+                                  int64_t *stride)
+{
+    const fr_shape *s = f->s;
+    const int64_t I = s->inputs;
+    if (f->plan.order) { /* gathered in state-row order: the step's rows follow one another */
+        *stride = I;
+        return f->w.x + fr_plan_state_row(&f->plan, step, i) * I;
+    }
+    *stride = s->steps * I;
+    return f->X + (i * s->steps + fr_plan_time(s, &f->plan, step)) * I;
+}
+
 /* gates[step][rows i0..i1, units j0..j1] += h_prev W_hh^T (GRU: into w.gh,
- * overwritten); hp is row i0's state. */
+ * overwritten); a fused call's gates = x_t W_ih^T + h_prev W_hh^T. hp is row
+ * i0's state; panels (W_hh's) and panels_ih are this slice's. */
 static void FR_(forward_recurrent)(const FR_(forward_call) *f, int64_t step, const real *hp,
                                    int64_t s_hp, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
-                                   const real *panels)
+                                   const real *panels, const real *panels_ih)
 {
     const fr_shape *s = f->s;
     const int gru = s->cell == FR_GRU;
@@ -640,6 +747,13 @@ static void FR_(forward_recurrent)(const FR_(forward_call) *f, int64_t step, con
     real *c_base = (gru ? f->w.gh : f->w.gates + fr_plan_gate_row(&f->plan, step, 0) * GH) +
                    i0 * ldc;
 #if FR_HAVE_PACKED
+    if (f->plan.fused) {
+        int64_t s_x;
+        const real *x = FR_(forward_x)(f, step, i0, &s_x);
+        const FR_(term) terms[2] = {{s->inputs, x, s_x, panels_ih}, {H, hp, s_hp, panels}};
+        FR_(terms_apply)(M, terms, 2, G, H, j0, j1, c_base, ldc, 0);
+        return;
+    }
     if (panels) {
         const int how = !f->row_layout ? FR_PANELS_BLOCKED
                         : step & 1     ? FR_PANELS_ROWS_BACKWARDS : FR_PANELS_ROWS;
@@ -647,7 +761,7 @@ static void FR_(forward_recurrent)(const FR_(forward_call) *f, int64_t step, con
         return;
     }
 #else
-    (void)panels;
+    (void)panels; (void)panels_ih;
 #endif
     for (int64_t k = 0; k < G; k++)
         FR_(gemm_rm)(f->blas, 0, 1, M, j1 - j0, H, 1, hp, s_hp, f->W_hh + (k * H + j0) * H, H,
@@ -685,7 +799,7 @@ static void FR_(forward_row)(const FR_(forward_call) *f, int64_t step, int64_t i
 /* One step for active sorted samples [i0, i1) and units [j0, j1): the
  * recurrent GEMM, then the fused pass. */
 static void FR_(forward_step)(const FR_(forward_call) *f, int64_t step, int64_t i0, int64_t i1,
-                              int64_t j0, int64_t j1, const real *panels)
+                              int64_t j0, int64_t j1, const real *panels, const real *panels_ih)
 {
     const int lstm = f->s->cell == FR_LSTM;
     real *cp, *cn;
@@ -693,7 +807,7 @@ static void FR_(forward_step)(const FR_(forward_call) *f, int64_t step, int64_t 
     const real *hp = FR_(forward_state)(f, step, &cp, &s_hp);
     real *hn = FR_(forward_state)(f, step + 1, &cn, &s_hn);
     if (j1 <= j0 || i1 <= i0) return;
-    FR_(forward_recurrent)(f, step, hp + i0 * s_hp, s_hp, i0, i1, j0, j1, panels);
+    FR_(forward_recurrent)(f, step, hp + i0 * s_hp, s_hp, i0, i1, j0, j1, panels, panels_ih);
     for (int64_t i = i0; i < i1; i++)
         FR_(forward_row)(f, step, i, hp + i * s_hp, lstm ? cp + i * s_hp : NULL,
                          hn ? hn + i * s_hn : NULL, cn ? cn + i * s_hn : NULL, j0, j1);
@@ -703,14 +817,15 @@ static void FR_(forward_step)(const FR_(forward_call) *f, int64_t step, int64_t 
  * (every active sample, or its group's blocks: fr_team_rows), then a barrier
  * (the next step reads every unit of h). */
 static void FR_(forward_by_units)(const FR_(forward_call) *f, int tid, int64_t j0, int64_t j1,
-                                  const real *panels)
+                                  const real *panels, const real *panels_ih)
 {
     const fr_team_blocks rows = fr_team_rows(f->team, tid);
     for (int64_t step = 0; step < f->plan.n_steps; step++) {
         if (fr_team_stop(f->stop, step)) break;
         const int64_t active = f->plan.active[step];
         for (int64_t i0 = rows.first; i0 < active; i0 += rows.stride)
-            FR_(forward_step)(f, step, i0, fr_block_end(i0, rows.size, active), j0, j1, panels);
+            FR_(forward_step)(f, step, i0, fr_block_end(i0, rows.size, active), j0, j1, panels,
+                              panels_ih);
 #pragma omp barrier
     }
 }
@@ -724,33 +839,39 @@ static void FR_(forward_by_rows)(const FR_(forward_call) *f, int tid, int nt)
         if (fr_rows_stop(f->watched)) break;
         const int64_t active = f->plan.active[step];
         for (int64_t i0 = tid * FR_ROW_BLOCK; i0 < active; i0 += stride)
-            FR_(forward_step)(f, step, i0, fr_block_end(i0, FR_ROW_BLOCK, active), 0, H, f->packed);
+            FR_(forward_step)(f, step, i0, fr_block_end(i0, FR_ROW_BLOCK, active), 0, H, f->packed,
+                              f->packed_ih);
     }
 }
 
-/* The parallel region: project, pack W_hh (each thread its slice), step loop. */
+/* The parallel region: pack W_ih and W_hh (each slice by one thread), project
+ * (each thread its rows, every slice's panels), step loop. */
 static void FR_(forward_team)(const FR_(forward_call) *f)
 {
     const fr_shape *s = f->s;
-    const int64_t G = fr_gates(s->cell), H = s->hidden;
+    const int64_t G = fr_gates(s->cell), H = s->hidden, I = s->inputs;
     const int tid = fr_thread_id(), nt = fr_team();
     int64_t j0, j1;
-    FR_(forward_project)(f, tid, nt);
     fr_split(H, nt, tid, FR_UNIT_ALIGN, &j0, &j1);
     FR_(forward_zero_padding)(f, j0, j1);
     fr_team_slice(f->team, tid, H, &j0, &j1);
-    real *panels = FR_(own_panels)(f->packed, G, H, j0);
 #if FR_HAVE_PACKED
-    if (panels && !f->prepacked && j1 > j0)
-        FR_(pack_forward)(f->W_hh, H, H, G, j0, j1, panels, f->row_layout);
+    if (f->packed && !f->prepacked && j1 > j0) {
+        FR_(pack_forward)(f->W_hh, H, H, G, j0, j1, FR_(own_panels)(f->packed, G, H, j0),
+                          f->row_layout);
+        FR_(pack_forward)(f->W_ih, I, H, G, j0, j1, FR_(own_panels)(f->packed_ih, G, I, j0), 0);
+    }
+#pragma omp barrier
 #endif
+    FR_(forward_project)(f, tid, nt);
 #pragma omp barrier
     if (f->team.by_rows) {
         FR_(forward_by_rows)(f, tid, nt);
         return;
     }
     fr_team_units(f->team, tid, H, &j0, &j1);
-    FR_(forward_by_units)(f, tid, j0, j1, FR_(own_panels)(f->packed, G, H, j0));
+    FR_(forward_by_units)(f, tid, j0, j1, FR_(own_panels)(f->packed, G, H, j0),
+                          FR_(own_panels)(f->packed_ih, G, I, j0));
 }
 
 /* Elements of a pack's header (fr_pack_header, rounded up), and of the gap
@@ -766,10 +887,16 @@ static int64_t FR_(pack_panels_at)(const real *pack)
            (int64_t)(fr_to_line((uintptr_t)(pack + FR_PACK_HEADER_REALS)) / sizeof(real));
 }
 
-/* What a pack of W_hh for calls of shape s on n_threads holds (the team
- * size and layout the forward would choose). */
-static void FR_(pack_header)(const fr_shape *s, const real *W_hh, int n_threads,
-                             fr_pack_header *h)
+/* Elements of W_hh's panels in a call's panels (W_ih's follow them). */
+static int64_t FR_(hh_panels_size)(const fr_shape *s, int slices)
+{
+    return FR_(panels_size)(fr_gates(s->cell), s->hidden, s->hidden, slices);
+}
+
+/* What a pack of W_ih and W_hh for calls of shape s on n_threads holds (the
+ * team size and layout the forward would choose). */
+static void FR_(pack_header)(const fr_shape *s, const real *W_ih, const real *W_hh,
+                             int n_threads, fr_pack_header *h)
 {
     const int64_t G = fr_gates(s->cell), H = s->hidden;
     memset(h, 0, sizeof *h);
@@ -779,15 +906,18 @@ static void FR_(pack_header)(const fr_shape *s, const real *W_hh, int n_threads,
     h->hidden = H;
     h->row_layout = fr_row_layout(s->batch);
     h->slices = fr_team_slices(fr_team_for(n_threads, s, sizeof(real)));
-    h->n_elems = fr_packed_supported() ? FR_(panels_size)(G, H, H, (int)h->slices) : 0;
+    h->n_elems = fr_packed_supported() ? FR_(hh_panels_size)(s, (int)h->slices) +
+                                             FR_(panels_size)(G, H, s->inputs, (int)h->slices)
+                                       : 0;
     h->weights = (int64_t)(intptr_t)W_hh;
+    h->weights_ih = (int64_t)(intptr_t)W_ih;
 }
 
 int64_t FR_(fr_pack_recurrent_size)(const fr_shape *s, int n_threads)
 {
     if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK) return -1;
     fr_pack_header h;
-    FR_(pack_header)(s, NULL, n_threads, &h);
+    FR_(pack_header)(s, NULL, NULL, n_threads, &h);
     return FR_PACK_HEADER_REALS + (h.n_elems ? FR_PACK_GAP_REALS : 0) + h.n_elems;
 }
 
@@ -795,29 +925,30 @@ int64_t FR_(fr_pack_recurrent_key)(const fr_shape *s, int n_threads)
 {
     if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK) return -1;
     fr_pack_header h;
-    FR_(pack_header)(s, NULL, n_threads, &h);
+    FR_(pack_header)(s, NULL, NULL, n_threads, &h);
     return 2 * h.slices + h.row_layout;
 }
 
-int FR_(fr_pack_recurrent)(const fr_shape *s, const real *W_hh, real *pack, int64_t n_pack,
-                           int n_threads)
+int FR_(fr_pack_recurrent)(const fr_shape *s, const real *W_ih, const real *W_hh, real *pack,
+                           int64_t n_pack, int n_threads)
 {
     int rc = fr_check_shape(s, s ? s->hidden : 0);
     if (rc != FR_OK) return rc;
-    if (!W_hh || !pack) return FR_ERR_ARG;
+    if (!W_ih || !W_hh || !pack) return FR_ERR_ARG;
     fr_pack_header h;
-    FR_(pack_header)(s, W_hh, n_threads, &h);
+    FR_(pack_header)(s, W_ih, W_hh, n_threads, &h);
     h.panels_at = h.n_elems ? FR_(pack_panels_at)(pack) : FR_PACK_HEADER_REALS;
     if (n_pack < h.panels_at + h.n_elems) return FR_ERR_ARG;
 #if FR_HAVE_PACKED
-    const int64_t G = fr_gates(s->cell), H = s->hidden;
+    const int64_t G = fr_gates(s->cell), H = s->hidden, I = s->inputs;
+    real *ih = pack + h.panels_at + FR_(hh_panels_size)(s, (int)h.slices);
     for (int tid = 0; tid < h.slices && h.n_elems; tid++) {
         int64_t j0, j1;
         fr_split(H, (int)h.slices, tid, FR_UNIT_ALIGN, &j0, &j1);
-        if (j1 > j0)
-            FR_(pack_forward)(W_hh, H, H, G, j0, j1,
-                              FR_(own_panels)(pack + h.panels_at, G, H, j0),
-                              h.row_layout);
+        if (j1 <= j0) continue;
+        FR_(pack_forward)(W_hh, H, H, G, j0, j1, FR_(own_panels)(pack + h.panels_at, G, H, j0),
+                          h.row_layout);
+        FR_(pack_forward)(W_ih, I, H, G, j0, j1, FR_(own_panels)(ih, G, I, j0), 0);
     }
 #endif
     memcpy(pack, &h, sizeof h);
@@ -830,7 +961,8 @@ static int FR_(forward_panels)(FR_(forward_call) *f, const real *pack, int64_t n
                                int n_threads)
 {
     fr_pack_header want, have;
-    FR_(pack_header)(f->s, f->W_hh, n_threads, &want);
+    FR_(pack_header)(f->s, f->W_ih, f->W_hh, n_threads, &want);
+    int rc = FR_OK;
     if (pack && !f->training && n_pack >= FR_PACK_HEADER_REALS) {
         memcpy(&have, pack, sizeof have);
         want.panels_at = have.panels_at; /* wherever they start (checked next) */
@@ -838,10 +970,11 @@ static int FR_(forward_panels)(FR_(forward_call) *f, const real *pack, int64_t n
             n_pack >= have.panels_at + want.n_elems) {
             f->prepacked = 1;
             f->packed = want.n_elems ? (real *)pack + have.panels_at : NULL;
-            return FR_OK;
         }
     }
-    return FR_(alloc_panels)(want.n_elems, &f->packed);
+    if (!f->prepacked) rc = FR_(alloc_panels)(want.n_elems, &f->packed);
+    if (f->packed) f->packed_ih = f->packed + FR_(hh_panels_size)(f->s, (int)want.slices);
+    return rc;
 }
 
 int FR_(fr_forward_packed)(const fr_blas *blas, const fr_shape *s, const real *X,
@@ -859,7 +992,7 @@ int FR_(fr_forward_packed)(const fr_blas *blas, const fr_shape *s, const real *X
     FR_(point_forward_ws)(&f.w, s, training, ws);
     f.team = fr_team_for(n_threads, s, sizeof(real));
     f.row_layout = fr_row_layout(s->batch);
-    if ((rc = fr_plan_make(s, &f.plan)) != FR_OK) return rc;
+    if ((rc = fr_plan_make(s, training, sizeof(real), &f.plan)) != FR_OK) return rc;
     FR_(forward_init_state)(&f, h0, c0);
     rc = FR_(forward_panels)(&f, pack, n_pack, n_threads);
     if (rc == FR_OK) {
@@ -1005,9 +1138,9 @@ static void FR_(backward_recurrent)(const FR_(backward_call) *bc, int64_t step, 
     if (M <= 0) return;
 #if FR_HAVE_PACKED
     if (panels) {
-        const real *P = panels;
-        for (int64_t jj = j0; jj < j1; jj += FR_NR, P += GH * FR_NR)
-            FR_(panel_kernel)(M, GH, dg, ld, P, dh + jj, H, j1 - jj < FR_NR ? j1 - jj : FR_NR, 1);
+        FR_(term) term = {GH, dg, ld, panels};
+        for (int64_t jj = j0; jj < j1; jj += FR_NR, term.P += GH * FR_NR)
+            FR_(panel_kernel)(M, &term, 1, dh + jj, H, j1 - jj < FR_NR ? j1 - jj : FR_NR, 1);
         return;
     }
 #else
@@ -1189,7 +1322,7 @@ int FR_(fr_backward)(const fr_blas *blas, const fr_shape *s, const real *X, cons
     FR_(point_forward_ws)(&bc.fw, s, 1, (real *)ws);
     FR_(point_backward_ws)(&bc.w, s, bws);
     bc.team = fr_team_for(n_threads, s, sizeof(real));
-    if ((rc = fr_plan_make(s, &bc.plan)) != FR_OK) return rc;
+    if ((rc = fr_plan_make(s, 1, sizeof(real), &bc.plan)) != FR_OK) return rc;
     FR_(backward_init_state)(&bc, dhN, dcN);
     rc = FR_(alloc_panels)(FR_(panels_size)(1, H, G * H, fr_team_slices(bc.team)), &bc.packed);
     if (rc == FR_OK) {

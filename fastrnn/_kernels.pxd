@@ -40,13 +40,14 @@ cdef extern from "fastrnn.h" nogil:
     int fr_layer_team_of(const fr_shape *s, int n_threads, int real_size, int *by_rows,
                          int *slices)
     int fr_set_row_split(int on)
+    int fr_set_fused_projection(int on)
     int fr_set_unit_slices_cap(int cap)
     int64_t fr_pack_recurrent_key_f32(const fr_shape *s, int n_threads)
     int64_t fr_pack_recurrent_key_f64(const fr_shape *s, int n_threads)
-    int fr_pack_recurrent_f32(const fr_shape *s, const float *W_hh, float *pack,
-                              int64_t n_pack, int n_threads)
-    int fr_pack_recurrent_f64(const fr_shape *s, const double *W_hh, double *pack,
-                              int64_t n_pack, int n_threads)
+    int fr_pack_recurrent_f32(const fr_shape *s, const float *W_ih, const float *W_hh,
+                              float *pack, int64_t n_pack, int n_threads)
+    int fr_pack_recurrent_f64(const fr_shape *s, const double *W_ih, const double *W_hh,
+                              double *pack, int64_t n_pack, int n_threads)
     int fr_forward_packed_f32(const fr_blas *blas, const fr_shape *s, const float *X,
                               const float *W_ih, const float *W_hh, const float *b_ih,
                               const float *b_hh, const float *h0, const float *c0, float *Y,

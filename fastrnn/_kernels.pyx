@@ -276,6 +276,15 @@ def _row_split(bint on):
     return bool(fr_set_row_split(on))
 
 
+def _fused_projection(bint on):
+    """Tests and before/after timings only: False makes every layer call
+    project its inputs before the step loop (True, the default, lets LSTM and
+    RNN calls of 4 rows or more project inside each step's kernel).
+    Process-wide; returns the previous setting. Results are the same bit for
+    bit."""
+    return bool(fr_set_fused_projection(on))
+
+
 def _unit_slices_cap(int cap):
     """Tests only: at most cap slices of hidden units per layer team (0: no
     cap), so that two threads can run the row groups a team of more threads
@@ -302,33 +311,34 @@ def _layer_team(*, int cell, int64_t B, int64_t T, int64_t I, int64_t H, int n_t
 
 def pack_key(*, int cell, int64_t B, int64_t I, W_hh, int n_threads):
     """Equal for two inference calls (batch B, I inputs) exactly when one
-    pack_recurrent pack of W_hh serves both."""
+    pack_recurrent pack of a direction's weights serves both."""
     cdef fr_shape s = _pack_shape(cell, B, I, W_hh)
     if W_hh.dtype == np.float32:
         return fr_pack_recurrent_key_f32(&s, n_threads)
     return fr_pack_recurrent_key_f64(&s, n_threads)
 
 
-def pack_recurrent(*, int cell, int64_t B, int64_t I, W_hh, int n_threads):
-    """W_hh (G*H, H) packed for inference forwards of batch B, I inputs on
-    n_threads: pass it as forward's packed= while W_hh is unchanged (the
-    kernel checks it was packed for the call's layout and team, and for this
-    W_hh array, else packs per call as without it)."""
+def pack_recurrent(*, int cell, int64_t B, int64_t I, W_ih, W_hh, int n_threads):
+    """W_ih (G*H, I) and W_hh (G*H, H) packed for inference forwards of batch
+    B on n_threads: pass it as forward's packed= while the weights are
+    unchanged (the kernel checks it was packed for the call's layout and
+    team, and for these weight arrays, else packs per call as without it)."""
     cdef fr_shape s = _pack_shape(cell, B, I, W_hh)
     cdef int64_t G = gates(cell), H = W_hh.shape[1]
     cdef char *whh = _data(W_hh, W_hh.dtype, (G * H, H), "weight_hh", False)
+    cdef char *wih = _data(W_ih, W_hh.dtype, (G * H, I), "weight_ih", False)
     cdef int64_t n
     cdef int rc
     if W_hh.dtype == np.float32:
         n = fr_pack_recurrent_size_f32(&s, n_threads)
         pack = np.empty(n, np.float32)
-        rc = fr_pack_recurrent_f32(&s, <float *>whh, <float *>cnp.PyArray_DATA(pack), n,
-                                   n_threads)
+        rc = fr_pack_recurrent_f32(&s, <float *>wih, <float *>whh,
+                                   <float *>cnp.PyArray_DATA(pack), n, n_threads)
     else:
         n = fr_pack_recurrent_size_f64(&s, n_threads)
         pack = np.empty(n, np.float64)
-        rc = fr_pack_recurrent_f64(&s, <double *>whh, <double *>cnp.PyArray_DATA(pack), n,
-                                   n_threads)
+        rc = fr_pack_recurrent_f64(&s, <double *>wih, <double *>whh,
+                                   <double *>cnp.PyArray_DATA(pack), n, n_threads)
     _raise(rc, "pack_recurrent")
     return pack
 

@@ -1,4 +1,4 @@
-"""W_hh packed once and kept between inference calls (csrc fr_pack_recurrent),
+"""W_ih and W_hh packed once and kept between inference calls (csrc fr_pack_recurrent),
 instead of packed by the kernel on every call: 3% of an LSTM B=1 T=150
 H=256 call, 10-30% of the short ones a server makes.
 
@@ -7,8 +7,8 @@ while the parameter buffer is not written. Every write path of the package
 calls written(buffer) (an optimizer step, load_state_dict, reset_parameters,
 a training forward, _quantize.forget), which bumps the buffer's version and
 so drops the packs made before. A direct write into params or flat_params
-must call it too. The kernel checks each pack was made for the call's W_hh
-array, layout and team, so a pack of the wrong shape costs a pack per call,
+must call it too. The kernel checks each pack was made for the call's weight
+arrays, layout and team, so a pack of the wrong shape costs a pack per call,
 never a wrong result."""
 
 import threading
@@ -62,7 +62,7 @@ class PackedWeights:
         return self._kept[1]
 
     def get(self, flat, view, cell, B, I, n_threads):
-        """view's W_hh packed for a batch of B rows, I inputs on n_threads."""
+        """view's W_ih and W_hh packed for a batch of B rows, I inputs on n_threads."""
         now = version(flat)
         kept_version, packs, by_call = self._kept
         if kept_version != now:
@@ -76,7 +76,7 @@ class PackedWeights:
             pack = packs.get(key)
             if pack is None:
                 pack = packs[key] = _kernels.pack_recurrent(cell=cell, B=B, I=I,
-                                                            W_hh=view.W_hh,
+                                                            W_ih=view.W_ih, W_hh=view.W_hh,
                                                             n_threads=n_threads)
             by_call[call] = pack
         return pack

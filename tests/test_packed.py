@@ -1,4 +1,4 @@
-"""W_hh packed once and kept between inference calls (csrc fr_pack_recurrent,
+"""W_ih and W_hh packed once and kept between inference calls (csrc fr_pack_recurrent,
 fastrnn._packed): the same results as packing per call, dropped whenever the
 weights change, and a pack made for anything else is never used."""
 import threading
@@ -12,7 +12,20 @@ from fastrnn.layers import GRU, LSTM, RNN
 from fastrnn.optim import Optimizer
 
 CELL = _kernels.CELLS["lstm"]
-HEADER = 9 * 8 // 4  # fr_pack_header: nine int64 fields, in float32 elements
+HEADER = 10 * 8 // 4  # fr_pack_header: ten int64 fields, in float32 elements
+W_IH = {}  # input width -> the W_ih every call of that width uses (packs name its address)
+
+
+def _w_ih(H, I):
+    if (H, I) not in W_IH:
+        W_IH[H, I] = np.random.default_rng(0).standard_normal((4 * H, I)).astype(np.float32) * 0.3
+    return W_IH[H, I]
+
+
+def _pack(W_hh, B, I, n_threads, W_ih=None):
+    W_ih = _w_ih(W_hh.shape[1], I) if W_ih is None else W_ih
+    return _kernels.pack_recurrent(cell=CELL, B=B, I=I, W_ih=W_ih, W_hh=W_hh,
+                                   n_threads=n_threads)
 
 
 def _direction_call(W_hh, X, n_threads, packed, seed=0):
@@ -20,7 +33,7 @@ def _direction_call(W_hh, X, n_threads, packed, seed=0):
     rng = np.random.default_rng(seed)
     B, T, I = X.shape
     H = W_hh.shape[1]
-    W_ih = rng.standard_normal((4 * H, I)).astype(np.float32) * 0.3
+    W_ih = _w_ih(H, I)
     b = rng.standard_normal(4 * H).astype(np.float32) * 0.1
     Y = np.zeros((B, T, H), np.float32)
     hN, cN = np.zeros((B, H), np.float32), np.zeros((B, H), np.float32)
@@ -42,7 +55,7 @@ def _weights(B, H=64, I=8, seed=1):
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_kernel_reads_the_pack_it_is_given(B, n_threads):
     W_hh, X = _weights(B)
-    pack = _kernels.pack_recurrent(cell=CELL, B=B, I=8, W_hh=W_hh, n_threads=n_threads)
+    pack = _pack(W_hh, B, 8, n_threads)
     before = _direction_call(W_hh, X, n_threads, None)
     assert np.array_equal(_direction_call(W_hh, X, n_threads, pack), before)
     # the pack, not W_hh, is read (where the packed kernels run): a changed W_hh
@@ -56,21 +69,23 @@ def test_kernel_reads_the_pack_it_is_given(B, n_threads):
         assert np.array_equal(with_old_pack, changed)
 
 
-@pytest.mark.parametrize("spoil", ["header", "other_weights", "other_batch", "short",
-                                   "other_threads"])
+@pytest.mark.parametrize("spoil", ["header", "other_weights", "other_input_weights",
+                                   "other_batch", "short", "other_threads"])
 def test_kernel_ignores_a_pack_made_for_something_else(spoil):
     W_hh, X = _weights(1, H=256, I=256)
-    pack = _kernels.pack_recurrent(cell=CELL, B=1, I=256, W_hh=W_hh, n_threads=2)
+    pack = _pack(W_hh, 1, 256, 2)
     if spoil == "header":
         pack[2] += 1  # the header's first fields: corrupted
     elif spoil == "other_weights":  # a pack of equal values, but another array
-        pack = _kernels.pack_recurrent(cell=CELL, B=1, I=256, W_hh=W_hh.copy(), n_threads=2)
+        pack = _pack(W_hh.copy(), 1, 256, 2)
+    elif spoil == "other_input_weights":
+        pack = _pack(W_hh, 1, 256, 2, W_ih=_w_ih(256, 256).copy())
     elif spoil == "other_batch":
         X = np.concatenate([X] * 8)  # 8 rows: not the 1-row layout, nor its team
     elif spoil == "short":
         pack = pack[:pack.size // 2].copy()
     else:
-        pack = _kernels.pack_recurrent(cell=CELL, B=1, I=256, W_hh=W_hh, n_threads=1)
+        pack = _pack(W_hh, 1, 256, 1)
     truth = _direction_call(W_hh, X, 2, None)
     pack_of_zeros = pack.copy()
     pack_of_zeros[HEADER:] = 0  # the panels zeroed: used, they would change every output
@@ -80,11 +95,12 @@ def test_kernel_ignores_a_pack_made_for_something_else(spoil):
 def test_pack_rejects_bad_arguments():
     W_hh, _ = _weights(1)
     with pytest.raises(ValueError):
-        _kernels.pack_recurrent(cell=CELL, B=1, I=8, W_hh=W_hh[:, :10].copy(), n_threads=1)
+        _pack(W_hh[:, :10].copy(), 1, 8, 1)
     with pytest.raises(ValueError):
-        _kernels.pack_recurrent(cell=CELL, B=1, I=8, W_hh=W_hh.astype(np.float16),
-                                n_threads=1)
-    pack = _kernels.pack_recurrent(cell=CELL, B=1, I=8, W_hh=W_hh, n_threads=1)
+        _pack(W_hh.astype(np.float16), 1, 8, 1)
+    with pytest.raises(ValueError, match="weight_ih has shape"):
+        _pack(W_hh, 1, 8, 1, W_ih=_w_ih(64, 9))
+    pack = _pack(W_hh, 1, 8, 1)
     with pytest.raises(ValueError, match="packed must have dtype"):
         _direction_call(W_hh, _weights(1)[1], 1, pack.astype(np.float64))
 
@@ -221,15 +237,15 @@ def test_estimator_predictions_keep_packs_and_follow_every_write(rng):
 
 
 def _panels_at(pack):
-    """fr_pack_header's panels_at: its ninth int64 field."""
-    return int(pack[:HEADER].view(np.int64)[8])
+    """fr_pack_header's panels_at: its tenth int64 field."""
+    return int(pack[:HEADER].view(np.int64)[9])
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_pack_panels_start_on_a_cache_line(n_threads):
     W_hh, _ = _weights(1, H=256)
     for _ in range(4):  # np.empty's address varies: 16 or 48 bytes past a line here
-        pack = _kernels.pack_recurrent(cell=CELL, B=1, I=8, W_hh=W_hh, n_threads=n_threads)
+        pack = _pack(W_hh, 1, 8, n_threads)
         if pack.size == HEADER:
             pytest.skip("no packed kernels on this CPU: a pack holds no panels")
         at = _panels_at(pack)
@@ -240,7 +256,7 @@ def test_a_moved_pack_reads_its_panels_where_they_were_written():
     # a copy at another offset from a cache line keeps panels_at: the panels are
     # read where pack_recurrent put them (aligned or not), never shifted
     W_hh, X = _weights(1, H=256, I=8)
-    pack = _kernels.pack_recurrent(cell=CELL, B=1, I=8, W_hh=W_hh, n_threads=1)
+    pack = _pack(W_hh, 1, 8, 1)
     truth = _direction_call(W_hh, X, 1, None)
     for shift in (1, 4, 9):
         buf = np.zeros(pack.size + 16, np.float32)

@@ -52,16 +52,23 @@ def test_wide_ragged_input_projected_in_one_gemm_matches_pytorch_packed(torch, c
 
 
 @pytest.mark.parametrize("training", [False, True])
-def test_a_wide_ragged_projection_sizes_its_gates_by_the_valid_steps(training):
+def test_a_ragged_projection_sizes_its_gates_by_the_valid_steps(training):
     cell, B, T, I, H = _kernels.CELLS["lstm"], 4, 100, 512, 128
-    short = np.array([17, 100, 20, 16], np.int32)  # 17 * 512 * 512 > 1e6: gathered
-    tiny = np.array([1, 100, 20, 16], np.int32)    # 1 * 512 * 512 < 1e6: per sample
+    short = np.array([17, 100, 20, 16], np.int32)  # 17 * 512 * 512 > 1e6
+    tiny = np.array([1, 100, 20, 16], np.int32)    # 1 * 512 * 512 < 1e6
     size = {name: _kernels.workspace_size(cell=cell, B=B, T=T, I=I, H=H, training=training,
                                           lengths=lens) for name, lens in
-            (("gathered", short), ("per_sample", tiny))}
-    # gathered: gates for the 153 valid rows (+ their X rows at inference);
-    # per sample: the time-major grid, B * longest = 400 rows
-    assert size["per_sample"] - size["gathered"] >= (400 - 153) * 4 * H - 153 * I
+            (("short", short), ("tiny", tiny))}
+    # gathered: gates for the valid rows (153 and 137, + their X rows at
+    # inference); one BLAS GEMM per sample: the time-major grid, B * longest =
+    # 400 rows. The packed kernel's rows never depend on the GEMM's shape, so
+    # it always gathers; BLAS only when each sample's GEMM is past OpenBLAS's
+    # small-matrix bound (the tiny sample's is not).
+    if _kernels.packed_enabled():
+        per_row = 4 * H + I + (3 * H if training else 0)  # gates, X; training: h, c, tanh(c)
+        assert size["short"] - size["tiny"] == (153 - 137) * per_row
+    else:
+        assert size["tiny"] - size["short"] >= (400 - 153) * 4 * H - 153 * I
 
 
 def _check_against_packed(torch, cell, cls, kw, dtype, lengths, T, I, H, rng):
