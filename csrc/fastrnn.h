@@ -100,6 +100,9 @@ int fr_set_row_split(int on);
  * up to 3 rows) do; returns the previous setting (1 by default). Results are
  * the same bit for bit. Process-wide. */
 int fr_set_fused_projection(int on);
+/* Whether a layer call of shape s with weights of real_size bytes projects
+ * its inputs inside each step (-1: a bad shape). */
+int fr_fused_projection_of(const fr_shape *s, int real_size);
 /* Tests only: at most `cap` unit slices per layer team (0: no cap), so that a
  * 2-thread team can run row groups; returns the previous cap. */
 int fr_set_unit_slices_cap(int cap);

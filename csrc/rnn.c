@@ -547,6 +547,12 @@ static int fr_fused_projection(const fr_shape *s, size_t real_size)
            (double)weights * (double)real_size <= (double)FR_FUSED_MAX_WEIGHT_BYTES;
 }
 
+int fr_fused_projection_of(const fr_shape *s, int real_size)
+{
+    if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK || real_size <= 0) return -1;
+    return fr_fused_projection(s, (size_t)real_size);
+}
+
 /* Rows of the gates: B*T dense, the valid rows gathered, B*longest on the
  * ragged grid. */
 static int64_t fr_gate_rows(const fr_shape *s)

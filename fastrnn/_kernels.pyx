@@ -285,6 +285,15 @@ def _fused_projection(bint on):
     return bool(fr_set_fused_projection(on))
 
 
+def _fused(*, int cell, int64_t B, int64_t I, int64_t H, dtype=np.float32):
+    """Tests only: whether a layer call of this shape projects its inputs
+    inside each step's kernel (see _fused_projection)."""
+    cdef fr_shape s = _shape(cell, B, 1, I, H, False, None)
+    cdef int fused = fr_fused_projection_of(&s, np.dtype(dtype).itemsize)
+    _raise(-1 if fused < 0 else 0, "_fused")
+    return bool(fused)
+
+
 def _unit_slices_cap(int cap):
     """Tests only: at most cap slices of hidden units per layer team (0: no
     cap), so that two threads can run the row groups a team of more threads
