@@ -3,9 +3,12 @@
  *
  * Forward, per layer and direction:
  *   gates = X W_ih^T                      one GEMM over all B*T rows (ragged:
- *                                         one per sample, its valid rows)
+ *                                         X's valid rows gathered, or through
+ *                                         BLAS one GEMM per sample)
  *   for each step t (reversed for the backward direction):
- *     gates[t] += h_prev W_hh^T           one GEMM (GRU: into its own buffer)
+ *     gates[t] += h_prev W_hh^T           one GEMM (GRU: into its own buffer);
+ *                                         the fused projection (rnn.c) computes
+ *                                         x_t W_ih^T + h_prev W_hh^T here instead
  *     one fused pass: biases, activations, cell update, outputs, and what
  *     backward reads, stored in place
  * Backward walks the steps in the opposite order with one fused pass and one
