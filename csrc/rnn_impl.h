@@ -245,7 +245,7 @@ typedef struct {
 } FR_(term);
 
 /* Rows [r, r + n) of C = (C if accumulate, else 0) + the terms, for one panel;
- * C points at row r. n <= FR_MR known where this is inlined: n independent
+ * C points at row r. n <= 8 known where this is inlined: n independent
  * chains per vector hide the FMA latency. Every output is one FMA chain: it
  * starts from C's value (accumulate) or 0 and adds the terms' products in
  * order, k by k, whatever n is. So a row's result does not depend on how many
@@ -256,7 +256,7 @@ static inline __attribute__((always_inline)) void FR_(panel_rows)(
     int n, const FR_(term) *terms, int n_terms, int64_t r, real *C, int64_t ldc, int64_t w,
     int accumulate)
 {
-    FR_VEC acc[FR_MR][2];
+    FR_VEC acc[8][2];
     for (int i = 0; i < n; i++) {
         if (accumulate)
             FR_(load_row)(C + i * ldc, &acc[i][0], &acc[i][1], w);
@@ -306,7 +306,6 @@ __attribute__((target("avx512f"))) static void FR_(panel_kernel_mr8)(
 {
     int64_t r = 0;
     for (; r + 8 <= M; r += 8) {
-        FR_VEC acc[8][2];
         /* Rows of C: gate rows the input projection wrote long before (in L3
          * or memory, one page apart in a dense call) that the sums start
          * from, or rows this kernel writes. The next block's are fetched
@@ -316,27 +315,7 @@ __attribute__((target("avx512f"))) static void FR_(panel_kernel_mr8)(
             __builtin_prefetch(C + i * ldc + FR_VL, 1, 3);
             __builtin_prefetch(C + i * ldc + w - 1, 1, 3);
         }
-        for (int i = 0; i < 8; i++) {
-            if (accumulate)
-                FR_(load_row)(C + (r + i) * ldc, &acc[i][0], &acc[i][1], w);
-            else
-                acc[i][0] = acc[i][1] = (FR_VEC){0}; /* memset spilled them */
-        }
-        for (int t = 0; t < n_terms; t++) {
-            const real *A = terms[t].A + r * terms[t].lda, *P = terms[t].P;
-            const int64_t lda = terms[t].lda;
-            for (int64_t k = 0; k < terms[t].K; k++) {
-                const FR_VEC b0 = *(const FR_VEC *)(P + k * FR_NR);
-                const FR_VEC b1 = *(const FR_VEC *)(P + k * FR_NR + FR_VL);
-                for (int i = 0; i < 8; i++) {
-                    const real x = A[i * lda + k];
-                    acc[i][0] += x * b0;
-                    acc[i][1] += x * b1;
-                }
-            }
-        }
-        for (int i = 0; i < 8; i++)
-            FR_(store_row)(C + (r + i) * ldc, &acc[i][0], &acc[i][1], w);
+        FR_(panel_rows)(8, terms, n_terms, r, C + r * ldc, ldc, w, accumulate);
     }
     if (r < M) FR_(panel_kernel_mr4)(M, terms, n_terms, r, C, ldc, w, accumulate);
 }
