@@ -940,8 +940,8 @@ void fr_tanh_f64(const double *x, double *y, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] = fr_tanhd(x[i]);
 }
 
-/* The header fr_pack_recurrent_* writes before a direction's packed W_hh:
- * what it was packed for. A forward given the pack uses it only when every
+/* The header fr_pack_recurrent_* writes before a direction's packed W_hh and
+ * W_ih: what they were packed for. A forward given the pack uses it only when every
  * field but panels_at equals the call's own (else it packs as without one),
  * so a stale or foreign pack costs a pack, never a wrong result. */
 #define FR_PACK_MAGIC 0x4b434150524e5246LL /* "FRNRPACK" */

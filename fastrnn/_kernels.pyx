@@ -356,8 +356,8 @@ def forward(*, int cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, int64_t y_col, hN
             lengths, bint reverse, ws, bint training, int n_threads, packed=None):
     """One layer, one direction. X (B, T, I); Y (B, T, ldy) receives H columns
     from y_col; hN/cN (B, H) the final state; ws from workspace_size. packed:
-    pack_recurrent's pack of W_hh (inference; ignored unless made for this
-    call's W_hh, layout and team)."""
+    pack_recurrent's pack of W_ih and W_hh (inference; ignored unless made
+    for this call's weight arrays, layout and team)."""
     _forward(cell, X, W_ih, W_hh, b_ih, b_hh, h0, c0, Y, y_col, hN, cN, lengths, reverse, ws,
              training, n_threads, packed)
 
