@@ -244,10 +244,13 @@ int fr_stop_requested(void);
 /* 1 when the recurrent steps run the packed W_hh micro-kernels, 0: BLAS. */
 int fr_packed_enabled(void);
 /* For tests and before/after timings: 1 turns the batch-1 fast paths off
- * (AVX-512 multi-panel rows, generation's projected-embedding table), so
- * every call runs the portable packed kernels (their results are the same
- * bit for bit); 0 (the default) turns them back on. Process-wide. */
+ * (AVX-512 multi-panel rows, generation's projected-embedding table) and the
+ * AVX-512 float LSTM gate pass, so every call runs the portable code (their
+ * results are the same bit for bit); 0 (the default) turns them back on.
+ * Process-wide. */
 void fr_force_portable(int on);
+/* 1 when float LSTM steps run the AVX-512 gate pass (CPU has it, not forced off). */
+int fr_lstm_gate_pass_avx512(void);
 
 #ifdef __cplusplus
 }

@@ -34,11 +34,12 @@ static void FR_(gemm_rm)(const fr_blas *blas, int trans_a, int trans_b, int64_t 
     blas->FR_GEMM(&tb, &ta, &m, &n, &k, &alpha, (real *)B, &lb, (real *)A, &la, &beta, C, &lc);
 }
 
-FR_CLONES static void FR_(lstm_forward_row)(int64_t n, int64_t H, real *restrict g,
-                                            const real *restrict bi, const real *restrict bh,
-                                            const real *restrict cp, real *restrict hn,
-                                            real *restrict cn, real *restrict y,
-                                            real *restrict tc)
+FR_CLONES static void FR_(lstm_forward_row_portable)(int64_t n, int64_t H, real *restrict g,
+                                                     const real *restrict bi,
+                                                     const real *restrict bh,
+                                                     const real *restrict cp, real *restrict hn,
+                                                     real *restrict cn, real *restrict y,
+                                                     real *restrict tc)
 {
     real *restrict gi = g, *restrict gf = g + H, *restrict gg = g + 2 * H, *restrict go = g + 3 * H;
     for (int64_t j = 0; j < n; j++) {
@@ -58,6 +59,20 @@ FR_CLONES static void FR_(lstm_forward_row)(int64_t n, int64_t H, real *restrict
         hn[j] = h;
         y[j] = h;
     }
+}
+
+/* The LSTM step's pass over units [0, n) of one row: float on AVX-512 CPUs runs
+ * rnn.c's intrinsics version (the same roundings, so the same bits). */
+static void FR_(lstm_forward_row)(int64_t n, int64_t H, real *g, const real *bi, const real *bh,
+                                  const real *cp, real *hn, real *cn, real *y, real *tc)
+{
+#ifdef FR_LSTM_ROW_AVX512
+    if (fr_lstm_row_avx512()) {
+        FR_LSTM_ROW_AVX512(n, H, g, bi, bh, cp, hn, cn, y, tc);
+        return;
+    }
+#endif
+    FR_(lstm_forward_row_portable)(n, H, g, bi, bh, cp, hn, cn, y, tc);
 }
 
 FR_CLONES static void FR_(gru_forward_row)(int64_t n, int64_t H, real *restrict g,

@@ -78,6 +78,7 @@ cdef extern from "fastrnn.h" nogil:
     int fr_openmp_enabled()
     int fr_packed_enabled()
     void fr_force_portable(int on)
+    int fr_lstm_gate_pass_avx512()
     int fr_max_threads()
     int fr_threads(int n_threads)
     void fr_fork_child()

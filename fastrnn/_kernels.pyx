@@ -142,9 +142,15 @@ def packed_enabled():
 
 def _force_portable(bint on):
     """Tests and before/after timings only: True turns the batch-1 fast paths
-    off (every call then runs the portable packed kernels, whose results are
-    the same bit for bit), False turns them back on. Process-wide."""
+    and the AVX-512 LSTM gate pass off (every call then runs the portable
+    code, whose results are the same bit for bit), False turns them back on.
+    Process-wide."""
     fr_force_portable(on)
+
+
+def _lstm_gate_pass_avx512():
+    """Whether float LSTM steps run the AVX-512 gate pass here (tests)."""
+    return bool(fr_lstm_gate_pass_avx512())
 
 
 def _decode_small_rows(int64_t rows):

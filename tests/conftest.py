@@ -32,6 +32,22 @@ def quant_path(request):
 
 
 @pytest.fixture
+def portable():
+    """A function running fn() with the AVX-512 fast paths off
+    (_kernels._force_portable); restores them after the test."""
+    from fastrnn import _kernels
+
+    def run(fn):
+        _kernels._force_portable(True)
+        try:
+            return fn()
+        finally:
+            _kernels._force_portable(False)
+    yield run
+    _kernels._force_portable(False)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(12345)
 

@@ -12,19 +12,6 @@ STACKS = [(LSTM, {}), (GRU, {}), (RNN, {}), (RNN, {"nonlinearity": "relu"})]
 STACK_IDS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
 
-@pytest.fixture
-def portable():
-    """A function running fn() with the fast path off; restores it after the test."""
-    def run(fn):
-        _kernels._force_portable(True)
-        try:
-            return fn()
-        finally:
-            _kernels._force_portable(False)
-    yield run
-    _kernels._force_portable(False)
-
-
 def _stack(cls, kw, I, H, dtype, n_threads=1, seed=0, **more):
     stack = cls(I, H, dtype=dtype, n_threads=n_threads, **kw, **more)
     rng = np.random.default_rng(seed)
