@@ -93,12 +93,6 @@ static int fr_row_layout(int64_t max_rows)
            !fr_portable_forced;
 }
 
-/* Whether the float LSTM gate pass runs fr_lstm_forward_row_avx512. */
-static int fr_lstm_row_avx512(void)
-{
-    return FR_HAVE_PACKED && fr_avx512_supported() && !fr_portable_forced;
-}
-
 void fr_force_portable(int on)
 {
     fr_portable_forced = on;
@@ -106,7 +100,7 @@ void fr_force_portable(int on)
 
 int fr_lstm_gate_pass_avx512(void)
 {
-    return fr_lstm_row_avx512();
+    return FR_HAVE_PACKED && fr_avx512_supported() && !fr_portable_forced;
 }
 
 /* Whether generation projects every token's embedding through layer 0's W_ih
@@ -841,14 +835,16 @@ int64_t fr_generate_workspace(const fr_generator *g, int64_t n)
  * two parts), e^r from a degree-5 polynomial fitted for the least relative
  * error on that interval (9.2e-8), and 2^n written straight into the
  * exponent bits: t's low mantissa bits hold n, since t = x log2(e) + 1.5 * 2^23
- * rounds x log2(e) to an integer. Sigmoid and tanh are within 3.6 ulp of the
- * exact values (bench/NOTES.md, eighth session), and the scalar form below and
+ * rounds x log2(e) to an integer. Sigmoid is within 3.6 ulp of the exact
+ * value, tanh within 4 ulp where |tanh| >= 0.5 and 3e-7 nearer 0, where
+ * 1 - 2 / (1 + e^2x) cancels (bench/NOTES.md, eighth session, and
+ * tests/test_gate_pass.py). The scalar form below and
  * the AVX-512 one (fr_one_plus_exp16) perform the same roundings in the same
  * order, so they give the same bits. Each line is one rounding: the multiply-
  * adds contract to FMAs where the CPU has them (-ffp-contract=fast). */
 #define FR_EXP_MAGIC 12582912.0f /* 1.5 * 2^23 */
-#define FR_EXP_C(k) (k == 0 ? 8.290272206e-03f : k == 1 ? 4.189816117e-02f \
-                     : k == 2 ? 1.666763872e-01f : k == 3 ? 4.999914765e-01f : 9.999997020e-01f)
+static const float fr_exp_poly[5] = {8.290272206e-03f, 4.189816117e-02f, 1.666763872e-01f,
+                                     4.999914765e-01f, 9.999997020e-01f};
 static inline float fr_one_plus_expf(float x)
 {
     x = x < -87.3f ? -87.3f : x;
@@ -857,11 +853,11 @@ static inline float fr_one_plus_expf(float x)
     float n = t - FR_EXP_MAGIC;
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
-    float p = FR_EXP_C(0);
-    p = p * r + FR_EXP_C(1);
-    p = p * r + FR_EXP_C(2);
-    p = p * r + FR_EXP_C(3);
-    p = p * r + FR_EXP_C(4);
+    float p = fr_exp_poly[0];
+    p = p * r + fr_exp_poly[1];
+    p = p * r + fr_exp_poly[2];
+    p = p * r + fr_exp_poly[3];
+    p = p * r + fr_exp_poly[4];
     p = p * r + 1.0f;
     uint32_t bits;
     memcpy(&bits, &t, sizeof bits);
@@ -890,11 +886,11 @@ FR_AVX512 __m512 fr_one_plus_exp16(__m512 x)
     __m512 n = _mm512_sub_ps(t, magic);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(FR_EXP_C(0));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FR_EXP_C(1)));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FR_EXP_C(2)));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FR_EXP_C(3)));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FR_EXP_C(4)));
+    __m512 p = _mm512_set1_ps(fr_exp_poly[0]);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(fr_exp_poly[1]));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(fr_exp_poly[2]));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(fr_exp_poly[3]));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(fr_exp_poly[4]));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     __m512i bits = _mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(127));
     __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(bits, 23));

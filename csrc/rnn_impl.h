@@ -67,7 +67,7 @@ static void FR_(lstm_forward_row)(int64_t n, int64_t H, real *g, const real *bi,
                                   const real *cp, real *hn, real *cn, real *y, real *tc)
 {
 #ifdef FR_LSTM_ROW_AVX512
-    if (fr_lstm_row_avx512()) {
+    if (fr_lstm_gate_pass_avx512()) {
         FR_LSTM_ROW_AVX512(n, H, g, bi, bh, cp, hn, cn, y, tc);
         return;
     }
