@@ -840,8 +840,10 @@ int64_t fr_generate_workspace(const fr_generator *g, int64_t n)
  * 1 - 2 / (1 + e^2x) cancels (bench/NOTES.md, eighth session, and
  * tests/test_gate_pass.py). The scalar form below and
  * the AVX-512 one (fr_one_plus_exp16) perform the same roundings in the same
- * order, so they give the same bits. Each line is one rounding: the multiply-
- * adds contract to FMAs where the CPU has them (-ffp-contract=fast). */
+ * order, so they give the same bits: the fused multiply-adds are written out
+ * (fmaf), not left to the compiler's contraction, which -O1 does not do (the
+ * sanitizer build's results differed). Without FMA hardware fmaf is libm's
+ * exact software one: slower, the same bits. */
 #define FR_EXP_MAGIC 12582912.0f /* 1.5 * 2^23 */
 static const float fr_exp_poly[5] = {8.290272206e-03f, 4.189816117e-02f, 1.666763872e-01f,
                                      4.999914765e-01f, 9.999997020e-01f};
@@ -849,22 +851,19 @@ static inline float fr_one_plus_expf(float x)
 {
     x = x < -87.3f ? -87.3f : x;
     x = x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504088896341f + FR_EXP_MAGIC;
+    float t = fmaf(x, 1.44269504088896341f, FR_EXP_MAGIC);
     float n = t - FR_EXP_MAGIC;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
+    float r = fmaf(-n, 0.693359375f, x);
+    r = fmaf(-n, -2.12194440e-4f, r);
     float p = fr_exp_poly[0];
-    p = p * r + fr_exp_poly[1];
-    p = p * r + fr_exp_poly[2];
-    p = p * r + fr_exp_poly[3];
-    p = p * r + fr_exp_poly[4];
-    p = p * r + 1.0f;
+    for (int k = 1; k < 5; k++) p = fmaf(p, r, fr_exp_poly[k]);
+    p = fmaf(p, r, 1.0f);
     uint32_t bits;
     memcpy(&bits, &t, sizeof bits);
     bits = (bits + 127u) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return p * scale + 1.0f;
+    return fmaf(p, scale, 1.0f);
 }
 
 static inline float fr_sigmoidf(float x) { return 1.0f / fr_one_plus_expf(-x); }
@@ -1093,6 +1092,7 @@ typedef struct {
 #define FR_GEMM sgemm
 #define FR_SIGMOID fr_sigmoidf
 #define FR_TANH fr_tanhf
+#define FR_FMA fmaf /* written out: the AVX-512 LSTM pass rounds the same way */
 #define FR_VEC fr_vec_f32
 #if FR_HAVE_PACKED
 #define FR_LSTM_ROW_AVX512 fr_lstm_forward_row_avx512
@@ -1104,6 +1104,7 @@ typedef struct {
 #undef FR_GEMM
 #undef FR_SIGMOID
 #undef FR_TANH
+#undef FR_FMA
 #undef FR_VEC
 
 #define real double
@@ -1111,6 +1112,7 @@ typedef struct {
 #define FR_GEMM dgemm
 #define FR_SIGMOID fr_sigmoidd
 #define FR_TANH fr_tanhd
+#define FR_FMA(a, b, c) ((a) * (b) + (c))
 #define FR_VEC fr_vec_f64
 #include "rnn_impl.h"
 #undef real
@@ -1118,6 +1120,7 @@ typedef struct {
 #undef FR_GEMM
 #undef FR_SIGMOID
 #undef FR_TANH
+#undef FR_FMA
 #undef FR_VEC
 
 /* Small-row products for decode.c (see decode.h): W (N, K) packed once into

@@ -1,5 +1,5 @@
 /* Recurrent kernels for one precision. Included by rnn.c with `real`, FR_(),
- * FR_GEMM, FR_SIGMOID and FR_TANH defined; no include guard on purpose.
+ * FR_GEMM, FR_SIGMOID, FR_TANH and FR_FMA defined; no include guard on purpose.
  *
  * Forward, per layer and direction:
  *   gates = X W_ih^T                      one GEMM over all B*T rows (ragged:
@@ -47,7 +47,7 @@ FR_CLONES static void FR_(lstm_forward_row_portable)(int64_t n, int64_t H, real 
         real f = FR_SIGMOID(gf[j] + bi[H + j] + bh[H + j]);
         real c_in = FR_TANH(gg[j] + bi[2 * H + j] + bh[2 * H + j]);
         real o = FR_SIGMOID(go[j] + bi[3 * H + j] + bh[3 * H + j]);
-        real c = f * cp[j] + i * c_in;
+        real c = FR_FMA(f, cp[j], i * c_in);
         real t = FR_TANH(c);
         real h = o * t;
         gi[j] = i;
