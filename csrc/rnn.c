@@ -873,7 +873,7 @@ static inline float fr_tanhf(float x) { return 1.0f - 2.0f / fr_one_plus_expf(x 
  * them: gcc turns the scalar clamps above into three compares and two blends
  * each when it vectorises them, AVX-512's min/max take one instruction with the
  * same NaN rule (the second operand wins). Bench/NOTES.md (eighth session):
- * the pass went from 2.48 to 1.45 ns per unit on a Zen 4 core. */
+ * the pass went from 2.48 to 1.58 ns per unit on a Zen 4 core (a C harness). */
 #define FR_AVX512 __attribute__((target("avx512f"))) static inline
 
 FR_AVX512 __m512 fr_one_plus_exp16(__m512 x)
@@ -914,8 +914,8 @@ static inline __mmask16 fr_lanes16(int64_t n, int64_t j0)
     return n - j0 >= 16 ? (__mmask16)0xFFFF : n <= j0 ? 0 : (__mmask16)((1u << (n - j0)) - 1);
 }
 
-/* gates + b_ih + b_hh for 16 units of gate k (the same two additions as the
- * scalar pass); masked-off lanes are 0. */
+/* gates + b_ih + b_hh for the 16 units from `at` (a gate's offset plus the
+ * unit; the same two additions as the scalar pass); masked-off lanes are 0. */
 FR_AVX512 __m512 fr_preactivation16(const float *g, const float *bi, const float *bh,
                                     int64_t at, __mmask16 m)
 {
@@ -942,8 +942,9 @@ FR_AVX512 void fr_lstm_store16(__m512 i, __m512 f, __m512 c_in, __m512 o, __m512
 
 /* 32 units of lstm_forward_row_f32 (rnn_impl.h) from ja, as two vectors a
  * and b whose activations alternate: one vector at a time left the core
- * waiting on each activation's chain (1.69 ns per unit against 1.45 on a Zen 4
- * core). Named variables, not arrays: gcc kept a [4][2] array on the stack. */
+ * waiting on each activation's chain (in a C harness on a Zen 4 core: 1.69 ns
+ * per unit against 1.45). Named variables, not arrays: gcc kept a [4][2] array
+ * on the stack. */
 __attribute__((target("avx512f"), always_inline)) static inline void fr_lstm_units32(
     int64_t ja, __mmask16 ma, __mmask16 mb, int64_t H, float *restrict g,
     const float *restrict bi, const float *restrict bh, const float *restrict cp,
@@ -967,7 +968,7 @@ __attribute__((target("avx512f"), always_inline)) static inline void fr_lstm_uni
 
 /* lstm_forward_row_f32 on AVX-512: whole rounds of 32 units, then the rest
  * masked (masked loads and stores in every round cost 1.83 ns per unit
- * against 1.45). */
+ * against 1.58, same harness). */
 __attribute__((target("avx512f"))) static void fr_lstm_forward_row_avx512(
     int64_t n, int64_t H, float *restrict g, const float *restrict bi, const float *restrict bh,
     const float *restrict cp, float *restrict hn, float *restrict cn, float *restrict y,
