@@ -855,8 +855,13 @@ static inline float fr_one_plus_expf(float x)
     float n = t - FR_EXP_MAGIC;
     float r = fmaf(-n, 0.693359375f, x);
     r = fmaf(-n, -2.12194440e-4f, r);
-    float p = fr_exp_poly[0];
-    for (int k = 1; k < 5; k++) p = fmaf(p, r, fr_exp_poly[k]);
+    /* Horner written out: with a loop here gcc 12 leaves the callers' loops
+     * unvectorised (it does not unroll a loop of fmaf calls before it
+     * vectorises; GRU inference ran 2.7x slower). */
+    float p = fmaf(fr_exp_poly[0], r, fr_exp_poly[1]);
+    p = fmaf(p, r, fr_exp_poly[2]);
+    p = fmaf(p, r, fr_exp_poly[3]);
+    p = fmaf(p, r, fr_exp_poly[4]);
     p = fmaf(p, r, 1.0f);
     uint32_t bits;
     memcpy(&bits, &t, sizeof bits);
