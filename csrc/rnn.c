@@ -202,6 +202,16 @@ static int fr_team_size(int n_threads, int64_t B, int64_t H, int64_t G, int64_t 
 #define FR_ROW_BLOCK 8
 #define FR_ROW_SPLIT_MIN_MACS (1 << 20)
 
+/* Larger weights split by rows too when every thread gets this many rows: each
+ * thread then streams its panels from L3 once a step for 32 rows or more
+ * (~6 GB/s a thread at the medium size), cheaper than the unit split's barrier
+ * per step. 2 Zen 4 threads, mins of alternating runs: LSTM B=64 T=100 I=128
+ * H=256 inference 30.4 -> 25.0 ms, training 101.7 -> 97.2; B=64 T=25 I=H=512
+ * inference 37.5 -> 33.8, training even (bench/NOTES.md, ninth session). With
+ * fewer rows a thread (4+ threads at B=64) the unit split keeps each slice in
+ * its core's L2 (Emerald Rapids, 16 cores). */
+#define FR_ROW_SPLIT_STREAM_ROWS 32
+
 /* How one layer call shares its work: nth threads, by rows (W_hh packed
  * whole) or by unit slices (W_hh packed in `slices` slices). A team of more
  * threads than slices gives each slice nth / slices threads, each with its
@@ -243,8 +253,9 @@ static fr_layer_team fr_team_for(int n_threads, const fr_shape *s, size_t real_s
     const int wanted = fr_team_size(n_threads, B, H, G, I, real_size);
     const int cap = fr_unit_slices_cap, slices = cap && wanted > cap ? cap : wanted;
     fr_layer_team team = {slices, 0, slices};
+    const int fits_l2 = (size_t)(G * H * H) * real_size <= FR_PAR_MIN_WEIGHT_BYTES;
     if (fr_row_split_on && n > 1 && blocks > 1 && macs >= FR_ROW_SPLIT_MIN_MACS &&
-        (size_t)(G * H * H) * real_size <= FR_PAR_MIN_WEIGHT_BYTES) {
+        (fits_l2 || B >= (int64_t)n * FR_ROW_SPLIT_STREAM_ROWS)) {
         team.nth = n < blocks ? n : (int)blocks;
         team.by_rows = 1;
         team.slices = 1;

@@ -1,6 +1,7 @@
-"""Layer calls whose W_hh fits one core's L2 split the batch rows among the
-threads (no barrier per step) instead of the hidden units: the team each
-shape gets, and that both splits and one thread give the same results."""
+"""Layer calls whose W_hh fits one core's L2, or that give every thread 32
+rows or more, split the batch rows among the threads (no barrier per step)
+instead of the hidden units: the team each shape gets, and that both splits
+and one thread give the same results."""
 import os
 
 import numpy as np
@@ -26,11 +27,13 @@ def _team(cell, B, T, I, H, n_threads=2, dtype=np.float32):
 def test_small_weights_split_rows_and_large_ones_split_units():
     assert _team("lstm", 32, 50, 8, 64) == (2, "rows")  # W_hh 64 KiB
     assert _team("lstm", 64, 100, 128, 128) == (2, "rows")  # 256 KiB
-    assert _team("lstm", 64, 100, 128, 256) == (2, "units")  # 1 MiB: a slice per core's L2
+    assert _team("lstm", 48, 100, 128, 256) == (2, "units")  # 1 MiB: a slice per core's L2
+    # ... unless every thread gets 32 rows or more (weights streamed from L3)
+    assert _team("lstm", 64, 100, 128, 256) == (2, "rows")
     assert _team("lstm", 1, 150, 256, 256) == (2, "units")
     # float64 weights are twice the bytes: H=176 LSTM fits in float32 only
-    assert _team("lstm", 64, 100, 8, 176)[1] == "rows"
-    assert _team("lstm", 64, 100, 8, 176, dtype=np.float64)[1] == "units"
+    assert _team("lstm", 48, 100, 8, 176)[1] == "rows"
+    assert _team("lstm", 48, 100, 8, 176, dtype=np.float64)[1] == "units"
     # one block of rows, or too little work in all: one thread
     assert _team("lstm", 15, 100, 8, 64) == (1, "units")
     assert _team("lstm", 16, 4, 8, 16) == (1, "units")
