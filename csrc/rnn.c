@@ -939,19 +939,22 @@ FR_AVX512 __m512 fr_preactivation16(const float *g, const float *bi, const float
     return _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bh + at));
 }
 
-/* Stores what lstm_forward_row_f32 stores for 16 units: the activated gates,
- * c, tanh(c), and h = o tanh(c) twice (state and output). */
+/* Stores what lstm_forward_row_f32 stores for 16 units: c and h = o tanh(c)
+ * twice (state and output), and for training (keep) the activated gates and
+ * tanh(c). */
 FR_AVX512 void fr_lstm_store16(__m512 i, __m512 f, __m512 c_in, __m512 o, __m512 c, __m512 t,
                                float *g, int64_t H, float *cn, float *hn, float *y, float *tc,
-                               int64_t at, __mmask16 m)
+                               int64_t at, __mmask16 m, int keep)
 {
     __m512 h = _mm512_mul_ps(o, t);
-    _mm512_mask_storeu_ps(g + at, m, i);
-    _mm512_mask_storeu_ps(g + H + at, m, f);
-    _mm512_mask_storeu_ps(g + 2 * H + at, m, c_in);
-    _mm512_mask_storeu_ps(g + 3 * H + at, m, o);
+    if (keep) {
+        _mm512_mask_storeu_ps(g + at, m, i);
+        _mm512_mask_storeu_ps(g + H + at, m, f);
+        _mm512_mask_storeu_ps(g + 2 * H + at, m, c_in);
+        _mm512_mask_storeu_ps(g + 3 * H + at, m, o);
+        _mm512_mask_storeu_ps(tc + at, m, t);
+    }
     _mm512_mask_storeu_ps(cn + at, m, c);
-    _mm512_mask_storeu_ps(tc + at, m, t);
     _mm512_mask_storeu_ps(hn + at, m, h);
     _mm512_mask_storeu_ps(y + at, m, h);
 }
@@ -964,7 +967,7 @@ FR_AVX512 void fr_lstm_store16(__m512 i, __m512 f, __m512 c_in, __m512 o, __m512
 __attribute__((target("avx512f"), always_inline)) static inline void fr_lstm_units32(
     int64_t ja, __mmask16 ma, __mmask16 mb, int64_t H, float *restrict g,
     const float *restrict bi, const float *restrict bh, const float *restrict cp,
-    float *restrict hn, float *restrict cn, float *restrict y, float *restrict tc)
+    float *restrict hn, float *restrict cn, float *restrict y, float *restrict tc, int keep)
 {
     const int64_t jb = ja + 16;
     __m512 ia = fr_sigmoid16(fr_preactivation16(g, bi, bh, ja, ma));
@@ -978,24 +981,36 @@ __attribute__((target("avx512f"), always_inline)) static inline void fr_lstm_uni
     __m512 ca = _mm512_fmadd_ps(fa, _mm512_maskz_loadu_ps(ma, cp + ja), _mm512_mul_ps(ia, ga));
     __m512 cb = _mm512_fmadd_ps(fb, _mm512_maskz_loadu_ps(mb, cp + jb), _mm512_mul_ps(ib, gb));
     __m512 ta = fr_tanh16(ca), tb = fr_tanh16(cb);
-    fr_lstm_store16(ia, fa, ga, oa, ca, ta, g, H, cn, hn, y, tc, ja, ma);
-    fr_lstm_store16(ib, fb, gb, ob, cb, tb, g, H, cn, hn, y, tc, jb, mb);
+    fr_lstm_store16(ia, fa, ga, oa, ca, ta, g, H, cn, hn, y, tc, ja, ma, keep);
+    fr_lstm_store16(ib, fb, gb, ob, cb, tb, g, H, cn, hn, y, tc, jb, mb, keep);
 }
 
 /* lstm_forward_row_f32 on AVX-512: whole rounds of 32 units, then the rest
  * masked (masked loads and stores in every round cost 1.83 ns per unit
- * against 1.58, same harness). */
+ * against 1.58, same harness); `keep` a constant in each inlined copy. */
+__attribute__((target("avx512f"), always_inline)) static inline void fr_lstm_units(
+    int64_t n, int64_t H, float *restrict g, const float *restrict bi, const float *restrict bh,
+    const float *restrict cp, float *restrict hn, float *restrict cn, float *restrict y,
+    float *restrict tc, int keep)
+{
+    const __mmask16 all = 0xFFFF;
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32)
+        fr_lstm_units32(j, all, all, H, g, bi, bh, cp, hn, cn, y, tc, keep);
+    if (j < n)
+        fr_lstm_units32(j, fr_lanes16(n, j), fr_lanes16(n, j + 16), H, g, bi, bh, cp, hn, cn, y,
+                        tc, keep);
+}
+
 __attribute__((target("avx512f"))) static void fr_lstm_forward_row_avx512(
     int64_t n, int64_t H, float *restrict g, const float *restrict bi, const float *restrict bh,
     const float *restrict cp, float *restrict hn, float *restrict cn, float *restrict y,
     float *restrict tc)
 {
-    const __mmask16 all = 0xFFFF;
-    int64_t j = 0;
-    for (; j + 32 <= n; j += 32) fr_lstm_units32(j, all, all, H, g, bi, bh, cp, hn, cn, y, tc);
-    if (j < n)
-        fr_lstm_units32(j, fr_lanes16(n, j), fr_lanes16(n, j + 16), H, g, bi, bh, cp, hn, cn, y,
-                        tc);
+    if (tc)
+        fr_lstm_units(n, H, g, bi, bh, cp, hn, cn, y, tc, 1);
+    else
+        fr_lstm_units(n, H, g, bi, bh, cp, hn, cn, y, NULL, 0);
 }
 #endif
 

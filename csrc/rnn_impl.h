@@ -50,18 +50,21 @@ FR_CLONES static void FR_(lstm_forward_row_portable)(int64_t n, int64_t H, real 
         real c = FR_FMA(f, cp[j], i * c_in);
         real t = FR_TANH(c);
         real h = o * t;
-        gi[j] = i;
-        gf[j] = f;
-        gg[j] = c_in;
-        go[j] = o;
+        if (tc) { /* training keeps the activations for backward */
+            gi[j] = i;
+            gf[j] = f;
+            gg[j] = c_in;
+            go[j] = o;
+            tc[j] = t;
+        }
         cn[j] = c;
-        tc[j] = t;
         hn[j] = h;
         y[j] = h;
     }
 }
 
-/* The LSTM step's pass over units [0, n) of one row: float on AVX-512 CPUs runs
+/* The LSTM step's pass over units [0, n) of one row (tc NULL: inference, the
+ * activated gates and tanh(c) not kept): float on AVX-512 CPUs runs
  * rnn.c's intrinsics version (the same roundings, so the same bits). */
 static void FR_(lstm_forward_row)(int64_t n, int64_t H, real *g, const real *bi, const real *bh,
                                   const real *cp, real *hn, real *cn, real *y, real *tc)
@@ -783,9 +786,9 @@ static void FR_(forward_row)(const FR_(forward_call) *f, int64_t step, int64_t i
         hn = f->hN + b * H;
         cn = lstm ? f->cN + b * H : NULL;
     }
-    if (lstm)
+    if (lstm) /* inference keeps neither the activated gates nor tanh(c) */
         FR_(lstm_forward_row)(nj, H, g, f->b_ih + j0, f->b_hh + j0, cp + j0, hn + j0, cn + j0, y,
-                              aux);
+                              f->training ? aux : NULL);
     else if (gru)
         FR_(gru_forward_row)(nj, H, g, f->w.gh + i * GH + j0, f->b_ih + j0, f->b_hh + j0, hp + j0,
                              hn + j0, y, aux);
