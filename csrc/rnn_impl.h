@@ -91,10 +91,12 @@ FR_CLONES static void FR_(gru_forward_row)(int64_t n, int64_t H, real *restrict 
         real hh = gh[2 * H + j] + bh[2 * H + j];
         real nn = FR_TANH(gn[j] + bi[2 * H + j] + r * hh);
         real h = (1 - z) * nn + z * hp[j];
-        gr[j] = r;
-        gz[j] = z;
-        gn[j] = nn;
-        a[j] = hh;
+        if (a) { /* training keeps the activations for backward */
+            gr[j] = r;
+            gz[j] = z;
+            gn[j] = nn;
+            a[j] = hh;
+        }
         hn[j] = h;
         y[j] = h;
     }
@@ -786,12 +788,12 @@ static void FR_(forward_row)(const FR_(forward_call) *f, int64_t step, int64_t i
         hn = f->hN + b * H;
         cn = lstm ? f->cN + b * H : NULL;
     }
-    if (lstm) /* inference keeps neither the activated gates nor tanh(c) */
+    if (lstm) /* inference keeps neither the activated gates nor tanh(c) (GRU: nor a) */
         FR_(lstm_forward_row)(nj, H, g, f->b_ih + j0, f->b_hh + j0, cp + j0, hn + j0, cn + j0, y,
                               f->training ? aux : NULL);
     else if (gru)
         FR_(gru_forward_row)(nj, H, g, f->w.gh + i * GH + j0, f->b_ih + j0, f->b_hh + j0, hp + j0,
-                             hn + j0, y, aux);
+                             hn + j0, y, f->training ? aux : NULL);
     else
         FR_(rnn_forward_row)(nj, relu, g, f->b_ih + j0, f->b_hh + j0, hn + j0, y);
 }
