@@ -103,6 +103,9 @@ int fr_set_fused_projection(int on);
 /* Whether a layer call of shape s with weights of real_size bytes projects
  * its inputs inside each step (-1: a bad shape). */
 int fr_fused_projection_of(const fr_shape *s, int real_size);
+/* Whether a backward of shape s with weights of real_size bytes computes its
+ * weight gradients in fastrnn's kernel rather than BLAS (-1: a bad shape). */
+int fr_weight_grad_kernel_of(const fr_shape *s, int real_size);
 /* Tests only: at most `cap` unit slices per layer team (0: no cap), so that a
  * 2-thread team can run row groups; returns the previous cap. */
 int fr_set_unit_slices_cap(int cap);

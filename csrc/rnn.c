@@ -1012,6 +1012,76 @@ __attribute__((target("avx512f"))) static void fr_lstm_forward_row_avx512(
     else
         fr_lstm_units(n, H, g, bi, bh, cp, hn, cn, y, NULL, 0);
 }
+
+/* The weight gradients' products, C[q, n] += sum over k of A[k, q] Z[k, n]
+ * (A: the gate gradients, one row per state row; Z: that row's input or
+ * previous h; C: dW_ih or dW_hh), without BLAS. OpenBLAS packs both
+ * operands of such a product, long in k (every row of the batch) and short
+ * in q and n, and its copies took a third of the GEMM's time (perf, RNN
+ * B=64 T=100 I=128 H=256 training: kernel 14.4 ms, copies 7.3). Here rows
+ * of Z are read where they lie (masked past ncols), 8 rows of C by 32
+ * columns held in 16 registers, k in chunks of FR_WG_KC so that a chunk's
+ * A (8 columns) and Z stay in L1 and L2 while all of C's panels pass over
+ * them, and C's columns in blocks of FR_WG_NC so that the chunk of Z they
+ * read (128 KiB) stays in L2 while every row block passes over it. Every
+ * output is one FMA chain over k in order, whatever the split. */
+#define FR_WG_KC 128
+#define FR_WG_NC 256
+#define FR_WG_AHEAD 8
+__attribute__((target("avx512f"), always_inline)) static inline void fr_weight_grad_rows(
+    const int rows, int64_t k0, int64_t k1, const float *A, int64_t lda, const float *Z,
+    int64_t ldz, __mmask16 m0, __mmask16 m1, float *C, int64_t ldc)
+{
+    __m512 acc[8][2];
+    for (int r = 0; r < rows; r++) {
+        acc[r][0] = _mm512_maskz_loadu_ps(m0, C + r * ldc);
+        acc[r][1] = _mm512_maskz_loadu_ps(m1, C + r * ldc + 16);
+    }
+    for (int64_t k = k0; k < k1; k++) {
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, Z + k * ldz);
+        const __m512 b1 = _mm512_maskz_loadu_ps(m1, Z + k * ldz + 16);
+        const float *a = A + k * lda;
+        if (k + FR_WG_AHEAD < k1) /* rows of A lie lda apart: past the prefetchers */
+            _mm_prefetch((const char *)(a + FR_WG_AHEAD * lda), _MM_HINT_T0);
+        for (int r = 0; r < rows; r++) {
+            const __m512 x = _mm512_set1_ps(a[r]);
+            acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        _mm512_mask_storeu_ps(C + r * ldc, m0, acc[r][0]);
+        _mm512_mask_storeu_ps(C + r * ldc + 16, m1, acc[r][1]);
+    }
+}
+
+/* Rows [q0, q1) of C, all ncols columns, k in [0, K). */
+__attribute__((target("avx512f"))) static void fr_weight_grad_avx512(
+    int64_t K, const float *A, int64_t lda, int64_t q0, int64_t q1, const float *Z, int64_t ldz,
+    int64_t ncols, float *C, int64_t ldc)
+{
+    for (int64_t k0 = 0; k0 < K; k0 += FR_WG_KC) {
+        const int64_t k1 = K - k0 < FR_WG_KC ? K : k0 + FR_WG_KC;
+        for (int64_t n0 = 0; n0 < ncols; n0 += FR_WG_NC)
+        for (int64_t q = q0; q < q1; q += 8) {
+            const float *a = A + q;
+            for (int64_t n = n0; n < ncols && n < n0 + FR_WG_NC; n += 32) {
+                const __mmask16 m0 = fr_lanes16(ncols, n), m1 = fr_lanes16(ncols, n + 16);
+                float *c = C + q * ldc + n;
+                switch (q1 - q < 8 ? q1 - q : 8) { /* constant row counts: the loops unroll */
+                case 8: fr_weight_grad_rows(8, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
+                case 7: fr_weight_grad_rows(7, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
+                case 6: fr_weight_grad_rows(6, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
+                case 5: fr_weight_grad_rows(5, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
+                case 4: fr_weight_grad_rows(4, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
+                case 3: fr_weight_grad_rows(3, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
+                case 2: fr_weight_grad_rows(2, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
+                default: fr_weight_grad_rows(1, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
+                }
+            }
+        }
+    }
+}
 #endif
 
 static inline double fr_sigmoidd(double x) { return 1.0 / (1.0 + exp(-x)); }
@@ -1128,9 +1198,11 @@ typedef struct {
 #define FR_VEC fr_vec_f32
 #if FR_HAVE_PACKED
 #define FR_LSTM_ROW_AVX512 fr_lstm_forward_row_avx512
+#define FR_WEIGHT_GRAD_AVX512 fr_weight_grad_avx512
 #endif
 #include "rnn_impl.h"
 #undef FR_LSTM_ROW_AVX512
+#undef FR_WEIGHT_GRAD_AVX512
 #undef real
 #undef FR_
 #undef FR_GEMM
@@ -1154,6 +1226,12 @@ typedef struct {
 #undef FR_TANH
 #undef FR_FMA
 #undef FR_VEC
+
+int fr_weight_grad_kernel_of(const fr_shape *s, int real_size)
+{
+    if (fr_check_shape(s, s ? s->hidden : 0) != FR_OK || real_size <= 0) return -1;
+    return real_size == (int)sizeof(float) ? weight_grad_kernel_f32(s) : weight_grad_kernel_f64(s);
+}
 
 /* Small-row products for decode.c (see decode.h): W (N, K) packed once into
  * pack_forward's panels, then C (M, N) (+)= A W^T through packed_apply's

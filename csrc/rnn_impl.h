@@ -1190,13 +1190,39 @@ static void FR_(join_inputs)(const FR_(backward_call) *bc, int64_t r0, int64_t r
     }
 }
 
-/* dW_ih and dW_hh rows [q0, q1) (+)= dG^T X and dG^T h: one GEMM over [X | h]
+/* Whether rnn.c's weight-gradient kernel runs: float on AVX-512 CPUs, for
+ * gradients of up to FR_WG_MAX_BYTES. Measured on a Zen 4 core against
+ * OpenBLAS (bench/NOTES.md, ninth session): faster up to the medium LSTM's
+ * (1.5 MiB), even at H=512 (8 MiB), slower at H=1024 (32 MiB: 84 GFLOP/s
+ * against ~110, where rows of dG lie 16 KiB apart). */
+#define FR_WG_MAX_BYTES (4 << 20)
+static int FR_(weight_grad_kernel)(const fr_shape *s)
+{
+#ifdef FR_WEIGHT_GRAD_AVX512
+    const int64_t GH = fr_gates(s->cell) * s->hidden;
+    return fr_avx512_supported() &&
+           GH * (s->inputs + s->hidden) * (int64_t)sizeof(real) <= FR_WG_MAX_BYTES;
+#else
+    (void)s;
+    return 0;
+#endif
+}
+
+/* dW_ih and dW_hh rows [q0, q1) (+)= dG^T X and dG^T h: in rnn.c's kernel
+ * (weight_grad_kernel), reading X and h where they lie; else one GEMM over [X | h]
  * (fr_joint_dw), its result then added to both, or one GEMM each. */
 static void FR_(weight_products)(const FR_(backward_call) *bc, int64_t q0, int64_t q1)
 {
     const int64_t I = bc->s->inputs, H = bc->s->hidden, GH = fr_gates(bc->s->cell) * H;
     const int64_t N = bc->plan.n_rows, cols = I + H;
     const real *X = bc->fw.x ? bc->fw.x : bc->X;
+#ifdef FR_WEIGHT_GRAD_AVX512
+    if (FR_(weight_grad_kernel)(bc->s)) {
+        FR_WEIGHT_GRAD_AVX512(N, bc->w.dgx, GH, q0, q1, X, I, I, bc->dW_ih, I);
+        FR_WEIGHT_GRAD_AVX512(N, bc->w.dgh, GH, q0, q1, bc->fw.h, H, H, bc->dW_hh, H);
+        return;
+    }
+#endif
     if (!bc->w.xh) {
         FR_(gemm_rm)(bc->blas, 1, 0, q1 - q0, I, N, 1, bc->w.dgx + q0, GH, X, I, 1,
                      bc->dW_ih + q0 * I, I);
@@ -1235,7 +1261,7 @@ static void FR_(backward_weights)(const FR_(backward_call) *bc, int tid, int nt)
 {
     const int64_t GH = fr_gates(bc->s->cell) * bc->s->hidden;
     int64_t q0, q1, r0, r1;
-    if (bc->dW_ih && bc->w.xh) {
+    if (bc->dW_ih && bc->w.xh && !FR_(weight_grad_kernel)(bc->s)) {
         fr_split(bc->plan.n_rows, nt, tid, 1, &r0, &r1);
         FR_(join_inputs)(bc, r0, r1);
 #pragma omp barrier

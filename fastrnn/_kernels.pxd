@@ -42,6 +42,7 @@ cdef extern from "fastrnn.h" nogil:
     int fr_set_row_split(int on)
     int fr_set_fused_projection(int on)
     int fr_fused_projection_of(const fr_shape *s, int real_size)
+    int fr_weight_grad_kernel_of(const fr_shape *s, int real_size)
     int fr_set_unit_slices_cap(int cap)
     int64_t fr_pack_recurrent_key_f32(const fr_shape *s, int n_threads)
     int64_t fr_pack_recurrent_key_f64(const fr_shape *s, int n_threads)

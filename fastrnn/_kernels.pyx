@@ -300,6 +300,16 @@ def _fused(*, int cell, int64_t B, int64_t I, int64_t H, dtype=np.float32):
     return bool(fused)
 
 
+def _weight_grad_kernel(*, int cell, int64_t I, int64_t H, dtype=np.float32):
+    """Tests only: whether a backward of this shape computes its weight
+    gradients in fastrnn's kernel (float32 on AVX-512 CPUs, gradients of up to
+    4 MiB) rather than BLAS."""
+    cdef fr_shape s = _shape(cell, 1, 1, I, H, False, None)
+    cdef int used = fr_weight_grad_kernel_of(&s, np.dtype(dtype).itemsize)
+    _raise(-1 if used < 0 else 0, "_weight_grad_kernel")
+    return bool(used)
+
+
 def _unit_slices_cap(int cap):
     """Tests only: at most cap slices of hidden units per layer team (0: no
     cap), so that two threads can run the row groups a team of more threads

@@ -39,7 +39,8 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
     tests/test_kernels.py tests/test_layers.py tests/test_persistence.py \
     tests/test_reliability.py tests/test_properties.py tests/test_batch1.py \
     tests/test_row_split.py tests/test_quantize.py tests/test_ragged.py \
-    tests/test_fused_projection.py tests/test_packed.py tests/test_gate_pass.py "$@")
+    tests/test_fused_projection.py tests/test_packed.py tests/test_gate_pass.py \
+    tests/test_weight_grads.py "$@")
 
 # The leak check, on the regular build (ASan's quarantine would grow RSS itself).
 (cd "$work" && "$python" setup.py build_ext --inplace -q --force)
