@@ -1002,6 +1002,7 @@ __attribute__((target("avx512f"), always_inline)) static inline void fr_lstm_uni
                         tc, keep);
 }
 
+/* tc NULL: inference, nothing kept for backward (lstm_forward_row_f32). */
 __attribute__((target("avx512f"))) static void fr_lstm_forward_row_avx512(
     int64_t n, int64_t H, float *restrict g, const float *restrict bi, const float *restrict bh,
     const float *restrict cp, float *restrict hn, float *restrict cn, float *restrict y,
@@ -1055,6 +1056,26 @@ __attribute__((target("avx512f"), always_inline)) static inline void fr_weight_g
     }
 }
 
+/* `rows` (<= 8) rows of C, columns [n0, n1) of ncols, k in [k0, k1). */
+__attribute__((target("avx512f"))) static void fr_weight_grad_block(
+    int rows, int64_t k0, int64_t k1, const float *a, int64_t lda, const float *Z, int64_t ldz,
+    int64_t n0, int64_t n1, int64_t ncols, float *c, int64_t ldc)
+{
+    for (int64_t n = n0; n < n1; n += 32) {
+        const __mmask16 m0 = fr_lanes16(ncols, n), m1 = fr_lanes16(ncols, n + 16);
+        switch (rows) { /* constant row counts: the loops unroll */
+        case 8: fr_weight_grad_rows(8, k0, k1, a, lda, Z + n, ldz, m0, m1, c + n, ldc); break;
+        case 7: fr_weight_grad_rows(7, k0, k1, a, lda, Z + n, ldz, m0, m1, c + n, ldc); break;
+        case 6: fr_weight_grad_rows(6, k0, k1, a, lda, Z + n, ldz, m0, m1, c + n, ldc); break;
+        case 5: fr_weight_grad_rows(5, k0, k1, a, lda, Z + n, ldz, m0, m1, c + n, ldc); break;
+        case 4: fr_weight_grad_rows(4, k0, k1, a, lda, Z + n, ldz, m0, m1, c + n, ldc); break;
+        case 3: fr_weight_grad_rows(3, k0, k1, a, lda, Z + n, ldz, m0, m1, c + n, ldc); break;
+        case 2: fr_weight_grad_rows(2, k0, k1, a, lda, Z + n, ldz, m0, m1, c + n, ldc); break;
+        default: fr_weight_grad_rows(1, k0, k1, a, lda, Z + n, ldz, m0, m1, c + n, ldc); break;
+        }
+    }
+}
+
 /* Rows [q0, q1) of C, all ncols columns, k in [0, K). */
 __attribute__((target("avx512f"))) static void fr_weight_grad_avx512(
     int64_t K, const float *A, int64_t lda, int64_t q0, int64_t q1, const float *Z, int64_t ldz,
@@ -1062,23 +1083,11 @@ __attribute__((target("avx512f"))) static void fr_weight_grad_avx512(
 {
     for (int64_t k0 = 0; k0 < K; k0 += FR_WG_KC) {
         const int64_t k1 = K - k0 < FR_WG_KC ? K : k0 + FR_WG_KC;
-        for (int64_t n0 = 0; n0 < ncols; n0 += FR_WG_NC)
-        for (int64_t q = q0; q < q1; q += 8) {
-            const float *a = A + q;
-            for (int64_t n = n0; n < ncols && n < n0 + FR_WG_NC; n += 32) {
-                const __mmask16 m0 = fr_lanes16(ncols, n), m1 = fr_lanes16(ncols, n + 16);
-                float *c = C + q * ldc + n;
-                switch (q1 - q < 8 ? q1 - q : 8) { /* constant row counts: the loops unroll */
-                case 8: fr_weight_grad_rows(8, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
-                case 7: fr_weight_grad_rows(7, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
-                case 6: fr_weight_grad_rows(6, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
-                case 5: fr_weight_grad_rows(5, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
-                case 4: fr_weight_grad_rows(4, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
-                case 3: fr_weight_grad_rows(3, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
-                case 2: fr_weight_grad_rows(2, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
-                default: fr_weight_grad_rows(1, k0, k1, a, lda, Z + n, ldz, m0, m1, c, ldc); break;
-                }
-            }
+        for (int64_t n0 = 0; n0 < ncols; n0 += FR_WG_NC) {
+            const int64_t n1 = ncols - n0 < FR_WG_NC ? ncols : n0 + FR_WG_NC;
+            for (int64_t q = q0; q < q1; q += 8)
+                fr_weight_grad_block(q1 - q < 8 ? (int)(q1 - q) : 8, k0, k1, A + q, lda, Z, ldz,
+                                     n0, n1, ncols, C + q * ldc, ldc);
         }
     }
 }
