@@ -2,6 +2,7 @@
  * in one place, then the kernels instantiated for float and double from
  * lnrnn_impl.h. See lnrnn.h for the equations. */
 #include "lnrnn.h"
+#include "dispatch.h"
 
 #include <limits.h>
 #include <math.h>
@@ -127,14 +128,6 @@ static void ln_tanh_f64(const double *x, double *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) y[i] = tanh(x[i]);
 }
-
-/* The fused row passes in wider SIMD without -march=native, as rnn.c's
- * FR_CLONES: the loader picks the best clone at run time. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define LN_CLONES __attribute__((target_clones("avx512f", "fma", "default")))
-#else
-#define LN_CLONES
-#endif
 
 #define real float
 #define LN_(name) name##_f32

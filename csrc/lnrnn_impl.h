@@ -55,7 +55,9 @@ static void LN_(point_backward_ws)(const fr_shape *s, real *ws, LN_(backward_ws)
 
 /* v (n) -> (v - mean) / sqrt(var + eps) in place; returns 1 / sqrt(var + eps).
  * on == 0: the identity (returns 1). */
-LN_CLONES static real LN_(normalize)(real *v, int64_t n, int on)
+FR_DISPATCHED(real, LN_(normalize),
+              (real *v, int64_t n, int on),
+              (v, n, on))
 {
     if (!on) return 1;
     double mean = 0, var = 0;
@@ -68,7 +70,9 @@ LN_CLONES static real LN_(normalize)(real *v, int64_t n, int on)
 }
 
 /* d (n): the gradient w.r.t. normalize's output -> w.r.t. its input, in place. */
-LN_CLONES static void LN_(normalize_backward)(real *d, const real *vhat, int64_t n, real rstd, int on)
+FR_DISPATCHED(void, LN_(normalize_backward),
+              (real *d, const real *vhat, int64_t n, real rstd, int on),
+              (d, vhat, n, rstd, on))
 {
     if (!on) return;
     double md = 0, mdv = 0;
@@ -113,7 +117,9 @@ static int LN_(active)(const fr_shape *s, int64_t b, int64_t t)
 }
 
 /* LSTM, one row r = (b, t) of an active step: hs/cs the row's running h, c. */
-LN_CLONES static void LN_(lstm_row)(const LN_(forward_call) *c, int64_t r, real *hs, real *cs, real *y)
+FR_DISPATCHED(void, LN_(lstm_row),
+              (const LN_(forward_call) *c, int64_t r, real *hs, real *cs, real *y),
+              (c, r, hs, cs, y))
 {
     const LN_(weights) *w = &c->w;
     int64_t H = c->s->hidden, GH = 4 * H;
@@ -141,7 +147,9 @@ LN_CLONES static void LN_(lstm_row)(const LN_(forward_call) *c, int64_t r, real 
 }
 
 /* GRU, one row r = (b, t) of an active step. aux keeps ah_n for backward. */
-LN_CLONES static void LN_(gru_row)(const LN_(forward_call) *c, int64_t r, real *hs, real *y)
+FR_DISPATCHED(void, LN_(gru_row),
+              (const LN_(forward_call) *c, int64_t r, real *hs, real *y),
+              (c, r, hs, y))
 {
     const LN_(weights) *w = &c->w;
     int64_t H = c->s->hidden, GH = 3 * H;
@@ -261,7 +269,9 @@ typedef struct { /* one backward call, shared by the threads */
 /* LSTM, active row r: dh (already + dY) and dc of the row in; out: the gate
  * gradients dpx (= dph), d of the normalized cell's affine output (dcn),
  * dc of the previous step, and dh's direct part (0: all through W_hh). */
-LN_CLONES static void LN_(lstm_row_backward)(const LN_(backward_call) *c, int64_t r, real *dh, real *dc)
+FR_DISPATCHED(void, LN_(lstm_row_backward),
+              (const LN_(backward_call) *c, int64_t r, real *dh, real *dc),
+              (c, r, dh, dc))
 {
     const LN_(weights) *w = &c->w;
     int64_t H = c->s->hidden, GH = 4 * H;
@@ -289,7 +299,9 @@ LN_CLONES static void LN_(lstm_row_backward)(const LN_(backward_call) *c, int64_
 }
 
 /* GRU, active row r: dh (already + dY) in; out: dpx, dph and dh's direct part z dh. */
-LN_CLONES static void LN_(gru_row_backward)(const LN_(backward_call) *c, int64_t r, real *dh)
+FR_DISPATCHED(void, LN_(gru_row_backward),
+              (const LN_(backward_call) *c, int64_t r, real *dh),
+              (c, r, dh))
 {
     int64_t H = c->s->hidden, GH = 3 * H;
     const real *g = c->f.gates + r * GH, *ahn = c->f.aux + r * H, *hp = c->f.h + r * H;
@@ -363,8 +375,9 @@ static void LN_(backward_rows)(const LN_(backward_call) *c, int64_t lo, int64_t 
 }
 
 /* Columns [q0, q1) of the sums over all B*T rows: biases and norm parameters. */
-LN_CLONES static void LN_(parameter_sums)(const LN_(backward_call) *c, const fr_ln_grads *g, int64_t q0,
-                                int64_t q1)
+FR_DISPATCHED(void, LN_(parameter_sums),
+              (const LN_(backward_call) *c, const fr_ln_grads *g, int64_t q0, int64_t q1),
+              (c, g, q0, q1))
 {
     int64_t BT = c->s->batch * c->s->steps, H = c->s->hidden, GH = fr_gates(c->s->cell) * H;
     real *db_ih = g->db_ih, *db_hh = g->db_hh, *dih_w = g->dln_ih_w, *dih_b = g->dln_ih_b;

@@ -3,6 +3,7 @@
  * recurrent layer forward over them. */
 #include "quant.h"
 #include "sampling.h"
+#include "dispatch.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,14 +20,10 @@
 #define FR_Q_X86 0
 #endif
 
-/* Wider SIMD for the conversions and the gate math without -march=native (as
- * FR_CLONES in rnn.c): the loader picks a clone at run time; SSE2's baseline
- * has no vector rounding, so nearbyintf would be a libm call per element. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FR_Q_CLONES __attribute__((target_clones("avx512f", "fma", "default")))
-#else
-#define FR_Q_CLONES
-#endif
+/* Wider SIMD for the conversions and the portable kernels without
+ * -march=native: FR_DISPATCHED (dispatch.h) compiles them for AVX-512, AVX2
+ * and the baseline; SSE2's baseline has no vector rounding, so nearbyintf
+ * would be a libm call per element. */
 
 /* Rows of input converted at a time: bounded scratch for any M. */
 #define FR_Q_CHUNK 64
@@ -110,8 +107,9 @@ static int64_t fr_qpadded(int64_t n, int64_t to) { return (n + to - 1) / to * to
 
 /* Asymmetric u8 of one row: x ~ sa * (u - zp). The range always holds 0 (so
  * zero is exact); an all-zero row gets sa = 1. Rounding: nearest even. */
-FR_Q_CLONES static void fr_quantize_row_u8(const float *x, int64_t K, int64_t kp, uint8_t *u,
-                                           float *sa, int32_t *zp)
+FR_DISPATCHED(void, fr_quantize_row_u8,
+              (const float *x, int64_t K, int64_t kp, uint8_t *u, float *sa, int32_t *zp),
+              (x, K, kp, u, sa, zp))
 {
     float lo = 0, hi = 0;
     for (int64_t k = 0; k < K; k++) {
@@ -135,8 +133,9 @@ FR_Q_CLONES static void fr_quantize_row_u8(const float *x, int64_t K, int64_t kp
 
 /* Symmetric 12-bit of one row (int16 kind): x ~ sa * a, |a| <= FR_Q16_ACT_MAX;
  * an all-zero row gets sa = 1. Rounding: nearest even. */
-FR_Q_CLONES static void fr_quantize_row_s16(const float *x, int64_t K, int64_t kp, int16_t *a,
-                                            float *sa)
+FR_DISPATCHED(void, fr_quantize_row_s16,
+              (const float *x, int64_t K, int64_t kp, int16_t *a, float *sa),
+              (x, K, kp, a, sa))
 {
     float amax = 0;
     for (int64_t k = 0; k < K; k++) {
@@ -172,7 +171,9 @@ static inline float fr_bf16_float(uint16_t b)
     return x;
 }
 
-FR_Q_CLONES static void fr_round_row_bf16(const float *x, int64_t K, int64_t kp, uint16_t *b)
+FR_DISPATCHED(void, fr_round_row_bf16,
+              (const float *x, int64_t K, int64_t kp, uint16_t *b),
+              (x, K, kp, b))
 {
     for (int64_t k = 0; k < K; k++) b[k] = fr_bf16(x[k]);
     for (int64_t k = K; k < kp; k++) b[k] = 0;
@@ -280,21 +281,27 @@ static inline __attribute__((always_inline)) void fr_qint_panel(
     }
 }
 
-FR_Q_CLONES static void fr_q8_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
-                                             int64_t p, float *C, int64_t ldc, int accumulate)
+FR_DISPATCHED(void, fr_q8_panel_portable,
+              (const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p, float *C,
+               int64_t ldc, int accumulate),
+              (w, r, M, p, C, ldc, accumulate))
 {
     fr_qint_panel(w, r, M, p, C, ldc, accumulate, FR_Q_INT8, 4);
 }
 
-FR_Q_CLONES static void fr_q16_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
-                                              int64_t p, float *C, int64_t ldc, int accumulate)
+FR_DISPATCHED(void, fr_q16_panel_portable,
+              (const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p, float *C,
+               int64_t ldc, int accumulate),
+              (w, r, M, p, C, ldc, accumulate))
 {
     fr_qint_panel(w, r, M, p, C, ldc, accumulate, FR_Q_INT16, 2);
 }
 
 /* The pair order of vdpbf16ps: the odd element's product first. */
-FR_Q_CLONES static void fr_bf16_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_t M,
-                                               int64_t p, float *C, int64_t ldc, int accumulate)
+FR_DISPATCHED(void, fr_bf16_panel_portable,
+              (const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p, float *C,
+               int64_t ldc, int accumulate),
+              (w, r, M, p, C, ldc, accumulate))
 {
     const int64_t groups = r->kp / 2;
     const uint16_t *P = (const uint16_t *)w->packed + p * groups * FR_Q_PANEL * 2;
@@ -561,9 +568,10 @@ static void fr_qpoint_ws(const fr_qlayer *L, const fr_shape *s, void *ws, fr_qfo
  * gh its W_hh h (no biases yet); pre (G * n) the slice's activations; h, c
  * updated in place; y (unless NULL) receives h. Per unit, the same arithmetic
  * for any slice, so a split step matches a whole one bit for bit. */
-FR_Q_CLONES static void fr_qcell(int cell, int64_t H, int64_t n, const float *g,
-                                 const float *gh, const float *bias, const float *b_ih,
-                                 const float *b_hh, float *pre, float *h, float *c, float *y)
+FR_DISPATCHED(void, fr_qcell,
+              (int cell, int64_t H, int64_t n, const float *g, const float *gh, const float *bias,
+               const float *b_ih, const float *b_hh, float *pre, float *h, float *c, float *y),
+              (cell, H, n, g, gh, bias, b_ih, b_hh, pre, h, c, y))
 {
     const int64_t G = fr_gates(cell);
     if (cell == FR_GRU) {

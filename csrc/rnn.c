@@ -3,6 +3,7 @@
 #include "fastrnn.h"
 #include "sampling.h"
 #include "decode.h" /* fr_small_* below */
+#include "dispatch.h"
 
 #include <limits.h>
 #include <signal.h>
@@ -11,18 +12,6 @@
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-
-/* Wider SIMD without -march=native: the loader picks the best clone at run
- * time. Feature names, not arch= names: an arch= clone is chosen only on that
- * exact CPU model, so a newer or virtualised CPU would get the default one.
- * "fma" rather than "avx2": -mavx2 does not enable FMA, and the dispatcher
- * would prefer an avx2 clone over an fma one.
- * Only where GCC's ifunc-based clones are known to work. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FR_CLONES __attribute__((target_clones("avx512f", "fma", "default")))
-#else
-#define FR_CLONES
 #endif
 
 /* A layer call runs on one thread unless a step has at least this many
@@ -70,6 +59,22 @@ static int fr_packed_supported(void) { return 0; }
 static int fr_avx512_supported(void) { return 0; }
 #endif
 #define FR_MR 4 /* rows of the micro-kernel */
+
+int fr_isa_level(void)
+{
+#if FR_ISA_DISPATCH
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f")                                 ? FR_ISA_AVX512
+               : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? FR_ISA_AVX2
+                                                                                   : FR_ISA_BASE;
+    }
+    return cached;
+#else
+    return FR_ISA_BASE;
+#endif
+}
 
 /* How packed_apply (rnn_impl.h) reads its panels: pack_forward's layout (row
  * blocks through panel_kernel), or the row layout, panel groups first to
@@ -1165,15 +1170,18 @@ static int64_t fr_sample(const double *logits, int64_t V, const fr_sampling *opt
     return probs[keep - 1].index;
 }
 
-FR_CLONES void fr_sigmoid_f32(const float *x, float *y, int64_t n)
+FR_DISPATCHED(void, sigmoid_f32, (const float *x, float *y, int64_t n), (x, y, n))
 {
     for (int64_t i = 0; i < n; i++) y[i] = fr_sigmoidf(x[i]);
 }
 
-FR_CLONES void fr_tanh_f32(const float *x, float *y, int64_t n)
+FR_DISPATCHED(void, tanh_f32, (const float *x, float *y, int64_t n), (x, y, n))
 {
     for (int64_t i = 0; i < n; i++) y[i] = fr_tanhf(x[i]);
 }
+
+void fr_sigmoid_f32(const float *x, float *y, int64_t n) { sigmoid_f32(x, y, n); }
+void fr_tanh_f32(const float *x, float *y, int64_t n) { tanh_f32(x, y, n); }
 
 void fr_sigmoid_f64(const double *x, double *y, int64_t n)
 {

@@ -34,12 +34,11 @@ static void FR_(gemm_rm)(const fr_blas *blas, int trans_a, int trans_b, int64_t 
     blas->FR_GEMM(&tb, &ta, &m, &n, &k, &alpha, (real *)B, &lb, (real *)A, &la, &beta, C, &lc);
 }
 
-FR_CLONES static void FR_(lstm_forward_row_portable)(int64_t n, int64_t H, real *restrict g,
-                                                     const real *restrict bi,
-                                                     const real *restrict bh,
-                                                     const real *restrict cp, real *restrict hn,
-                                                     real *restrict cn, real *restrict y,
-                                                     real *restrict tc)
+FR_DISPATCHED(void, FR_(lstm_forward_row_portable),
+              (int64_t n, int64_t H, real *restrict g, const real *restrict bi,
+               const real *restrict bh, const real *restrict cp, real *restrict hn,
+               real *restrict cn, real *restrict y, real *restrict tc),
+              (n, H, g, bi, bh, cp, hn, cn, y, tc))
 {
     real *restrict gi = g, *restrict gf = g + H, *restrict gg = g + 2 * H, *restrict go = g + 3 * H;
     for (int64_t j = 0; j < n; j++) {
@@ -78,11 +77,11 @@ static void FR_(lstm_forward_row)(int64_t n, int64_t H, real *g, const real *bi,
     FR_(lstm_forward_row_portable)(n, H, g, bi, bh, cp, hn, cn, y, tc);
 }
 
-FR_CLONES static void FR_(gru_forward_row)(int64_t n, int64_t H, real *restrict g,
-                                           const real *restrict gh, const real *restrict bi,
-                                           const real *restrict bh, const real *restrict hp,
-                                           real *restrict hn, real *restrict y,
-                                           real *restrict a)
+FR_DISPATCHED(void, FR_(gru_forward_row),
+              (int64_t n, int64_t H, real *restrict g, const real *restrict gh,
+               const real *restrict bi, const real *restrict bh, const real *restrict hp,
+               real *restrict hn, real *restrict y, real *restrict a),
+              (n, H, g, gh, bi, bh, hp, hn, y, a))
 {
     real *restrict gr = g, *restrict gz = g + H, *restrict gn = g + 2 * H;
     for (int64_t j = 0; j < n; j++) {
@@ -102,9 +101,10 @@ FR_CLONES static void FR_(gru_forward_row)(int64_t n, int64_t H, real *restrict 
     }
 }
 
-FR_CLONES static void FR_(rnn_forward_row)(int64_t n, int relu, real *restrict g,
-                                           const real *restrict bi, const real *restrict bh,
-                                           real *restrict hn, real *restrict y)
+FR_DISPATCHED(void, FR_(rnn_forward_row),
+              (int64_t n, int relu, real *restrict g, const real *restrict bi,
+               const real *restrict bh, real *restrict hn, real *restrict y),
+              (n, relu, g, bi, bh, hn, y))
 {
     if (relu) {
         for (int64_t j = 0; j < n; j++) {
@@ -124,10 +124,10 @@ FR_CLONES static void FR_(rnn_forward_row)(int64_t n, int relu, real *restrict g
     }
 }
 
-FR_CLONES static void FR_(lstm_backward_row)(int64_t n, int64_t H, const real *restrict g,
-                                             const real *restrict tc, const real *restrict cp,
-                                             real *restrict dh, real *restrict dc,
-                                             real *restrict dg)
+FR_DISPATCHED(void, FR_(lstm_backward_row),
+              (int64_t n, int64_t H, const real *restrict g, const real *restrict tc,
+               const real *restrict cp, real *restrict dh, real *restrict dc, real *restrict dg),
+              (n, H, g, tc, cp, dh, dc, dg))
 {
     const real *restrict gi = g, *restrict gf = g + H, *restrict gg = g + 2 * H,
                          *restrict go = g + 3 * H;
@@ -144,10 +144,11 @@ FR_CLONES static void FR_(lstm_backward_row)(int64_t n, int64_t H, const real *r
     }
 }
 
-FR_CLONES static void FR_(gru_backward_row)(int64_t n, int64_t H, const real *restrict g,
-                                            const real *restrict a, const real *restrict hp,
-                                            real *restrict dh, real *restrict dgx,
-                                            real *restrict dgh)
+FR_DISPATCHED(void, FR_(gru_backward_row),
+              (int64_t n, int64_t H, const real *restrict g, const real *restrict a,
+               const real *restrict hp, real *restrict dh, real *restrict dgx,
+               real *restrict dgh),
+              (n, H, g, a, hp, dh, dgx, dgh))
 {
     const real *restrict gr = g, *restrict gz = g + H, *restrict gn = g + 2 * H;
     for (int64_t j = 0; j < n; j++) {
@@ -166,8 +167,9 @@ FR_CLONES static void FR_(gru_backward_row)(int64_t n, int64_t H, const real *re
     }
 }
 
-FR_CLONES static void FR_(rnn_backward_row)(int64_t n, int relu, const real *restrict g,
-                                            real *restrict dh, real *restrict dg)
+FR_DISPATCHED(void, FR_(rnn_backward_row),
+              (int64_t n, int relu, const real *restrict g, real *restrict dh, real *restrict dg),
+              (n, relu, g, dh, dg))
 {
     if (relu) {
         for (int64_t j = 0; j < n; j++) {
@@ -300,13 +302,13 @@ static inline __attribute__((always_inline)) void FR_(panel_rows)(
 }
 
 /* C[0:M, 0:w] = (C or 0) + the terms' products for one packed panel:
- * FR_MR rows at a time (8 accumulator vectors: what 16 ymm registers hold),
- * then the last M % FR_MR rows in one pass (a step whose active samples are
- * not a multiple of 4 runs them at the full rate, not one latency-bound
- * row at a time). */
-FR_CLONES static void FR_(panel_kernel_mr4)(int64_t M, const FR_(term) *terms, int n_terms,
-                                            int64_t r, real *C, int64_t ldc, int64_t w,
-                                            int accumulate)
+ * FR_MR rows at a time, then the last M % FR_MR rows in one pass (a step
+ * whose active samples are not a multiple of 4 runs them at the full rate,
+ * not one latency-bound row at a time). AVX-512 only: panel_kernel_mr8's
+ * leftover rows. */
+__attribute__((target("avx512f"))) static void FR_(panel_kernel_mr4)(
+    int64_t M, const FR_(term) *terms, int n_terms, int64_t r, real *C, int64_t ldc, int64_t w,
+    int accumulate)
 {
     for (; r + FR_MR <= M; r += FR_MR)
         FR_(panel_rows)(FR_MR, terms, n_terms, r, C + r * ldc, ldc, w, accumulate);
@@ -317,6 +319,91 @@ FR_CLONES static void FR_(panel_kernel_mr4)(int64_t M, const FR_(term) *terms, i
     default: break;
     }
 }
+
+/* AVX2 has 16 ymm registers, and a 64-byte FR_VEC is two of them: the 4-row
+ * kernel's 8 accumulator vectors alone fill all 16, and gcc spilled them to
+ * the stack at every k (its fma clone took 76% of a small LSTM's inference,
+ * 40 ms against PyTorch's 2.7, on a Zen 3 core). Here a panel runs as two
+ * halves of FR_VL columns (one FR_VEC each, two ymm), 6 rows at a time:
+ * 12 accumulators, 2 weight vectors and a broadcast. Each output is still
+ * one FMA chain from C's value or 0 over the terms' k in order, so the
+ * results do not depend on the rows sharing a call. */
+typedef real FR_(ymm) __attribute__((vector_size(32), aligned(sizeof(real))));
+#define FR_YL ((int64_t)(32 / sizeof(real))) /* reals per ymm */
+#define FR_AVX2_ROWS 6
+
+/* Rows [r, r + n) (n <= FR_AVX2_ROWS), columns [off, off + hw) of the panel
+ * (off: 0 or FR_VL, hw <= FR_VL valid ones); C points at row r. */
+static inline __attribute__((always_inline)) void FR_(half_panel_rows)(
+    int n, const FR_(term) *terms, int n_terms, int64_t r, int64_t off, real *C, int64_t ldc,
+    int64_t hw, int accumulate)
+{
+    FR_(ymm) acc[FR_AVX2_ROWS][2];
+    for (int i = 0; i < n; i++) {
+        const real *c = C + i * ldc + off;
+        if (accumulate && hw == FR_VL) { /* whole: straight into the registers */
+            acc[i][0] = *(const FR_(ymm) *)c;
+            acc[i][1] = *(const FR_(ymm) *)(c + FR_YL);
+            continue;
+        }
+        real row[FR_VL];
+        for (int64_t q = 0; q < FR_VL; q++) row[q] = accumulate && q < hw ? c[q] : 0;
+        memcpy(&acc[i][0], row, sizeof acc[i][0]);
+        memcpy(&acc[i][1], row + FR_YL, sizeof acc[i][1]);
+    }
+    for (int t = 0; t < n_terms; t++) {
+        const real *A = terms[t].A + r * terms[t].lda, *P = terms[t].P + off;
+        const int64_t lda = terms[t].lda;
+        for (int64_t k = 0; k < terms[t].K; k++) {
+            const FR_(ymm) b0 = *(const FR_(ymm) *)(P + k * FR_NR);
+            const FR_(ymm) b1 = *(const FR_(ymm) *)(P + k * FR_NR + FR_YL);
+            for (int i = 0; i < n; i++) {
+                const real x = A[i * lda + k];
+                acc[i][0] += x * b0;
+                acc[i][1] += x * b1;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        real *c = C + i * ldc + off;
+        if (hw == FR_VL) {
+            *(FR_(ymm) *)c = acc[i][0];
+            *(FR_(ymm) *)(c + FR_YL) = acc[i][1];
+            continue;
+        }
+        real row[FR_VL];
+        memcpy(row, &acc[i][0], sizeof acc[i][0]);
+        memcpy(row + FR_YL, &acc[i][1], sizeof acc[i][1]);
+        for (int64_t q = 0; q < hw; q++) c[q] = row[q];
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void FR_(panel_kernel_avx2)(
+    int64_t M, const FR_(term) *terms, int n_terms, real *C, int64_t ldc, int64_t w,
+    int accumulate)
+{
+    for (int64_t off = 0; off < w; off += FR_VL) {
+        const int64_t hw = w - off < FR_VL ? w - off : FR_VL;
+        int64_t r = 0;
+        for (; r + FR_AVX2_ROWS <= M; r += FR_AVX2_ROWS)
+            FR_(half_panel_rows)(FR_AVX2_ROWS, terms, n_terms, r, off, C + r * ldc, ldc, hw,
+                                 accumulate);
+#define FR_HALF_CASE(n)                                                                       \
+    case n:                                                                                   \
+        FR_(half_panel_rows)(n, terms, n_terms, r, off, C + r * ldc, ldc, hw, accumulate);    \
+        break;
+        switch (M - r) { /* constant row counts: the inlined loops unroll */
+            FR_HALF_CASE(5)
+            FR_HALF_CASE(4)
+            FR_HALF_CASE(3)
+            FR_HALF_CASE(2)
+            FR_HALF_CASE(1)
+        default: break;
+        }
+#undef FR_HALF_CASE
+    }
+}
+#undef FR_YL
 
 /* The same with 8 rows (16 accumulators) for AVX-512's 32 registers: about
  * 1.3x the 4-row kernel's rate on a Cascade Lake core. */
@@ -345,8 +432,8 @@ static void FR_(panel_kernel)(int64_t M, const FR_(term) *terms, int n_terms, re
 {
     if (fr_avx512_supported())
         FR_(panel_kernel_mr8)(M, terms, n_terms, C, ldc, w, accumulate);
-    else
-        FR_(panel_kernel_mr4)(M, terms, n_terms, 0, C, ldc, w, accumulate);
+    else /* the packed kernels run only where AVX2 and FMA do */
+        FR_(panel_kernel_avx2)(M, terms, n_terms, C, ldc, w, accumulate);
 }
 
 /* The row layout: calls whose every row is a leftover row (batch < FR_MR:
