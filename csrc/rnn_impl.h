@@ -501,17 +501,79 @@ static inline __attribute__((always_inline)) void FR_(rows_panels)(
             FR_(store_row)(C[p] + r * ldc, &acc[r][p][0], &acc[r][p][1], w[p]);
 }
 
+/* rows_panels for AVX2's 16 registers: a panel is 4 ymm per row, so R rows
+ * against NP panels (R * NP <= 3: 12 accumulators) of a group whose k-rows
+ * hold `stride` panels. A group of FR_ROW_PANELS runs in passes over parts of
+ * it (rows_group_avx2): each pass reads its own cache lines of every k-row,
+ * so the group is still streamed once. The same FMA chains as rows_panels. */
+static inline __attribute__((always_inline)) void FR_(rows_panels_avx2)(
+    const int R, const int NP, int64_t K, const real *A, int64_t lda, const real *P, int stride,
+    real *const *C, const int64_t *w, int64_t ldc, int accumulate)
+{
+    const int64_t yl = 32 / (int64_t)sizeof(real); /* reals per ymm */
+    FR_(ymm) acc[3][2][4];
+    for (int r = 0; r < R; r++)
+        for (int p = 0; p < NP; p++) {
+            real row[FR_NR];
+            for (int64_t q = 0; q < FR_NR; q++)
+                row[q] = accumulate && q < w[p] ? C[p][r * ldc + q] : 0;
+            memcpy(acc[r][p], row, sizeof acc[r][p]);
+        }
+    for (int64_t k = 0; k < K; k++)
+        for (int p = 0; p < NP; p++) {
+            const real *b = P + (k * stride + p) * FR_NR;
+            const FR_(ymm) b0 = *(const FR_(ymm) *)b, b1 = *(const FR_(ymm) *)(b + yl);
+            const FR_(ymm) b2 = *(const FR_(ymm) *)(b + 2 * yl);
+            const FR_(ymm) b3 = *(const FR_(ymm) *)(b + 3 * yl);
+            for (int r = 0; r < R; r++) {
+                const real x = A[r * lda + k];
+                acc[r][p][0] += x * b0;
+                acc[r][p][1] += x * b1;
+                acc[r][p][2] += x * b2;
+                acc[r][p][3] += x * b3;
+            }
+        }
+    for (int r = 0; r < R; r++)
+        for (int p = 0; p < NP; p++) {
+            real row[FR_NR];
+            memcpy(row, acc[r][p], sizeof acc[r][p]);
+            for (int64_t q = 0; q < w[p]; q++) C[p][r * ldc + q] = row[q];
+        }
+}
+
+/* R rows (R < FR_MR) against a group of np panels (FR_ROW_PANELS or 1), in
+ * passes of as many panels as AVX2's registers take. */
+static inline __attribute__((always_inline)) void FR_(rows_group_avx2)(
+    int64_t R, int np, int64_t K, const real *A, int64_t lda, const real *panels,
+    real *const *c, const int64_t *w, int64_t ldc, int accumulate)
+{
+    for (int p = 0; p < np;) {
+        const real *P = panels + p * FR_NR;
+        if (R == 1 && np - p >= 2) {
+            FR_(rows_panels_avx2)(1, 2, K, A, lda, P, np, c + p, w + p, ldc, accumulate);
+            p += 2;
+            continue;
+        }
+        if (R == 1)
+            FR_(rows_panels_avx2)(1, 1, K, A, lda, P, np, c + p, w + p, ldc, accumulate);
+        else if (R == 2)
+            FR_(rows_panels_avx2)(2, 1, K, A, lda, P, np, c + p, w + p, ldc, accumulate);
+        else
+            FR_(rows_panels_avx2)(3, 1, K, A, lda, P, np, c + p, w + p, ldc, accumulate);
+        p++;
+    }
+}
+
 /* C[0:R, panels] = (C or 0) + A[0:R] W^T over row-layout panels, FR_MR - 1 rows at a time
  * (24 of AVX-512's 32 registers at R = 3), for units [j0, j1) of every gate.
  * backwards: the panel groups in reverse order; alternating the direction
- * step by step finds the weights read last (still in L2) first. */
-__attribute__((target("avx512f"))) static void FR_(rows_apply_avx512)(
+ * step by step finds the weights read last (still in L2) first. avx2: each
+ * group through rows_group_avx2 (the body is inlined into one function per
+ * instruction set). */
+static inline __attribute__((always_inline)) void FR_(rows_apply_body)(
     int64_t R, int64_t K, const real *A, int64_t lda, const real *P, int64_t G, int64_t H,
-    int64_t j0, int64_t j1, real *C, int64_t ldc, int accumulate, int backwards)
+    int64_t j0, int64_t j1, real *C, int64_t ldc, int accumulate, int backwards, const int avx2)
 {
-    for (; R >= FR_MR; R -= FR_MR - 1, A += (FR_MR - 1) * lda, C += (FR_MR - 1) * ldc)
-        FR_(rows_apply_avx512)(FR_MR - 1, K, A, lda, P, G, H, j0, j1, C, ldc, accumulate,
-                               backwards);
     const int64_t per_gate = (j1 - j0 + FR_NR - 1) / FR_NR, n_panels = G * per_gate;
     const int64_t n_full = n_panels / FR_ROW_PANELS, n_groups = n_full + n_panels % FR_ROW_PANELS;
     for (int64_t i = 0; i < n_groups; i++) {
@@ -536,6 +598,10 @@ __attribute__((target("avx512f"))) static void FR_(rows_apply_avx512)(
             for (int64_t r = 0; r < R; r++)
                 for (int64_t j = 0; j < w[p]; j += 64 / (int64_t)sizeof(real))
                     __builtin_prefetch(c[p] + r * ldc + j, 1, 3);
+        if (avx2) {
+            FR_(rows_group_avx2)(R, np, K, A, lda, panels, c, w, ldc, accumulate);
+            continue;
+        }
 #define FR_ROWS_CASE(r, n)                                                                    \
     case (r) * 8 + (n):                                                                       \
         FR_(rows_panels)(r, n, K, A, lda, panels, c, w, ldc, accumulate);                     \
@@ -549,6 +615,36 @@ __attribute__((target("avx512f"))) static void FR_(rows_apply_avx512)(
         default: FR_(rows_panels)(3, 1, K, A, lda, panels, c, w, ldc, accumulate); break;
         }
 #undef FR_ROWS_CASE
+    }
+}
+
+__attribute__((target("avx512f"))) static void FR_(rows_apply_avx512)(
+    int64_t R, int64_t K, const real *A, int64_t lda, const real *P, int64_t G, int64_t H,
+    int64_t j0, int64_t j1, real *C, int64_t ldc, int accumulate, int backwards)
+{
+    FR_(rows_apply_body)(R, K, A, lda, P, G, H, j0, j1, C, ldc, accumulate, backwards, 0);
+}
+
+__attribute__((target("avx2,fma"))) static void FR_(rows_apply_avx2)(
+    int64_t R, int64_t K, const real *A, int64_t lda, const real *P, int64_t G, int64_t H,
+    int64_t j0, int64_t j1, real *C, int64_t ldc, int accumulate, int backwards)
+{
+    FR_(rows_apply_body)(R, K, A, lda, P, G, H, j0, j1, C, ldc, accumulate, backwards, 1);
+}
+
+/* More than FR_MR - 1 rows: FR_MR - 1 at a time. */
+static void FR_(rows_apply)(int64_t R, int64_t K, const real *A, int64_t lda, const real *P,
+                            int64_t G, int64_t H, int64_t j0, int64_t j1, real *C, int64_t ldc,
+                            int accumulate, int backwards)
+{
+    for (int64_t r = 0; r < R; r += FR_MR - 1) {
+        const int64_t n = R - r < FR_MR - 1 ? R - r : FR_MR - 1;
+        if (fr_avx512_supported())
+            FR_(rows_apply_avx512)(n, K, A + r * lda, lda, P, G, H, j0, j1, C + r * ldc, ldc,
+                                   accumulate, backwards);
+        else
+            FR_(rows_apply_avx2)(n, K, A + r * lda, lda, P, G, H, j0, j1, C + r * ldc, ldc,
+                                 accumulate, backwards);
     }
 }
 
@@ -579,8 +675,8 @@ static void FR_(packed_apply)(int64_t M, int64_t K, const real *A, int64_t lda, 
                               int accumulate, int how)
 {
     if (how != FR_PANELS_BLOCKED) {
-        FR_(rows_apply_avx512)(M, K, A, lda, P, G, H, j0, j1, C, ldc, accumulate,
-                               how == FR_PANELS_ROWS_BACKWARDS);
+        FR_(rows_apply)(M, K, A, lda, P, G, H, j0, j1, C, ldc, accumulate,
+                        how == FR_PANELS_ROWS_BACKWARDS);
         return;
     }
     const FR_(term) term = {K, A, lda, P};

@@ -74,14 +74,22 @@ def session(model, threads, quantize=False):
 
 
 def _quantized(data):
+    """ONNX Runtime's dynamic int8 model of data. Without VNNI its u8 x s8
+    kernel adds pairs of products in saturating 16-bit lanes (vpmaddubsw):
+    on a Zen 3 core the LSTM test model's outputs moved by 0.31. ONNX
+    Runtime's documentation prescribes 7-bit weights there (reduce_range),
+    which brought it to 0.004; CPUs with AVX512-VNNI keep 8 bits."""
     import os
     import tempfile
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from . import _kernels
+    reduce_range = not _kernels.qfast_available("int8")
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "int8.onnx")
         with open(src, "wb") as f:
             f.write(data)
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, reduce_range=reduce_range)
         with open(dst, "rb") as f:
             return f.read()

@@ -47,6 +47,18 @@ def test_small_weights_split_rows_and_large_ones_split_units():
         _kernels._row_split(previous)
 
 
+def _tolerance(name, expected, dtype):
+    """float32 weight gradients are sums over every row of the batch, in the
+    order of the GEMM that makes them: OpenBLAS's blocking changes with the
+    rows each thread has (AVX2 CPUs; on AVX-512 fastrnn's own kernel keeps one
+    order), so they differ in rounding, relative to the largest of them."""
+    if dtype == np.float64:
+        return dict(rtol=1e-12, atol=1e-12)
+    if name == "grads":
+        return dict(rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    return dict(rtol=1e-5, atol=1e-6)
+
+
 def _train_and_infer(cls, kw, X, lengths, dtype, n_threads, row_split, H=64):
     previous = _kernels._row_split(row_split)
     try:
@@ -78,9 +90,8 @@ def test_rows_units_and_one_thread_agree(cell, cls, kw, ragged, dtype, rng):
     for name, a, b, c in zip(names, rows, units, one):
         if dtype == np.float32 and name in ("Y", "hN", "Y inference"):
             np.testing.assert_array_equal(a, c, err_msg=name)  # every row sums in one order
-        tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(a, b, err_msg=name, **tol)
-        np.testing.assert_allclose(a, c, err_msg=name, **tol)
+        np.testing.assert_allclose(a, b, err_msg=name, **_tolerance(name, b, dtype))
+        np.testing.assert_allclose(a, c, err_msg=name, **_tolerance(name, c, dtype))
 
 
 @two_cpus
@@ -110,6 +121,5 @@ def test_row_groups_of_a_unit_split_agree_with_one_thread(cell, cls, kw, ragged,
     for name, a, c in zip(names, grouped, one):
         if dtype == np.float32 and name in ("Y", "hN", "Y inference"):
             np.testing.assert_array_equal(a, c, err_msg=name)  # every row sums in one order
-        tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(a, c, err_msg=name, **tol)
+        np.testing.assert_allclose(a, c, err_msg=name, **_tolerance(name, c, dtype))
 
