@@ -25,11 +25,12 @@
 #define FR_ISA_DISPATCH 0
 #endif
 
-enum { FR_ISA_BASE = 0, FR_ISA_AVX2 = 1, FR_ISA_AVX512 = 2 };
+#include "fastrnn.h" /* fr_isa_level, fr_set_isa_cap */
 
-/* FR_ISA_AVX512 where the CPU has AVX-512F, FR_ISA_AVX2 where it has AVX2
- * and FMA, else FR_ISA_BASE (always FR_ISA_BASE without FR_ISA_DISPATCH). */
-int fr_isa_level(void);
+/* fr_isa_level(): FR_ISA_AVX512 where the CPU has AVX-512F, FR_ISA_AVX2
+ * where it has AVX2 and FMA, else FR_ISA_BASE (always FR_ISA_BASE without
+ * FR_ISA_DISPATCH), within the cap fr_set_isa_cap sets. */
+enum { FR_ISA_BASE = 0, FR_ISA_AVX2 = 1, FR_ISA_AVX512 = 2 };
 
 /* An extra level, so that a name given as FR_(x) is expanded before ## */
 #define FR_DISPATCHED(ret, name, params, args) FR_DISPATCHED_(ret, name, params, args)

@@ -252,6 +252,13 @@ int fr_packed_enabled(void);
  * results are the same bit for bit); 0 (the default) turns them back on.
  * Process-wide. */
 void fr_force_portable(int on);
+
+/* Tests only: the widest instruction set the float kernels may use, 0
+ * (baseline: BLAS steps), 1 (AVX2 + FMA) or 2 (AVX-512, the default), capped
+ * by what the CPU has; returns the previous cap. Process-wide. */
+int fr_set_isa_cap(int level);
+/* The instruction set the kernels use now (the CPU's, within the cap). */
+int fr_isa_level(void);
 /* 1 when float LSTM steps run the AVX-512 gate pass (CPU has it, not forced off). */
 int fr_lstm_gate_pass_avx512(void);
 

@@ -35,6 +35,9 @@
 #include <immintrin.h>
 typedef float fr_vec_f32 __attribute__((vector_size(64), aligned(4)));
 typedef double fr_vec_f64 __attribute__((vector_size(64), aligned(8)));
+/* The widest instruction set the kernels may use (fr_set_isa_cap): tests run
+ * the AVX2 kernels on AVX-512 CPUs through it. */
+static volatile int fr_isa_cap = FR_ISA_AVX512;
 static int fr_packed_supported(void)
 {
     static int cached = -1;
@@ -42,7 +45,7 @@ static int fr_packed_supported(void)
         __builtin_cpu_init();
         cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     }
-    return cached;
+    return cached && fr_isa_cap >= FR_ISA_AVX2;
 }
 static int fr_avx512_supported(void)
 {
@@ -51,10 +54,11 @@ static int fr_avx512_supported(void)
         __builtin_cpu_init();
         cached = __builtin_cpu_supports("avx512f");
     }
-    return cached;
+    return cached && fr_isa_cap >= FR_ISA_AVX512;
 }
 #else
 #define FR_HAVE_PACKED 0
+static volatile int fr_isa_cap = FR_ISA_AVX512;
 static int fr_packed_supported(void) { return 0; }
 static int fr_avx512_supported(void) { return 0; }
 #endif
@@ -70,10 +74,17 @@ int fr_isa_level(void)
                : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? FR_ISA_AVX2
                                                                                    : FR_ISA_BASE;
     }
-    return cached;
+    return cached < fr_isa_cap ? cached : fr_isa_cap;
 #else
     return FR_ISA_BASE;
 #endif
+}
+
+int fr_set_isa_cap(int level)
+{
+    const int was = fr_isa_cap;
+    fr_isa_cap = level < FR_ISA_BASE ? FR_ISA_BASE : level > FR_ISA_AVX512 ? FR_ISA_AVX512 : level;
+    return was;
 }
 
 /* How packed_apply (rnn_impl.h) reads its panels: pack_forward's layout (row

@@ -79,6 +79,8 @@ cdef extern from "fastrnn.h" nogil:
     int fr_openmp_enabled()
     int fr_packed_enabled()
     void fr_force_portable(int on)
+    int fr_set_isa_cap(int level)
+    int fr_isa_level()
     int fr_lstm_gate_pass_avx512()
     int fr_max_threads()
     int fr_threads(int n_threads)

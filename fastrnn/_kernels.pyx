@@ -148,6 +148,19 @@ def _force_portable(bint on):
     fr_force_portable(on)
 
 
+def _isa_cap(int level):
+    """Tests only: the widest instruction set the float kernels may use, 0
+    (baseline: BLAS steps, plain C gate passes), 1 (AVX2 + FMA) or 2 (AVX-512,
+    the default); returns the previous cap. Process-wide: with 1, an AVX-512
+    CPU runs the AVX2 kernels."""
+    return fr_set_isa_cap(level)
+
+
+def _isa_level():
+    """The instruction set the float kernels use now: 0, 1 or 2 (_isa_cap)."""
+    return fr_isa_level()
+
+
 def _lstm_gate_pass_avx512():
     """Whether float LSTM steps run the AVX-512 gate pass here (tests)."""
     return bool(fr_lstm_gate_pass_avx512())

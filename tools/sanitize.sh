@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the extension with AddressSanitizer + UndefinedBehaviorSanitizer and run
 # a fast part of the suite (kernels, layers, persistence with its fuzz tests,
-# reliability, properties, row splits, reduced weights, ragged batches) under
-# it; any report fails the run. Then the leak check (RSS over 300
+# reliability, properties, row splits, reduced weights, ragged batches, the
+# kernels of each instruction set) under it; any report fails the run. Then the leak check (RSS over 300
 # fit/predict/generate/save/load cycles) on a normal build.
 #
 # The sanitized build happens in a temporary copy of the working tree, so the
@@ -40,7 +40,7 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
     tests/test_reliability.py tests/test_properties.py tests/test_batch1.py \
     tests/test_row_split.py tests/test_quantize.py tests/test_ragged.py \
     tests/test_fused_projection.py tests/test_packed.py tests/test_gate_pass.py \
-    tests/test_weight_grads.py "$@")
+    tests/test_weight_grads.py tests/test_isa_levels.py "$@")
 
 # The leak check, on the regular build (ASan's quarantine would grow RSS itself).
 (cd "$work" && "$python" setup.py build_ext --inplace -q --force)
