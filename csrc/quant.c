@@ -81,12 +81,19 @@ int fr_qfast_available(int kind)
     return 0;
 }
 
-static int fr_qfast(int kind)
+/* Which kernels run kind's products: FR_QPATH_AVX512 (AVX512-VNNI / BF16
+ * where the CPU has them and the float kernels' cap allows AVX-512),
+ * FR_QPATH_AVX2 (int8 and int16 on AVX2 CPUs), else the portable C. */
+enum { FR_QPATH_PORTABLE = 0, FR_QPATH_AVX2 = 1, FR_QPATH_AVX512 = 2 };
+static int fr_qpath(int kind)
 {
     static int cached[5] = {-1, -1, -1, -1, -1};
-    if (kind != FR_Q_BF16 && kind != FR_Q_INT8 && kind != FR_Q_INT16) return 0;
+    if (kind != FR_Q_BF16 && kind != FR_Q_INT8 && kind != FR_Q_INT16) return FR_QPATH_PORTABLE;
     if (cached[kind] < 0) cached[kind] = fr_qfast_available(kind);
-    return cached[kind] && !fr_qportable();
+    if (fr_qportable()) return FR_QPATH_PORTABLE;
+    if (cached[kind] && fr_isa_level() == FR_ISA_AVX512) return FR_QPATH_AVX512;
+    if (kind != FR_Q_BF16 && fr_isa_level() >= FR_ISA_AVX2) return FR_QPATH_AVX2;
+    return FR_QPATH_PORTABLE;
 }
 
 int fr_qgroup(int kind)
@@ -394,29 +401,124 @@ static void fr_f32_panel_portable(const fr_qweight *w, const fr_qrows *r, int64_
 #define FRQ_INTEGER 0
 #define FRQ_ZERO_POINT 0
 #include "quant_impl.h"
+
+/* int16 and int8 on AVX2 CPUs (no VNNI). vpmaddwd multiplies the s16 pairs
+ * of a 32-bit lane into one exact int32 sum, as vpdpwssd does before its add
+ * (int16: |q| <= 4095, |a| <= 2047). int8's u8 x s8 quads are widened to s16
+ * first (vpmovsxbw; the activations zero-extended once per quad): vpmaddubsw
+ * would add its pairs in saturating 16 bits (ONNX Runtime's int8 error on
+ * such CPUs). A panel's 16 outputs are two ymm of int32 (int16) or four of
+ * pair sums (int8, added at the end); the sums go out through fr_qint_store,
+ * the portable kernels' own stores, so every path gives the same bits. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void fr_q16_rows_avx2(
+    const int R, const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p, float *C,
+    int64_t ldc, int accumulate)
+{
+    const int64_t groups = r->kp / 2;
+    const int16_t *P = (const int16_t *)w->packed + p * groups * FR_Q_PANEL * 2;
+    const int16_t *a = (const int16_t *)r->rows + m * r->kp;
+    __m256i acc[4][2];
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    for (int64_t g = 0; g < groups; g++) {
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)(P + g * FR_Q_PANEL * 2));
+        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(P + g * FR_Q_PANEL * 2 + 16));
+        for (int i = 0; i < R; i++) {
+            int32_t pair;
+            memcpy(&pair, a + i * r->kp + 2 * g, sizeof pair);
+            const __m256i x = _mm256_set1_epi32(pair);
+            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(x, w0));
+            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(x, w1));
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        int32_t sums[FR_Q_PANEL];
+        _mm256_storeu_si256((__m256i *)sums, acc[i][0]);
+        _mm256_storeu_si256((__m256i *)(sums + 8), acc[i][1]);
+        fr_qint_store(w, r, m + i, p, sums, C + (m + i) * ldc, accumulate);
+    }
+}
+
+__attribute__((target("avx2,fma"), always_inline)) static inline void fr_q8_rows_avx2(
+    const int R, const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p, float *C,
+    int64_t ldc, int accumulate)
+{
+    const int64_t groups = r->kp / 4;
+    const int8_t *P = (const int8_t *)w->packed + p * groups * FR_Q_PANEL * 4;
+    const uint8_t *a = (const uint8_t *)r->rows + m * r->kp;
+    __m256i acc[2][4]; /* acc[i][q]: lanes 4q..4q+3, two pair sums each */
+    for (int i = 0; i < R; i++)
+        for (int q = 0; q < 4; q++) acc[i][q] = _mm256_setzero_si256();
+    for (int64_t g = 0; g < groups; g++) {
+        const int8_t *pg = P + g * FR_Q_PANEL * 4;
+        __m256i wq[4];
+        for (int q = 0; q < 4; q++)
+            wq[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(pg + 16 * q)));
+        for (int i = 0; i < R; i++) {
+            const uint8_t *ai = a + i * r->kp + 4 * g;
+            const __m256i x = _mm256_set1_epi64x((int64_t)((uint64_t)ai[0] |
+                                                            (uint64_t)ai[1] << 16 |
+                                                            (uint64_t)ai[2] << 32 |
+                                                            (uint64_t)ai[3] << 48));
+            for (int q = 0; q < 4; q++)
+                acc[i][q] = _mm256_add_epi32(acc[i][q], _mm256_madd_epi16(x, wq[q]));
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        int32_t halves[2 * FR_Q_PANEL], sums[FR_Q_PANEL];
+        for (int q = 0; q < 4; q++) _mm256_storeu_si256((__m256i *)(halves + 8 * q), acc[i][q]);
+        for (int j = 0; j < FR_Q_PANEL; j++) sums[j] = halves[2 * j] + halves[2 * j + 1];
+        fr_qint_store(w, r, m + i, p, sums, C + (m + i) * ldc, accumulate);
+    }
+}
+
+/* Panels [p0, p1) for M rows: int16 in blocks of 4 rows (8 accumulators),
+ * int8 in blocks of 2 (8 accumulators and 4 widened weight vectors), then
+ * one row at a time (its integer adds wait one cycle each: no latency to
+ * hide). */
+__attribute__((target("avx2,fma"))) static void fr_qint_panels_avx2(
+    const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p0, int64_t p1, float *C,
+    int64_t ldc, int accumulate)
+{
+    for (int64_t p = p0; p < p1; p++) {
+        int64_t m = 0;
+        if (w->kind == FR_Q_INT16) {
+            for (; m + 4 <= M; m += 4) fr_q16_rows_avx2(4, w, r, m, p, C, ldc, accumulate);
+            for (; m < M; m++) fr_q16_rows_avx2(1, w, r, m, p, C, ldc, accumulate);
+        } else {
+            for (; m + 2 <= M; m += 2) fr_q8_rows_avx2(2, w, r, m, p, C, ldc, accumulate);
+            for (; m < M; m++) fr_q8_rows_avx2(1, w, r, m, p, C, ldc, accumulate);
+        }
+    }
+}
 #endif
 
-/* Panels [p0, p1) (at most FR_Q_BLOCK) for M rows. Every output's sum runs
- * in the same order on either path (bfloat16's included). */
+/* Panels [p0, p1) (at most FR_Q_BLOCK) for M rows, on `path`'s kernels
+ * (fr_qpath). Every output's sum runs in the same order on every path
+ * (bfloat16's included; the integer ones are exact). */
 #define FR_Q_BLOCK 8
 static void fr_qpanels(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p0,
-                       int64_t p1, float *C, int64_t ldc, int accumulate, int fast)
+                       int64_t p1, float *C, int64_t ldc, int accumulate, int path)
 {
 #if FR_Q_X86
-    if (fast && w->kind == FR_Q_INT8) {
+    const int kind = w->kind;
+    if (path == FR_QPATH_AVX512 && kind == FR_Q_INT8) {
         fr_q8_panels_vnni(w, r, M, p0, p1, C, ldc, accumulate);
         return;
     }
-    if (fast && w->kind == FR_Q_INT16) {
+    if (path == FR_QPATH_AVX512 && kind == FR_Q_INT16) {
         fr_q16_panels_vnni(w, r, M, p0, p1, C, ldc, accumulate);
         return;
     }
-    if (fast && w->kind == FR_Q_BF16) {
+    if (path == FR_QPATH_AVX512 && kind == FR_Q_BF16) {
         fr_bf16_panels_avx512(w, r, M, p0, p1, C, ldc, accumulate);
         return;
     }
+    if (path == FR_QPATH_AVX2 && (kind == FR_Q_INT8 || kind == FR_Q_INT16)) {
+        fr_qint_panels_avx2(w, r, M, p0, p1, C, ldc, accumulate);
+        return;
+    }
 #else
-    (void)fast;
+    (void)path;
 #endif
     for (int64_t p = p0; p < p1; p++) {
         if (w->kind == FR_Q_INT8)
@@ -432,11 +534,11 @@ static void fr_qpanels(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_
 
 /* Block b of FR_Q_BLOCK panels (the last one may be short). */
 static void fr_qblock(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t b, float *C,
-                      int64_t ldc, int accumulate, int fast)
+                      int64_t ldc, int accumulate, int path)
 {
     const int64_t panels = (w->rows + FR_Q_PANEL - 1) / FR_Q_PANEL, p0 = b * FR_Q_BLOCK;
     const int64_t p1 = p0 + FR_Q_BLOCK < panels ? p0 + FR_Q_BLOCK : panels;
-    fr_qpanels(w, r, M, p0, p1, C, ldc, accumulate, fast);
+    fr_qpanels(w, r, M, p0, p1, C, ldc, accumulate, path);
 }
 
 /* ----- GEMM ------------------------------------------------------------------------- */
@@ -461,7 +563,7 @@ static void fr_qgemm_rows(const fr_qweight *w, int64_t M, const float *A, int64_
                           const int64_t *rows_of, float *C, int64_t ldc, int accumulate,
                           void *scratch, int n_threads)
 {
-    const int fast = fr_qfast(w->kind);
+    const int path = fr_qpath(w->kind);
     const int64_t panels = (w->rows + FR_Q_PANEL - 1) / FR_Q_PANEL;
     const int64_t blocks = (panels + FR_Q_BLOCK - 1) / FR_Q_BLOCK;
     for (int64_t m0 = 0; m0 < M; m0 += FR_Q_CHUNK) {
@@ -473,9 +575,9 @@ static void fr_qgemm_rows(const fr_qweight *w, int64_t M, const float *A, int64_
         (void)nt; /* a serial build ignores the pragma */
         if (nt > 1) {
 #pragma omp parallel for num_threads(nt) schedule(static)
-            for (int64_t b = 0; b < blocks; b++) fr_qblock(w, &r, mc, b, c, ldc, accumulate, fast);
+            for (int64_t b = 0; b < blocks; b++) fr_qblock(w, &r, mc, b, c, ldc, accumulate, path);
         } else { /* no OpenMP region for one thread: a batch-1 step is a few microseconds */
-            for (int64_t b = 0; b < blocks; b++) fr_qblock(w, &r, mc, b, c, ldc, accumulate, fast);
+            for (int64_t b = 0; b < blocks; b++) fr_qblock(w, &r, mc, b, c, ldc, accumulate, path);
         }
     }
 }
@@ -651,12 +753,12 @@ static void fr_qcells(const fr_qlayer *L, const fr_shape *s, const fr_qforward_w
 /* W_hh's rows of units [u0, u1) in every gate (u0, u1 and H multiples of
  * FR_Q_PANEL: whole panels, each summed as in the whole product). */
 static void fr_qhh_units(const fr_qweight *W, const fr_qrows *r, int64_t B, int64_t G, int64_t H,
-                         int64_t u0, int64_t u1, float *gh, int fast)
+                         int64_t u0, int64_t u1, float *gh, int path)
 {
     for (int64_t k = 0; k < G; k++) {
         const int64_t p1 = (k * H + u1) / FR_Q_PANEL;
         for (int64_t p = (k * H + u0) / FR_Q_PANEL; p < p1; p += FR_Q_BLOCK)
-            fr_qpanels(W, r, B, p, p + FR_Q_BLOCK < p1 ? p + FR_Q_BLOCK : p1, gh, G * H, 0, fast);
+            fr_qpanels(W, r, B, p, p + FR_Q_BLOCK < p1 ? p + FR_Q_BLOCK : p1, gh, G * H, 0, path);
     }
 }
 
@@ -666,7 +768,7 @@ static int fr_qsteps_team(const fr_qlayer *L, const fr_shape *s, const fr_qforwa
                           float *Y, int64_t ldy, int nt)
 {
     const int64_t T = s->steps, H = s->hidden, G = fr_gates(s->cell);
-    const int fast = fr_qfast(L->W_hh.kind);
+    const int path = fr_qpath(L->W_hh.kind);
     const int64_t panels = H / FR_Q_PANEL;
     fr_qrows r;
     int64_t n = 0;
@@ -691,7 +793,7 @@ static int fr_qsteps_team(const fr_qlayer *L, const fr_shape *s, const fr_qforwa
 #pragma omp barrier
             if (stop) break; /* all read the flag written before this barrier */
             if (u1 > u0) {
-                fr_qhh_units(&L->W_hh, &r, n, G, H, u0, u1, w->gh, fast);
+                fr_qhh_units(&L->W_hh, &r, n, G, H, u0, u1, w->gh, path);
                 fr_qcells(L, s, w, t, 0, s->batch, n, u0, u1, w->pre + G * u0, Y, ldy);
             }
 #pragma omp barrier

@@ -21,14 +21,21 @@ def torch():
     return import_torch()
 
 
-@pytest.fixture(params=["fast", "portable"])
+@pytest.fixture(params=["fast", "avx2", "portable"])
 def quant_path(request):
-    """Run a reduced-precision test on the AVX-512 kernels (where the CPU has
-    them) and on the portable C path."""
+    """Run a reduced-precision test on the CPU's fastest kernels (AVX512-VNNI
+    / BF16, or AVX2's int8 and int16 ones), on the AVX2 kernels (the cap
+    _kernels._isa_cap(1): an AVX-512 CPU runs them too; skipped without
+    AVX2) and on the portable C path."""
     from fastrnn import _kernels
+    if request.param == "avx2" and _kernels._isa_level() < 1:
+        pytest.skip("no AVX2 and FMA on this CPU")
+    previous = _kernels._isa_cap(1) if request.param == "avx2" else None
     _kernels.qforce_portable(request.param == "portable")
     yield request.param
     _kernels.qforce_portable(False)
+    if previous is not None:
+        _kernels._isa_cap(previous)
 
 
 @pytest.fixture
