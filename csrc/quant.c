@@ -83,7 +83,7 @@ int fr_qfast_available(int kind)
 
 /* Which kernels run kind's products: FR_QPATH_AVX512 (AVX512-VNNI / BF16
  * where the CPU has them and the float kernels' cap allows AVX-512),
- * FR_QPATH_AVX2 (int8 and int16 on AVX2 CPUs), else the portable C. */
+ * FR_QPATH_AVX2 (AVX2 CPUs), else the portable C. */
 enum { FR_QPATH_PORTABLE = 0, FR_QPATH_AVX2 = 1, FR_QPATH_AVX512 = 2 };
 static int fr_qpath(int kind)
 {
@@ -92,7 +92,7 @@ static int fr_qpath(int kind)
     if (cached[kind] < 0) cached[kind] = fr_qfast_available(kind);
     if (fr_qportable()) return FR_QPATH_PORTABLE;
     if (cached[kind] && fr_isa_level() == FR_ISA_AVX512) return FR_QPATH_AVX512;
-    if (kind != FR_Q_BF16 && fr_isa_level() >= FR_ISA_AVX2) return FR_QPATH_AVX2;
+    if (fr_isa_level() >= FR_ISA_AVX2) return FR_QPATH_AVX2;
     return FR_QPATH_PORTABLE;
 }
 
@@ -500,11 +500,53 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void fr_q8_rows
     }
 }
 
-/* Panels [p0, p1) for M rows: int16 in blocks of 4 rows (8 accumulators),
- * int8 in blocks of 2 (8 accumulators and 4 widened weight vectors), then
- * one row at a time (its integer adds wait one cycle each: no latency to
- * hide). */
-__attribute__((target("avx2,fma"))) static void fr_qint_panels_avx2(
+/* bfloat16 on AVX2 CPUs (no AVX512-BF16): a lane's pair widened to floats
+ * (the even element shifted up, the odd one masked) and added with FMAs in
+ * vdpbf16ps's order, the odd element's product first, as the portable
+ * kernel does (a product of two bfloat16 values is exact in float32, fused
+ * or not). 4 rows x one panel: 8 accumulators, 4 widened weight vectors. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void fr_bf16_rows_avx2(
+    const int R, const fr_qweight *w, const fr_qrows *r, int64_t m, int64_t p, float *C,
+    int64_t ldc, int accumulate)
+{
+    const int64_t groups = r->kp / 2, n0 = p * FR_Q_PANEL, nw = fr_qpanel_width(w, p);
+    const uint16_t *P = (const uint16_t *)w->packed + p * groups * FR_Q_PANEL * 2;
+    const uint16_t *a = (const uint16_t *)r->rows + m * r->kp;
+    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
+    __m256 acc[4][2];
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < groups; g++) {
+        const uint16_t *pg = P + g * FR_Q_PANEL * 2;
+        const __m256i l0 = _mm256_loadu_si256((const __m256i *)pg);
+        const __m256i l1 = _mm256_loadu_si256((const __m256i *)(pg + 16));
+        const __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(l0, 16));
+        const __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(l0, high));
+        const __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(l1, 16));
+        const __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(l1, high));
+        for (int i = 0; i < R; i++) {
+            const __m256 x0 = _mm256_set1_ps(fr_bf16_float(a[i * r->kp + 2 * g]));
+            const __m256 x1 = _mm256_set1_ps(fr_bf16_float(a[i * r->kp + 2 * g + 1]));
+            acc[i][0] = _mm256_fmadd_ps(x0, e0, _mm256_fmadd_ps(x1, o0, acc[i][0]));
+            acc[i][1] = _mm256_fmadd_ps(x0, e1, _mm256_fmadd_ps(x1, o1, acc[i][1]));
+        }
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int i = 0; i < R; i++) { /* fr_float_store's operations */
+        float *c = C + (m + i) * ldc + n0;
+        for (int h = 0; h < 2; h++) {
+            const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nw - 8 * h), lane);
+            __m256 v = acc[i][h];
+            if (accumulate) v = _mm256_add_ps(_mm256_maskload_ps(c + 8 * h, k), v);
+            _mm256_maskstore_ps(c + 8 * h, k, v);
+        }
+    }
+}
+
+/* Panels [p0, p1) for M rows: int16 and bfloat16 in blocks of 4 rows (8
+ * accumulators), int8 in blocks of 2 (8 accumulators and 4 widened weight
+ * vectors), then one row at a time (int: its adds wait one cycle each, no
+ * latency to hide). */
+__attribute__((target("avx2,fma"))) static void fr_qpanels_avx2(
     const fr_qweight *w, const fr_qrows *r, int64_t M, int64_t p0, int64_t p1, float *C,
     int64_t ldc, int accumulate)
 {
@@ -513,6 +555,9 @@ __attribute__((target("avx2,fma"))) static void fr_qint_panels_avx2(
         if (w->kind == FR_Q_INT16) {
             for (; m + 4 <= M; m += 4) fr_q16_rows_avx2(4, w, r, m, p, C, ldc, accumulate);
             for (; m < M; m++) fr_q16_rows_avx2(1, w, r, m, p, C, ldc, accumulate);
+        } else if (w->kind == FR_Q_BF16) {
+            for (; m + 4 <= M; m += 4) fr_bf16_rows_avx2(4, w, r, m, p, C, ldc, accumulate);
+            for (; m < M; m++) fr_bf16_rows_avx2(1, w, r, m, p, C, ldc, accumulate);
         } else {
             for (; m + 2 <= M; m += 2) fr_q8_rows_avx2(2, w, r, m, p, C, ldc, accumulate);
             for (; m < M; m++) fr_q8_rows_avx2(1, w, r, m, p, C, ldc, accumulate);
@@ -542,8 +587,8 @@ static void fr_qpanels(const fr_qweight *w, const fr_qrows *r, int64_t M, int64_
         fr_bf16_panels_avx512(w, r, M, p0, p1, C, ldc, accumulate);
         return;
     }
-    if (path == FR_QPATH_AVX2 && (kind == FR_Q_INT8 || kind == FR_Q_INT16)) {
-        fr_qint_panels_avx2(w, r, M, p0, p1, C, ldc, accumulate);
+    if (path == FR_QPATH_AVX2) {
+        fr_qpanels_avx2(w, r, M, p0, p1, C, ldc, accumulate);
         return;
     }
 #else

@@ -24,7 +24,7 @@ def torch():
 @pytest.fixture(params=["fast", "avx2", "portable"])
 def quant_path(request):
     """Run a reduced-precision test on the CPU's fastest kernels (AVX512-VNNI
-    / BF16, or AVX2's int8 and int16 ones), on the AVX2 kernels (the cap
+    / BF16, or AVX2's), on the AVX2 kernels (the cap
     _kernels._isa_cap(1): an AVX-512 CPU runs them too; skipped without
     AVX2) and on the portable C path."""
     from fastrnn import _kernels
