@@ -210,9 +210,9 @@ _PARAMETERS = """Parameters
         even), and with either the recurrent weights in 16-bit fixed point per
         row (their rounding feeds back at every step), activations float32
         between the products; AVX-512
-        VNNI / BF16 kernels where the CPU has them, AVX2 ones for int8
-        elsewhere; bfloat16 without AVX512-BF16 runs portable C, slower than
-        float32 (it then saves memory, not time). Settable after fit with
+        VNNI / BF16 kernels where the CPU has them, AVX2 ones elsewhere
+        (batch-1 latency gains most; small batches can be slower than
+        float32 there). Settable after fit with
         set_params; training, validation and explain stay float32, and so do
         layer_norm cells. Needs dtype="float32" (a float64 model raises
         ValueError at predict).
