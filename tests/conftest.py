@@ -38,6 +38,21 @@ def quant_path(request):
         _kernels._isa_cap(previous)
 
 
+@pytest.fixture(params=[2, 1], ids=["fastest", "avx2"])
+def isa_cap(request):
+    """Run a test with the kernels' instruction set capped at AVX-512 (so the
+    CPU's best) and at AVX2 (_kernels._isa_cap: an AVX-512 CPU runs the AVX2
+    kernels); skipped where the cap leaves only the portable C (no AVX2)."""
+    from fastrnn import _kernels
+    previous = _kernels._isa_cap(request.param)
+    try:
+        if _kernels._isa_level() < 1:
+            pytest.skip("no AVX2 under this CPU and cap: only the portable path runs")
+        yield request.param
+    finally:
+        _kernels._isa_cap(previous)
+
+
 @pytest.fixture
 def portable():
     """A function running fn() with the AVX-512 fast paths off
